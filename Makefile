@@ -1,0 +1,23 @@
+# The README's commands. Everything runs in a cached virtualenv made by scripts/venv.sh.
+VENV := .venv
+PY := $(VENV)/bin/python
+export OMP_NUM_THREADS ?= 1
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup demo test lint bench clean
+setup:
+	@scripts/venv.sh >/dev/null
+
+demo: setup  ## the main job: weak-label crossover study on PneumoniaMNIST -> runs/demo/report.html
+	$(VENV)/bin/fmgauge weak-labels calibrate --config configs/weaklabels/demo.yaml --out runs/demo
+
+test: setup  ## lint + the fast test suite
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+bench: setup  ## slow, honest measurements -> docs/benchmarks.md (never in CI)
+	$(PY) benchmarks/bench_students.py
+	$(PY) benchmarks/bench_sweep.py
+
+clean:
+	rm -rf runs/demo .pytest_cache

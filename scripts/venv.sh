@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create (once) and reuse the project's virtualenv, keyed by a hash of the dependency files, then point its
+# editable install of fmgauge at this checkout. Prints the venv's path on the last line.
+#   FMGAUGE_VENV_ROOT  where keyed venvs live (default: ~/.cache/fmgauge/venvs)
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$here"
+python="${PYTHON:-python3}"
+key="$(cat pyproject.toml constraints/ci.txt | sha256sum | cut -c1-16)"
+root="${FMGAUGE_VENV_ROOT:-$HOME/.cache/fmgauge/venvs}"
+venv="$root/$key"
+if [ ! -f "$venv/.complete" ]; then
+  echo "[setup] creating $venv (first run only; later runs reuse it)" >&2
+  rm -rf "$venv"
+  mkdir -p "$root"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip >&2 2>/dev/null || true
+  "$venv/bin/pip" install -q -c constraints/ci.txt -e ".[all]" >&2
+  touch "$venv/.complete"
+fi
+# The cached venv is shared by every checkout: re-point the editable install at this one when needed.
+where="$("$venv/bin/python" -c 'import fmgauge, os; print(os.path.dirname(os.path.dirname(os.path.dirname(fmgauge.__file__))))' 2>/dev/null || true)"
+if [ "$where" != "$here" ]; then
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e . >&2
+fi
+ln -sfn "$venv" "$here/.venv"
+echo "$venv"

@@ -1,0 +1,3 @@
+from fmgauge.cli import main
+
+main()

@@ -1,0 +1,176 @@
+"""The ``fmgauge`` command line. Thin: parses options, builds a config, calls the library, prints a summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from fmgauge.core.validation import FmgaugeError
+
+console = Console(stderr=True)
+app = typer.Typer(
+    help="fmgauge: measure whether a foundation-model pipeline can be trusted, one question at a time.",
+    no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
+)
+wl = typer.Typer(
+    help="Weak labels from a VLM/LLM: will they help your classifier or hurt it? (the crossover study)",
+    no_args_is_help=True,
+)
+app.add_typer(wl, name="weak-labels")
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+
+
+def _csv_ints(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FmgaugeError(f"{option} must be comma-separated integers like 10,20,50; got {text!r}.") from None
+
+
+def parse_labeler_spec(spec: str, accuracy: float | None) -> dict:
+    """``simulated:<noise>``, ``file:<path>``, ``open_clip:<model>`` -> a labeler config dict."""
+    kind, _, arg = spec.partition(":")
+    if kind == "simulated":
+        d: dict = {"kind": "simulated", "noise": arg or "random"}
+        if accuracy is not None:
+            d["accuracy"] = accuracy
+        return d
+    if kind == "file":
+        return {"kind": "file", "path": arg}
+    if kind == "open_clip":
+        return {"kind": "open_clip", "model": arg or "biomedclip"}
+    raise FmgaugeError(
+        f"--labeler must look like simulated:random|simulated:class-conditional|simulated:instance, "
+        f"file:<path.csv>, or open_clip:<model>; got {spec!r}."
+    )
+
+
+@wl.command("label")
+def label_cmd(
+    config: Annotated[Path | None, typer.Option(help="Study YAML: label the pool with each of its labelers.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (see `fmgauge info`), with --labeler.")] = None,
+    labeler: Annotated[str | None, typer.Option(
+        help="simulated:random|class-conditional|instance, file:<csv/parquet>, or open_clip:<model>.")] = None,
+    accuracy: Annotated[float | None, typer.Option(help="Target accuracy of a simulated labeler.")] = None,
+    split: Annotated[str | None, typer.Option(help="Split to label (default: the study's pool split, or train).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto|cpu|cuda|mps for model-based labelers.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the outputs as CSV (id, label, p_<class>).")] = None,
+) -> None:
+    """Run labeler(s) over a dataset split and cache the outputs (labels + per-class probabilities)."""
+    import numpy as np
+    import pandas as pd
+
+    from fmgauge.core.config import load_config
+    from fmgauge.core.data import load_dataset
+    from fmgauge.weaklabels.labelers import parse_labeler, run_labeler
+    from fmgauge.weaklabels.study import StudyConfig, labeler_metrics
+
+    if config is not None:
+        cfg = load_config(StudyConfig, config)
+        ds_name, labelers, split = cfg.dataset, list(cfg.labelers), split or cfg.pool_split
+    elif dataset and labeler:
+        ds_name, labelers, split = dataset, [parse_labeler(parse_labeler_spec(labeler, accuracy))], split or "train"
+    else:
+        raise FmgaugeError("give --config STUDY.yaml, or both --dataset and --labeler.")
+    ds = load_dataset(ds_name)
+    sp = ds.split(split)
+    table = Table("labeler", "items", "accuracy [95% CI]", "AUC", title=f"{ds.name} / {split}")
+    frames = []
+    for lab in labelers:
+        if device and hasattr(lab, "device"):
+            lab = lab.model_copy(update={"device": device})
+        res = run_labeler(lab, ds, split)
+        m = labeler_metrics(sp.y, res.probs, res.labels, ds.n_classes)
+        a = m["accuracy"]
+        table.add_row(lab.display_name(), str(len(res.ids)), f"{a['value']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]",
+                      "–" if m["auc"] is None else f"{m['auc']:.3f}")
+        df = pd.DataFrame({"labeler": lab.display_name(), "id": res.ids, "label": res.labels})
+        for k, c in enumerate(ds.class_names):
+            df[f"p_{c}"] = np.round(res.probs[:, k], 6)
+        frames.append(df)
+    console.print(table)
+    if out:
+        pd.concat(frames).to_csv(out, index=False)
+        console.print(f"wrote {out}")
+
+
+@wl.command("calibrate")
+def calibrate_cmd(
+    config: Annotated[Path, typer.Option(help="Study YAML (see configs/weaklabels/).")],
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<name>); resumes if it exists.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Override the number of seeds.")] = None,
+    n_gold: Annotated[str | None, typer.Option(help="Override the gold-set sizes, e.g. 10,20,50,100.")] = None,
+    backend: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
+    workers: Annotated[int | None, typer.Option(help="Local worker processes (default: CPU count).")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, ray://host:port).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run the crossover sweep (students × n_gold × seeds × conditions) and write the report."""
+    from fmgauge.core.config import load_config
+    from fmgauge.core.runner import BackendConfig
+    from fmgauge.weaklabels.study import StudyConfig, calibrate
+
+    cfg = load_config(StudyConfig, config, {"seeds": seeds, "n_gold": _csv_ints(n_gold, "--n-gold")})
+    res = calibrate(cfg, out, backend=BackendConfig(backend=backend, workers=workers, address=address),
+                    progress=progress)
+    _print_crossovers(res.summary)
+    run = res.summary["meta"]["run"]
+    console.print(f"{run['ran']} trials run, {run['skipped']} reused, {run['seconds']:.0f} s "
+                  f"({run['trials_per_minute']:.1f} trials/min). Report: [bold]{res.run_dir / 'report.html'}[/]")
+
+
+@wl.command("report")
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A calibrate run directory.")]) -> None:
+    """Rebuild report.html / report.md of a finished study from its store (no retraining)."""
+    from fmgauge.weaklabels import load_result, report
+
+    path = report(run_dir)
+    _print_crossovers(load_result(run_dir).summary)
+    console.print(f"Report: [bold]{path}[/]")
+
+
+def _print_crossovers(summary: dict) -> None:
+    table = Table("labeler", "student", "empirical n* [95% CI]", "rate-only n*", title="Crossovers")
+    for r in summary["crossovers"]:
+        table.add_row(r["labeler"], r["student"], r.get("empirical_text", "–"), r["rate_only_text"])
+    Console().print(table)
+
+
+@app.command("info")
+def info_cmd() -> None:
+    """List registered datasets, labeler kinds, students and where data is looked for."""
+    from fmgauge.core.data import DATASETS, data_dirs
+    from fmgauge.weaklabels.labelers import LABELERS
+    from fmgauge.weaklabels.students import STUDENTS
+
+    c = Console()
+    c.print("[bold]data directories[/] (search order):", *[f"  {d}" for d in data_dirs()], sep="\n")
+    c.print(f"[bold]datasets[/]: {', '.join(DATASETS.names())} (or folder:<path> with labels.csv)")
+    c.print(f"[bold]labeler kinds[/]: {', '.join(LABELERS.names())}")
+    c.print(f"[bold]students[/]: {', '.join(STUDENTS.names())}")
+
+
+def main() -> None:
+    try:
+        app()
+    except FmgaugeError as e:
+        console.print(f"[red bold]error:[/] {e}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

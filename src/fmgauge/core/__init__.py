@@ -1,0 +1,1 @@
+"""Pieces shared by every fmgauge subsystem: registries, data, models, stats, runner, store, report."""

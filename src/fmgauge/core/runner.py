@@ -1,0 +1,205 @@
+"""Run trials through a backend and commit each one to the run store as it finishes.
+
+A trial is a pure function of its JSON-serialisable config (seeded): ``fn(config) -> list[dict]`` of result rows,
+where ``fn`` is a module-level function (so worker processes and Ray can import it). Its id is a hash of the
+config, so a restarted study recognises finished trials and skips them.
+
+Backends: ``local`` (default; ``workers=1`` runs in this process, more uses a spawn process pool with one thread
+per worker) and ``ray`` (``address=None`` starts a local Ray instance; ``"auto"`` or ``"ray://host:port"`` joins a
+cluster). Both give identical results: each trial is seeded by its own config.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from fmgauge.core.cache import stable_hash
+from fmgauge.core.store import RunStore
+from fmgauge.core.validation import FmgaugeError, check_choice
+
+log = logging.getLogger(__name__)
+TrialFn = Callable[[dict], list[dict]]
+
+
+@dataclass(frozen=True)
+class Trial:
+    config: dict[str, Any]
+    id: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", stable_hash(self.config))
+
+
+@dataclass
+class RunStats:
+    total: int
+    skipped: int
+    ran: int
+    failed: int
+    seconds: float
+
+    @property
+    def trials_per_minute(self) -> float:
+        return 60 * self.ran / self.seconds if self.seconds > 0 else float("nan")
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "trials_per_minute": self.trials_per_minute}
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Where trials run."""
+
+    backend: str = "local"  # local | ray
+    workers: int | None = None  # local: processes (default: CPU count); ray: ignored (cluster decides)
+    address: str | None = None  # ray: None starts a local instance; "auto" or "ray://host:port" joins one
+    threads_per_worker: int = 1  # torch/BLAS threads inside each worker
+
+    def __post_init__(self) -> None:
+        check_choice("backend", self.backend, ["local", "ray"])
+        if self.workers is not None and self.workers < 1:
+            raise FmgaugeError(f"workers must be >= 1, got {self.workers}.")
+
+
+def _timed_call(fn: TrialFn, config: dict, threads: int | None) -> tuple[list[dict], float]:
+    if threads:
+        _set_threads(threads)
+    t0 = time.perf_counter()
+    rows = fn(config)
+    return rows, time.perf_counter() - t0
+
+
+def _set_threads(n: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        import torch
+
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
+
+
+def run_trials(
+    trials: Sequence[Trial],
+    fn: TrialFn,
+    store: RunStore,
+    *,
+    backend: BackendConfig | None = None,
+    description: str = "trials",
+    progress: bool = True,
+) -> RunStats:
+    """Run the trials not yet done in ``store``, committing each as it finishes; returns counts and timing.
+
+    Failed trials are recorded with their traceback and the others go on; afterwards one error summarises them.
+    """
+    backend = backend or BackendConfig()
+    ids = [t.id for t in trials]
+    if len(set(ids)) != len(ids):
+        raise FmgaugeError("two trials have the same config (and id); make every trial's config distinct.")
+    done = store.done_ids()
+    todo = [t for t in trials if t.id not in done]
+    t0 = time.perf_counter()
+    failures: list[tuple[Trial, str]] = []
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+    )
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task(description, total=len(trials), completed=len(trials) - len(todo))
+
+        def on_done(t: Trial, rows: list[dict] | None, secs: float, err: str | None) -> None:
+            if err is None:
+                store.record(t.id, t.config, rows or [], secs)
+            else:
+                store.record_failure(t.id, t.config, err)
+                failures.append((t, err))
+                log.error("trial %s failed:\n%s", t.id, err)
+            bar.advance(task)
+
+        if todo:
+            if backend.backend == "ray":
+                _run_ray(todo, fn, backend, on_done)
+            elif (backend.workers or os.cpu_count() or 1) == 1 or len(todo) == 1:
+                for t in todo:
+                    try:
+                        rows, secs = _timed_call(fn, t.config, None)
+                        on_done(t, rows, secs, None)
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except Exception:
+                        on_done(t, None, 0.0, traceback.format_exc())
+            else:
+                _run_pool(todo, fn, backend, on_done)
+    stats = RunStats(len(trials), len(trials) - len(todo), len(todo) - len(failures), len(failures),
+                     time.perf_counter() - t0)
+    if failures:
+        t, err = failures[0]
+        last = err.strip().splitlines()[-1]
+        raise FmgaugeError(
+            f"{len(failures)} of {len(todo)} trials failed (finished ones are saved; re-run to retry). "
+            f"First failure, trial {t.id} {t.config}: {last}"
+        )
+    return stats
+
+
+def _run_pool(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -> None:
+    workers = min(backend.workers or os.cpu_count() or 1, len(todo))
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending = {pool.submit(_timed_call, fn, t.config, backend.threads_per_worker): t for t in todo}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    t = pending.pop(fut)
+                    try:
+                        rows, secs = fut.result()
+                        on_done(t, rows, secs, None)
+                    except Exception:
+                        on_done(t, None, 0.0, traceback.format_exc())
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+
+
+def _run_ray(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -> None:
+    try:
+        import ray
+    except ImportError as e:
+        raise FmgaugeError("backend 'ray' needs Ray: pip install 'fmgauge[ray]'.") from e
+    started_here = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"address": backend.address, "log_to_driver": False,
+                                  "include_dashboard": False}
+        if backend.address is None:
+            kwargs["num_cpus"] = backend.workers or os.cpu_count()
+        ray.init(**kwargs)
+        started_here = True
+    try:
+        remote = ray.remote(num_cpus=backend.threads_per_worker)(_timed_call)
+        pending = {remote.remote(fn, t.config, backend.threads_per_worker): t for t in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                t = pending.pop(ref)
+                try:
+                    rows, secs = ray.get(ref)
+                    on_done(t, rows, secs, None)
+                except Exception:
+                    on_done(t, None, 0.0, traceback.format_exc())
+    finally:
+        if started_here:
+            ray.shutdown()

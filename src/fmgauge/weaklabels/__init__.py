@@ -1,0 +1,31 @@
+"""Weak labels from foundation models: when do they help a classifier, and when do they hurt?
+
+Library entry points (each CLI command calls one of these):
+
+- :func:`label` — run a labeler over a dataset split, cached.
+- :func:`calibrate` — the crossover study (students × n_gold × seeds × conditions) with its report.
+- :func:`report` — rebuild a study's report from its run directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fmgauge.weaklabels.labelers import LabelerOutput, parse_labeler, run_labeler
+from fmgauge.weaklabels.study import StudyConfig, StudyResult, calibrate, load_result
+
+__all__ = ["StudyConfig", "StudyResult", "LabelerOutput", "calibrate", "label", "report", "load_result"]
+
+
+def label(dataset: str, labeler: dict, *, split: str = "train") -> LabelerOutput:
+    """Weak labels for ``split`` of ``dataset`` from ``labeler`` (a labeler config dict); cached."""
+    from fmgauge.core.data import load_dataset
+
+    return run_labeler(parse_labeler(labeler), load_dataset(dataset), split)
+
+
+def report(run_dir: str | Path) -> Path:
+    """Rebuild report.html / report.md of a finished study from its store; returns the HTML path."""
+    from fmgauge.weaklabels.report import write_report
+
+    return write_report(load_result(run_dir))

@@ -1,0 +1,147 @@
+"""Simulated labelers at a target accuracy, for controlled studies (always named ``simulated`` in reports).
+
+Noise models (on N items with true labels y, K classes, target error rate ε = 1 − accuracy):
+
+- ``random``: each item is flipped independently with probability ε to a uniformly chosen other class
+  (symmetric noise; ρ0 = ρ1 = ε for K = 2).
+- ``class-conditional``: the weak label is drawn from row y of a transition matrix T[y, ŷ] (given, or by default
+  the K = 2 matrix with all errors on the minority class, scaled to reach ε overall).
+- ``instance``: instance-dependent noise. A reference model (5-fold out-of-fold logistic regression on the
+  images' PCA features) scores each item; the round(ε·N) items it finds hardest (lowest p̂(y|x)) are flipped to
+  the reference model's most likely wrong class. Errors concentrate where the classes overlap, like a real VLM's.
+
+Probabilities: the emitted label gets probability ``accuracy`` and the rest is spread evenly (a labeler calibrated
+in aggregate); for ``instance`` the reference model's out-of-fold probabilities are used, sharpened so the emitted
+label is the argmax.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from fmgauge.core.data import Dataset
+from fmgauge.core.validation import FmgaugeError
+from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput
+
+
+class SimulatedLabeler(LabelerBase):
+    kind: Literal["simulated"] = "simulated"
+    noise: Literal["random", "class-conditional", "instance"] = Field(
+        "random", description="noise model: random (symmetric), class-conditional (T), instance-dependent")
+    accuracy: float = Field(0.8, gt=0.0, le=1.0, description="target accuracy on the labelled split")
+    transition: list[list[float]] | None = Field(
+        None, description="class-conditional only: T[y][ŷ], rows sum to 1 (overrides accuracy)")
+    seed: int = Field(0, description="seed of the simulated noise")
+
+    @model_validator(mode="after")
+    def _check(self) -> SimulatedLabeler:
+        if self.transition is not None:
+            t = np.asarray(self.transition, dtype=float)
+            if t.ndim != 2 or t.shape[0] != t.shape[1] or not np.allclose(t.sum(1), 1, atol=1e-6) or (t < 0).any():
+                raise FmgaugeError(f"transition must be a square matrix with non-negative rows summing to 1, got {t.tolist()}.")
+        return self
+
+    @property
+    def simulated(self) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return f"simulated-{self.noise}-acc{self.accuracy:g}"
+
+
+def flip_random(y: np.ndarray, n_classes: int, eps: float, rng: np.random.Generator) -> np.ndarray:
+    """Flip each label with probability ``eps`` to a uniformly chosen other class."""
+    flip = rng.random(len(y)) < eps
+    shift = rng.integers(1, n_classes, size=len(y))
+    return np.where(flip, (y + shift) % n_classes, y)
+
+
+def flip_transition(y: np.ndarray, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draw ŷ ~ T[y, :] for each item."""
+    cum = np.cumsum(t, axis=1)[y]  # (N, K)
+    u = rng.random((len(y), 1))
+    return np.minimum((u > cum).sum(1), t.shape[1] - 1)
+
+
+def minority_transition(y: np.ndarray, n_classes: int, eps: float) -> np.ndarray:
+    """T with every error on the rarest class (flipped to the most common), reaching overall error ``eps``."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    rare, common = int(counts.argmin()), int(counts.argmax())
+    rate = min(1.0, eps * len(y) / max(counts[rare], 1))
+    t = np.eye(n_classes)
+    t[rare, rare] = 1 - rate
+    t[rare, common] += rate
+    return t
+
+
+def reference_probs(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
+    """Out-of-fold p̂(k|x) (N, K) from logistic regression on 50 PCA components of the flattened images."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    flat = x.reshape(len(x), -1).astype(np.float32) / 255.0
+    model = make_pipeline(
+        PCA(n_components=min(50, flat.shape[1], len(flat) - 1), random_state=seed),
+        StandardScaler(),
+        LogisticRegression(max_iter=500, C=1.0),
+    )
+    folds = min(5, int(np.bincount(y).min()))
+    if folds < 2:
+        raise FmgaugeError("instance-dependent noise needs at least 2 items of every class in the labelled split.")
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    p = cross_val_predict(model, flat, y, cv=cv, method="predict_proba")
+    out = np.zeros((len(y), n_classes))
+    out[:, np.unique(y)] = p
+    return out
+
+
+def flip_instance(y: np.ndarray, ref: np.ndarray, eps: float, rng: np.random.Generator) -> np.ndarray:
+    """Flip the round(eps·N) items with the lowest reference p̂(y|x) to the reference's top wrong class."""
+    n_flip = int(round(eps * len(y)))
+    p_true = ref[np.arange(len(y)), y] + 1e-9 * rng.random(len(y))  # random tie-break
+    hardest = np.argsort(p_true)[:n_flip]
+    wrong = ref.copy()
+    wrong[np.arange(len(y)), y] = -np.inf
+    out = y.copy()
+    out[hardest] = wrong[hardest].argmax(1)
+    return out
+
+
+def soft_probs(labels: np.ndarray, n_classes: int, confidence: float) -> np.ndarray:
+    """Emitted label gets ``confidence``; the rest is spread evenly over the other classes."""
+    conf = min(max(confidence, 1.0 / n_classes + 1e-6), 1.0 - 1e-6)
+    p = np.full((len(labels), n_classes), (1 - conf) / (n_classes - 1))
+    p[np.arange(len(labels)), labels] = conf
+    return p
+
+
+def label_simulated(cfg: SimulatedLabeler, ds: Dataset, split: str) -> LabelerOutput:
+    sp = ds.split(split)
+    k = ds.n_classes
+    rng = np.random.default_rng(cfg.seed)
+    eps = 1.0 - cfg.accuracy
+    if cfg.noise == "random":
+        labels = flip_random(sp.y, k, eps, rng)
+        probs = soft_probs(labels, k, cfg.accuracy)
+    elif cfg.noise == "class-conditional":
+        t = np.asarray(cfg.transition) if cfg.transition is not None else minority_transition(sp.y, k, eps)
+        if t.shape != (k, k):
+            raise FmgaugeError(f"transition must be {k}x{k} for dataset {ds.name!r}, got {t.shape}.")
+        labels = flip_transition(sp.y, t, rng)
+        probs = soft_probs(labels, k, cfg.accuracy)
+    else:
+        ref = reference_probs(sp.x, sp.y, k, cfg.seed)
+        labels = flip_instance(sp.y, ref, eps, rng)
+        sharp = ref + 1e-3
+        sharp[np.arange(len(labels)), labels] = sharp.max(1) + 1e-3
+        probs = sharp / sharp.sum(1, keepdims=True)
+    return LabelerOutput(ids=sp.ids, probs=probs, labels=labels.astype(np.int64))
+
+
+LABELERS.add("simulated", LabelerKind(SimulatedLabeler, label_simulated))

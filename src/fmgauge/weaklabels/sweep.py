@@ -1,0 +1,110 @@
+"""The calibration sweep: which trials a study runs, and the trial function itself.
+
+One trial = (student, condition, n_gold, labeler) with all its seeds trained together (``students.train_predict``).
+Conditions (spec): ``gold`` — the n_gold gold items only; ``gold+weak`` — the whole pool, gold labels on the n_gold
+gold items and the labeler's labels elsewhere; ``weak`` — the whole pool with weak labels (n_gold = 0).
+
+Gold sets are nested per seed: ``gold_order(y_pool, seed)[:n]`` — gold(10) ⊂ gold(20) ⊂ … — so ΔAUC curves
+compare like with like, and every gold set holds at least one item of each class.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+from fmgauge.core.cache import cache_root
+from fmgauge.core.data import Dataset, load_dataset
+from fmgauge.core.stats import auc, auc_ci
+from fmgauge.core.validation import FmgaugeError
+from fmgauge.weaklabels.students import StudentConfig, train_predict
+
+CONDITIONS = ("gold", "gold+weak", "weak")
+
+
+def gold_order(y_pool: np.ndarray, seed: int, n_classes: int) -> np.ndarray:
+    """A seeded permutation of pool indices (N,) whose first ``n_classes`` entries cover every class."""
+    rng = np.random.default_rng([seed, 7919])
+    perm = rng.permutation(len(y_pool))
+    firsts = [int(np.flatnonzero(y_pool[perm] == k)[0]) for k in range(n_classes) if (y_pool == k).any()]
+    head = perm[firsts]
+    rest = np.delete(perm, firsts)
+    return np.concatenate([head, rest])
+
+
+def check_n_gold(n_gold: list[int], pool_size: int, n_classes: int) -> None:
+    bad_small = [n for n in n_gold if n < n_classes]
+    bad_big = [n for n in n_gold if n > pool_size]
+    if bad_small:
+        raise FmgaugeError(
+            f"n_gold values {bad_small} are below the number of classes ({n_classes}): a gold set needs every "
+            "class at least once (AUC is undefined otherwise)."
+        )
+    if bad_big:
+        raise FmgaugeError(f"n_gold values {bad_big} exceed the pool size ({pool_size}); lower them.")
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(name: str) -> Dataset:
+    return load_dataset(name)
+
+
+@functools.lru_cache(maxsize=16)
+def _weak_labels(key: str) -> np.ndarray:
+    path = cache_root() / "labels" / f"{key}.npz"
+    if not path.exists():
+        raise FmgaugeError(f"weak labels {path} are missing; run `fmgauge weak-labels label` first.")
+    with np.load(path) as z:
+        return z["labels"]
+
+
+def training_sets(
+    condition: str, y_pool: np.ndarray, weak: np.ndarray | None, n_gold: int, seeds: list[int], n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index and label arrays, each (S, N_train), of every seed's training set for ``condition``."""
+    if condition == "gold":
+        idx = np.stack([gold_order(y_pool, s, n_classes)[:n_gold] for s in seeds])
+        return idx, y_pool[idx]
+    if weak is None:
+        raise FmgaugeError(f"condition {condition!r} needs weak labels.")
+    idx = np.broadcast_to(np.arange(len(y_pool)), (len(seeds), len(y_pool))).copy()
+    labels = np.broadcast_to(weak, idx.shape).copy()
+    if condition == "gold+weak":
+        for r, s in enumerate(seeds):
+            g = gold_order(y_pool, s, n_classes)[:n_gold]
+            labels[r, g] = y_pool[g]
+    elif condition != "weak":
+        raise FmgaugeError(f"condition must be one of {CONDITIONS}, got {condition!r}.")
+    return idx, labels
+
+
+def run_trial(config: dict) -> list[dict]:
+    """Trial function (a pure function of ``config``): train the student for every seed, score the test split.
+
+    ``config`` keys: dataset, pool_split, test_split, student (StudentConfig dict), condition, n_gold, seeds,
+    labeler (display name or None), weak_key (cache key of the labeler's pool outputs or None), n_boot.
+    Returns one row per seed: test AUC with its bootstrap CI, accuracy, training-set size and noise rate, seconds.
+    """
+    t0 = time.perf_counter()
+    ds = _dataset(config["dataset"])
+    pool, test = ds.split(config["pool_split"]), ds.split(config["test_split"])
+    weak = _weak_labels(config["weak_key"]) if config.get("weak_key") else None
+    seeds = list(config["seeds"])
+    student = StudentConfig(**config["student"])
+    idx, labels = training_sets(config["condition"], pool.y, weak, config["n_gold"], seeds, ds.n_classes)
+    probs = train_predict(student, pool.x[idx], labels, test.x, seeds, ds.n_classes)
+    secs = (time.perf_counter() - t0) / len(seeds)
+    rows = []
+    for r, seed in enumerate(seeds):
+        p = probs[r]
+        scores = p[:, 1] if ds.n_classes == 2 else p
+        ci = auc_ci(test.y, scores, n_boot=config.get("n_boot", 200), seed=seed)
+        rows.append({
+            "student": student.display_name(), "condition": config["condition"], "n_gold": config["n_gold"],
+            "labeler": config.get("labeler"), "seed": seed, "auc": auc(test.y, scores), "auc_lo": ci.lo,
+            "auc_hi": ci.hi, "acc": float((p.argmax(1) == test.y).mean()), "n_train": int(idx.shape[1]),
+            "train_noise": float((labels[r] != pool.y[idx[r]]).mean()), "seconds": secs,
+        })
+    return rows
