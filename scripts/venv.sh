@@ -14,14 +14,17 @@ if [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   mkdir -p "$root"
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip >&2 2>/dev/null || true
-  "$venv/bin/pip" install -q -c constraints/ci.txt -e ".[all]" >&2
+  quiet() { grep -v -e "^WARNING: Location" -e "^\[notice\]" >&2 || true; }
+  if ! "$venv/bin/pip" install -q -c constraints/ci.txt "setuptools>=77" -e ".[all]" 2>&1 | quiet; then
+    echo "[setup] pip install failed (see above); nothing was marked complete, the next run retries" >&2
+    exit 1
+  fi
   touch "$venv/.complete"
 fi
 # The cached venv is shared by every checkout: re-point the editable install at this one when needed.
 where="$("$venv/bin/python" -c 'import fmgauge, os; print(os.path.dirname(os.path.dirname(os.path.dirname(fmgauge.__file__))))' 2>/dev/null || true)"
 if [ "$where" != "$here" ]; then
-  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e . >&2
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" >&2 || true
 fi
 ln -sfn "$venv" "$here/.venv"
 echo "$venv"

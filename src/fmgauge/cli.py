@@ -136,9 +136,9 @@ def calibrate_cmd(
 @wl.command("report")
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A calibrate run directory.")]) -> None:
     """Rebuild report.html / report.md of a finished study from its store (no retraining)."""
-    from fmgauge.weaklabels import load_result, report
+    from fmgauge.weaklabels import load_result, rebuild_report
 
-    path = report(run_dir)
+    path = rebuild_report(run_dir)
     _print_crossovers(load_result(run_dir).summary)
     console.print(f"Report: [bold]{path}[/]")
 

@@ -1,7 +1,8 @@
 """Dataset registry and loaders.
 
-A dataset resolves by name through :data:`DATASETS` and loads into a :class:`Dataset`: named splits of images
-``x`` (N, C, H, W) uint8, labels ``y`` (N,) int and string ids ``"<split>/<index>"``.
+A dataset resolves by name through :data:`DATASETS` and loads into a :class:`Dataset`: named splits of inputs
+``x`` — images (N, C, H, W) uint8, or features (N, D) float32 (e.g. a frozen foundation model's embeddings) —
+labels ``y`` (N,) int and string ids ``"<split>/<index>"``.
 
 Data directories are searched in order: ``$FMGAUGE_DATA``, ``./data``, ``../shared/data``. When a file is
 missing the error lists every place tried and how to provide it; online, loaders for public datasets may download
@@ -18,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from fmgauge.core.registry import Registry
-from fmgauge.core.validation import FmgaugeError
+from fmgauge.core.validation import FmgaugeError, check_finite, check_same_length
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split: ``x`` (N, C, H, W) uint8 images, ``y`` (N,) int64 labels, ``ids`` (N,) str."""
+    """One split: ``x`` images (N, C, H, W) uint8 or features (N, D) float32, ``y`` (N,) int64, ``ids`` (N,) str."""
 
     x: np.ndarray
     y: np.ndarray
@@ -84,10 +85,36 @@ def find_data_file(*relative: str, how_to_get: str) -> Path:
 
 
 def load_dataset(name: str) -> Dataset:
-    """Load a registered dataset, or an image folder given as ``folder:<path>``."""
+    """Load a registered dataset, an image folder ``folder:<path>`` or a feature file ``features:<path.npz>``."""
     if name.startswith("folder:"):
         return load_image_folder(Path(name.split(":", 1)[1]))
+    if name.startswith("features:"):
+        return load_feature_file(Path(name.split(":", 1)[1]))
     return DATASETS.get(name)()
+
+
+def load_feature_file(path: Path) -> Dataset:
+    """Precomputed features: an npz with ``<split>_features`` (N, D) and ``<split>_labels`` (N,) per split, and
+    optionally ``class_names`` (K,). NaN/inf features are refused (naming the split and the first bad rows)."""
+    if not path.exists():
+        raise FmgaugeError(f"feature file {path} does not exist.")
+    with np.load(path, allow_pickle=False) as z:
+        names = sorted(k[: -len("_features")] for k in z.files if k.endswith("_features"))
+        if not names:
+            raise FmgaugeError(f"{path} holds no '<split>_features' arrays; it has {z.files}.")
+        splits = {}
+        for s in names:
+            if f"{s}_labels" not in z:
+                raise FmgaugeError(f"{path} has {s}_features but no {s}_labels.")
+            x = check_finite(f"{path.name}: {s}_features", np.asarray(z[f"{s}_features"], dtype=np.float32))
+            if x.ndim != 2:
+                raise FmgaugeError(f"{path.name}: {s}_features must be 2-D (N, D), got shape {x.shape}.")
+            y = np.asarray(z[f"{s}_labels"]).reshape(-1).astype(np.int64)
+            check_same_length(**{f"{s}_features": x, f"{s}_labels": y})
+            splits[s] = Split(x=x, y=y, ids=np.array([f"{s}/{i}" for i in range(len(y))]))
+        k = int(max(sp.y.max() for sp in splits.values())) + 1
+        classes = tuple(map(str, z["class_names"])) if "class_names" in z else tuple(str(i) for i in range(k))
+    return Dataset(name=f"features:{path.name}", class_names=classes, splits=splits, source=str(path.resolve()))
 
 
 def to_nchw(images: np.ndarray) -> np.ndarray:
@@ -136,7 +163,7 @@ def load_medmnist_npz(flag: str, *, size: int = 28) -> Dataset:
     except FmgaugeError:
         if offline():
             raise
-        path = download_medmnist(flag, size)
+        path = _download_medmnist(flag, size)
     with np.load(path) as z:
         missing = [k for k in ("train_images", "train_labels", "test_images", "test_labels") if k not in z]
         if missing:
@@ -152,7 +179,7 @@ def load_medmnist_npz(flag: str, *, size: int = 28) -> Dataset:
     return Dataset(name=flag, class_names=classes, splits=splits, source=str(path))
 
 
-def download_medmnist(flag: str, size: int) -> Path:
+def _download_medmnist(flag: str, size: int) -> Path:
     try:
         import medmnist
     except ImportError as e:
@@ -210,6 +237,8 @@ def load_image_folder(root: Path, *, size: int | None = None) -> Dataset:
     if "split" not in df:
         df["split"] = "train"
     names = sorted(df["label"].astype(str).unique())
+    if all(n.isdigit() for n in names):  # integer labels: numeric order ("10" after "9"), not string order
+        names = sorted(names, key=int)
     index = {c: i for i, c in enumerate(names)}
     splits = {}
     for split, part in df.groupby("split", sort=False):

@@ -36,7 +36,7 @@ from fmgauge.core.data import (
     DATASETS,
     Dataset,
     Split,
-    download_medmnist,
+    _download_medmnist,
     data_dirs,
     find_data_file,
     load_medmnist_npz,
@@ -172,7 +172,7 @@ def _medmnist_path(flag: str, size: int) -> Path:
     except FmgaugeError:
         if offline():
             raise
-        return download_medmnist(flag, size)
+        return _download_medmnist(flag, size)
 
 
 def load_isic(*, size: int = 224) -> Dataset:

@@ -48,7 +48,9 @@ def save_figure(fig, path: Path) -> Path:  # noqa: ANN001 - matplotlib Figure
 
 
 def render_html(report: Report, path: Path) -> Path:
-    env = Environment(loader=PackageLoader("fmgauge.core", "templates"), autoescape=select_autoescape())
+    # the template is report.html.j2: the default select_autoescape() (html/htm/xml) would not escape it
+    env = Environment(loader=PackageLoader("fmgauge.core", "templates"),
+                      autoescape=select_autoescape(("html", "html.j2")))
     html = env.get_template("report.html.j2").render(
         report=report, tables=[[t.to_html(index=False, border=0, classes="tbl", na_rep="–") for _, t in s.tables]
                                for s in report.sections])

@@ -18,10 +18,18 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from fmgauge.core.cache import stable_hash
 from fmgauge.core.store import RunStore
@@ -167,6 +175,12 @@ def _run_pool(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -
                     try:
                         rows, secs = fut.result()
                         on_done(t, rows, secs, None)
+                    except BrokenProcessPool as e:
+                        raise FmgaugeError(
+                            "a worker process died (out of memory, or a script without an "
+                            "`if __name__ == '__main__':` guard re-running itself in the spawned workers). "
+                            "Finished trials are saved; fix the cause and re-run, or use workers=1."
+                        ) from e
                     except Exception:
                         on_done(t, None, 0.0, traceback.format_exc())
         except BaseException:

@@ -67,6 +67,8 @@ def auc_ci(
     y: np.ndarray, scores: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
 ) -> Estimate:
     """AUC with a percentile bootstrap CI over items (resamples with a single class are skipped)."""
+    if n_boot < 1:
+        raise FmgaugeError(f"auc_ci needs n_boot >= 1 resamples, got {n_boot}.")
     y = np.asarray(y)
     s = np.asarray(scores, dtype=float)
     point = auc(y, s)
@@ -94,7 +96,9 @@ def wilson_ci(k: int, n: int, *, level: float = 0.95) -> Estimate:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Estimate(p, float(max(0.0, centre - half)), float(min(1.0, centre + half)), level)
+    lo = 0.0 if k == 0 else float(max(0.0, centre - half))  # exact at the edges: float error left lo ~1e-17 > p
+    hi = 1.0 if k == n else float(min(1.0, centre + half))
+    return Estimate(p, lo, hi, level)
 
 
 def mean_ci(values: np.ndarray, *, level: float = 0.95) -> Estimate:

@@ -4,7 +4,7 @@ Library entry points (each CLI command calls one of these):
 
 - :func:`label` — run a labeler over a dataset split, cached.
 - :func:`calibrate` — the crossover study (students × n_gold × seeds × conditions) with its report.
-- :func:`report` — rebuild a study's report from its run directory.
+- :func:`rebuild_report` — rebuild a study's report from its run directory.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from fmgauge.weaklabels.labelers import LabelerOutput, parse_labeler, run_labeler
 from fmgauge.weaklabels.study import StudyConfig, StudyResult, calibrate, load_result
 
-__all__ = ["StudyConfig", "StudyResult", "LabelerOutput", "calibrate", "label", "report", "load_result"]
+__all__ = ["StudyConfig", "StudyResult", "LabelerOutput", "calibrate", "label", "rebuild_report", "load_result"]
 
 
 def label(dataset: str, labeler: dict, *, split: str = "train") -> LabelerOutput:
@@ -24,7 +24,7 @@ def label(dataset: str, labeler: dict, *, split: str = "train") -> LabelerOutput
     return run_labeler(parse_labeler(labeler), load_dataset(dataset), split)
 
 
-def report(run_dir: str | Path) -> Path:
+def rebuild_report(run_dir: str | Path) -> Path:
     """Rebuild report.html / report.md of a finished study from its store; returns the HTML path."""
     from fmgauge.weaklabels.report import write_report
 

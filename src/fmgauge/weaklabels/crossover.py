@@ -84,7 +84,8 @@ def empirical_crossover(
         for _ in range(n_boot)
     ])
     a = (1 - level) / 2
-    lo, hi = (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))) if s > 1 else (None, None)
+    q = [float(np.quantile(boots, p, method="inverted_cdf")) for p in (a, 1 - a)]  # no inf - inf
+    lo, hi = q if s > 1 else (None, None)
     share = float(np.mean(np.isfinite(boots) & (boots > 0)))
     return Crossover(status, n_star, lo, hi, share, (float(n_grid[0]), float(n_grid[-1])))
 

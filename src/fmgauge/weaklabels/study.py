@@ -167,6 +167,7 @@ def label_all(cfg: StudyConfig, ds: Dataset) -> tuple[dict[str, dict], dict[str,
         name = lab.display_name()
         if name in meta:
             raise FmgaugeError(f"two labelers are named {name!r}; give each a distinct name.")
+        log.info("labelling %d pool items with %s (cached after the first run)", len(pool), name)
         out = run_labeler(lab, ds, cfg.pool_split)
         keys[name] = stable_hash(labeler_cache_key(lab, ds, cfg.pool_split))
         meta[name] = {"config": lab.model_dump(), "simulated": lab.simulated,
@@ -187,6 +188,8 @@ def calibrate(
     check_n_gold(cfg.n_gold, len(pool), ds.n_classes)
     if len(np.unique(test.y)) < 2:
         raise FmgaugeError(f"test split {cfg.test_split!r} holds a single class; AUC is undefined.")
+    shape = tuple(pool.x.shape[1:])
+    params = {s.display_name(): n_params(s, shape, ds.n_classes) for s in cfg.students}  # refuses misfits early
     store = RunStore(run_dir)
     store.save_config(cfg.model_dump(mode="json"))
     t0 = time.time()
@@ -199,7 +202,6 @@ def calibrate(
     results = results.sort_values(["labeler", "student", "condition", "n_gold", "seed"], na_position="first")
     results = results.reset_index(drop=True)
     store.write_results(results)
-    shape = tuple(pool.x.shape[1:])
     summary = {
         "meta": {"fmgauge": fmgauge.__version__, "git": _git_hash(), "python": platform.python_version(),
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(time.time() - t0, 1),
@@ -208,7 +210,7 @@ def calibrate(
         "dataset": {"name": ds.name, "source": ds.source, "classes": list(ds.class_names),
                     "pool": len(pool), "test": len(test),
                     "pool_class_counts": np.bincount(pool.y, minlength=ds.n_classes).tolist()},
-        "students": {s.display_name(): {"params": n_params(s, shape, ds.n_classes), **s.model_dump()}
+        "students": {s.display_name(): {"params": params[s.display_name()], **s.model_dump()}
                      for s in cfg.students},
         "labelers": labelers,
         **analyse(cfg, results, labelers),

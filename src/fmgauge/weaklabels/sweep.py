@@ -100,11 +100,12 @@ def run_trial(config: dict) -> list[dict]:
     for r, seed in enumerate(seeds):
         p = probs[r]
         scores = p[:, 1] if ds.n_classes == 2 else p
-        ci = auc_ci(test.y, scores, n_boot=config.get("n_boot", 200), seed=seed)
+        n_boot = config.get("n_boot", 200)
+        ci = auc_ci(test.y, scores, n_boot=n_boot, seed=seed) if n_boot else None
         rows.append({
             "student": student.display_name(), "condition": config["condition"], "n_gold": config["n_gold"],
-            "labeler": config.get("labeler"), "seed": seed, "auc": auc(test.y, scores), "auc_lo": ci.lo,
-            "auc_hi": ci.hi, "acc": float((p.argmax(1) == test.y).mean()), "n_train": int(idx.shape[1]),
+            "labeler": config.get("labeler"), "seed": seed, "auc": auc(test.y, scores),
+            "auc_lo": ci.lo if ci else float("nan"), "auc_hi": ci.hi if ci else float("nan"), "acc": float((p.argmax(1) == test.y).mean()), "n_train": int(idx.shape[1]),
             "train_noise": float((labels[r] != pool.y[idx[r]]).mean()), "seconds": secs,
         })
     return rows

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fmgauge.core.data import Dataset
 from fmgauge.core.registry import Registry
-from fmgauge.core.validation import FmgaugeError
+from fmgauge.core.validation import FmgaugeError, check_ids_match
 
 
 class LabelerBase(BaseModel):
@@ -58,13 +58,8 @@ class LabelerOutput:
 
     def align(self, ids: np.ndarray, *, source: str) -> LabelerOutput:
         """Reorder to ``ids``; refuses (naming the first few) if any are missing."""
+        check_ids_match(f"labeler output {source}", self.ids, ids, what=f"the {len(ids)} dataset items")
         pos = {str(i): k for k, i in enumerate(self.ids)}
-        missing = [str(i) for i in ids if str(i) not in pos]
-        if missing:
-            raise FmgaugeError(
-                f"labeler output {source} lacks {len(missing)} of the {len(ids)} dataset ids; first missing: "
-                f"{missing[:5]}. Its ids look like {list(self.ids[:3])}."
-            )
         order = np.array([pos[str(i)] for i in ids])
         return LabelerOutput(ids=self.ids[order], probs=self.probs[order], labels=self.labels[order])
 

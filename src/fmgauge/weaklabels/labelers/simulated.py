@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from fmgauge.core.cache import cached_arrays
 from fmgauge.core.data import Dataset
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput
@@ -70,7 +71,12 @@ def minority_transition(y: np.ndarray, n_classes: int, eps: float) -> np.ndarray
     """T with every error on the rarest class (flipped to the most common), reaching overall error ``eps``."""
     counts = np.bincount(y, minlength=n_classes).astype(float)
     rare, common = int(counts.argmin()), int(counts.argmax())
-    rate = min(1.0, eps * len(y) / max(counts[rare], 1))
+    rate = eps * len(y) / max(counts[rare], 1)
+    if rate > 1:
+        raise FmgaugeError(
+            f"class-conditional noise with every error on the rarest class cannot reach accuracy {1 - eps:g}: "
+            f"that class holds only {counts[rare] / len(y):.1%} of the items. Raise accuracy or give a transition."
+        )
     t = np.eye(n_classes)
     t[rare, rare] = 1 - rate
     t[rare, common] += rate
@@ -136,7 +142,10 @@ def label_simulated(cfg: SimulatedLabeler, ds: Dataset, split: str) -> LabelerOu
         labels = flip_transition(sp.y, t, rng)
         probs = soft_probs(labels, k, cfg.accuracy)
     else:
-        ref = reference_probs(sp.x, sp.y, k, cfg.seed)
+        # the reference model does not depend on the target accuracy: cache it per (dataset, split, seed)
+        key = {"reference": "pca50-logreg-5fold", "dataset": ds.name, "source": ds.source, "split": split,
+               "n": len(sp), "seed": cfg.seed}
+        ref = cached_arrays("reference", key, lambda: {"p": reference_probs(sp.x, sp.y, k, cfg.seed)})["p"]
         labels = flip_instance(sp.y, ref, eps, rng)
         sharp = ref + 1e-3
         sharp[np.arange(len(labels)), labels] = sharp.max(1) + 1e-3

@@ -1,0 +1,23 @@
+"""Module-level trial functions for test_core_runner.py (importable by spawn workers and Ray workers)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+FAIL_ENV = "FMGAUGE_TEST_FAIL_SEED"
+
+
+def draw(config: dict) -> list[dict]:
+    """Two rows of seeded draws: a pure function of ``config``."""
+    rng = np.random.default_rng(config["seed"])
+    return [{"seed": config["seed"], "row": i, "value": float(rng.normal()) * config.get("scale", 1.0)}
+            for i in range(2)]
+
+
+def flaky(config: dict) -> list[dict]:
+    """Like :func:`draw`, but raises for the seed named in $FMGAUGE_TEST_FAIL_SEED."""
+    if os.environ.get(FAIL_ENV) == str(config["seed"]):
+        raise RuntimeError(f"planted failure for seed {config['seed']}")
+    return draw(config)

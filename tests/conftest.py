@@ -1,0 +1,31 @@
+"""Shared fixtures: an isolated cache, the offline data directory, and PneumoniaMNIST loaded once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture
+def fmgauge_env(tmp_path, monkeypatch):
+    """FMGAUGE_CACHE -> a fresh tmp dir, FMGAUGE_DATA -> <repo>/../shared/data, offline (no download)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FMGAUGE_CACHE", str(cache))
+    monkeypatch.setenv("FMGAUGE_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("FMGAUGE_OFFLINE", "1")
+    return cache
+
+
+@pytest.fixture(scope="session")
+def pneumonia():
+    """PneumoniaMNIST (28 px) from the shared offline data directory."""
+    from fmgauge.core.data import load_dataset
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FMGAUGE_DATA", str(SHARED_DATA))
+        mp.setenv("FMGAUGE_OFFLINE", "1")
+        return load_dataset("pneumoniamnist")

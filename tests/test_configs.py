@@ -1,0 +1,36 @@
+"""Every shipped study config validates, and names only registered datasets, labeler kinds and students."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fmgauge.core.config import load_config
+from fmgauge.core.data import DATASETS
+from fmgauge.weaklabels.study import StudyConfig
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "weaklabels").glob("*.yaml"))
+
+
+def test_configs_are_shipped():
+    names = {p.stem for p in CONFIGS}
+    assert {"demo", "pneumoniamnist", "breastmnist", "retinamnist", "retinamnist-binary"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_validates(path):
+    cfg = load_config(StudyConfig, path)
+    assert cfg.dataset in DATASETS
+    names = [s.display_name() for s in cfg.students]
+    assert len(set(names)) == len(names), "two students share a display name"
+    if not path.stem.endswith("biomedclip"):
+        assert all(lab.kind == "simulated" for lab in cfg.labelers), "offline configs must not need weights"
+
+
+def test_demo_spans_six_students_and_ten_x_parameters():
+    from fmgauge.weaklabels.students import n_params
+
+    cfg = load_config(StudyConfig, Path(__file__).parents[1] / "configs" / "weaklabels" / "demo.yaml")
+    params = [n_params(s, (1, 28, 28), 2) for s in cfg.students]
+    assert len(params) >= 6 and max(params) / min(params) >= 10

@@ -1,0 +1,208 @@
+"""Students: seed-batched training equals independent runs, and every registered kind learns a planted signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from fmgauge.core.stats import auc
+from fmgauge.core.validation import FmgaugeError
+from fmgauge.weaklabels.students import (
+    STUDENTS,
+    StudentConfig,
+    build,
+    minibatch_schedule,
+    n_params,
+    seed_batched,
+    seedwise,
+    train_predict,
+)
+
+SHAPE = (1, 12, 12)
+KINDS = STUDENTS.names()
+WIDTH = {"logreg": 1, "mlp": 16, "cnn": 4, "resnet": 4}
+
+
+def _cfg(kind: str, **kw) -> StudentConfig:
+    return StudentConfig(kind=kind, width=WIDTH.get(kind, 4), **kw)
+
+
+def planted(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 1, 12, 12) uint8 noise images; class 1 has a bright 4×4 patch at a fixed place, class 0 has none."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.integers(0, 100, size=(n, *SHAPE), dtype=np.uint8)
+    x[y == 1, :, 2:6, 6:10] = 230
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    x, y = planted(48, 0)
+    xt, yt = planted(40, 1)
+    return {"x": x, "y": y, "xt": xt, "yt": yt}
+
+
+def _stack(x: np.ndarray, y: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """S copies of one training set, each seed's rows in a different order."""
+    orders = [np.random.default_rng(r).permutation(len(y)) for r in range(s)]
+    return np.stack([x[o] for o in orders]), np.stack([y[o] for o in orders])
+
+
+def test_param_counts_are_ordered() -> None:
+    shape, k = (1, 28, 28), 2
+    count = {name: n_params(StudentConfig(kind=kind, width=w), shape, k)
+             for name, kind, w in [("logreg", "logreg", 1), ("mlp-w256", "mlp", 256), ("cnn-w4", "cnn", 4),
+                                   ("cnn-w8", "cnn", 8), ("resnet-w8", "resnet", 8)]}
+    assert count["logreg"] == 785 * 2
+    assert count["logreg"] < count["mlp-w256"]
+    assert count["cnn-w4"] < count["cnn-w8"] < count["resnet-w8"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_seedwise_model_equals_the_single_models(kind: str) -> None:
+    """Forward and parameter gradients of the seed-batched model are those of each seed's own module."""
+    seeds = [3, 11, 4]
+    cfg = _cfg(kind)
+    singles = [build(cfg, SHAPE, 3, s) for s in seeds]
+    batched = seedwise([build(cfg, SHAPE, 3, s) for s in seeds])
+    assert batched is not None, f"{kind} should not need the vmap fallback"
+    x = torch.randn(len(seeds), 5, *SHAPE, generator=torch.Generator().manual_seed(0))
+    out = batched(x)  # (S, B, K)
+    out.square().sum().backward()
+    for r, m in enumerate(singles):
+        ref = m(x[r])
+        ref.square().sum().backward()
+        torch.testing.assert_close(out[r], ref, atol=1e-5, rtol=1e-4)
+    per_seed = list(zip(*[m.parameters() for m in singles], strict=True))  # per parameter: the S seeds' tensors
+    stacked = list(batched.parameters())  # per parameter: (S, ...) or seed-major blocks on dim 0
+    assert len(stacked) == len(per_seed)
+    for p, ps in zip(stacked, per_seed, strict=True):
+        for r, q in enumerate(ps):
+            torch.testing.assert_close(p.detach().reshape(len(seeds), -1)[r], q.detach().flatten())
+            scale = float(q.grad.abs().max()) + 1e-6  # float32 noise through a deep net is relative to this
+            torch.testing.assert_close(p.grad.reshape(len(seeds), -1)[r], q.grad.flatten(), atol=1e-4 * scale,
+                                       rtol=1e-3)
+    assert sum(p.numel() for p in batched.parameters()) == len(seeds) * n_params(cfg, SHAPE, 3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batched_run_matches_each_seed_alone(kind: str, data: dict) -> None:
+    seeds = [5, 0, 9]
+    cfg = _cfg(kind, epochs=1, min_steps=20, batch_size=8)
+    x, y = _stack(data["x"], data["y"], len(seeds))
+    together = train_predict(cfg, x, y, data["xt"], seeds, 2)
+    alone = np.concatenate([train_predict(cfg, x[r:r + 1], y[r:r + 1], data["xt"], [s], 2)
+                            for r, s in enumerate(seeds)])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+
+
+def test_one_seed_equals_a_plain_pytorch_loop(data: dict) -> None:
+    """S = 1 is the textbook loop: build(seed), AdamW, mean cross-entropy over the seed's minibatch schedule."""
+    seed, steps, bs = 7, 20, 8
+    cfg = _cfg("mlp", epochs=1, min_steps=steps, batch_size=bs)
+    got = train_predict(cfg, data["x"][None], data["y"][None], data["xt"], [seed], 2)[0]
+    model = build(cfg, SHAPE, 2, seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    x = torch.from_numpy(data["x"]).float() * (4 / 255) - 2
+    y = torch.from_numpy(data["y"]).long()
+    for rows in minibatch_schedule(len(y), [seed], bs, steps)[:, 0]:
+        loss = nn.functional.cross_entropy(model(x[rows]), y[rows])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        ref = torch.softmax(model(torch.from_numpy(data["xt"]).float() * (4 / 255) - 2), -1).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_learns_a_planted_signal(kind: str, data: dict) -> None:
+    seeds = [0, 1]
+    x, y = _stack(data["x"], data["y"], len(seeds))
+    probs = train_predict(_cfg(kind, epochs=1, min_steps=40, batch_size=16), x, y, data["xt"], seeds, 2)
+    assert probs.shape == (2, len(data["yt"]), 2) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    for p in probs:
+        assert auc(data["yt"], p[:, 1]) > 0.95
+
+
+def test_same_seeds_give_bitwise_identical_output(data: dict) -> None:
+    cfg = _cfg("cnn", epochs=1, min_steps=10, batch_size=8)
+    x, y = _stack(data["x"], data["y"], 2)
+    a = train_predict(cfg, x, y, data["xt"], [1, 2], 2)
+    b = train_predict(cfg, x, y, data["xt"], [1, 2], 2)
+    c = train_predict(cfg, x, y, data["xt"], [1, 3], 2)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_three_classes(data: dict) -> None:
+    y = np.arange(len(data["y"])) % 3
+    probs = train_predict(_cfg("logreg", epochs=1, min_steps=5), data["x"][None], y[None], data["xt"], [0], 3)
+    assert probs.shape == (1, len(data["xt"]), 3)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_minibatch_schedule_reshuffles_each_epoch_per_seed() -> None:
+    n, bs, steps = 10, 3, 7  # 3 full batches per epoch; the ragged tail (1 item) is dropped
+    rows = minibatch_schedule(n, [0, 1], bs, steps)
+    assert rows.shape == (steps, 2, bs)
+    for s in range(2):
+        first_epoch = rows[:3, s].reshape(-1)
+        assert len(set(first_epoch.tolist())) == 9 and int(first_epoch.max()) < n
+    assert not torch.equal(rows[:, 0], rows[:, 1])
+    assert torch.equal(rows, minibatch_schedule(n, [0, 1], bs, steps))
+
+
+class _Scale(nn.Module):
+    """A layer :func:`seedwise` does not know: forces the vmap fallback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a * x
+
+
+def _scaled_mlp(cfg: StudentConfig, shape: tuple[int, int, int], k: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(shape)), 8), _Scale(), nn.ReLU(), nn.Linear(8, k))
+
+
+def test_unknown_layers_fall_back_to_vmap(data: dict) -> None:
+    if "test-scaled-mlp" not in STUDENTS:
+        STUDENTS.add("test-scaled-mlp", _scaled_mlp)
+    cfg = StudentConfig(kind="test-scaled-mlp", epochs=1, min_steps=20, batch_size=8)
+    assert seedwise([build(cfg, SHAPE, 2, s) for s in (0, 1)]) is None
+    assert not isinstance(seed_batched(cfg, SHAPE, 2, [0, 1]), nn.Sequential)
+    x, y = _stack(data["x"], data["y"], 2)
+    together = train_predict(cfg, x, y, data["xt"], [0, 1], 2)
+    alone = np.concatenate([train_predict(cfg, x[r:r + 1], y[r:r + 1], data["xt"], [r], 2) for r in range(2)])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+
+
+def test_unknown_kind_suggests_near_names() -> None:
+    with pytest.raises(ValidationError, match="Did you mean 'resnet'"):
+        StudentConfig(kind="resnt")
+
+
+@pytest.mark.parametrize("bad", ["x_rows", "y_seeds", "seeds", "x_test", "labels"])
+def test_mismatched_inputs_raise(bad: str, data: dict) -> None:
+    x, y = _stack(data["x"], data["y"], 2)
+    xt, seeds = data["xt"], [0, 1]
+    if bad == "x_rows":
+        x = x[:, :-1]
+    elif bad == "y_seeds":
+        y = y[:1]
+    elif bad == "seeds":
+        seeds = [0]
+    elif bad == "x_test":
+        xt = xt[:, :, :-1]
+    else:
+        y = y + 2
+    with pytest.raises(FmgaugeError):
+        train_predict(_cfg("logreg", min_steps=1), x, y, xt, seeds, 2)
