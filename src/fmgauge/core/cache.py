@@ -36,11 +36,16 @@ def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def cache_file(kind: str, key: str) -> Path:
+    """Where the arrays cached under ``key`` (= :func:`stable_hash` of their description) live."""
+    return cache_root() / kind / f"{key}.npz"
+
+
 def cached_arrays(
     kind: str, description: dict[str, Any], compute: Callable[[], dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """Return the arrays cached under ``description``, computing and storing them on a miss."""
-    path = cache_root() / kind / f"{stable_hash(description)}.npz"
+    path = cache_file(kind, stable_hash(description))
     if path.exists():
         log.debug("cache hit %s", path)
         with np.load(path, allow_pickle=False) as z:

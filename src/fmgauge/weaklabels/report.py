@@ -36,7 +36,6 @@ def plot_curves(summary: dict, labeler: str, path: Path) -> Path:
     rows = int(np.ceil(len(students) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, sharey=True,
                              layout="constrained")
-    xo = next((r for r in summary["crossovers"] if r["labeler"] == labeler), None)
     for ax, st in zip(axes.ravel(), students, strict=False):
         for cond, lab, color in (("gold", None, "tab:blue"), ("gold+weak", labeler, "tab:orange")):
             c = _curve(curves, st, cond, lab)

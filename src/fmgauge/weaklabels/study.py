@@ -134,7 +134,8 @@ def analyse(cfg: StudyConfig, results: pd.DataFrame, labelers: dict[str, dict]) 
             name = st.display_name()
             row: dict[str, Any] = {"labeler": lab, "student": name}
             g_curve = gold[name][cfg.n_gold].to_numpy()  # (S, G)
-            row["rate_only"] = rate_only_crossover(grid, g_curve.mean(0), acc).to_dict()
+            rate = rate_only_crossover(grid, g_curve.mean(0), acc)
+            row["rate_only"], row["rate_only_text"] = rate.to_dict(), rate.describe()
             if not mixed.empty:
                 delta = mixed[name][cfg.n_gold].to_numpy() - g_curve
                 emp = empirical_crossover(grid, delta)
@@ -143,7 +144,6 @@ def analyse(cfg: StudyConfig, results: pd.DataFrame, labelers: dict[str, dict]) 
                 row["delta_at_max"] = mean_ci(delta[:, -1]).to_dict()
                 row["delta_at_min"] = mean_ci(delta[:, 0]).to_dict()
                 row["min_delta"] = float(delta.mean(0).min())
-            row["rate_only_text"] = rate_only_crossover(grid, g_curve.mean(0), acc).describe()
             w = weak_only[weak_only.student == name]["auc"].to_numpy()
             if len(w):
                 row["weak_only_auc"] = mean_ci(w).to_dict()

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from fmgauge.core.cache import cache_root
+from fmgauge.core.cache import cache_file
 from fmgauge.core.data import Dataset, load_dataset
 from fmgauge.core.stats import auc, auc_ci
 from fmgauge.core.validation import FmgaugeError
@@ -53,7 +53,7 @@ def _dataset(name: str) -> Dataset:
 
 @functools.lru_cache(maxsize=16)
 def _weak_labels(key: str) -> np.ndarray:
-    path = cache_root() / "labels" / f"{key}.npz"
+    path = cache_file("labels", key)
     if not path.exists():
         raise FmgaugeError(f"weak labels {path} are missing; run `fmgauge weak-labels label` first.")
     with np.load(path) as z:
