@@ -96,7 +96,7 @@ def plot_confusions(summary: dict, path: Path) -> Path:
 
     labs = list(summary["labelers"])
     classes = summary["dataset"]["classes"]
-    fig, axes = plt.subplots(1, len(labs), figsize=(3.6 * len(labs), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(labs), figsize=(3.8 * len(labs), 3.4), squeeze=False, layout="constrained")
     for ax, lab in zip(axes[0], labs, strict=True):
         c = np.asarray(summary["labelers"][lab]["metrics"]["confusion"], dtype=float)
         p = c / np.clip(c.sum(1, keepdims=True), 1, None)
