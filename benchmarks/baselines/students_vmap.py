@@ -15,14 +15,9 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from fmgauge.core.validation import FmgaugeError
-from fmgauge.weaklabels.students import StudentConfig, build
+from fmgauge.weaklabels.students import StudentConfig, _scale, build
 
 __all__ = ["StudentConfig", "train_predict"]
-
-
-def _scale(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-2, 2]."""
-    return x.float().mul_(4.0 / 255.0).sub_(2.0)
 
 
 def train_predict(
@@ -33,19 +28,7 @@ def train_predict(
     seeds: list[int],
     n_classes: int,
 ) -> np.ndarray:
-    """Train one student per seed and return their test-set class probabilities.
-
-    Parameters
-    ----------
-    x_train : (S, N, C, H, W) uint8 — seed s trains on ``x_train[s]`` (all seeds have the same N).
-    y_train : (S, N) int — labels (gold, weak or mixed) for each seed's training set.
-    x_test : (M, C, H, W) uint8 — shared test images.
-    seeds : S ints — each seed fixes its model's init and its minibatch order.
-
-    Returns
-    -------
-    (S, M, K) float32 softmax probabilities.
-    """
+    """The old loop; same contract as :func:`fmgauge.weaklabels.students.train_predict`."""
     s_count, n = y_train.shape
     if x_train.shape[:2] != (s_count, n) or len(seeds) != s_count:
         raise FmgaugeError(

@@ -104,8 +104,9 @@ def run_trial(config: dict) -> list[dict]:
         ci = auc_ci(test.y, scores, n_boot=n_boot, seed=seed) if n_boot else None
         rows.append({
             "student": student.display_name(), "condition": config["condition"], "n_gold": config["n_gold"],
-            "labeler": config.get("labeler"), "seed": seed, "auc": auc(test.y, scores),
-            "auc_lo": ci.lo if ci else float("nan"), "auc_hi": ci.hi if ci else float("nan"), "acc": float((p.argmax(1) == test.y).mean()), "n_train": int(idx.shape[1]),
+            "labeler": config.get("labeler"), "seed": seed, "auc": ci.value if ci else auc(test.y, scores),
+            "auc_lo": ci.lo if ci else float("nan"), "auc_hi": ci.hi if ci else float("nan"),
+            "acc": float((p.argmax(1) == test.y).mean()), "n_train": int(idx.shape[1]),
             "train_noise": float((labels[r] != pool.y[idx[r]]).mean()), "seconds": secs,
         })
     return rows
