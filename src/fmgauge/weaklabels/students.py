@@ -54,14 +54,20 @@ class StudentConfig(BaseModel):
     """One student architecture and its training recipe."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: str = Field(..., description="architecture family: a registered student (logreg, mlp, cnn, resnet)")
-    name: str = Field("", description="display name (default: kind-w<width>)")
+    kind: str = Field(..., description="architecture family: a registered student (logreg, mlp, cnn, resnet, "
+                      "sk-logreg)")
+    name: str = Field("", description="display name (default: [features-]kind[-w<width>])")
+    features: str = Field("raw", description="input representation: raw | tfidf | embed:<model> "
+                          "(see weaklabels.features; tfidf and embed apply to text datasets)")
     width: int = Field(32, ge=1, description="mlp: hidden units; cnn/resnet: channels of the first stage")
     epochs: float = Field(8.0, gt=0, description="passes over the training set")
     min_steps: int = Field(60, ge=1, description="lower bound on optimizer steps (tiny gold sets)")
     batch_size: int = Field(128, ge=1, description="minibatch size (capped at the training-set size)")
     lr: float = Field(3e-3, gt=0, description="Adam learning rate")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW decoupled weight decay")
+    c: float = Field(1.0, gt=0, description="sk-logreg: inverse L2 regularisation strength (scikit-learn C)")
+    model: str = Field("minilm-l6", description="finetune: the encoder to fine-tune (registered name or path)")
+    max_length: int = Field(128, ge=8, description="finetune: tokens per text (longer texts are truncated)")
 
     @field_validator("kind")
     @classmethod
@@ -69,8 +75,21 @@ class StudentConfig(BaseModel):
         STUDENTS.get(v)  # raises with the known kinds and near names
         return v
 
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: str) -> str:
+        from fmgauge.weaklabels.features import check_features
+
+        return check_features(v)
+
     def display_name(self) -> str:
-        return self.name or (self.kind if self.kind == "logreg" else f"{self.kind}-w{self.width}")
+        if self.name:
+            return self.name
+        if self.kind == "finetune":
+            return f"{self.model}-finetune"
+        base = self.kind if self.kind in ("logreg", "sk-logreg") else f"{self.kind}-w{self.width}"
+        feats = self.features.removeprefix("embed:")
+        return base if self.features == "raw" else f"{feats}-{base}"
 
 
 ModelFactory = Callable[[StudentConfig, tuple[int, int, int], int], nn.Module]
@@ -85,6 +104,28 @@ def _logreg(cfg: StudentConfig, shape: tuple[int, int, int], k: int) -> nn.Modul
 @STUDENTS.register("mlp")
 def _mlp(cfg: StudentConfig, shape: tuple[int, int, int], k: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), cfg.width), nn.ReLU(), nn.Linear(cfg.width, k))
+
+
+@STUDENTS.register("sk-logreg")
+def _sk_logreg(cfg: StudentConfig, shape: tuple[int, int, int], k: int) -> nn.Module:
+    """Multinomial logistic regression fit to convergence by scikit-learn (:func:`fit_predict_convex`); this
+    module only stands for its parameters (n_params). Works on sparse inputs (TF-IDF)."""
+    return nn.Linear(math.prod(shape), k)
+
+
+CONVEX_STUDENTS = ("sk-logreg",)
+
+
+@STUDENTS.register("finetune")
+def _finetune(cfg: StudentConfig, shape: tuple[int, ...], k: int) -> nn.Module:
+    """A pretrained encoder + fresh classification head, fine-tuned by
+    :func:`fmgauge.weaklabels.finetune.fit_predict_finetune` (features: text)."""
+    from fmgauge.core.text_models import load_text_model
+
+    return load_text_model(cfg.model, "sequence-classification", device="cpu", num_labels=k).model
+
+
+TEXT_STUDENTS = ("finetune",)
 
 
 def _image_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -416,6 +457,8 @@ def train_predict(
     x_test: np.ndarray,
     seeds: list[int],
     n_classes: int,
+    *,
+    elr: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Train one student per seed and return their test-set class probabilities.
 
@@ -426,6 +469,11 @@ def train_predict(
     y_train : (S, N) int — labels (gold, weak or mixed) for each seed's training set.
     x_test : (M, C, H, W) or (M, D) — shared test inputs, like ``x_train``.
     seeds : S ints — each seed fixes its model's init and its minibatch order.
+    elr : (β, λ) to train with early-learning regularisation (Liu et al. 2020, "Early-Learning Regularization
+        Prevents Memorization of Noisy Labels"): every training item keeps a target t ← β·t + (1−β)·p̂ (its
+        running mean prediction, updated when it is in a minibatch) and the loss adds λ·mean log(1 − ⟨t, p̂⟩),
+        which pulls the model toward its early predictions and away from memorising wrong labels. CIFAR-10
+        defaults: β = 0.7, λ = 3.
 
     Returns
     -------
@@ -444,17 +492,53 @@ def train_predict(
     xf = _scale(torch.from_numpy(np.ascontiguousarray(x_train)).view(s_count * n, -1))
     yf = torch.from_numpy(np.ascontiguousarray(y_train)).long().view(-1)
     rows = minibatch_schedule(n, list(seeds), bs, steps) + (torch.arange(s_count) * n)[:, None]  # (T, S, B)
+    targets = torch.zeros(s_count * n, n_classes) if elr else None  # ELR: running mean prediction per item
     model.train()
     for t in range(steps):
         r = rows[t].reshape(-1)
         xb = xf.index_select(0, r).view(s_count, bs, *shape)  # (S, B, C, H, W)
         logits = model(xb)  # (S, B, K)
         loss = F.cross_entropy(logits.reshape(-1, n_classes), yf.index_select(0, r), reduction="sum") / bs
+        if targets is not None:
+            beta, lam = elr
+            prob = torch.softmax(logits.reshape(-1, n_classes), -1).clamp(1e-4, 1 - 1e-4)
+            with torch.no_grad():
+                tgt = beta * targets.index_select(0, r) + (1 - beta) * (prob / prob.sum(1, keepdim=True))
+                targets.index_copy_(0, r, tgt)
+            loss = loss + lam * torch.log(1 - (tgt * prob).sum(1)).sum() / bs
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     del xf
     return _predict(model, x_test, s_count)
+
+
+def fit_predict_convex(
+    cfg: StudentConfig, x_pool, idx: np.ndarray, y_train: np.ndarray, x_test, n_classes: int,
+) -> np.ndarray:
+    """Convex students (``sk-logreg``): one L2 logistic regression per seed, solved to convergence (lbfgs).
+
+    ``x_pool`` (N_pool, D) dense or sparse; ``idx`` (S, N) rows of each seed's training set; ``y_train`` (S, N);
+    ``x_test`` (M, D). A seed changes only the training set (the optimum does not depend on an init). A training
+    set missing some class gets probability 0 for it. Returns (S, M, K) float32 probabilities.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if cfg.kind not in CONVEX_STUDENTS:
+        raise FmgaugeError(f"fit_predict_convex: student kind {cfg.kind!r} is not one of {CONVEX_STUDENTS}.")
+    idx, y_train = np.asarray(idx), np.asarray(y_train)
+    if idx.shape != y_train.shape or idx.ndim != 2:
+        raise FmgaugeError(f"fit_predict_convex: idx {idx.shape} and y_train {y_train.shape} must both be (S, N).")
+    out = np.zeros((len(idx), x_test.shape[0], n_classes), dtype=np.float32)
+    for r in range(len(idx)):
+        present = np.unique(y_train[r])
+        if len(present) == 1:
+            out[r, :, present[0]] = 1.0
+            continue
+        clf = LogisticRegression(C=cfg.c, max_iter=2000)
+        clf.fit(x_pool[idx[r]], y_train[r])
+        out[r][:, clf.classes_] = clf.predict_proba(x_test)
+    return out
 
 
 def _predict(model: nn.Module, x_test: np.ndarray, s_count: int, chunk: int = 256) -> np.ndarray:

@@ -26,8 +26,12 @@ from fmgauge.core.stats import auc, mean_ci, wilson_ci
 from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.crossover import empirical_crossover, rate_only_crossover
-from fmgauge.weaklabels.labelers import LabelerConfig, labeler_cache_key, run_labeler
-from fmgauge.weaklabels.students import StudentConfig, n_params
+from fmgauge.weaklabels.features import input_shape, represent
+from fmgauge.weaklabels.hitrate import hit_rates
+from fmgauge.weaklabels.labelers import LabelerConfig, LabelerOutput, labeler_cache_key, run_labeler
+from fmgauge.weaklabels.labelers.simulated import SimulatedLabeler
+from fmgauge.weaklabels.noise import cleanlab_noise, projected_crossover, transition_matrix
+from fmgauge.weaklabels.students import CONVEX_STUDENTS, TEXT_STUDENTS, StudentConfig, n_params
 from fmgauge.weaklabels.sweep import CONDITIONS, check_n_gold, run_trial
 
 log = logging.getLogger(__name__)
@@ -45,9 +49,15 @@ class StudyConfig(BaseModel):
     students: list[StudentConfig] = Field(..., min_length=1, description="student architectures")
     n_gold: list[int] = Field([10, 20, 50, 100, 200, 500, 1000], description="gold-set sizes (increasing)")
     seeds: int | list[int] = Field(5, description="number of seeds (0..n-1) or an explicit list")
-    conditions: list[str] = Field(list(CONDITIONS), description="subset of gold, gold+weak, weak")
+    conditions: list[str] = Field(["gold", "gold+weak", "weak"], description="subset of gold, gold+weak, weak, "
+                                  "gold+weak-elr (gold+weak trained with early-learning regularisation)")
     n_boot: int = Field(200, ge=0, description="bootstrap resamples for each trial's test-AUC CI")
     seed_batch: int | None = Field(None, ge=1, description="seeds trained together per trial (None: all)")
+    matched_rate: bool = Field(False, description="add the matched-rate noise study: for every real labeler, "
+                               "simulated random / class-conditional (its T) / instance noise at its error rate")
+    hit_rate_gold: list[int] = Field([10, 20], description="gold labels the decision rule is operated from in "
+                                     "the hit-rate table")
+    cleanlab: bool = Field(True, description="estimate each labeler's noise matrix with cleanlab (no gold)")
 
     @field_validator("n_gold")
     @classmethod
@@ -107,9 +117,10 @@ def plan_trials(cfg: StudyConfig, weak_keys: dict[str, str]) -> list[Trial]:
                 trials.append(Trial({**base, "student": sd, "condition": "gold", "n_gold": n, "seeds": chunk,
                                      "labeler": None, "weak_key": None}))
             for lab, key in weak_keys.items():
-                if "gold+weak" in cfg.conditions:
-                    trials += [Trial({**base, "student": sd, "condition": "gold+weak", "n_gold": n,
-                                      "seeds": chunk, "labeler": lab, "weak_key": key}) for n in cfg.n_gold]
+                for cond in ("gold+weak", "gold+weak-elr"):
+                    if cond in cfg.conditions:
+                        trials += [Trial({**base, "student": sd, "condition": cond, "n_gold": n,
+                                          "seeds": chunk, "labeler": lab, "weak_key": key}) for n in cfg.n_gold]
                 if "weak" in cfg.conditions:
                     trials.append(Trial({**base, "student": sd, "condition": "weak", "n_gold": 0, "seeds": chunk,
                                          "labeler": lab, "weak_key": key}))
@@ -144,11 +155,72 @@ def analyse(cfg: StudyConfig, results: pd.DataFrame, labelers: dict[str, dict]) 
                 row["delta_at_max"] = mean_ci(delta[:, -1]).to_dict()
                 row["delta_at_min"] = mean_ci(delta[:, 0]).to_dict()
                 row["min_delta"] = float(delta.mean(0).min())
+            elr = results[(results.condition == "gold+weak-elr") & (results.labeler == lab) & (results.student == name)]
+            if not elr.empty:
+                e = elr.pivot_table(index="seed", columns="n_gold", values="auc")[cfg.n_gold].to_numpy() - g_curve
+                row["elr_empirical"] = empirical_crossover(grid, e).to_dict()
+                row["elr_empirical_text"] = empirical_crossover(grid, e).describe()
+                row["elr_delta_at_max"] = mean_ci(e[:, -1]).to_dict()
             w = weak_only[weak_only.student == name]["auc"].to_numpy()
             if len(w):
                 row["weak_only_auc"] = mean_ci(w).to_dict()
             crossovers.append(row)
     return {"curves": curves, "crossovers": crossovers}
+
+
+def explain(cfg: StudyConfig, ds: Dataset, results: pd.DataFrame, labelers: dict[str, dict],
+            outputs: dict[str, LabelerOutput]) -> dict[str, Any]:
+    """Hit rates of the decision rules, the matched-rate comparison, the projection predictor and cleanlab."""
+    pool = ds.split(cfg.pool_split)
+    grid = np.asarray(cfg.n_gold, dtype=float)
+    hits, matched, projection, noise = [], [], [], {}
+    gold = results[results.condition == "gold"].pivot_table(index="seed", columns=["student", "n_gold"], values="auc")
+    weak_only = results[results.condition == "weak"].groupby(["labeler", "student"])["auc"].mean()
+    for lab, meta in labelers.items():
+        out = outputs[lab]
+        hits += hit_rates(results, lab, pool.y, out.probs, out.labels, ds.n_classes,
+                          tuple(cfg.hit_rate_gold))["summary"]
+        t_pool = transition_matrix(pool.y, out.labels, ds.n_classes)
+        if meta.get("matched_to") is None:
+            noise[lab] = {"transition_pool": t_pool.tolist(),
+                          "transition_gold100": transition_matrix(
+                              pool.y[_first_gold(pool.y, ds.n_classes, 100)],
+                              out.labels[_first_gold(pool.y, ds.n_classes, 100)], ds.n_classes).tolist()}
+            if cfg.cleanlab and len(np.unique(out.labels)) == ds.n_classes:
+                noise[lab]["cleanlab"] = cleanlab_noise(pool.x, out.labels, ds.n_classes)
+            cc = f"{lab} ~ class-conditional"
+            loss = 0.0
+            for st in cfg.students:
+                name = st.display_name()
+                if (lab, name) in weak_only.index and (cc, name) in weak_only.index:
+                    loss = float(weak_only[(cc, name)] - weak_only[(lab, name)])
+                proj = projected_crossover(grid, gold[name][cfg.n_gold].to_numpy().mean(0), len(pool), t_pool,
+                                           loss)
+                projection.append({"labeler": lab, "student": name, **proj})
+    for base in [lab for lab, m in labelers.items() if m.get("matched_to") is None and not m["simulated"]]:
+        kinds = {"own": base, **{k: f"{base} ~ {k}" for k in MATCHED}}
+        if not all(v in labelers for v in kinds.values()):
+            continue
+        d = results[results.condition == "gold+weak"].merge(
+            results[results.condition == "gold"][["student", "n_gold", "seed", "auc"]],
+            on=["student", "n_gold", "seed"], suffixes=("", "_gold"))
+        d["delta"] = d["auc"] - d["auc_gold"]
+        for (st, n), g in d[d.labeler.isin(kinds.values())].groupby(["student", "n_gold"]):
+            row: dict[str, Any] = {"labeler": base, "student": st, "n_gold": int(n)}
+            for k, name in kinds.items():
+                ci = mean_ci(g[g.labeler == name]["delta"].to_numpy())
+                row[k] = ci.to_dict()
+            row["sign_flip"] = bool(np.sign(row["own"]["value"]) != np.sign(row["random"]["value"]))
+            row["significant_flip"] = bool(row["sign_flip"] and min(row["own"]["lo"] * row["own"]["hi"],
+                                                                     row["random"]["lo"] * row["random"]["hi"]) > 0)
+            matched.append(row)
+    return {"hit_rates": hits, "matched": matched, "projection": projection, "noise": noise}
+
+
+def _first_gold(y_pool: np.ndarray, n_classes: int, m: int) -> np.ndarray:
+    from fmgauge.weaklabels.sweep import gold_order
+
+    return gold_order(y_pool, 0, n_classes)[:min(m, len(y_pool))]
 
 
 def _git_hash() -> str | None:
@@ -159,20 +231,50 @@ def _git_hash() -> str | None:
         return None
 
 
-def label_all(cfg: StudyConfig, ds: Dataset) -> tuple[dict[str, dict], dict[str, str]]:
-    """Run (or load from cache) every labeler on the pool; returns per-labeler metadata and cache keys."""
+MATCHED = ("random", "class-conditional", "instance")
+
+
+def matched_labelers(name: str, accuracy: float, t: np.ndarray) -> list[SimulatedLabeler]:
+    """The matched-rate study's simulated labelers for a real labeler (``name``, its accuracy and T)."""
+    return [
+        SimulatedLabeler(name=f"{name} ~ random", noise="random", accuracy=accuracy, seed=0),
+        SimulatedLabeler(name=f"{name} ~ class-conditional", noise="class-conditional",
+                         transition=t.tolist(), accuracy=accuracy, seed=0),
+        SimulatedLabeler(name=f"{name} ~ instance", noise="instance", accuracy=accuracy, seed=0),
+    ]
+
+
+def label_all(cfg: StudyConfig, ds: Dataset) -> tuple[dict[str, dict], dict[str, str], dict[str, LabelerOutput]]:
+    """Run (or load from cache) every labeler on the pool, plus the matched-rate labelers when asked.
+
+    Returns per-labeler metadata (config, metrics, and for matched labelers ``matched_to``/``noise``), the cache
+    keys of their pool outputs, and the outputs themselves.
+    """
     pool = ds.split(cfg.pool_split)
-    meta, keys = {}, {}
-    for lab in cfg.labelers:
+    meta: dict[str, dict] = {}
+    keys: dict[str, str] = {}
+    outs: dict[str, LabelerOutput] = {}
+
+    def add(lab, extra: dict) -> LabelerOutput:
         name = lab.display_name()
         if name in meta:
             raise FmgaugeError(f"two labelers are named {name!r}; give each a distinct name.")
         log.info("labelling %d pool items with %s (cached after the first run)", len(pool), name)
         out = run_labeler(lab, ds, cfg.pool_split)
         keys[name] = stable_hash(labeler_cache_key(lab, ds, cfg.pool_split))
-        meta[name] = {"config": lab.model_dump(), "simulated": lab.simulated,
+        meta[name] = {"config": lab.model_dump(), "simulated": lab.simulated, **extra,
                       "metrics": labeler_metrics(pool.y, out.probs, out.labels, ds.n_classes)}
-    return meta, keys
+        outs[name] = out
+        return out
+
+    for lab in cfg.labelers:
+        out = add(lab, {})
+        if cfg.matched_rate and not lab.simulated:
+            acc = float((out.labels == pool.y).mean())
+            t = transition_matrix(pool.y, out.labels, ds.n_classes)
+            for sim in matched_labelers(lab.display_name(), acc, t):
+                add(sim, {"matched_to": lab.display_name(), "noise": sim.noise})
+    return meta, keys, outs
 
 
 def calibrate(
@@ -188,12 +290,24 @@ def calibrate(
     check_n_gold(cfg.n_gold, len(pool), ds.n_classes)
     if len(np.unique(test.y)) < 2:
         raise FmgaugeError(f"test split {cfg.test_split!r} holds a single class; AUC is undefined.")
-    shape = tuple(pool.x.shape[1:])
-    params = {s.display_name(): n_params(s, shape, ds.n_classes) for s in cfg.students}  # refuses misfits early
+    names = [s.display_name() for s in cfg.students]
+    if len(set(names)) < len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise FmgaugeError(f"students {dup} appear twice; give each a distinct `name`.")
+    params = {}  # refuses misfits (conv students on features, raw features of texts) before any labelling
+    for s in cfg.students:
+        x_pool, _ = represent(ds, s.features, cfg.pool_split, cfg.test_split)
+        if (s.kind in TEXT_STUDENTS) != (s.features == "text"):
+            raise FmgaugeError(f"student {s.display_name()!r}: kind {s.kind!r} with features {s.features!r}; "
+                               f"students {list(TEXT_STUDENTS)} read texts (features: text) and only they do.")
+        if hasattr(x_pool, "toarray") and s.kind not in CONVEX_STUDENTS:
+            raise FmgaugeError(f"student {s.display_name()!r}: features {s.features!r} are sparse; only "
+                               f"{list(CONVEX_STUDENTS)} students take them (e.g. kind: sk-logreg, features: tfidf).")
+        params[s.display_name()] = n_params(s, input_shape(x_pool), ds.n_classes)
     store = RunStore(run_dir)
     store.save_config(cfg.model_dump(mode="json"))
     t0 = time.time()
-    labelers, keys = label_all(cfg, ds)
+    labelers, keys, outputs = label_all(cfg, ds)
     trials = plan_trials(cfg, keys)
     log.info("%d trials (%d seeds each at most)", len(trials), cfg.seed_batch or len(cfg.seed_list()))
     stats = run_trials(trials, run_trial, store, backend=backend, description=f"{cfg.name}: trials",
@@ -214,6 +328,7 @@ def calibrate(
                      for s in cfg.students},
         "labelers": labelers,
         **analyse(cfg, results, labelers),
+        **explain(cfg, ds, results, labelers, outputs),
     }
     store.write_json("summary.json", summary)
     store.close()

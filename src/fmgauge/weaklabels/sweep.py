@@ -2,7 +2,8 @@
 
 One trial = (student, condition, n_gold, labeler) with all its seeds trained together (``students.train_predict``).
 Conditions (spec): ``gold`` — the n_gold gold items only; ``gold+weak`` — the whole pool, gold labels on the n_gold
-gold items and the labeler's labels elsewhere; ``weak`` — the whole pool with weak labels (n_gold = 0).
+gold items and the labeler's labels elsewhere; ``weak`` — the whole pool with weak labels (n_gold = 0); optional
+``gold+weak-elr`` — like ``gold+weak`` but trained with early-learning regularisation (torch students only).
 
 Gold sets are nested per seed: ``gold_order(y_pool, seed)[:n]`` — gold(10) ⊂ gold(20) ⊂ … — so ΔAUC curves
 compare like with like, and every gold set holds at least one item of each class.
@@ -19,9 +20,17 @@ from fmgauge.core.cache import cache_file
 from fmgauge.core.data import Dataset, load_dataset
 from fmgauge.core.stats import auc, auc_ci
 from fmgauge.core.validation import FmgaugeError
-from fmgauge.weaklabels.students import StudentConfig, train_predict
+from fmgauge.weaklabels.features import represent
+from fmgauge.weaklabels.students import (
+    CONVEX_STUDENTS,
+    TEXT_STUDENTS,
+    StudentConfig,
+    fit_predict_convex,
+    train_predict,
+)
 
-CONDITIONS = ("gold", "gold+weak", "weak")
+CONDITIONS = ("gold", "gold+weak", "weak", "gold+weak-elr")
+ELR_DEFAULT = (0.7, 3.0)  # (β, λ): the ELR paper's CIFAR-10 setting
 
 
 def gold_order(y_pool: np.ndarray, seed: int, n_classes: int) -> np.ndarray:
@@ -71,7 +80,7 @@ def training_sets(
         raise FmgaugeError(f"condition {condition!r} needs weak labels.")
     idx = np.broadcast_to(np.arange(len(y_pool)), (len(seeds), len(y_pool))).copy()
     labels = np.broadcast_to(weak, idx.shape).copy()
-    if condition == "gold+weak":
+    if condition in ("gold+weak", "gold+weak-elr"):
         for r, s in enumerate(seeds):
             g = gold_order(y_pool, s, n_classes)[:n_gold]
             labels[r, g] = y_pool[g]
@@ -94,7 +103,18 @@ def run_trial(config: dict) -> list[dict]:
     seeds = list(config["seeds"])
     student = StudentConfig(**config["student"])
     idx, labels = training_sets(config["condition"], pool.y, weak, config["n_gold"], seeds, ds.n_classes)
-    probs = train_predict(student, pool.x[idx], labels, test.x, seeds, ds.n_classes)
+    x_pool, x_test = represent(ds, student.features, config["pool_split"], config["test_split"])
+    elr = ELR_DEFAULT if config["condition"] == "gold+weak-elr" else None
+    if elr and student.kind in (*CONVEX_STUDENTS, *TEXT_STUDENTS):
+        raise FmgaugeError(f"condition gold+weak-elr trains torch students only, not {student.kind!r}.")
+    if student.kind in CONVEX_STUDENTS:
+        probs = fit_predict_convex(student, x_pool, idx, labels, x_test, ds.n_classes)
+    elif student.kind in TEXT_STUDENTS:
+        from fmgauge.weaklabels.finetune import fit_predict_finetune
+
+        probs = fit_predict_finetune(student, x_pool, idx, labels, x_test, seeds, ds.n_classes)
+    else:
+        probs = train_predict(student, x_pool[idx], labels, x_test, seeds, ds.n_classes, elr=elr)
     secs = (time.perf_counter() - t0) / len(seeds)
     rows = []
     for r, seed in enumerate(seeds):

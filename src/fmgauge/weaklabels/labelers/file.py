@@ -49,6 +49,13 @@ def parse_outputs(df: pd.DataFrame, class_names: tuple[str, ...], *, source: str
     by_name = [f"p_{c}" for c in class_names]
     by_index = [f"p_{i}" for i in range(k)]
     pcols = by_name if all(c in df for c in by_name) else by_index if all(c in df for c in by_index) else None
+    given = [str(c) for c in df.columns if str(c).startswith("p_")]
+    if pcols is None and given:
+        missing = [c for c in by_name if c not in df]
+        raise FmgaugeError(
+            f"{source} has probability columns {given} but none for class(es) {missing} of the dataset; "
+            f"expected one column per class: {by_name} (or {by_index}). Rename the columns or fix the class names."
+        )
     if pcols is not None:
         probs = df[pcols].to_numpy(dtype=float)
         if not np.isfinite(probs).all() or (probs < 0).any():
@@ -56,7 +63,7 @@ def parse_outputs(df: pd.DataFrame, class_names: tuple[str, ...], *, source: str
         probs = probs / np.clip(probs.sum(1, keepdims=True), 1e-12, None)
         labels = probs.argmax(1)
     elif "label" in df.columns:
-        labels = _label_indices(df["label"], class_names, source)
+        labels = label_indices(df["label"], class_names, source)
         probs = np.eye(k)[labels]
     else:
         raise FmgaugeError(
@@ -66,7 +73,7 @@ def parse_outputs(df: pd.DataFrame, class_names: tuple[str, ...], *, source: str
     return LabelerOutput(ids=ids, probs=probs, labels=labels.astype(np.int64))
 
 
-def _label_indices(col: pd.Series, class_names: tuple[str, ...], source: str) -> np.ndarray:
+def label_indices(col: pd.Series, class_names: tuple[str, ...], source: str) -> np.ndarray:
     if pd.api.types.is_integer_dtype(col):
         v = col.to_numpy()
         if v.min() < 0 or v.max() >= len(class_names):

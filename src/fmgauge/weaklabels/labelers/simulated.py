@@ -7,7 +7,7 @@ Noise models (on N items with true labels y, K classes, target error rate ε = 1
 - ``class-conditional``: the weak label is drawn from row y of a transition matrix T[y, ŷ] (given, or by default
   the K = 2 matrix with all errors on the minority class, scaled to reach ε overall).
 - ``instance``: instance-dependent noise. A reference model (5-fold out-of-fold logistic regression on the
-  images' PCA features) scores each item; the round(ε·N) items it finds hardest (lowest p̂(y|x)) are flipped to
+  images' PCA features, or on TF-IDF for texts) scores each item; the round(ε·N) items it finds hardest (lowest p̂(y|x)) are flipped to
   the reference model's most likely wrong class. Errors concentrate where the classes overlap, like a real VLM's.
 
 Probabilities: the emitted label gets probability ``accuracy`` and the rest is spread evenly (a labeler calibrated
@@ -84,24 +84,35 @@ def minority_transition(y: np.ndarray, n_classes: int, eps: float) -> np.ndarray
 
 
 def reference_probs(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
-    """Out-of-fold p̂(k|x) (N, K) from logistic regression on 50 PCA components of the flattened images."""
+    """Out-of-fold p̂(k|x) (N, K) of a simple model trained on labels ``y`` (true or noisy), 5-fold.
+
+    Images/features: logistic regression on 50 PCA components of the flattened inputs. Texts (object array of
+    str): logistic regression on TF-IDF (vocabulary fit inside each fold).
+    """
     from sklearn.decomposition import PCA
+    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    flat = x.reshape(len(x), -1).astype(np.float32) / 255.0
-    model = make_pipeline(
-        PCA(n_components=min(50, flat.shape[1], len(flat) - 1), random_state=seed),
-        StandardScaler(),
-        LogisticRegression(max_iter=500, C=1.0),
-    )
+    if x.ndim == 1 and x.dtype == object:
+        inputs = [str(t) for t in x]
+        model = make_pipeline(TfidfVectorizer(sublinear_tf=True, min_df=2), LogisticRegression(max_iter=1000, C=10.0))
+    else:
+        inputs = x.reshape(len(x), -1).astype(np.float32)
+        if x.dtype == np.uint8:
+            inputs = inputs / 255.0
+        model = make_pipeline(
+            PCA(n_components=min(50, inputs.shape[1], len(inputs) - 1), random_state=seed),
+            StandardScaler(),
+            LogisticRegression(max_iter=500, C=1.0),
+        )
     folds = min(5, int(np.bincount(y).min()))
     if folds < 2:
-        raise FmgaugeError("instance-dependent noise needs at least 2 items of every class in the labelled split.")
+        raise FmgaugeError("a reference model needs at least 2 items of every class in the labelled split.")
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    p = cross_val_predict(model, flat, y, cv=cv, method="predict_proba")
+    p = cross_val_predict(model, inputs, y, cv=cv, method="predict_proba")
     out = np.zeros((len(y), n_classes))
     out[:, np.unique(y)] = p
     return out
@@ -143,7 +154,7 @@ def label_simulated(cfg: SimulatedLabeler, ds: Dataset, split: str) -> LabelerOu
         probs = soft_probs(labels, k, cfg.accuracy)
     else:
         # the reference model does not depend on the target accuracy: cache it per (dataset, split, seed)
-        key = {"reference": "pca50-logreg-5fold", "dataset": ds.name, "source": ds.source, "split": split,
+        key = {"reference": "pca50-logreg-5fold" if sp.x.dtype != object else "tfidf-logreg-5fold", "dataset": ds.name, "source": ds.source, "split": split,
                "n": len(sp), "seed": cfg.seed}
         ref = cached_arrays("reference", key, lambda: {"p": reference_probs(sp.x, sp.y, k, cfg.seed)})["p"]
         labels = flip_instance(sp.y, ref, eps, rng)
