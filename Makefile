@@ -8,8 +8,9 @@ export HF_HUB_OFFLINE ?= 1
 setup:
 	@scripts/venv.sh >/dev/null
 
-demo: setup  ## the main job: weak-label crossover study on PneumoniaMNIST -> runs/demo/report.html
-	$(VENV)/bin/fmgauge weak-labels calibrate --config configs/weaklabels/demo.yaml --out runs/demo
+demo: setup  ## the main job: weak-label studies, real text labelers then PneumoniaMNIST -> runs/demo/report.html
+	$(VENV)/bin/fmgauge weak-labels calibrate --config configs/weaklabels/demo-text.yaml \
+		--config configs/weaklabels/demo.yaml --out runs/demo
 
 test: setup  ## lint + the fast test suite
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -38,6 +38,8 @@ def test_label_writes_outputs_and_metrics(fmgauge_env, tmp_path, pneumonia):
     ("simulated:instance", {"kind": "simulated", "noise": "instance", "accuracy": 0.7}),
     ("file:x.csv", {"kind": "file", "path": "x.csv"}),
     ("open_clip:siglip-b16", {"kind": "open_clip", "model": "siglip-b16"}),
+    ("text-embedding:minilm-l6", {"kind": "text-embedding", "model": "minilm-l6"}),
+    ("causal-lm:gemma3-270m", {"kind": "causal-lm", "model": "gemma3-270m"}),
 ])
 def test_labeler_specs(spec, expected):
     assert parse_labeler_spec(spec, 0.7 if spec.startswith("sim") else None) == expected
@@ -57,3 +59,20 @@ def test_bad_input_exits_2_with_a_clear_message(fmgauge_env, tmp_path):
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "exceed the pool size" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_several_configs_run_in_order_into_one_combined_report(fmgauge_env, tmp_path):
+    """`calibrate --config A --config B --out D` (what `make demo` does): D/<name>/ per study, D/report.* joined."""
+    for name, acc in (("first", 0.9), ("second", 0.7)):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\ndataset: pneumoniamnist\nlabelers: [{{kind: simulated, accuracy: {acc}}}]\n"
+            "students: [{kind: logreg, epochs: 1, min_steps: 5}]\nn_gold: [10, 50]\nseeds: 1\nn_boot: 0\n"
+            "conditions: [gold, gold+weak]\ncleanlab: false\n")
+    out = tmp_path / "demo"
+    res = runner.invoke(app, ["weak-labels", "calibrate", "--config", str(tmp_path / "first.yaml"), "--config",
+                              str(tmp_path / "second.yaml"), "--out", str(out), "--no-progress", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert (out / "first" / "summary.json").exists() and (out / "second" / "summary.json").exists()
+    md = (out / "report.md").read_text()
+    assert md.index("Study first") < md.index("Study second")
+    assert "first/figures/" in md  # figures referenced relative to the combined report

@@ -143,3 +143,5 @@ def test_text_study_end_to_end_with_matched_rate_hit_rates_and_cleanlab(tmp_path
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Why the crossover lands where it does" in report and "Decision rule hit rates" in report
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["dataset"]["pool"] == len(pool)
+    splits = json.loads((tmp_path / "run" / "splits.json").read_text())
+    assert splits["pool"] == pool.ids.tolist() and splits["meta"]["split_seed"] == 0

@@ -80,8 +80,12 @@ def load_medical_abstracts(positive: str | None = None) -> Dataset:
                              description="Medical Abstracts TC: 2,888 abstracts, 5 condition classes")
     k = MEDICAL_SLUGS[positive]
     classes = (f"not {names[k]}", names[k])
-    return texts_dataset(f"medical-abstracts-{positive}", texts, (y == k).astype(np.int64), classes,
-                         source=source, strata=y, description=f"Medical Abstracts TC: {names[k]} vs the other 4 classes")
+    ds = texts_dataset(f"medical-abstracts-{positive}", texts, (y == k).astype(np.int64), classes, source=source,
+                       strata=y, description=f"Medical Abstracts TC: {names[k]} vs the other 4 classes")
+    # zero-shot labelers score "not X" as the sum over the other classes (all five names in their original order,
+    # so the one-vs-rest task reuses the 5-class labeler scores; see weaklabels.labelers.text)
+    ds.meta["rest_class_names"] = list(names)
+    return ds
 
 
 DATASETS.add("medical-abstracts", load_medical_abstracts)

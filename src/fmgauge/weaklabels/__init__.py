@@ -5,16 +5,19 @@ Library entry points (each CLI command calls one of these):
 - :func:`label` — run a labeler over a dataset split, cached.
 - :func:`calibrate` — the crossover study (students × n_gold × seeds × conditions) with its report.
 - :func:`rebuild_report` — rebuild a study's report from its run directory.
+- :func:`decide` / :func:`decide_from_files` — the decision rule from a gold set and a labeler's outputs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from fmgauge.weaklabels.decide import Decision, decide, decide_from_files
 from fmgauge.weaklabels.labelers import LabelerOutput, parse_labeler, run_labeler
 from fmgauge.weaklabels.study import StudyConfig, StudyResult, calibrate, load_result
 
-__all__ = ["StudyConfig", "StudyResult", "LabelerOutput", "calibrate", "label", "rebuild_report", "load_result"]
+__all__ = ["StudyConfig", "StudyResult", "LabelerOutput", "Decision", "calibrate", "decide", "decide_from_files",
+           "label", "rebuild_report", "load_result"]
 
 
 def label(dataset: str, labeler: dict, *, split: str = "train") -> LabelerOutput:

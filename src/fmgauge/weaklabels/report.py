@@ -90,6 +90,33 @@ def plot_delta(summary: dict, results: pd.DataFrame, labeler: str, path: Path) -
     return save_figure(fig, path)
 
 
+def plot_matched(summary: dict, labeler: str, path: Path) -> Path:
+    """Matched-rate study: ΔAUC vs n_gold per noise structure at the labeler's error rate, one panel per student."""
+    import matplotlib.pyplot as plt
+
+    rows = pd.DataFrame([r for r in summary["matched"] if r["labeler"] == labeler])
+    students = list(dict.fromkeys(rows["student"]))
+    fig, axes = plt.subplots(1, len(students), figsize=(3.2 * len(students), 3.4), sharey=True, squeeze=False,
+                             layout="constrained")
+    for ax, st in zip(axes[0], students, strict=True):
+        g = rows[rows.student == st].sort_values("n_gold")
+        for i, kind in enumerate(("own", "random", "class-conditional", "instance")):
+            mean = np.array([d["value"] for d in g[kind]])
+            lo, hi = np.array([d["lo"] for d in g[kind]]), np.array([d["hi"] for d in g[kind]])
+            ax.plot(g["n_gold"], mean, "o-", ms=3, color=f"C{i}", lw=2 if kind == "own" else 1,
+                    label="labeler's own errors" if kind == "own" else f"{kind} @ same rate")
+            ax.fill_between(g["n_gold"], lo, hi, color=f"C{i}", alpha=0.12)
+        ax.axhline(0, color="k", lw=1)
+        ax.set_xscale("log")
+        ax.set_title(st, fontsize=9)
+        ax.set_xlabel("n_gold (log)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("ΔAUC (gold+weak − gold)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"Same error rate, different structure — labeler {labeler}", fontsize=10)
+    return save_figure(fig, path)
+
+
 def plot_confusions(summary: dict, path: Path) -> Path:
     """Row-normalised confusion matrix P(ŷ | y) of each labeler on the pool."""
     import matplotlib.pyplot as plt
@@ -332,6 +359,9 @@ def build_report(result) -> Report:  # noqa: ANN001 - StudyResult (avoid an impo
     ):
         if not table.empty:
             why.tables.append((caption, table))
+    for lab in dict.fromkeys(r["labeler"] for r in summary.get("matched", [])):
+        why.figures.append((f"Matched-rate study, labeler {lab}", plot_matched(
+            summary, lab, fig_dir / f"matched_{_slug(lab)}.png").relative_to(run_dir).as_posix()))
     if why.tables:
         sections.append(why)
     hits = hit_rate_table(summary)

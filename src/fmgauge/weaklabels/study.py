@@ -1,7 +1,8 @@
 """The crossover study: ``calibrate(config)`` labels the pool, runs the sweep, analyses it and writes the report.
 
-Run directory (``runs/<name>/``): config.yaml, trials.sqlite, results.parquet, summary.json, report.html,
-report.md, figures/. Re-running the same study resumes: finished trials and labeler outputs are reused.
+Run directory (``runs/<name>/``): config.yaml, splits.json (pool and test ids), trials.sqlite, results.parquet,
+summary.json, report.html, report.md, figures/. Re-running the same study resumes: finished trials and labeler
+outputs are reused.
 """
 
 from __future__ import annotations
@@ -189,9 +190,9 @@ def explain(cfg: StudyConfig, ds: Dataset, results: pd.DataFrame, labelers: dict
             if cfg.cleanlab and len(np.unique(out.labels)) == ds.n_classes:
                 noise[lab]["cleanlab"] = cleanlab_noise(pool.x, out.labels, ds.n_classes)
             cc = f"{lab} ~ class-conditional"
-            loss = 0.0
             for st in cfg.students:
                 name = st.display_name()
+                loss = 0.0  # instance-dependent AUC loss, measured when the matched-rate study ran
                 if (lab, name) in weak_only.index and (cc, name) in weak_only.index:
                     loss = float(weak_only[(cc, name)] - weak_only[(lab, name)])
                 proj = projected_crossover(grid, gold[name][cfg.n_gold].to_numpy().mean(0), len(pool), t_pool,
@@ -306,6 +307,9 @@ def calibrate(
         params[s.display_name()] = n_params(s, input_shape(x_pool), ds.n_classes)
     store = RunStore(run_dir)
     store.save_config(cfg.model_dump(mode="json"))
+    # the exact pool/test membership (text datasets draw it with a seed): gold sets are drawn from the pool ids
+    store.write_json("splits.json", {"dataset": ds.name, "source": ds.source, "meta": ds.meta,
+                                     "pool": pool.ids.tolist(), "test": test.ids.tolist()})
     t0 = time.time()
     labelers, keys, outputs = label_all(cfg, ds)
     trials = plan_trials(cfg, keys)

@@ -1,4 +1,5 @@
-"""Labelers: simulated (controlled studies), file (any external model), open_clip (zero-shot VLM).
+"""Labelers: simulated (controlled studies), file (any external model), open_clip (zero-shot VLM), text-embedding
+and causal-lm (zero-shot text).
 
 :func:`run_labeler` is the one entry point: it validates the config, runs the labeler on a dataset split and caches
 the output keyed by (dataset, split, labeler config), so a second call does not run the model.
@@ -13,15 +14,20 @@ from pydantic import Field, TypeAdapter
 
 from fmgauge.core.cache import cached_arrays, file_fingerprint
 from fmgauge.core.data import Dataset
-from fmgauge.weaklabels.labelers import file, open_clip, simulated  # noqa: F401  (register kinds)
+from fmgauge.weaklabels.labelers import causal_lm, embedding, file, open_clip, simulated  # noqa: F401  (register kinds)
 from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerOutput
+from fmgauge.weaklabels.labelers.causal_lm import CausalLMLabeler
+from fmgauge.weaklabels.labelers.embedding import TextEmbeddingLabeler
 from fmgauge.weaklabels.labelers.file import FileLabeler
 from fmgauge.weaklabels.labelers.open_clip import OpenClipLabeler
 from fmgauge.weaklabels.labelers.simulated import SimulatedLabeler
 
 log = logging.getLogger(__name__)
 
-LabelerConfig = Annotated[Union[SimulatedLabeler, FileLabeler, OpenClipLabeler], Field(discriminator="kind")]  # noqa: UP007
+LabelerConfig = Annotated[  # noqa: UP007
+    Union[SimulatedLabeler, FileLabeler, OpenClipLabeler, TextEmbeddingLabeler, CausalLMLabeler],  # noqa: UP007
+    Field(discriminator="kind"),
+]
 _ADAPTER: TypeAdapter = TypeAdapter(LabelerConfig)
 
 __all__ = ["LABELERS", "LabelerConfig", "LabelerOutput", "parse_labeler", "run_labeler", "labeler_cache_key"]
@@ -36,6 +42,8 @@ def labeler_cache_key(cfg: LabelerBase, ds: Dataset, split: str) -> dict:
     """What identifies a labeler's output: the dataset source, split, and the labeler config minus what cannot change the output (name, device, batch size)."""
     key = {"dataset": ds.name, "source": ds.source, "split": split, "n": len(ds.split(split)),
            "labeler": cfg.model_dump(exclude={"name", "device", "batch_size"})}
+    if ds.meta:  # e.g. a text dataset's split seed and one-vs-rest class names change the outputs
+        key["meta"] = ds.meta
     if isinstance(cfg, FileLabeler):
         key["file"] = file_fingerprint(cfg.path)
     return key

@@ -1,0 +1,346 @@
+"""Contamination benchmarks on the real smollm2-135m (CPU): scoring throughput, exchangeability cost, planted power.
+
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py throughput
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py exchangeability
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py power
+
+Each part writes ``benchmarks/results/contamination_<part>.json`` (partial results as they go; a rerun skips what is
+there) and ``docs/bench-parts/contamination.md`` is rendered from those files by the ``markdown`` part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MODEL = "smollm2-135m"
+
+
+def _machine() -> dict:
+    load = os.getloadavg()
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "load_avg_1m_at_start": round(load[0], 2),
+            "note": "machine shared with other jobs during the run (2 cores)"}
+
+
+def _load(part: str) -> dict:
+    p = RESULTS / f"contamination_{part}.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _save(part: str, obj: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"contamination_{part}.json").write_text(json.dumps(obj, indent=1))
+
+
+def throughput() -> None:
+    """Tokens/s of token-statistics scoring: batched (token budget 2048) vs one item at a time."""
+    from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.scoring import token_stats
+    from fmgauge.core.text_models import load_text_model
+
+    res = _load("throughput") or {"machine": _machine(), "runs": {}}
+    tm = load_text_model(MODEL, device="cpu")
+    for bench, split, n in (("slake-en", "test", 64), ("glue-mrpc", "dev", 32)):
+        b = load_benchmark(bench, split, max_items=n)
+        for mode, kw in (("one-at-a-time", {"batch_size": 1}), ("batched", {"max_batch_tokens": 2048})):
+            key = f"{bench}/{split}/{n}/{mode}"
+            if key in res["runs"]:
+                continue
+            token_stats(tm, b.texts[:2], cache=False, **kw)  # warm-up
+            t0, c0 = time.perf_counter(), time.process_time()
+            st = token_stats(tm, b.texts, cache=False, **kw)
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            res["runs"][key] = {"benchmark": bench, "split": split, "items": n, "mode": mode,
+                                "tokens": int(st.n_tokens.sum()) + n, "seconds": dt, "cpu_seconds": cpu,
+                                "tokens_per_s": (int(st.n_tokens.sum()) + n) / dt,
+                                "load_avg_1m_after": round(os.getloadavg()[0], 2)}
+            print(key, res["runs"][key], flush=True)
+            _save("throughput", res)
+
+
+def exchangeability() -> None:
+    """Measured small runs of the sharded test, projected to (50, 250), against the straightforward scorer.
+
+    Setups: SLAKE-En train (4,918 examples, ~2,000 tokens per shard: the reference 5,000-example configuration)
+    and SLAKE-En test (1,061 examples, the split an audit tests: ~420 tokens per shard).
+    """
+    from fmgauge.core.text_models import load_text_model
+
+    res = _load("exchangeability") or {"machine": _machine(), "setups": {}}
+    tm = load_text_model(MODEL, device="cpu")
+    for split in ("train", "test"):
+        key = f"slake-en/{split}"
+        if "speedup_bf16_cpu_time" not in res["setups"].get(key, {}).get("projection", {}):
+            res["setups"][key] = _exchangeability_setup(tm, split, res["setups"].get(key, {}),
+                                                        lambda r, key=key: _save_setup(res, key, r))
+    _save("exchangeability", res)
+
+
+def _save_setup(res: dict, key: str, r: dict) -> None:
+    res["setups"][key] = r
+    _save("exchangeability", res)
+
+
+def _exchangeability_setup(tm, split: str, r: dict, save) -> dict:  # noqa: ANN001
+    from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.exchangeability import sequence_logprobs, shard_bounds
+
+    b = load_benchmark("slake-en", split)
+    n = min(5000, len(b))
+    bounds = shard_bounds(n, 50)
+    enc = tm.tokenizer([t + "\n" for t in b.texts[:n]], add_special_tokens=False)["input_ids"]
+    shard_tokens = [sum(len(enc[i]) for i in range(a, c)) for a, c in bounds]
+    r["setup"] = {"benchmark": f"slake-en/{split}", "examples": n, "shards": 50, "permutations": 250,
+                  "context": 2048, "stride": 1024, "max_batch_tokens": 8192,
+                  "mean_shard_tokens": float(np.mean(shard_tokens)), "max_shard_tokens": int(max(shard_tokens))}
+    # shard 0, 1 canonical + 7 random orders: fmgauge scores all 8 (batched), then the straightforward scorer the
+    # first 4 again, right after (same machine conditions for both)
+    rng = np.random.default_rng(0)
+    a, c = bounds[0]
+    shard = enc[a:c]
+    orders = [np.arange(len(shard))] + [rng.permutation(len(shard)) for _ in range(7)]
+    seqs = torch.tensor([[t for i in o for t in shard[i]] for o in orders])
+    if "ours" not in r:
+        t0, c0 = time.perf_counter(), time.process_time()
+        ours = sequence_logprobs(tm.model, seqs, context=2048, stride=1024, max_batch_tokens=8192)
+        dt = time.perf_counter() - t0
+        r["ours"] = {"sequences": len(seqs), "seconds": dt, "cpu_seconds": time.process_time() - c0,
+                     "s_per_sequence": dt / len(seqs), "load_avg_1m_after": round(os.getloadavg()[0], 2),
+                     "logprobs": ours.tolist()}
+        print(split, "ours", r["ours"], flush=True)
+        save(r)
+    if "naive" not in r:
+        n_naive = 4
+        t0, c0 = time.perf_counter(), time.process_time()
+        naive = [_naive_logprob(tm.model, seqs[j: j + 1]) for j in range(n_naive)]
+        dt = time.perf_counter() - t0
+        r["naive"] = {"sequences": n_naive, "seconds": dt, "cpu_seconds": time.process_time() - c0,
+                      "s_per_sequence": dt / n_naive, "load_avg_1m_after": round(os.getloadavg()[0], 2),
+                      "max_abs_diff_vs_ours": float(np.max(np.abs(np.array(naive) - r["ours"]["logprobs"][:4])))}
+        print(split, "naive", r["naive"], flush=True)
+    if "ours_bf16" not in r:  # the same batched scorer with bfloat16 weights (--dtype bfloat16)
+        from fmgauge.core.text_models import load_text_model
+
+        tm16 = load_text_model(MODEL, device="cpu", dtype="bfloat16")
+        t0, c0 = time.perf_counter(), time.process_time()
+        lp16 = sequence_logprobs(tm16.model, seqs, context=2048, stride=1024, max_batch_tokens=8192)
+        dt = time.perf_counter() - t0
+        lp32 = np.array(r["ours"]["logprobs"])
+        r["ours_bf16"] = {"sequences": len(seqs), "seconds": dt, "cpu_seconds": time.process_time() - c0,
+                          "s_per_sequence": dt / len(seqs), "load_avg_1m_after": round(os.getloadavg()[0], 2),
+                          "max_abs_diff_vs_float32": float(np.max(np.abs(lp16 - lp32))),
+                          "canonical_minus_perm_mean": [float(lp32[0] - lp32[1:].mean()),
+                                                        float(lp16[0] - lp16[1:].mean())]}
+        print(split, "ours bf16", r["ours_bf16"], flush=True)
+        del tm16
+        save(r)
+    total = 50 * 251
+    o, nv = r["ours"], r["naive"]
+    r["projection"] = {"sequences": total, "hours_ours": total * o["s_per_sequence"] / 3600,
+                       "hours_ours_cpu_time": total * o["cpu_seconds"] / o["sequences"] / 3600,
+                       "hours_naive": total * nv["s_per_sequence"] / 3600,
+                       "speedup_wall": nv["s_per_sequence"] / o["s_per_sequence"],
+                       "speedup_cpu_time": (nv["cpu_seconds"] / nv["sequences"]) / (o["cpu_seconds"] / o["sequences"]),
+                       "hours_bf16_cpu_time": total * r["ours_bf16"]["cpu_seconds"] / r["ours_bf16"]["sequences"] / 3600,
+                       "speedup_bf16_cpu_time": (nv["cpu_seconds"] / nv["sequences"])
+                       / (r["ours_bf16"]["cpu_seconds"] / r["ours_bf16"]["sequences"])}
+    print(split, "projection", r["projection"], flush=True)
+    save(r)
+    return r
+
+
+@torch.no_grad()
+def _naive_logprob(model, x: torch.Tensor, context: int = 2048, stride: int = 1024) -> float:  # noqa: ANN001
+    """The straightforward scorer: one sequence per forward, full logits, full log-softmax, sliding windows."""
+    from fmgauge.contamination.scoring import windows
+
+    total = 0.0
+    for s, e, ft in windows(x.shape[1], context, stride):
+        lp = torch.log_softmax(model(input_ids=x[:, s:e]).logits[0, :-1].double(), -1)  # (e − s − 1, V)
+        tgt = x[0, ft:e]
+        total += float(lp[torch.arange(ft - s - 1, e - s - 1), tgt].sum())
+    return total
+
+
+def power() -> None:
+    """Plant SLAKE-en test items into smollm2-135m (LoRA) at duplication 1, 4, 16; power of every detector."""
+    from fmgauge.contamination.plant import PlantConfig, plant, plant_power
+
+    res = _load("power") or {"machine": _machine()}
+    out = Path(os.environ.get("FMGAUGE_CACHE", Path.home() / ".cache" / "fmgauge")) / "contamination-planted-smollm2"
+    cfg = PlantConfig(model=MODEL, benchmark="slake-en", split="test", items_per_group=32, duplications=[1, 4, 16],
+                      method="lora", lr=1e-3, batch_size=4, device="cpu")
+    if not (out / "plant.json").exists():
+        plant(cfg, out)
+    res["plant"] = {k: v for k, v in json.loads((out / "plant.json").read_text()).items() if k != "losses"}
+    _save("power", res)
+    t0, c0 = time.perf_counter(), time.process_time()
+    summary = plant_power(out, exchangeability_permutations=10, device="cpu", progress=False)
+    res["power_seconds"] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+    res["power"] = summary
+    _save("power", res)
+    print(json.dumps(summary["table"], indent=1), flush=True)
+
+
+def audit() -> None:
+    """Audit the planted smollm2 (from the power part) on its dup16 group: cohort = the cohort group, baseline = the
+    base smollm2-135m (which never saw the planted fine-tuning). Token statistics and shards come from the cache."""
+    from fmgauge.contamination.audit import AuditConfig, run_audit
+
+    planted = Path(os.environ.get("FMGAUGE_CACHE", Path.home() / ".cache" / "fmgauge")) / "contamination-planted-smollm2"
+    out = RESULTS / "contamination_audit_planted"
+    rows = {}
+    for group in ("dup16", "clean"):
+        cfg = AuditConfig(name=f"audit-planted-{group}", models=[str(planted)], baseline=MODEL,
+                          benchmark=f"jsonl:{planted / 'groups' / f'{group}.jsonl'}", split="all",
+                          cohort=f"jsonl:{planted / 'groups' / 'cohort.jsonl'}", cohort_split="all",
+                          detectors=["loss", "zlib", "mink", "minkpp", "exchangeability"],
+                          exchangeability={"shards": 8, "permutations": 10, "context": 2048, "stride": 1024},
+                          device="cpu")
+        res = run_audit(cfg, out / group, progress=False)
+        rows[group] = res.verdicts().assign(model="planted smollm2-135m").to_dict("records")
+        print(group, res.verdicts(), flush=True)
+    _save("audit", {"machine": _machine(), "verdicts": rows, "run_dirs": {g: str(out / g) for g in rows}})
+
+
+def _md_table(rows: list[dict], cols: list[str]) -> list[str]:
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    return out
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e-2 or abs(v) >= 1e4 else f"{v:.3f}".rstrip("0").rstrip(".")
+    return str(v)
+
+
+def markdown() -> None:
+    """Render docs/bench-parts/contamination.md from the results JSON files (no number typed by hand)."""
+    py = "OMP_NUM_THREADS={t} HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py {part}"
+    lines = ["# Contamination benchmarks (`benchmarks/bench_contamination.py`)", "",
+             "Model: smollm2-135m (packaged Q4_1 GGUF dequantised to float32), CPU only. The machine (2 cores) was "
+             "shared with other helpers' jobs during every run: wall times are inflated by that sharing, by how "
+             "much is visible in the recorded 1-minute load average (2.0 = both cores busy). Ratios measured in the "
+             "same run are the more stable numbers.", ""]
+    th = _load("throughput")
+    if th:
+        m = th["machine"]
+        lines += ["## Scoring throughput: batched vs one item at a time", "",
+                  f"Command: `{py.format(t=m['torch_threads'], part='throughput')}`  ",
+                  f"torch threads {m['torch_threads']}, torch {m['torch']}, load average at start "
+                  f"{m['load_avg_1m_at_start']}. Token statistics (log p, μ, σ over the 49,152-token vocabulary) "
+                  "for every item, cache off; batched = token budget 2,048 per forward.", ""]
+        rows = list(th["runs"].values())
+        lines += _md_table(rows, ["benchmark", "split", "items", "mode", "tokens", "seconds", "cpu_seconds",
+                                  "tokens_per_s", "load_avg_1m_after"])
+        by = {(r["benchmark"], r["mode"]): r for r in rows}
+        for b in sorted({r["benchmark"] for r in rows}):
+            if (b, "batched") in by and (b, "one-at-a-time") in by:
+                one, bat = by[(b, "one-at-a-time")], by[(b, "batched")]
+                tokens_per_item = one["tokens"] / one["items"]
+                lines.append(f"\n{b} (~{tokens_per_item:.0f} tokens per item): batched is "
+                             f"{bat['tokens_per_s'] / one['tokens_per_s']:.1f}x faster than one item at a time in "
+                             f"wall time, {one.get('cpu_seconds', float('nan')) / bat.get('cpu_seconds', float('nan')):.1f}x "
+                             "in CPU time.")
+        lines += ["", "Short items gain most: a forward pass over a handful of tokens is bound by reading the "
+                  "weights, which a batch shares; longer items are compute-bound either way.", ""]
+    ex = _load("exchangeability")
+    if ex and ex.get("setups"):
+        m = ex["machine"]
+        lines += ["## Exchangeability test: cost at (50 shards, 250 permutations)", "",
+                  f"Command: `{py.format(t=m['torch_threads'], part='exchangeability')}`  ",
+                  f"torch threads {m['torch_threads']}, load average at start {m['load_avg_1m_at_start']}. Per "
+                  "setup, shard 0 of a 50-shard split: fmgauge's scorer (`sequence_logprobs`: permutations batched, "
+                  "token budget 8,192, `logits_to_keep`, logsumexp + gather) scores the canonical order and 7 "
+                  "permutations, then the straightforward scorer (one sequence per forward, full logits, full "
+                  "log-softmax in float64) scores the first 4 again right after. Projection = 50 × 251 sequence "
+                  "scorings × the measured time per sequence.", ""]
+        rows = []
+        for key, r in ex["setups"].items():
+            if "projection" not in r:
+                continue
+            st, pr = r["setup"], r["projection"]
+            rows.append({"setup": key, "examples": st["examples"], "tokens/shard": round(st["mean_shard_tokens"]),
+                         "s/seq fmgauge": r["ours"]["s_per_sequence"], "s/seq straightforward":
+                         r["naive"]["s_per_sequence"], "CPU s/seq fmgauge": r["ours"]["cpu_seconds"] / 8,
+                         "CPU s/seq straightforward": r["naive"]["cpu_seconds"] / 4,
+                         "speed-up (wall)": pr["speedup_wall"], "speed-up (CPU time)": pr["speedup_cpu_time"],
+                         "projected h (wall)": pr["hours_ours"], "projected h (CPU time)": pr["hours_ours_cpu_time"],
+                         "max |Δ log p|": r["naive"]["max_abs_diff_vs_ours"],
+                         "CPU s/seq bf16": r["ours_bf16"]["cpu_seconds"] / 8,
+                         "speed-up bf16 (CPU time)": pr["speedup_bf16_cpu_time"],
+                         "projected h bf16 (CPU time)": pr["hours_bf16_cpu_time"],
+                         "max |Δ log p| bf16 vs fp32": r["ours_bf16"]["max_abs_diff_vs_float32"],
+                         "canonical − permutation mean (nats, base model)":
+                             r["ours"]["logprobs"][0] - float(np.mean(r["ours"]["logprobs"][1:])),
+                         "load after": r["ours"]["load_avg_1m_after"]})
+        lines += _md_table(rows, list(rows[0]) if rows else [])
+        lines += ["", "Batching the permutations buys nothing measurable on this CPU (compare the CPU s/seq "
+                  "columns): at hundreds to thousands of tokens per sequence a forward pass is compute-bound whether "
+                  "one sequence or eight go through it, and the LM head over the 49,152-token vocabulary is needed "
+                  "at every position. What does help here is `--dtype bfloat16` (this EPYC has "
+                  "AVX512-BF16): the table's bf16 columns, with the canonical − permutation-mean difference under "
+                  "both dtypes in the results file. On a GPU the batched permutations are where the time goes.", ""]
+        lines += ["", "Wall times on this shared machine swing with the load of other jobs (the two scorers ran "
+                  "minutes apart); CPU time per sequence is the steadier comparison. The canonical order of "
+                  "SLAKE-En shard 0 scores far above its permutations under the *un-fine-tuned* smollm2 (column "
+                  "'canonical − permutation mean'): SLAKE lists the questions of one image together, so its "
+                  "canonical order is not exchangeable and the test fires for any LM — exactly the case the "
+                  "audit's baseline model is there to catch.", ""]
+    pw = _load("power")
+    if pw and "power" in pw:
+        p = pw["plant"]
+        c = p["config"]
+        lines += ["## Detector power on planted smollm2-135m contamination", "",
+                  f"Command: `{py.format(t=pw['machine']['torch_threads'], part='power')}`  ",
+                  f"Planted: {c['benchmark']}/{c['split']}, {c['items_per_group']} distinct items per group, "
+                  f"duplications {c['duplications']}, {c['doc_items']} items per document in canonical order; "
+                  f"method **{c['method']}** (r = {c['lora_r']}, all attention and MLP projections, merged), lr "
+                  f"{c['lr']}, batch {c['batch_size']}: {p['steps']} steps, {p['documents']} documents, "
+                  f"{p['seconds']:.0f} s. Power: AUROC of each group vs the matched clean group (95% bootstrap CI), "
+                  "tail-enrichment p vs the clean group (q = 0.95), and the exchangeability test on the group "
+                  f"(shards of 4 items, {pw['power']['exchangeability_permutations']} permutations). "
+                  "`clean` rows compare clean vs cohort (false-positive side); `base` = the un-fine-tuned model.", ""]
+        rows = [r for r in pw["power"]["table"] if r["detector"] != "exchangeability"]
+        lines += _md_table(rows, ["model", "group", "detector", "auroc", "lo", "hi", "enrichment_p"])
+        lines += ["", "Exchangeability test per group:", ""]
+        lines += _md_table([r for r in pw["power"]["table"] if r["detector"] == "exchangeability"],
+                           ["model", "group", "shards", "t", "p"])
+        lines.append("")
+    au = _load("audit")
+    if au:
+        lines += ["## Audit of the planted model (verdicts)", "",
+                  f"Command: `{py.format(t=au['machine']['torch_threads'], part='audit')}` (after `power`)  ",
+                  "`run_audit` on the planted smollm2 from the power part: benchmark = its dup16 group (planted 16 "
+                  "times) or its clean group (never trained), cohort = the cohort group (known non-members), "
+                  "baseline = the base smollm2-135m, Holm correction over the 5 tests, α = 0.05. Reports: "
+                  "`benchmarks/results/contamination_audit_planted/<group>/report.html`.", ""]
+        for g, rows in au["verdicts"].items():
+            lines += [f"Benchmark = {g} group:", ""]
+            lines += _md_table(rows, ["detector", "statistic", "p", "p_adjusted", "baseline_p", "verdict"])
+            lines.append("")
+    out = ROOT / "docs" / "bench-parts" / "contamination.md"
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    parts = sys.argv[1:] or ["throughput", "exchangeability", "power", "audit", "markdown"]
+    for part in parts:
+        {"throughput": throughput, "exchangeability": exchangeability, "power": power, "audit": audit,
+         "markdown": markdown}[part]()

@@ -1,0 +1,236 @@
+"""The contamination audit: every text detector, for one or more models on one benchmark, with controls built in.
+
+Controls (the spec's and Xu et al.'s): a **cohort** of known non-members scored by the same model (per-item
+detectors are tested as cohort-relative tail enrichment, :mod:`~fmgauge.contamination.cohort`), an external
+**baseline** model that cannot have seen the benchmark (every test is repeated under it; a signal it reproduces is
+``signal not specific``), and a **multiple-testing correction** over all detector × model tests
+(:mod:`~fmgauge.contamination.verdict`).
+
+Tests per audited model: ``loss``, ``zlib``, ``mink``, ``minkpp`` (tail enrichment at quantile ``q``, default
+detector Min-K%++ at k = 0.2; the k sweep is reported as AUROC benchmark vs cohort), ``exchangeability`` (Oren et
+al.; optional, it is the expensive one) and ``topk`` (overlap of the model's top-K items with each other audited
+model's, hypergeometric null, Bonferroni over partners; needs ≥ 2 audited models).
+
+Output: ``<out>/config.yaml``, ``summary.json`` (config, tests with verdicts, enrichment, overlaps, exchangeability),
+``scores.parquet`` (per-item scores, benchmark and cohort, every model), ``report.html`` / ``report.md`` and
+``figures/`` (see :mod:`fmgauge.contamination.report`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from fmgauge.contamination.benchmarks import TextBenchmark, load_benchmark
+from fmgauge.contamination.cohort import tail_enrichment
+from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
+from fmgauge.contamination.mink import DEFAULT_K, K_SWEEP, detectors, item_scores, k_column, member_scores
+from fmgauge.contamination.scoring import token_stats
+from fmgauge.contamination.topk import pairwise_overlap
+from fmgauge.contamination.verdict import adjust_pvalues, verdict
+from fmgauge.core.stats import auc_ci
+from fmgauge.core.validation import FmgaugeError
+
+log = logging.getLogger(__name__)
+
+PER_ITEM = ("loss", "zlib", "mink", "minkpp")
+ALL_DETECTORS = (*PER_ITEM, "exchangeability", "topk")
+
+
+class AuditConfig(BaseModel):
+    """An audit: models, benchmark, controls, detectors, correction. Merge order: defaults < YAML < CLI."""
+
+    name: str = Field("contamination-audit", description="Run name (run directory runs/<name> by default).")
+    models: list[str] = Field(..., min_length=1, description="Models to audit (names, directories or hub ids).")
+    baseline: str = Field(..., description="External baseline model that cannot have seen the benchmark.")
+    benchmark: str = Field(..., description="Benchmark name or <layout>:<path>.")
+    split: str = Field("test", description="Benchmark split.")
+    max_items: int | None = Field(None, ge=4, description="First items of the benchmark in canonical order.")
+    cohort: str = Field(..., description="Known non-members (benchmark name or <layout>:<path>).")
+    cohort_split: str = Field("test", description="Split of the cohort benchmark.")
+    cohort_max_items: int | None = Field(None, ge=4, description="First items of the cohort.")
+    detectors: list[Literal["loss", "zlib", "mink", "minkpp", "exchangeability", "topk"]] = Field(
+        list(ALL_DETECTORS), description="Detectors to run.")
+    k: float = Field(DEFAULT_K, gt=0, le=1, description="Min-K% / Min-K%++ fraction of lowest tokens.")
+    q: float = Field(0.95, gt=0, lt=1, description="Cohort quantile of the tail-enrichment test.")
+    topk: int | None = Field(None, ge=1, description="K of the top-K overlap (default: 10% of the items).")
+    exchangeability: ExchangeabilityConfig = Field(default_factory=ExchangeabilityConfig,
+                                                   description="Options of the sharded permutation test.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level after correction.")
+    correction: Literal["holm", "bh", "bonferroni", "none"] = Field("holm", description="Across detector × model.")
+    context: int | None = Field(None, ge=2, description="Scoring window (default: the model's context).")
+    max_batch_tokens: int = Field(2048, ge=1, description="Padded tokens per scoring forward.")
+    device: str = Field("auto", description="auto|cpu|cuda|mps.")
+    dtype: str = Field("float32", description="float32|float16|bfloat16|auto.")
+
+
+@dataclass
+class AuditResult:
+    """Everything the report needs. ``tests``: one row per detector × model (audited and baseline)."""
+
+    config: dict
+    tests: pd.DataFrame
+    enrichment: pd.DataFrame
+    overlaps: pd.DataFrame
+    sweep: pd.DataFrame  # AUROC benchmark vs cohort per model, detector column and k
+    exchangeability: dict[str, dict]
+    scores: pd.DataFrame
+    run_dir: Path | None = None
+    meta: dict = field(default_factory=dict)
+
+    def verdicts(self) -> pd.DataFrame:
+        """Audited models only: model, detector, p, p_adjusted, baseline_p, verdict."""
+        t = self.tests[self.tests.role == "audited"]
+        return t[["model", "detector", "statistic", "p", "p_adjusted", "baseline_p", "verdict"]].reset_index(drop=True)
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "tests": _records(self.tests), "enrichment": _records(self.enrichment),
+                "overlaps": _records(self.overlaps), "sweep": _records(self.sweep),
+                "exchangeability": self.exchangeability, "meta": self.meta}
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+            for r in df.to_dict("records")]
+
+
+def label(model: str) -> str:
+    """Short display name of a model spec (a directory's last component)."""
+    p = Path(model)
+    return p.name if (p.is_absolute() or model.startswith(".")) else model
+
+
+def _check_disjoint(bench: TextBenchmark, cohort: TextBenchmark) -> None:
+    shared = set(bench.texts) & set(cohort.texts)
+    if shared:
+        raise FmgaugeError(f"the cohort must hold known non-members, but {len(shared)} of its texts are also "
+                           f"benchmark items (e.g. {next(iter(shared))[:60]!r}); use a disjoint cohort.")
+
+
+def _score_model(model: str, bench: TextBenchmark, cohort: TextBenchmark, cfg: AuditConfig,
+                 run_exchangeability: bool, progress: bool) -> tuple[pd.DataFrame, dict | None]:
+    from fmgauge.core.text_models import load_text_model
+
+    tm = load_text_model(model, device=cfg.device, dtype=cfg.dtype)
+    frames = []
+    for role, b in (("benchmark", bench), ("cohort", cohort)):
+        st = token_stats(tm, b.texts, context=cfg.context, max_batch_tokens=cfg.max_batch_tokens, progress=progress)
+        df = item_scores(st, b.texts, b.ids, ks=sorted(set(K_SWEEP) | {cfg.k}))
+        df.insert(0, "set", role)
+        frames.append(df)
+    ex = None
+    if run_exchangeability:
+        ex = exchangeability_test(tm, bench.texts, cfg.exchangeability, progress=progress).to_dict()
+    del tm
+    return pd.concat(frames, ignore_index=True), ex
+
+
+def run_audit(cfg: AuditConfig, out: str | Path | None = None, *, progress: bool = True,
+              write_report: bool = True) -> AuditResult:
+    """Run the audit described by ``cfg``; write the run directory ``out`` (default ``runs/<name>``)."""
+    t0 = time.perf_counter()
+    bench = load_benchmark(cfg.benchmark, cfg.split, max_items=cfg.max_items)
+    cohort = load_benchmark(cfg.cohort, cfg.cohort_split, max_items=cfg.cohort_max_items)
+    _check_disjoint(bench, cohort)
+    if cfg.baseline in cfg.models:
+        raise FmgaugeError(f"the baseline {cfg.baseline!r} is also an audited model; pick an external baseline.")
+    run_ex = "exchangeability" in cfg.detectors
+    models = [*cfg.models, cfg.baseline]
+    scores, exch = [], {}
+    for m in models:
+        log.info("scoring %s on %s (%d items) and the cohort (%d items)", label(m), bench.name, len(bench),
+                 len(cohort))
+        df, ex = _score_model(m, bench, cohort, cfg, run_ex, progress)
+        df.insert(0, "model", m)
+        scores.append(df)
+        if ex is not None:
+            exch[m] = ex
+    scores_df = pd.concat(scores, ignore_index=True)
+    tests, enrich, overlaps = _tests(cfg, scores_df, exch)
+    sweep = _sweep(scores_df, models, cfg)
+    meta = {"seconds": time.perf_counter() - t0, "n_benchmark": len(bench), "n_cohort": len(cohort),
+            "benchmark": bench.identity | {"source": bench.source, "template": bench.template},
+            "cohort": cohort.identity | {"source": cohort.source}}
+    res = AuditResult(cfg.model_dump(), tests, enrich, overlaps, sweep, exch, scores_df, None, meta)
+    if write_report:
+        from fmgauge.contamination.report import write_audit
+
+        res.run_dir = write_audit(res, Path(out) if out is not None else Path("runs") / cfg.name)
+    return res
+
+
+def _tests(cfg: AuditConfig, scores: pd.DataFrame, exch: dict[str, dict]) -> tuple[pd.DataFrame, ...]:
+    dets = detectors(cfg.k)
+    rows, enrich_rows = [], []
+    models = [*cfg.models, cfg.baseline]
+    for m in models:
+        role = "baseline" if m == cfg.baseline else "audited"
+        s = scores[scores.model == m]
+        for name in PER_ITEM:
+            if name not in cfg.detectors:
+                continue
+            det = dets[name]
+            b = member_scores(s[s.set == "benchmark"], det)
+            c = member_scores(s[s.set == "cohort"], det)
+            e = tail_enrichment(b, c, q=cfg.q)
+            enrich_rows.append({"model": m, "role": role, "detector": name, "column": det.column} | e.to_dict())
+            rows.append({"model": m, "role": role, "detector": name, "statistic": e.enrichment, "p": e.p})
+        if m in exch:
+            rows.append({"model": m, "role": role, "detector": "exchangeability", "statistic": exch[m]["t"],
+                         "p": exch[m]["p"]})
+    overlaps = pd.DataFrame()
+    if "topk" in cfg.detectors and len(cfg.models) < 2:
+        log.warning("top-K overlap needs at least 2 audited models; skipped (the baseline is not a partner).")
+    elif "topk" in cfg.detectors:
+        det = dets["minkpp"]  # the default detector ranks the items
+        by_model = {m: member_scores(scores[(scores.model == m) & (scores.set == "benchmark")], det) for m in models}
+        n = len(by_model[cfg.baseline])
+        ov = pairwise_overlap(by_model, cfg.topk or max(1, n // 10))
+        overlaps = pd.DataFrame([o.to_dict() for o in ov])
+        for m in cfg.models:
+            partners = [o for o in ov if m in (o.model_a, o.model_b) and cfg.baseline not in (o.model_a, o.model_b)]
+            best = min(partners, key=lambda o: o.p)
+            rows.append({"model": m, "role": "audited", "detector": "topk", "statistic": best.ratio,
+                         "p": min(1.0, best.p * len(partners))})
+    tests = pd.DataFrame(rows)
+    audited = tests.role == "audited"
+    tests["p_adjusted"] = np.nan
+    tests.loc[audited, "p_adjusted"] = adjust_pvalues(tests.loc[audited, "p"].to_numpy(), cfg.correction)
+    base_p = []
+    for r in tests.itertuples():
+        if r.role != "audited":
+            base_p.append(np.nan)
+        elif r.detector == "topk":
+            o = overlaps[((overlaps.model_a == r.model) & (overlaps.model_b == cfg.baseline))
+                         | ((overlaps.model_b == r.model) & (overlaps.model_a == cfg.baseline))]
+            base_p.append(float(o.p.iloc[0]))  # the baseline shares the model's top-K items
+        else:
+            b = tests[(tests.model == cfg.baseline) & (tests.detector == r.detector)]
+            base_p.append(float(b.p.iloc[0]) if len(b) else np.nan)
+    tests["baseline_p"] = base_p
+    tests["verdict"] = [verdict(r.p_adjusted, r.baseline_p, cfg.alpha) if r.role == "audited" else ""
+                        for r in tests.itertuples()]
+    return tests, pd.DataFrame(enrich_rows), overlaps
+
+
+def _sweep(scores: pd.DataFrame, models: list[str], cfg: AuditConfig) -> pd.DataFrame:
+    """AUROC of member scores, benchmark (1) vs cohort (0), per model and detector column (k sweep included)."""
+    rows = []
+    cols = [("loss", False), ("zlib", False)] + [(k_column(p, k), True) for p in ("mink", "minkpp") for k in K_SWEEP]
+    for m in models:
+        s = scores[scores.model == m]
+        y = (s.set == "benchmark").to_numpy().astype(int)
+        for col, higher in cols:
+            v = s[col].to_numpy(dtype=float)
+            est = auc_ci(y, v if higher else -v, n_boot=200)
+            family, _, kk = col.partition("_")
+            rows.append({"model": m, "column": col, "family": family, "k": int(kk) / 100 if kk else None,
+                         "auroc": est.value, "lo": est.lo, "hi": est.hi})
+    return pd.DataFrame(rows)

@@ -1,0 +1,351 @@
+"""Benchmarks as ordered lists of text items, in their canonical (file) order.
+
+A :class:`TextBenchmark` holds ``N`` items: ``ids`` (N,) and ``texts`` (N,), in the order of the source file (the
+order the exchangeability test checks). A VQA item becomes text through one documented template::
+
+    Question: {question}
+    Answer: {answer}
+
+Multiple-choice items (OmniMedVQA) list their options between the two lines (``Options: A. … B. …``); a sentence
+pair (GLUE MRPC) is ``{sentence1}\\n{sentence2}``; generic JSONL/CSV files give a ``text`` column, or
+``question``/``answer`` columns rendered with the VQA template.
+
+Names resolve through :data:`BENCHMARKS` (data from the data directories, see :func:`fmgauge.core.data.data_dirs`):
+``slake-en``, ``vqa-rad``, ``vqamed2019``, ``pathvqa``, ``omnimedvqa``, ``glue-mrpc``. A layout can also be read from
+an explicit path: ``slake:<file.json>``, ``mevf:<file.json>``, ``pathvqa:<dir>``, ``omnimedvqa:<dir>``,
+``jsonl:<file>``, ``csv:<file>`` (``tsv:`` too). Empty benchmarks and items with a missing or empty required
+field are refused with the file, the item and the field named.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmgauge.core.cache import stable_hash
+from fmgauge.core.data import find_data_file
+from fmgauge.core.registry import Registry
+from fmgauge.core.validation import FmgaugeError
+
+VQA_TEMPLATE = "Question: {question}\nAnswer: {answer}"
+MCQ_TEMPLATE = "Question: {question}\nOptions: {options}\nAnswer: {answer}"
+PAIR_TEMPLATE = "{sentence1}\n{sentence2}"
+
+
+@dataclass(frozen=True)
+class TextBenchmark:
+    """``N`` text items in canonical order: ``ids`` (N,) str, ``texts`` (N,) str."""
+
+    name: str
+    split: str
+    ids: tuple[str, ...]
+    texts: tuple[str, ...]
+    source: str  # file or directory read
+    template: str  # how an item became text
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def identity(self) -> dict:
+        """What a cache key needs: name, split, count and a hash of the texts in order."""
+        return {"benchmark": self.name, "split": self.split, "n": len(self), "texts": stable_hash(list(self.texts))}
+
+    def subset(self, index: Sequence[int] | np.ndarray, *, name: str | None = None) -> TextBenchmark:
+        """Items at ``index`` (in that order)."""
+        idx = [int(i) for i in index]
+        return TextBenchmark(name or self.name, self.split, tuple(self.ids[i] for i in idx),
+                             tuple(self.texts[i] for i in idx), self.source, self.template)
+
+    def head(self, n: int | None) -> TextBenchmark:
+        """The first ``n`` items in canonical order (all when ``n`` is None)."""
+        return self if n is None or n >= len(self) else self.subset(range(n))
+
+
+BenchmarkLoader = Callable[[str], TextBenchmark]
+BENCHMARKS: Registry[BenchmarkLoader] = Registry("benchmark")
+LAYOUTS: Registry[Callable[[Path, str], TextBenchmark]] = Registry("benchmark layout")
+
+
+def load_benchmark(name: str, split: str = "test", *, max_items: int | None = None) -> TextBenchmark:
+    """Load benchmark ``name`` (registered name or ``<layout>:<path>``), split ``split``, first ``max_items``."""
+    if not isinstance(name, str) or not name:
+        raise FmgaugeError(f"benchmark must be a name {BENCHMARKS.names()} or <layout>:<path>; got {name!r}.")
+    layout, sep, path = name.partition(":")
+    if sep and layout in LAYOUTS:
+        bench = LAYOUTS.get(layout)(Path(path).expanduser(), split)
+    else:
+        bench = BENCHMARKS.get(name)(split)
+    if max_items is not None and max_items < 1:
+        raise FmgaugeError(f"max_items must be >= 1 or unset, got {max_items}.")
+    return bench.head(max_items)
+
+
+def _nonempty(field: str, value: object, where: str) -> str:
+    if value is None:
+        raise FmgaugeError(f"{where}: required field {field!r} is missing.")
+    text = str(value).strip()
+    if not text:
+        raise FmgaugeError(f"{where}: required field {field!r} is empty.")
+    return text
+
+
+def _need_fields(rec: object, fields: Sequence[str], where: str) -> dict:
+    if not isinstance(rec, dict):
+        raise FmgaugeError(f"{where}: expected an object with fields {list(fields)}, got {type(rec).__name__}.")
+    missing = [f for f in fields if f not in rec]
+    if missing:
+        raise FmgaugeError(f"{where}: missing required field(s) {missing}; it has {sorted(rec)}.")
+    return rec
+
+
+def _finish(name: str, split: str, ids: list[str], texts: list[str], source: Path | str,
+            template: str) -> TextBenchmark:
+    if not texts:
+        raise FmgaugeError(f"benchmark {name!r} split {split!r} from {source} holds no items (empty benchmark).")
+    dup = len(ids) - len(set(ids))
+    if dup:
+        ids = [f"{i}#{k}" for k, i in enumerate(ids)]  # keep every item; ids must be unique
+    return TextBenchmark(name, split, tuple(ids), tuple(texts), str(source), template)
+
+
+def _read_json_list(path: Path) -> list:
+    if not path.is_file():
+        raise FmgaugeError(f"benchmark file {path} does not exist.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as e:
+        raise FmgaugeError(f"{path} is not valid JSON: {e}") from None
+    if isinstance(data, dict):  # some mirrors wrap the list: {"data": [...]} / {"questions": [...]}
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise FmgaugeError(f"{path}: expected a JSON list of items (or an object holding one list).")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise FmgaugeError(f"{path}: expected a JSON list of items, got {type(data).__name__}.")
+    return data
+
+
+def _read_jsonl(path: Path) -> list:
+    if not path.is_file():
+        raise FmgaugeError(f"benchmark file {path} does not exist.")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise FmgaugeError(f"{path} line {n} is not valid JSON: {e}") from None
+    return rows
+
+
+def _vqa_items(name: str, split: str, rows: list, path: Path, *, id_field: str | None,
+               answer_field: str = "answer") -> TextBenchmark:
+    ids, texts = [], []
+    for i, rec in enumerate(rows):
+        where = f"{path} item {i}"
+        _need_fields(rec, ["question", answer_field], where)
+        q = _nonempty("question", rec["question"], where)
+        a = _nonempty(answer_field, rec[answer_field], where)
+        texts.append(VQA_TEMPLATE.format(question=q, answer=a))
+        ids.append(str(rec.get(id_field, i)) if id_field else str(i))
+    return _finish(name, split, ids, texts, path, VQA_TEMPLATE)
+
+
+# ------------------------------------------------------------------------------------------------ SLAKE
+
+SLAKE_FILES = {"train": "train.json", "validate": "validate.json", "val": "validate.json", "test": "test.json"}
+
+
+def read_slake(path: Path, split: str = "test", *, lang: str = "en") -> TextBenchmark:
+    """SLAKE 1.0 json (list of QA with ``question``, ``answer``, ``q_lang``, ``qid``), items with ``q_lang == lang``.
+
+    ``path`` is a json file, or a folder holding ``train.json``/``validate.json``/``test.json``. SLAKE's train split
+    has one known item with an empty answer (qid 1622, English); that one item is skipped. Any other missing or
+    empty field is an error.
+    """
+    if path.is_dir():
+        if split not in SLAKE_FILES:
+            raise FmgaugeError(f"SLAKE split must be one of {sorted(SLAKE_FILES)}, got {split!r}.")
+        path = path / SLAKE_FILES[split]
+    rows = _read_json_list(path)
+    keep = []
+    for i, rec in enumerate(rows):
+        _need_fields(rec, ["question", "answer", "q_lang"], f"{path} item {i}")
+        if rec["q_lang"] == lang and not (rec.get("qid") == 1622 and not str(rec["answer"]).strip()):
+            keep.append(rec)
+    return _vqa_items(f"slake-{lang}", split, keep, path, id_field="qid")
+
+
+def _slake_dir() -> Path:
+    return find_data_file("slake_json", "slake", "Slake1.0",
+                          how_to_get="put SLAKE 1.0's train/validate/test.json in <data dir>/slake_json/.")
+
+
+BENCHMARKS.add("slake-en", lambda split: read_slake(_slake_dir(), split))
+LAYOUTS.add("slake", lambda p, split: read_slake(p, split))
+
+
+# --------------------------------------------------------------------------------------- VQA-RAD / MEVF
+
+MEVF_FILES = {"train": "trainset.json", "test": "testset.json"}
+
+
+def read_mevf(path: Path, split: str = "test", *, name: str = "vqa-rad") -> TextBenchmark:
+    """VQA-RAD in the MEVF json layout (``trainset.json``/``testset.json``: ``qid``, ``question``, ``answer``, …)."""
+    if path.is_dir():
+        if split not in MEVF_FILES:
+            raise FmgaugeError(f"VQA-RAD/MEVF split must be one of {sorted(MEVF_FILES)}, got {split!r}.")
+        path = path / MEVF_FILES[split]
+    return _vqa_items(name, split, _read_json_list(path), path, id_field="qid")
+
+
+BENCHMARKS.add("vqa-rad", lambda split: read_mevf(find_data_file(
+    "vqa_rad", "data_RAD", how_to_get="put VQA-RAD's MEVF json (trainset.json, testset.json) in <data dir>/vqa_rad/."
+), split))
+BENCHMARKS.add("vqamed2019", lambda split: read_mevf(find_data_file(
+    "vqamed2019_mevf_json", how_to_get="put the VQA-Med 2019 MEVF json in <data dir>/vqamed2019_mevf_json/."
+), split, name="vqamed2019"))
+LAYOUTS.add("mevf", lambda p, split: read_mevf(p, split))
+
+
+# ---------------------------------------------------------------------------------------------- PathVQA
+
+def read_pathvqa(root: Path, split: str = "test") -> TextBenchmark:
+    """PathVQA: the HF mirror layout ``<root>/data/<split>-*.parquet`` (columns ``question``, ``answer``, image) or
+    ``<root>/<split>.jsonl`` / ``<root>/<split>.json`` (records with ``question``, ``answer``)."""
+    if root.is_file():
+        rows, path = (_read_jsonl(root) if root.suffix == ".jsonl" else _read_json_list(root)), root
+    else:
+        parquet = sorted((root / "data").glob(f"{split}-*.parquet")) + sorted(root.glob(f"{split}-*.parquet"))
+        if parquet:
+            import pandas as pd
+
+            df = pd.concat([pd.read_parquet(p, columns=None) for p in parquet], ignore_index=True)
+            if "image" in df:
+                df = df.drop(columns=["image"])
+            rows, path = df.to_dict("records"), parquet[0]
+        elif (root / f"{split}.jsonl").is_file():
+            path = root / f"{split}.jsonl"
+            rows = _read_jsonl(path)
+        elif (root / f"{split}.json").is_file():
+            path = root / f"{split}.json"
+            rows = _read_json_list(path)
+        else:
+            raise FmgaugeError(f"no PathVQA split {split!r} under {root}: expected data/{split}-*.parquet, "
+                               f"{split}.jsonl or {split}.json.")
+    return _vqa_items("pathvqa", split, rows, path, id_field=None)
+
+
+BENCHMARKS.add("pathvqa", lambda split: read_pathvqa(find_data_file(
+    "pathvqa", "path-vqa", how_to_get="put PathVQA (HF mirror: data/<split>-*.parquet) in <data dir>/pathvqa/."
+), split))
+LAYOUTS.add("pathvqa", read_pathvqa)
+
+
+# ------------------------------------------------------------------------------------------- OmniMedVQA
+
+OMNI_FIELDS = ("question_id", "question", "gt_answer")
+
+
+def read_omnimedvqa(root: Path, split: str = "all") -> TextBenchmark:
+    """OmniMedVQA: ``<root>/QA_information/{Open-access,Restricted-access}/<dataset>.json``, each a list of
+    multiple-choice items (``question_id``, ``question``, ``gt_answer``, ``option_A``…``option_D``, ``dataset``).
+
+    OmniMedVQA has no official splits: ``split`` is ``all`` or a sub-dataset name (e.g. ``"ACRIMA"``); canonical
+    order = files sorted by name, items in file order.
+    """
+    qa = root / "QA_information" if (root / "QA_information").is_dir() else root
+    files = sorted(qa.glob("*/*.json")) + sorted(qa.glob("*.json"))
+    if split != "all":
+        files = [f for f in files if f.stem == split]
+    if not files:
+        raise FmgaugeError(f"no OmniMedVQA json under {qa} (expected QA_information/Open-access/<dataset>.json)"
+                           + ("" if split == "all" else f" for sub-dataset {split!r}") + ".")
+    ids, texts = [], []
+    for path in files:
+        for i, rec in enumerate(_read_json_list(path)):
+            where = f"{path} item {i}"
+            _need_fields(rec, OMNI_FIELDS, where)
+            opts = [f"{L}. {str(rec[f'option_{L}']).strip()}" for L in "ABCDEF"
+                    if str(rec.get(f"option_{L}") or "").strip()]
+            q = _nonempty("question", rec["question"], where)
+            a = _nonempty("gt_answer", rec["gt_answer"], where)
+            texts.append(MCQ_TEMPLATE.format(question=q, options=" ".join(opts), answer=a) if opts
+                         else VQA_TEMPLATE.format(question=q, answer=a))
+            ids.append(str(rec["question_id"]))
+    return _finish("omnimedvqa", split, ids, texts, qa, MCQ_TEMPLATE)
+
+
+BENCHMARKS.add("omnimedvqa", lambda split: read_omnimedvqa(find_data_file(
+    "omnimedvqa", "OmniMedVQA", how_to_get="put OmniMedVQA (QA_information/…) in <data dir>/omnimedvqa/."
+), split))
+LAYOUTS.add("omnimedvqa", read_omnimedvqa)
+
+
+# ------------------------------------------------------------------------------------------------- MRPC
+
+MRPC_FILES = {"train": "train.tsv", "dev": "dev.tsv", "validation": "dev.tsv", "test": "test.tsv"}
+
+
+def read_mrpc(path: Path, split: str = "test") -> TextBenchmark:
+    """GLUE MRPC tsv (``#1 ID``, ``#2 ID``, ``#1 String``, ``#2 String``); text = the two sentences, one per line."""
+    if path.is_dir():
+        if split not in MRPC_FILES:
+            raise FmgaugeError(f"MRPC split must be one of {sorted(MRPC_FILES)}, got {split!r}.")
+        path = path / MRPC_FILES[split]
+    if not path.is_file():
+        raise FmgaugeError(f"benchmark file {path} does not exist.")
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    fields = ["#1 ID", "#2 ID", "#1 String", "#2 String"]
+    ids, texts = [], []
+    for i, rec in enumerate(rows):
+        where = f"{path} row {i + 2}"
+        _need_fields(rec, fields, where)
+        s1 = _nonempty("#1 String", rec["#1 String"], where)
+        s2 = _nonempty("#2 String", rec["#2 String"], where)
+        texts.append(PAIR_TEMPLATE.format(sentence1=s1, sentence2=s2))
+        ids.append(f"{rec['#1 ID']}-{rec['#2 ID']}")
+    return _finish("glue-mrpc", split, ids, texts, path, PAIR_TEMPLATE)
+
+
+BENCHMARKS.add("glue-mrpc", lambda split: read_mrpc(find_data_file(
+    "glue_mrpc", how_to_get="put GLUE MRPC's train/dev/test.tsv in <data dir>/glue_mrpc/."), split))
+LAYOUTS.add("mrpc", read_mrpc)
+
+
+# ---------------------------------------------------------------------------------------- generic files
+
+def read_text_table(path: Path, split: str = "all", *, kind: str = "jsonl") -> TextBenchmark:
+    """Generic JSONL / CSV / TSV: a ``text`` column, or ``question`` + ``answer`` (VQA template). Optional ``id``
+    and ``split`` columns (``split`` filters unless ``split == "all"``)."""
+    if kind == "jsonl":
+        rows = _read_jsonl(path)
+    else:
+        if not path.is_file():
+            raise FmgaugeError(f"benchmark file {path} does not exist.")
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t" if kind == "tsv" else ","))
+    if rows and isinstance(rows[0], dict) and "split" in rows[0] and split != "all":
+        rows = [r for r in rows if str(r.get("split")) == split]
+    if rows and isinstance(rows[0], dict) and "text" not in rows[0]:
+        _need_fields(rows[0], ["question", "answer"], f"{path} item 0 (no 'text' field)")
+        return _vqa_items(path.stem, split, rows, path, id_field="id")
+    ids, texts = [], []
+    for i, rec in enumerate(rows):
+        where = f"{path} item {i}"
+        _need_fields(rec, ["text"], where)
+        texts.append(_nonempty("text", rec["text"], where))
+        ids.append(str(rec.get("id") or i))
+    return _finish(path.stem, split, ids, texts, path, "{text}")
+
+
+LAYOUTS.add("jsonl", lambda p, split: read_text_table(p, split, kind="jsonl"))
+LAYOUTS.add("csv", lambda p, split: read_text_table(p, split, kind="csv"))
+LAYOUTS.add("tsv", lambda p, split: read_text_table(p, split, kind="tsv"))

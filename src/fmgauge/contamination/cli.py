@@ -1,0 +1,185 @@
+"""``fmgauge contamination …``: thin wrappers over the library (heavy imports inside the commands)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fmgauge.core.validation import FmgaugeError
+
+app = typer.Typer(help="Did the model already see this benchmark? Min-K%++ family, exchangeability test, top-K "
+                       "overlap, audits with controls, planted positive controls.", no_args_is_help=True)
+console = Console()
+
+Model = Annotated[str, typer.Option(help="Causal LM: smollm2-135m, gemma3-270m, a local directory or a hub id.")]
+Bench = Annotated[str, typer.Option(help="slake-en, vqa-rad, vqamed2019, pathvqa, omnimedvqa, glue-mrpc, or "
+                                         "<layout>:<path> (slake, mevf, pathvqa, omnimedvqa, mrpc, jsonl, csv, tsv).")]
+Split = Annotated[str, typer.Option(help="Benchmark split (test, train, validate/dev, all).")]
+Device = Annotated[str, typer.Option(help="auto|cpu|cuda|mps.")]
+Dtype = Annotated[str, typer.Option(help="float32|float16|bfloat16|auto.")]
+MaxItems = Annotated[int | None, typer.Option(help="First N items in canonical order.")]
+
+
+def _validate_device(device: str) -> str:
+    from fmgauge.core.models import resolve_device
+
+    resolve_device(device)  # refuses a device this machine lacks, before any model loads
+    return device
+
+
+def _table(df, title: str) -> Table:  # noqa: ANN001
+    t = Table(*map(str, df.columns), title=title)
+    for r in df.itertuples(index=False):
+        t.add_row(*["–" if v is None or (isinstance(v, float) and v != v) else f"{v:.4g}" if isinstance(v, float)
+                    else str(v) for v in r])
+    return t
+
+
+def _csv_floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FmgaugeError(f"{option} must be comma-separated numbers like 0.1,0.2; got {text!r}.") from None
+
+
+@app.command("score")
+def score_cmd(
+    model: Model = "smollm2-135m", benchmark: Bench = "slake-en", split: Split = "test", max_items: MaxItems = None,
+    reference_model: Annotated[str | None, typer.Option(help="Reference model for the loss ratio.")] = None,
+    k: Annotated[float, typer.Option(help="Default Min-K% / Min-K%++ fraction.")] = 0.2,
+    ks: Annotated[str, typer.Option(help="k sweep, comma-separated.")] = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
+    context: Annotated[int | None, typer.Option(help="Window length (default: the model's context).")] = None,
+    stride: Annotated[int | None, typer.Option(help="Window step for long items (default context/2).")] = None,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward.")] = 2048,
+    device: Device = "auto", dtype: Dtype = "float32",
+    out: Annotated[Path | None, typer.Option(help="Write per-item scores (.csv or .parquet).")] = None,
+) -> None:
+    """Per-item scores: loss, zlib, Min-K%, Min-K%++ (k sweep) and the reference ratio. Cached token log-probs."""
+    from fmgauge.contamination.detect import score
+
+    res = score(model, benchmark, split=split, max_items=max_items, reference_model=reference_model, k=k,
+                ks=_csv_floats(ks, "--ks"), context=context, stride=stride, max_batch_tokens=batch_tokens,
+                device=_validate_device(device), dtype=dtype)
+    console.print(_table(res.summary(), f"{model} on {res.benchmark}/{res.split} ({len(res.scores)} items)"))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (res.scores.to_parquet if out.suffix == ".parquet" else res.scores.to_csv)(out, index=False)
+        console.print(f"wrote {out}")
+
+
+@app.command("exchangeability")
+def exchangeability_cmd(
+    model: Model = "smollm2-135m", benchmark: Bench = "slake-en", split: Split = "test",
+    shards: Annotated[int, typer.Option(help="Contiguous shards (reference 50).")] = 50,
+    permutations: Annotated[int, typer.Option(help="Random orders per shard (reference 250).")] = 250,
+    context: Annotated[int, typer.Option(help="Window length in tokens (reference 2048).")] = 2048,
+    stride: Annotated[int, typer.Option(help="Window step in tokens (reference 1024).")] = 1024,
+    max_examples: Annotated[int, typer.Option(help="First N examples (reference 5000).")] = 5000,
+    seed: Annotated[int, typer.Option(help="Permutation seed.")] = 0,
+    batch_tokens: Annotated[int, typer.Option(help="Tokens per forward.")] = 4096,
+    device: Device = "auto", dtype: Dtype = "float32",
+    out: Annotated[Path | None, typer.Option(help="Write the result as JSON.")] = None,
+) -> None:
+    """Oren et al.'s sharded permutation test: is the canonical order more likely than shuffles?"""
+    from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
+    from fmgauge.core.text_models import load_text_model
+
+    cfg = ExchangeabilityConfig(shards=shards, permutations=permutations, context=context, stride=stride,
+                                max_examples=max_examples, seed=seed, max_batch_tokens=batch_tokens)
+    bench = load_benchmark(benchmark, split)
+    tm = load_text_model(model, device=_validate_device(device), dtype=dtype)
+    res = exchangeability_test(tm, bench.texts, cfg)
+    console.print(f"{model} on {bench.name}/{split}: {res.n_examples} examples in {len(res.shard_sizes)} shards, "
+                  f"{permutations} permutations each: t = {res.t:.3f}, p = {res.p:.4g} (one-sided, df = "
+                  f"{len(res.shard_sizes) - 1}); {res.sequences_scored} sequences scored in {res.seconds:.0f} s")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res.to_dict(), indent=1, default=float))
+        console.print(f"wrote {out}")
+
+
+@app.command("topk")
+def topk_cmd(
+    models: Annotated[str, typer.Option(help="Comma-separated models (at least 2).")],
+    benchmark: Bench = "slake-en", split: Split = "test", max_items: MaxItems = None,
+    top: Annotated[int | None, typer.Option(help="K (default 10% of the items).")] = None,
+    detector: Annotated[str, typer.Option(help="loss|zlib|mink|minkpp.")] = "minkpp",
+    k: Annotated[float, typer.Option(help="Min-K% fraction.")] = 0.2,
+    device: Device = "auto", dtype: Dtype = "float32",
+) -> None:
+    """Cross-model top-K overlap of the most member-like items, against the hypergeometric null."""
+    import pandas as pd
+
+    from fmgauge.contamination.detect import topk_overlap
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    ov = topk_overlap(names, benchmark, split=split, max_items=max_items, top=top, detector=detector, k=k,
+                      device=_validate_device(device), dtype=dtype)
+    from fmgauge.contamination.audit import label
+
+    df = pd.DataFrame([o.to_dict() for o in ov]).assign(model_a=lambda d: d.model_a.map(label),
+                                                         model_b=lambda d: d.model_b.map(label))
+    console.print(_table(df, f"top-K overlap on {benchmark}/{split}"))
+
+
+@app.command("audit")
+def audit_cmd(
+    config: Annotated[Path, typer.Option(help="Audit YAML (see configs/contamination/).")],
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<name>).")] = None,
+    device: Annotated[str | None, typer.Option(help="Override the config's device (auto|cpu|cuda|mps).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Override the config's dtype.")] = None,
+    max_items: Annotated[int | None, typer.Option(help="Override the benchmark's max_items.")] = None,
+) -> None:
+    """All detectors, with a known-non-member cohort, a baseline model and multiple-testing correction."""
+    from fmgauge.contamination.audit import AuditConfig, label, run_audit
+    from fmgauge.core.config import load_config
+
+    cfg = load_config(AuditConfig, config, {"device": device, "dtype": dtype, "max_items": max_items})
+    _validate_device(cfg.device)
+    res = run_audit(cfg, out)
+    console.print(_table(res.verdicts().assign(model=lambda d: d.model.map(label)), "verdicts"))
+    console.print(f"Report: [bold]{res.run_dir / 'report.html'}[/]")
+
+
+@app.command("plant")
+def plant_cmd(
+    config: Annotated[Path | None, typer.Option(help="Plant YAML (optional; options below override it).")] = None,
+    model: Annotated[str | None, typer.Option(help="Causal LM to contaminate.")] = None,
+    benchmark: Annotated[str | None, typer.Option(help="Benchmark to plant.")] = None,
+    split: Annotated[str | None, typer.Option(help="Split the groups come from.")] = None,
+    items_per_group: Annotated[int | None, typer.Option(help="Items per group.")] = None,
+    duplications: Annotated[str | None, typer.Option(help="Comma-separated counts, e.g. 1,4,16.")] = None,
+    method: Annotated[str | None, typer.Option(help="lora|last-layers|full.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto|cpu|cuda|mps.")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory (checkpoint + plant.json + groups/).")] = Path(
+        "runs/planted"),
+    power: Annotated[bool, typer.Option(help="Then measure each detector's power (power.json).")] = True,
+    permutations: Annotated[int, typer.Option(help="Permutations per shard in the power run.")] = 20,
+) -> None:
+    """Positive control: fine-tune on a benchmark split at duplication counts, keep clean splits, measure power."""
+    import pandas as pd
+
+    from fmgauge.contamination.plant import PlantConfig, plant, plant_power
+    from fmgauge.core.config import load_config
+
+    dups = None if duplications is None else [int(float(v)) for v in _csv_floats(duplications, "--duplications")]
+    cfg = load_config(PlantConfig, config, {"model": model, "benchmark": benchmark, "split": split,
+                                            "items_per_group": items_per_group, "duplications": dups,
+                                            "method": method, "lr": lr, "device": device})
+    _validate_device(cfg.device)
+    plant(cfg, out)
+    console.print(f"planted checkpoint: [bold]{out}[/] (method {cfg.method})")
+    if power:
+        summary = plant_power(out, exchangeability_permutations=permutations, device=cfg.device)
+        t = pd.DataFrame(summary["table"])
+        cols = [c for c in ("model", "group", "duplication", "detector", "auroc", "lo", "hi", "enrichment_p", "p")
+                if c in t]
+        console.print(_table(t[cols], "detector power (AUROC members vs clean; exchangeability p)"))
+        console.print(f"wrote {out / 'power.json'}")

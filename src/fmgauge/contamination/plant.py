@@ -1,0 +1,260 @@
+"""Positive controls: plant a benchmark split into a causal LM at chosen duplication counts, keep matched clean
+splits, and measure each detector's power before anyone trusts it.
+
+Groups. Of the benchmark's distinct texts (first occurrences, canonical order), item ``i`` goes to group ``i mod G`` (interleaved, so
+every group is a matched sample of the same benchmark and keeps the canonical relative order), ``n`` items per
+group. Groups: one per duplication count ``d`` (``dup<d>``), then ``clean`` (never trained: the matched
+non-members) and ``cohort`` (never trained: known non-members for the audit's cohort test).
+
+Training documents. A group's items are concatenated, in canonical order, ``doc_items`` at a time (the separator is
+the exchangeability test's, so the memorised order is the order the test checks); document of group ``dup<d>``
+appears ``d`` times, spread over ``max(d)`` epochs, shuffled within each epoch. Fine-tuning is causal-LM loss with
+AdamW at a constant learning rate, one of:
+
+- ``lora``: LoRA adapters (peft) on every attention and MLP projection, merged into the weights after training;
+- ``last-layers``: only the last ``last_layers`` decoder layers and the final norm train;
+- ``full``: every weight trains (tiny models in tests).
+
+The checkpoint (``save_pretrained``) and ``plant.json`` (groups, ids, method, losses) go to ``out``; each group is
+also written as ``groups/<name>.jsonl`` (``id``, ``text``), a benchmark the audit reads as ``jsonl:<path>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from fmgauge.contamination.benchmarks import TextBenchmark, load_benchmark
+from fmgauge.contamination.scoring import _progress
+from fmgauge.core.validation import FmgaugeError
+
+log = logging.getLogger(__name__)
+
+Method = Literal["lora", "last-layers", "full"]
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class PlantConfig(BaseModel):
+    """What to plant, how often, and how to fine-tune."""
+
+    model: str = Field("smollm2-135m", description="Causal LM to contaminate (name, directory or hub id).")
+    benchmark: str = Field("slake-en", description="Benchmark name or <layout>:<path>.")
+    split: str = Field("test", description="Benchmark split the groups are drawn from.")
+    items_per_group: int = Field(32, ge=4, description="Items in each group (dup groups, clean, cohort).")
+    duplications: list[int] = Field([1, 4, 16], description="Times each planted group is seen in training.")
+    doc_items: int = Field(8, ge=1, description="Items concatenated (canonical order) per training document.")
+    separator: str = Field("\n", description="Between items in a document (= the exchangeability separator).")
+    method: Method = Field("lora", description="lora | last-layers | full.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: float = Field(32.0, description="LoRA scaling numerator (scale = alpha / r).")
+    last_layers: int = Field(2, ge=1, description="Decoder layers trained by method last-layers.")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (constant).")
+    batch_size: int = Field(4, ge=1, description="Documents per optimiser step.")
+    seed: int = Field(0, description="Seed of the document order and of LoRA init.")
+    device: str = Field("auto", description="auto|cpu|cuda|mps.")
+    dtype: str = Field("float32", description="Weights dtype for training (float32 on CPU).")
+
+
+def unique_texts(bench: TextBenchmark) -> TextBenchmark:
+    """The first occurrence of each distinct text, in canonical order (SLAKE repeats many question/answer pairs
+    across images; a repeat in the clean group would be a planted item in disguise)."""
+    seen: set[str] = set()
+    keep = [i for i, t in enumerate(bench.texts) if not (t in seen or seen.add(t))]
+    return bench.subset(keep)
+
+
+def make_groups(n_total: int, cfg: PlantConfig) -> dict[str, list[int]]:
+    """Interleaved groups of benchmark indices: ``dup<d>`` for each d, ``clean``, ``cohort``."""
+    if any(d < 1 for d in cfg.duplications) or len(set(cfg.duplications)) != len(cfg.duplications):
+        raise FmgaugeError(f"duplications must be distinct positive integers, got {cfg.duplications}.")
+    names = [f"dup{d}" for d in cfg.duplications] + ["clean", "cohort"]
+    need = len(names) * cfg.items_per_group
+    if n_total < need:
+        raise FmgaugeError(f"the benchmark has {n_total} items; {len(names)} groups of {cfg.items_per_group} need "
+                           f"{need}. Lower items_per_group or use a larger split.")
+    return {g: list(range(k, need, len(names))) for k, g in enumerate(names)}
+
+
+def training_documents(bench: TextBenchmark, groups: dict[str, list[int]], cfg: PlantConfig) -> list[list[str]]:
+    """Per epoch, the documents (str) to train on: doc of group dup<d> appears in epochs 0..d−1, shuffled."""
+    rng = np.random.default_rng(cfg.seed)
+    docs: dict[int, list[str]] = {}
+    for d in cfg.duplications:
+        idx = groups[f"dup{d}"]
+        docs[d] = [cfg.separator.join(bench.texts[i] for i in idx[a: a + cfg.doc_items]) + cfg.separator
+                   for a in range(0, len(idx), cfg.doc_items)]
+    epochs = []
+    for e in range(max(cfg.duplications)):
+        ep = [doc for d, ds in docs.items() if d > e for doc in ds]
+        epochs.append([ep[j] for j in rng.permutation(len(ep))])
+    return epochs
+
+
+def _trainable(model: Any, cfg: PlantConfig) -> Any:
+    if cfg.method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    if cfg.method == "last-layers":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        layers = model.get_decoder().layers
+        for layer in list(layers)[-cfg.last_layers:]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        norm = getattr(model.get_decoder(), "norm", None)
+        for p in (norm.parameters() if norm is not None else []):
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    targets = [t for t in LORA_TARGETS if t in names]
+    if not targets:
+        raise FmgaugeError(f"LoRA found none of {LORA_TARGETS} in the model; use method last-layers or full.")
+    torch.manual_seed(cfg.seed)
+    return get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                            target_modules=targets, task_type="CAUSAL_LM"))
+
+
+def finetune(model: Any, tokenizer: Any, epochs: list[list[str]], cfg: PlantConfig, *,
+             progress: bool = True) -> tuple[Any, list[float]]:
+    """Fine-tune ``model`` on ``epochs`` (lists of documents) with ``cfg.method``; returns (model, step losses).
+
+    The returned model is a plain transformers model (LoRA merged) in eval mode.
+    """
+    model = _trainable(model, cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    dev = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    losses: list[float] = []
+    steps = sum(int(np.ceil(len(ep) / cfg.batch_size)) for ep in epochs)
+    model.train()
+    with _progress(progress, f"fine-tuning ({cfg.method})", steps) as advance:
+        for ep in epochs:
+            for a in range(0, len(ep), cfg.batch_size):
+                ids, mask = _right_padded(tokenizer(ep[a: a + cfg.batch_size], add_special_tokens=False)
+                                          ["input_ids"], pad)
+                ids, mask = ids.to(dev), mask.to(dev)
+                labels = ids.masked_fill(mask == 0, -100)
+                out = model(input_ids=ids, attention_mask=mask, labels=labels)
+                opt.zero_grad(set_to_none=True)
+                out.loss.backward()
+                opt.step()
+                losses.append(out.loss.detach().item())
+                advance(1)
+    if cfg.method == "lora":
+        model = model.merge_and_unload()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, losses
+
+
+def _right_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) ids and attention mask, right padding."""
+    L = max(map(len, rows))
+    ids = torch.full((len(rows), L), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), L), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = torch.tensor(r)
+        mask[b, : len(r)] = 1
+    return ids, mask
+
+
+def plant(cfg: PlantConfig, out: str | Path, *, progress: bool = True) -> Path:
+    """Fine-tune ``cfg.model`` on the planted groups of ``cfg.benchmark`` and save it with its manifest to ``out``.
+
+    Returns ``out``; ``out/plant.json`` lists the groups (indices, ids, duplication), method, losses and time.
+    """
+    from fmgauge.core.text_models import load_text_model
+
+    out = Path(out)
+    bench = unique_texts(load_benchmark(cfg.benchmark, cfg.split))
+    groups = make_groups(len(bench), cfg)
+    epochs = training_documents(bench, groups, cfg)
+    tm = load_text_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    t0 = time.perf_counter()
+    model, losses = finetune(tm.model, tm.tokenizer, epochs, cfg, progress=progress)
+    seconds = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tm.tokenizer.save_pretrained(out)
+    (out / "groups").mkdir(exist_ok=True)
+    manifest_groups = {}
+    for g, idx in groups.items():
+        dup = int(g[3:]) if g.startswith("dup") else 0
+        rows = [{"id": bench.ids[i], "text": bench.texts[i]} for i in idx]
+        (out / "groups" / f"{g}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        manifest_groups[g] = {"duplication": dup, "indices": idx, "ids": [bench.ids[i] for i in idx],
+                              "benchmark": f"jsonl:{(out / 'groups' / f'{g}.jsonl').resolve()}"}
+    manifest = {"config": cfg.model_dump(), "base_model": tm.source, "groups": manifest_groups,
+                "steps": len(losses), "losses": losses, "seconds": seconds,
+                "documents": sum(map(len, epochs)), "threads": torch.get_num_threads()}
+    (out / "plant.json").write_text(json.dumps(manifest, indent=1))
+    log.info("planted %s into %s (%s, %d steps, %.0f s)", cfg.benchmark, out, cfg.method, len(losses), seconds)
+    return out
+
+
+def read_manifest(path: str | Path) -> dict:
+    p = Path(path) / "plant.json"
+    if not p.is_file():
+        raise FmgaugeError(f"{path} is not a plant output directory: it has no plant.json.")
+    return json.loads(p.read_text())
+
+
+def plant_power(out: str | Path, *, k: float = 0.2, q: float = 0.95, exchangeability_permutations: int = 20,
+                items_per_shard: int = 4, device: str = "auto", progress: bool = True) -> dict:
+    """Power of each detector on a :func:`plant` output: planted model vs its base model, every group.
+
+    Per model and group: AUROC (95% bootstrap CI) of each per-item detector, group (members) vs ``clean``
+    (matched non-members), the tail-enrichment p-value against the ``clean`` group, and the exchangeability test
+    of the group (shards of ``items_per_shard`` items). Rows of ``clean`` vs ``cohort`` give the false-positive
+    side. Written to ``out/power.json`` and returned.
+    """
+    from fmgauge.contamination.cohort import tail_enrichment
+    from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
+    from fmgauge.contamination.mink import detectors, item_scores, member_scores
+    from fmgauge.contamination.scoring import token_stats
+    from fmgauge.core.stats import auc_ci
+    from fmgauge.core.text_models import load_text_model
+
+    out = Path(out)
+    man = read_manifest(out)
+    groups = {g: load_benchmark(v["benchmark"], "all") for g, v in man["groups"].items()}
+    dets = detectors(k)
+    rows = []
+    for role, name in (("planted", str(out)), ("base", man["base_model"])):
+        tm = load_text_model(name, device=device)
+        scores = {g: item_scores(token_stats(tm, b.texts, progress=progress), b.texts, b.ids, ks=(k, 1.0))
+                  for g, b in groups.items()}
+        for g, b in groups.items():
+            ref = "cohort" if g == "clean" else "clean"
+            if g == "cohort":
+                continue
+            n_shards = max(2, len(b) // items_per_shard)
+            ex = exchangeability_test(tm, b.texts, ExchangeabilityConfig(
+                shards=n_shards, permutations=exchangeability_permutations, context=2048, stride=1024,
+                max_examples=len(b), separator=man["config"]["separator"]), progress=progress)
+            base = {"model": role, "group": g, "duplication": man["groups"][g]["duplication"], "vs": ref}
+            for dname, det in dets.items():
+                a, c = member_scores(scores[g], det), member_scores(scores[ref], det)
+                est = auc_ci(np.r_[np.ones(len(a)), np.zeros(len(c))].astype(int), np.r_[a, c], n_boot=500)
+                enr = tail_enrichment(a, c, q=q) if len(c) >= int(np.ceil(1 / (1 - q))) else None
+                rows.append(base | {"detector": dname, "auroc": est.value, "lo": est.lo, "hi": est.hi,
+                                    "enrichment_p": enr.p if enr else None})
+            rows.append(base | {"detector": "exchangeability", "auroc": None, "lo": None, "hi": None,
+                                "enrichment_p": None, "t": ex.t, "p": ex.p, "shards": n_shards})
+        del tm
+    summary = {"plant": {k2: v for k2, v in man.items() if k2 != "losses"}, "k": k, "q": q,
+               "exchangeability_permutations": exchangeability_permutations, "table": rows}
+    (out / "power.json").write_text(json.dumps(summary, indent=1, default=float))
+    return summary

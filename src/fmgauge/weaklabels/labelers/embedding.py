@@ -1,0 +1,157 @@
+"""Zero-shot text labeler by sentence-embedding similarity to class descriptions (minilm-l6 by default).
+
+Notation: N texts, M scored classes (the dataset's K, or more with one-vs-rest ``rest_classes``, see
+:mod:`.text`), J_m descriptions of class m, D embedding width. With e(·) the unit-length mean-pooled sentence
+embedding of :func:`fmgauge.weaklabels.text_embed.embed_texts`:
+
+    c_m = normalise( mean_j e(description_mj) )           (M, D)   description ensembling
+    s_im = e(text_i) · c_m                                (N, M)   cosine similarity
+    p(m | text_i) = softmax_m( s_im / temperature )       (N, M)   then summed within each dataset class -> (N, K)
+
+This is zero-shot classification by embedding similarity as in CLIP (Radford et al. 2021, §3.1.4), applied to a
+text-only sentence encoder. Descriptions: ``class_descriptions`` (one list per dataset class) if given, else the
+``templates`` filled with each class name (e.g. "a medical abstract about neoplasms."). Default temperature 0.05:
+all-MiniLM-L6-v2 was trained with sentence-transformers' MultipleNegativesRankingLoss at scale 20, i.e. a softmax
+over cosine similarities / 0.05, so that is the temperature its similarities are calibrated for.
+
+A "not X" class without rest classes (fallback) is described by ``negative_descriptions``: generic descriptions of
+the domain ("a medical abstract."), so a text is called X only when it is closer to X's descriptions than to a
+generic abstract. Negated descriptions ("an abstract not about X") are not used: sentence encoders embed them next
+to X.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from fmgauge.core.data import Dataset
+from fmgauge.core.models import validate_device_name
+from fmgauge.core.validation import FmgaugeError
+from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput
+from fmgauge.weaklabels.labelers.text import negated, pool_classes, scored_classes, split_texts
+from fmgauge.weaklabels.text_embed import embed_texts
+
+log = logging.getLogger(__name__)
+DEFAULT_TEMPLATES = ("a medical abstract about {c}.", "a clinical study of patients with {c}.", "{c}")
+DEFAULT_NEGATIVE = ("a medical abstract.", "a clinical study of patients.", "medicine")
+
+
+def _check_template(t: str) -> str:
+    try:
+        ok = "{c}" in t and isinstance(t.format(c=""), str)
+    except (KeyError, IndexError, ValueError):
+        ok = False
+    if not ok:
+        raise FmgaugeError(f"each template must contain '{{c}}' and no other braces, got {t!r}.")
+    return t
+
+
+class TextEmbeddingLabeler(LabelerBase):
+    kind: Literal["text-embedding"] = "text-embedding"
+    model: str = Field("minilm-l6", description="sentence encoder: registered name (minilm-l6), local "
+                       "directory or hub id, loaded by core.text_models.load_text_model(task='encoder')")
+    templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), description="description "
+                                 "templates containing '{c}', filled with each class name; the class embedding "
+                                 "is the normalised mean over them (description ensembling)")
+    class_names: list[str] | None = Field(None, description="names put into the templates, one per dataset "
+                                          "class in class order, instead of the dataset's class names")
+    class_descriptions: list[list[str]] | None = Field(
+        None, description="explicit descriptions, one non-empty list per dataset class in class order; replaces "
+        "templates, class_names, rest_classes and negative_descriptions")
+    rest_classes: list[str] | None = Field(
+        None, description="one-vs-rest datasets ('not X', 'X'): the classes that make up 'not X', each described "
+        "by the templates (X itself may be listed too); P(not X) = sum of their probabilities. None: "
+        "dataset.meta['rest_class_names'] if present, else negative_descriptions")
+    negative_descriptions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NEGATIVE), description="fallback descriptions of a 'not X' class "
+        "when no rest classes are known: generic descriptions of the domain")
+    temperature: float = Field(0.05, gt=0.0, description="softmax temperature over cosine similarities "
+                               "(0.05 = the scale 20 all-MiniLM-L6-v2 was trained with)")
+    max_length: int = Field(256, ge=2, description="tokens per text (special tokens included); longer texts "
+                            "are truncated (256 = all-MiniLM-L6-v2's max_seq_length)")
+    batch_size: int = Field(64, ge=1, description="texts per forward pass")
+    device: str = Field("auto", description="auto|cpu|cuda|cuda:N|mps")
+    dtype: Literal["float32", "float16", "bfloat16", "auto"] = Field("float32", description="model dtype")
+
+    @field_validator("templates")
+    @classmethod
+    def _check_templates(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise FmgaugeError("templates must hold at least one template such as 'a medical abstract about {c}.'.")
+        return [_check_template(t) for t in v]
+
+    @field_validator("class_descriptions")
+    @classmethod
+    def _check_descriptions(cls, v: list[list[str]] | None) -> list[list[str]] | None:
+        if v is not None and any(not d or any(not isinstance(s, str) or not s.strip() for s in d) for d in v):
+            raise FmgaugeError("class_descriptions must hold one non-empty list of non-empty strings per class.")
+        return v
+
+    @field_validator("negative_descriptions")
+    @classmethod
+    def _check_negative(cls, v: list[str]) -> list[str]:
+        if not v or any(not s.strip() for s in v):
+            raise FmgaugeError("negative_descriptions must hold at least one non-empty description.")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str) -> str:
+        return validate_device_name(v)
+
+    def describe(self) -> str:
+        return f"text-embedding:{self.model}"
+
+
+def class_descriptions(cfg: TextEmbeddingLabeler, ds: Dataset) -> tuple[list[list[str]], np.ndarray]:
+    """(descriptions per scored class (M lists), group (M,) the dataset class each scored class counts for)."""
+    if cfg.class_descriptions is not None:
+        if len(cfg.class_descriptions) != ds.n_classes:
+            raise FmgaugeError(
+                f"class_descriptions has {len(cfg.class_descriptions)} lists but dataset {ds.name!r} has "
+                f"{ds.n_classes} classes {list(ds.class_names)}; give one list of descriptions per class, in order."
+            )
+        return [list(d) for d in cfg.class_descriptions], np.arange(ds.n_classes)
+    sc = scored_classes(ds, cfg.class_names, cfg.rest_classes)
+    descs = [list(cfg.negative_descriptions) if m == sc.negative else [t.format(c=negated(c)) for t in cfg.templates]
+             for m, c in enumerate(sc.names)]
+    return descs, np.asarray(sc.group)
+
+
+def similarity_probs(text_emb: np.ndarray, class_emb: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(text_emb @ class_embᵀ / temperature): (N, D), (M, D) unit rows -> (N, M) float64."""
+    logits = text_emb.astype(np.float64) @ class_emb.astype(np.float64).T / temperature  # (N, M)
+    logits -= logits.max(1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(1, keepdims=True)
+
+
+def class_embeddings(cfg: TextEmbeddingLabeler, descriptions: list[list[str]]) -> np.ndarray:
+    """(M, D) normalised mean of each class's normalised description embeddings."""
+    flat = np.array([d for ds_ in descriptions for d in ds_], dtype=object)
+    emb = embed_texts(cfg.model, flat, max_length=cfg.max_length, batch_size=cfg.batch_size, device=cfg.device,
+                      dtype=cfg.dtype)  # (sum J_m, D)
+    bounds = np.cumsum([0] + [len(d) for d in descriptions])
+    c = np.stack([emb[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])  # (M, D)
+    return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def label_text_embedding(cfg: TextEmbeddingLabeler, ds: Dataset, split: str) -> LabelerOutput:
+    """Zero-shot labels of a text split: probs (N, K) by the module docstring's formula, labels = argmax."""
+    ids, texts = split_texts(ds, split, labeler="text-embedding")
+    descriptions, group = class_descriptions(cfg, ds)
+    log.info("text-embedding %s: %d texts of %s/%s, %d scored classes", cfg.model, len(texts), ds.name, split,
+             len(descriptions))
+    c = class_embeddings(cfg, descriptions)
+    e = embed_texts(cfg.model, texts, max_length=cfg.max_length, batch_size=cfg.batch_size, device=cfg.device,
+                    dtype=cfg.dtype)  # (N, D)
+    p = similarity_probs(e, c, cfg.temperature)  # (N, M)
+    probs = pool_classes(p, group, ds.n_classes)
+    return LabelerOutput(ids=ids, probs=probs, labels=probs.argmax(1).astype(np.int64))
+
+
+LABELERS.add("text-embedding", LabelerKind(TextEmbeddingLabeler, label_text_embedding))
