@@ -12,8 +12,8 @@ from fmgauge.core.data import load_dataset
 from fmgauge.core.runner import BackendConfig
 from fmgauge.core.stats import auc
 from fmgauge.core.validation import FmgaugeError
-from fmgauge.weaklabels.study import StudyConfig, calibrate
 from fmgauge.weaklabels.students import StudentConfig, fit_predict_convex
+from fmgauge.weaklabels.study import StudyConfig, calibrate
 
 KEYWORDS = ("tumor", "cancer", "carcinoma", "neoplas", "lymphoma", "malignan")
 

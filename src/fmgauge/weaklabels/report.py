@@ -323,7 +323,11 @@ def build_report(result) -> Report:  # noqa: ANN001 - StudyResult (avoid an impo
         lead = (f"SIMULATED labelers ({', '.join(sim)}): no VLM weights were used; this study calibrates the crossover "
                 "under controlled noise. Swap in an open_clip labeler (e.g. BiomedCLIP) by config to measure a real VLM.")
     elif sim:
-        lead = f"Mixed study: labelers {', '.join(sim)} are SIMULATED; the others are real models."
+        real = [n for n in labs if n not in sim]
+        controls = [n for n in sim if labs[n].get("matched_to")]
+        lead = f"Real labelers: {', '.join(real)}. SIMULATED: {', '.join(sim)}" + (
+            " (matched-rate controls: the real labelers' error rates with other noise structures)."
+            if len(controls) == len(sim) else ".")
     else:
         lead = f"Real labelers: {', '.join(labs)}."
     ds = summary["dataset"]
