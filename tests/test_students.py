@@ -11,7 +11,9 @@ from torch import nn
 from fmgauge.core.stats import auc
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.students import (
+    CONVEX_STUDENTS,
     STUDENTS,
+    TEXT_STUDENTS,
     StudentConfig,
     build,
     minibatch_schedule,
@@ -22,7 +24,7 @@ from fmgauge.weaklabels.students import (
 )
 
 SHAPE = (1, 12, 12)
-KINDS = STUDENTS.names()
+KINDS = [k for k in STUDENTS.names() if k not in (*CONVEX_STUDENTS, *TEXT_STUDENTS)]  # the seed-batched torch ones
 WIDTH = {"logreg": 1, "mlp": 16, "cnn": 4, "resnet": 4}
 
 

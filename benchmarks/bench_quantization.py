@@ -1,0 +1,118 @@
+"""Benchmark: weight-only PTQ of smollm2-135m — FP, RTN, AWQ, GPTQ and the sensitivity-guided variants at 3 and 4
+bits, group 128 and per-channel, from one calibration pass; WikiText-2 perplexity under one stated protocol.
+
+Resumable (the run directory's trial table): run it again after an interruption and it continues. Stages run in
+the order given (3-bit first: the setting the issue's goal is about). ``--doc`` rewrites
+docs/bench-parts/quantization.md from whatever results exist (numbers are read from the run directories, never
+typed).
+
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py compare
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py gptq-timing --n-samples 16
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py layer-check
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py doc
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def run_compare(a: argparse.Namespace) -> None:
+    from fmgauge.quantization.compare import CompareConfig, compare
+
+    for stage in a.stages.split(","):
+        b, g = (int(v) for v in stage.split(":"))
+        cfg = CompareConfig.model_validate({
+            "model": a.model, "methods": a.methods.split(","), "bits": [b], "group_sizes": [g],
+            "calib": {"n_samples": a.n_samples, "seqlen": a.seqlen},
+            "eval": {"context": a.context, "stride": a.context, "max_windows": a.max_windows,
+                     "kl_windows": a.kl_windows}})
+        compare(cfg, a.out, progress=False)
+        logging.info("stage %s done", stage)
+
+
+def run_gptq_timing(a: argparse.Namespace) -> None:
+    """End-to-end GPTQ (fresh calibration without gradients + quantization), time and peak memory recorded."""
+    import json
+    import shutil
+    import tempfile
+
+    from fmgauge.quantization.pipeline import RunConfig, run_quantization
+
+    cfg = RunConfig.model_validate({"model": a.model, "quant": {"method": "gptq", "bits": 4, "group_size": 128},
+                                    "calib": {"n_samples": a.n_samples, "seqlen": a.seqlen}})
+    out = Path(tempfile.mkdtemp(prefix="gptq-timing-"))
+    try:
+        res = run_quantization(cfg, out, progress=False, use_cache=False)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    rec = {**res.record, "command": " ".join(["OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python", *sys.argv])}
+    (RESULTS / "quantization-gptq-timing.json").write_text(json.dumps(rec, indent=2, default=str))
+
+
+def run_layer_check(a: argparse.Namespace) -> None:
+    """Per-layer output error ``tr(ΔW H ΔWᵀ)`` of GPTQ and sens-GPTQ relative to RTN on the calibration statistics of
+    the compare run (blocks 0, 15, 29), under H and under the loss-weighted H_F: does each method reduce its own
+    objective?"""
+    import json
+
+    from fmgauge.core.text_models import load_text_model
+    from fmgauge.quantization.gptq import gptq_quantize
+    from fmgauge.quantization.grid import rtn
+    from fmgauge.quantization.methods import fisher_hessian
+    from fmgauge.quantization.pipeline import CalibConfig, calibrate
+
+    tm = load_text_model(a.model)
+    stats, _ = calibrate(tm, CalibConfig(n_samples=a.n_samples, seqlen=a.seqlen), progress=False)
+    mods = dict(tm.model.named_modules())
+    rows = []
+    for b in (0, 15, 29):
+        for t in ("self_attn.q_proj", "self_attn.o_proj", "mlp.up_proj", "mlp.down_proj"):
+            n = f"model.layers.{b}.{t}"
+            w, st = mods[n].weight.data.float(), stats.layers[n]
+            hs = {"H": st.H, "H_F": fisher_hessian(st, 1.0)}
+            dq = {"rtn": rtn(w, 3, 128).dequantize() - w,
+                  "gptq": gptq_quantize(w, hs["H"], 3, 128)[0].dequantize() - w,
+                  "sens-gptq": gptq_quantize(w, hs["H_F"], 3, 128)[0].dequantize() - w}
+            for hn, h in hs.items():
+                base = float(((dq["rtn"] @ h) * dq["rtn"]).sum())
+                rows.append({"layer": n, "objective": hn, **{m: float(((d @ h) * d).sum()) / base
+                                                            for m, d in dq.items() if m != "rtn"}})
+    (RESULTS / "quantization-layer-check.json").write_text(json.dumps(
+        {"bits": 3, "group_size": 128, "n_samples": a.n_samples, "rows": rows}, indent=1))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("what", choices=["compare", "gptq-timing", "layer-check", "doc"])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--methods", default="rtn,awq,gptq,sens-awq,sens-gptq")
+    p.add_argument("--stages", default="3:128,4:128,3:-1,4:-1", help="bits:group_size, comma-separated, in order")
+    p.add_argument("--n-samples", type=int, default=8)
+    p.add_argument("--seqlen", type=int, default=512)
+    p.add_argument("--context", type=int, default=512)
+    p.add_argument("--max-windows", type=int, default=8)
+    p.add_argument("--kl-windows", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS / "quantization-compare")
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    if a.what == "compare":
+        run_compare(a)
+    elif a.what == "gptq-timing":
+        run_gptq_timing(a)
+    elif a.what == "layer-check":
+        run_layer_check(a)
+    else:
+        from bench_quantization_doc import write_doc  # noqa: PLC0415 - sibling script
+
+        write_doc()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Activation-sensitivity post-training quantization (``fmgauge quantize``)."""

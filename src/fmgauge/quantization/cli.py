@@ -1,0 +1,220 @@
+"""``fmgauge quantize …``: sensitivity analysis, quantize, evaluate, compare. Thin: parse, build a config, call the
+library (heavy imports happen inside the commands)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fmgauge.core.validation import FmgaugeError
+
+app = typer.Typer(help="Which weight channels matter when I quantize this LLM, and which quantizer keeps it best? "
+                       "(RTN / AWQ / GPTQ / sensitivity-guided PTQ)", no_args_is_help=True)
+console = Console()
+
+Model = Annotated[str | None, typer.Option(
+    help="smollm2-135m (default) | gemma3-270m | a local model directory | a hub id.")]
+Device = Annotated[str, typer.Option(help="auto|cpu|cuda|mps")]
+Dtype = Annotated[str, typer.Option(help="float32|float16|bfloat16 (weights and activations).")]
+Calib = Annotated[str | None, typer.Option(
+    help="Calibration text: 'wikitext2' (valid split, default) or a UTF-8 text file.")]
+NSamples = Annotated[int | None, typer.Option(help="Calibration windows (default 128).")]
+SeqLen = Annotated[int | None, typer.Option(help="Tokens per calibration window (default 512).")]
+Seed = Annotated[int | None, typer.Option(help="Seed of the calibration sampler (default 0).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (CLI options override it).")]
+
+
+def _ints(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FmgaugeError(f"{option} must be comma-separated integers like 3,4; got {text!r}.") from None
+
+
+def _calib(calib: str | None, n_samples: int | None, seqlen: int | None, seed: int | None) -> dict:
+    return {k: v for k, v in {"text": calib, "n_samples": n_samples, "seqlen": seqlen, "seed": seed}.items()
+            if v is not None}
+
+
+def _merge(base: dict, key: str, values: dict) -> None:
+    if values:
+        base[key] = {**base.get(key, {}), **values}
+
+
+def _read(config: Path | None) -> dict:
+    from fmgauge.core.config import read_yaml
+
+    return read_yaml(config) if config is not None else {}
+
+
+@app.command("sensitivity")
+def sensitivity_cmd(
+    model: Model = None,
+    calib: Calib = None,
+    n_samples: NSamples = None,
+    seqlen: SeqLen = None,
+    seed: Seed = None,
+    blocks: Annotated[str | None, typer.Option(help="Blocks with ground truth, e.g. 0,15,29 (default first, "
+                                                    "middle, last).")] = None,
+    gt_group: Annotated[int | None, typer.Option(help="Input channels per perturbed group (default 64).")] = None,
+    gt_bits: Annotated[int | None, typer.Option(help="Bits of the one-group RTN perturbation (default 2).")] = None,
+    heldout_windows: Annotated[int | None, typer.Option(help="Held-out windows (0 = no ground truth).")] = None,
+    heldout_len: Annotated[int | None, typer.Option(help="Tokens per held-out window (default 256).")] = None,
+    n_boot: Annotated[int | None, typer.Option(help="Bootstrap resamples for the Spearman CIs (default 1000).")] = None,
+    out: Annotated[Path, typer.Option(help="Run directory for tables, figures and report.")] = Path(
+        "runs/quant-sensitivity"),
+    config: ConfigOpt = None,
+    device: Device = "auto",
+    dtype: Dtype = "float32",
+) -> None:
+    """Per-channel sensitivity of every Linear (act-magnitude, Hessian diag, Fisher S_j, OBD) vs ground truth."""
+    from fmgauge.core.config import load_config
+    from fmgauge.quantization.study import SensitivityConfig, run_sensitivity
+
+    data = _read(config)
+    _merge(data, "calib", _calib(calib, n_samples, seqlen, seed))
+    cfg = load_config(SensitivityConfig, None, {**data, "model": model, "gt_blocks": _ints(blocks, "--blocks"),
+                                                "gt_group": gt_group, "gt_bits": gt_bits,
+                                                "heldout_windows": heldout_windows, "heldout_len": heldout_len,
+                                                "n_boot": n_boot,
+                                                "device": device, "dtype": dtype})
+    res = run_sensitivity(cfg, out)
+    for target, b in res.summary["best"].items():
+        console.print(f"{target}: best metric [bold]{b['metric']}[/] (Spearman {b['spearman']:.2f}); "
+                      f"tied within CI: {', '.join(b['tied_within_ci']) or 'none'}")
+    console.print(f"Report: [bold]{res.run_dir / 'report.html'}[/]")
+
+
+@app.command("run")
+def run_cmd(
+    out: Annotated[Path, typer.Option(help="Directory for the quantized model (HF-loadable).")],
+    model: Model = None,
+    method: Annotated[str | None, typer.Option(help="rtn | awq | gptq (default) | sens-awq | sens-gptq | mixed")] = None,
+    bits: Annotated[int | None, typer.Option(help="Bits per weight, 2..8 (default 4).")] = None,
+    group_size: Annotated[int | None, typer.Option(help="32 | 64 | 128 (default) | -1 (per channel).")] = None,
+    sym: Annotated[bool | None, typer.Option("--sym/--no-sym", help="Symmetric grid (default asymmetric).")] = None,
+    ragged: Annotated[bool | None, typer.Option("--ragged/--no-ragged", help=(
+        "Allow a shorter last group if the group size does not divide a layer's width (default), else refuse."))] = None,
+    actorder: Annotated[bool | None, typer.Option("--actorder/--no-actorder", help="GPTQ act-order (default off).")] = None,
+    clip: Annotated[bool | None, typer.Option("--clip/--no-clip", help="AWQ clipping search (default on).")] = None,
+    fisher_mix: Annotated[float | None, typer.Option(help="sens-gptq: weight of the Fisher Hessian (0..1).")] = None,
+    mixed_fraction: Annotated[float | None, typer.Option(help="mixed: share of weights at --high-bits.")] = None,
+    high_bits: Annotated[int | None, typer.Option(help="mixed: bits of the upgraded groups (default bits+1).")] = None,
+    calib: Calib = None,
+    n_samples: NSamples = None,
+    seqlen: SeqLen = None,
+    seed: Seed = None,
+    config: ConfigOpt = None,
+    device: Device = "auto",
+    dtype: Dtype = "float32",
+) -> None:
+    """Quantize a causal LM (weight-only) and save it with its packed weights and a JSON of what was done."""
+    from fmgauge.core.config import load_config
+    from fmgauge.quantization.pipeline import RunConfig, run_quantization
+
+    data = _read(config)
+    _merge(data, "calib", _calib(calib, n_samples, seqlen, seed))
+    quant = {"method": method, "bits": bits, "group_size": group_size, "sym": sym, "ragged": ragged,
+             "actorder": actorder, "clip": clip, "fisher_mix": fisher_mix, "mixed_fraction": mixed_fraction,
+             "high_bits": high_bits}
+    _merge(data, "quant", {k: v for k, v in quant.items() if v is not None})
+    cfg = load_config(RunConfig, None, {**data, "model": model, "device": device, "dtype": dtype})
+    res = run_quantization(cfg, out)
+    r = res.record
+    cu = r["calibration"]["usage"] or {}
+    console.print(f"{cfg.quant.method} {cfg.quant.bits}-bit g{cfg.quant.group_size}: {len(res.qweights)} layers, "
+                  f"{r['size']['bits_per_quantized_weight']:.3f} bits/weight, {r['size']['size_mb']:.1f} MB; "
+                  f"calibration {cu.get('seconds', 0):.1f} s{' (cached)' if r['calibration']['cached'] else ''}, "
+                  f"quantization {r['quantization_usage']['seconds']:.1f} s, peak RSS "
+                  f"{r['quantization_usage']['peak_rss_mb']:.0f} MB")
+    console.print(f"Saved: [bold]{out}[/] (load with AutoModelForCausalLM.from_pretrained)")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Argument(help="A directory from `quantize run`, or any model name/directory.")],
+    reference: Annotated[str | None, typer.Option(help="FP model for the KL (default: the one it came from).")] = None,
+    context: Annotated[int, typer.Option(help="Tokens per perplexity window.")] = 512,
+    stride: Annotated[int | None, typer.Option(help="Window step (default = context: non-overlapping).")] = None,
+    max_windows: Annotated[int | None, typer.Option(help="Score only the first N windows.")] = None,
+    kl_windows: Annotated[int, typer.Option(help="Held-out windows for the KL (0 = skip).")] = 8,
+    text: Annotated[str, typer.Option(help="'wikitext2' (test split) or a UTF-8 text file.")] = "wikitext2",
+    out: Annotated[Path | None, typer.Option(help="Also write the result as JSON here.")] = None,
+    device: Device = "auto",
+    dtype: Dtype = "float32",
+) -> None:
+    """WikiText-2 perplexity (context and stride stated), KL to the FP model, size, time and memory."""
+    from fmgauge.quantization.evaluate import EvalConfig, evaluate_model
+
+    cfg = EvalConfig(text=text, context=context, stride=stride or context, max_windows=max_windows,
+                     kl_windows=kl_windows)
+    row = evaluate_model(model, cfg, reference=reference, device=device, dtype=dtype)
+    t = Table("quantity", "value", title=f"{model}")
+    t.add_row("protocol", row["protocol"])
+    t.add_row("perplexity [95% CI]", f"{row['ppl']:.3f} [{row['ppl_lo']:.3f}, {row['ppl_hi']:.3f}]")
+    if "kl" in row:
+        t.add_row("KL to FP (nats/token)", f"{row['kl']:.4f} [{row['kl_lo']:.4f}, {row['kl_hi']:.4f}]")
+        t.add_row("top-1 agreement", f"{row['top1_agreement']:.3f}")
+    for k in ("method", "bits", "group_size", "avg_bits", "size_mb", "quant_seconds", "quant_peak_rss_mb"):
+        if k in row:
+            t.add_row(k, f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]))
+    console.print(t)
+    if out:
+        out.write_text(json.dumps(row, indent=2, default=str))
+
+
+@app.command("compare")
+def compare_cmd(
+    model: Model = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "rtn,awq,gptq,sens-awq,sens-gptq",
+    bits: Annotated[str, typer.Option(help="Comma-separated bit widths.")] = "3,4",
+    group_size: Annotated[str, typer.Option(help="Comma-separated group sizes (-1 = per channel).")] = "128,-1",
+    calib: Calib = None,
+    n_samples: NSamples = None,
+    seqlen: SeqLen = None,
+    seed: Seed = None,
+    context: Annotated[int | None, typer.Option(help="Perplexity window (default 512).")] = None,
+    stride: Annotated[int | None, typer.Option(help="Window step (default = context).")] = None,
+    max_windows: Annotated[int | None, typer.Option(help="Score only the first N windows (state it!).")] = None,
+    kl_windows: Annotated[int | None, typer.Option(help="Windows for the KL (default 8).")] = None,
+    out: Annotated[Path, typer.Option(help="Run directory (resumes if it exists).")] = Path("runs/quant-compare"),
+    config: ConfigOpt = None,
+    device: Device = "auto",
+    dtype: Dtype = "float32",
+) -> None:
+    """Compare methods × bits × group sizes from one calibration pass; table + perplexity-vs-bits plot."""
+    from fmgauge.core.config import load_config
+    from fmgauge.quantization.compare import CompareConfig, compare, table_for_report
+
+    data = _read(config)
+    _merge(data, "calib", _calib(calib, n_samples, seqlen, seed))
+    ev = {"context": context, "stride": stride or context, "max_windows": max_windows, "kl_windows": kl_windows}
+    _merge(data, "eval", {k: v for k, v in ev.items() if v is not None})
+    cfg = load_config(CompareConfig, None, {
+        **data, "model": model, "methods": [m for m in methods.split(",") if m.strip()],
+        "bits": _ints(bits, "--bits"), "group_sizes": _ints(group_size, "--group-size"), "device": device,
+        "dtype": dtype})
+    res = compare(cfg, out)
+    t = Table(*table_for_report(res.table, res.summary["fp_ppl"]).columns, title=res.summary["protocol"])
+    for row in table_for_report(res.table, res.summary["fp_ppl"]).itertuples(index=False):
+        t.add_row(*map(str, row))
+    console.print(t)
+    if res.summary["caveat"]:
+        console.print(f"[yellow]caveat:[/] {res.summary['caveat']}")
+    console.print(f"Report: [bold]{res.run_dir / 'report.html'}[/]")
+
+
+@app.command("report")
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A `quantize compare` run directory.")]) -> None:
+    """Rebuild a comparison's report from its store (no recomputation)."""
+    from fmgauge.quantization.compare import write_report
+
+    res = write_report(run_dir)
+    console.print(f"Report: [bold]{res.run_dir / 'report.html'}[/]")

@@ -1,0 +1,148 @@
+"""Evaluation of a (quantized) causal LM: perplexity, KL divergence to the full-precision model, size.
+
+Perplexity protocol (the same for every method, stated in every output): the text stream of
+:mod:`.text_data` (WikiText-2 *test*, tokenized once), windows of ``context`` tokens every ``stride`` tokens
+(Hugging Face's sliding-window recipe; ``stride == context`` = the non-overlapping protocol of the GPTQ/AWQ papers),
+each token scored once; ``max_windows`` keeps the first N windows (a fixed, stated subset). PPL = exp(mean NLL) with
+a 95% interval from the t-interval of per-window mean NLLs.
+
+KL: mean over tokens of ``KL(P_fp ‖ P_q)`` (nats) on the first ``kl_windows`` non-overlapping windows of the same
+held-out text, with the top-1 agreement of the two models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from fmgauge.core.stats import mean_ci
+from fmgauge.quantization.text_data import TextSource, eval_windows, token_stream
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field("wikitext2", description="'wikitext2' or a path to a UTF-8 text file.")
+    split: str = Field("test", description="WikiText-2 split for evaluation.")
+    context: int = Field(512, description="Tokens per perplexity window.")
+    stride: int | None = Field(None, description="Window step (None = context: non-overlapping windows).")
+    max_windows: int | None = Field(None, description="Score only the first N windows (None: all).")
+    kl_windows: int = Field(8, description="Windows of held-out text for the KL to the FP model (0: skip).")
+
+    @property
+    def step(self) -> int:
+        return self.context if self.stride is None else self.stride
+
+    def protocol(self, n_windows: int, total: int) -> str:
+        src = f"WikiText-2 {self.split} (tokenized v1)" if self.text == "wikitext2" else self.text
+        sub = f"first {n_windows} of {total} windows" if n_windows < total else f"all {total} windows"
+        return f"{src}, context {self.context}, stride {self.step}, {sub}"
+
+
+@dataclass
+class PerplexityResult:
+    ppl: float
+    ppl_lo: float
+    ppl_hi: float
+    nll: float  # mean NLL, nats/token
+    n_tokens: int
+    n_windows: int
+    total_windows: int
+    protocol: str
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@torch.no_grad()
+def perplexity(model, stream: torch.Tensor, cfg: EvalConfig, *, progress: bool = True) -> PerplexityResult:  # noqa: ANN001
+    """Perplexity of ``model`` on ``stream`` (1-D token ids) under the protocol of ``cfg``."""
+    from rich.progress import Progress
+
+    windows = eval_windows(stream, cfg.context, cfg.step)
+    total = len(windows)
+    if cfg.max_windows is not None:
+        windows = windows[:cfg.max_windows]
+    dev = next(model.parameters()).device
+    nll_sum, n_tok, per_window = 0.0, 0, []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("perplexity", total=len(windows))
+        for begin, end, n_target in windows:
+            ids = stream[begin:end].unsqueeze(0).to(dev)
+            logits = model(ids, use_cache=False).logits[0, :-1].float()  # (T-1, V) predicts ids[1:]
+            logp = torch.log_softmax(logits[-n_target:], -1)
+            tgt = ids[0, 1:][-n_target:]
+            nll = -logp.gather(1, tgt.unsqueeze(1)).squeeze(1)
+            nll_sum += float(nll.sum())
+            n_tok += n_target
+            per_window.append(float(nll.mean()))
+            bar.advance(task)
+    m = nll_sum / n_tok
+    ci = mean_ci(np.array(per_window))
+    lo, hi = (ci.lo, ci.hi) if len(per_window) > 1 else (m, m)
+    return PerplexityResult(math.exp(m), math.exp(lo), math.exp(hi), m, n_tok, len(windows), total,
+                            cfg.protocol(len(windows), total))
+
+
+@torch.no_grad()
+def kl_to_reference(model, reference, stream: torch.Tensor, cfg: EvalConfig) -> dict:  # noqa: ANN001
+    """Mean token ``KL(P_ref ‖ P_model)`` (nats) with a 95% CI over windows, and top-1 agreement."""
+    windows = eval_windows(stream, cfg.context, cfg.context)[:cfg.kl_windows]
+    dev = next(model.parameters()).device
+    kls, agree, n = [], 0, 0
+    for begin, end, _ in windows:
+        ids = stream[begin:end].unsqueeze(0).to(dev)
+        lq = torch.log_softmax(model(ids, use_cache=False).logits[0].float(), -1)
+        lp = torch.log_softmax(reference(ids.to(next(reference.parameters()).device),
+                                         use_cache=False).logits[0].float().to(dev), -1)
+        kl = (lp.exp() * (lp - lq)).sum(-1)
+        kls.append(float(kl.mean()))
+        agree += int((lp.argmax(-1) == lq.argmax(-1)).sum())
+        n += kl.numel()
+    ci = mean_ci(np.array(kls))
+    return {"kl": ci.value, "kl_lo": max(0.0, ci.lo), "kl_hi": ci.hi, "top1_agreement": agree / max(n, 1),
+            "kl_tokens": n, "kl_windows": len(windows)}
+
+
+def evaluate(model, tokenizer, cfg: EvalConfig, *, reference=None, progress: bool = True) -> dict:  # noqa: ANN001
+    """Perplexity (+ KL to ``reference`` when given) as one flat dict (the row of a comparison table)."""
+    stream = token_stream(tokenizer, TextSource(cfg.text, cfg.split))
+    res = perplexity(model, stream, cfg, progress=progress).to_dict()
+    if reference is not None and cfg.kl_windows > 0:
+        res.update(kl_to_reference(model, reference, stream, cfg))
+    return res
+
+
+def evaluate_model(model: str, cfg: EvalConfig, *, reference: str | None = None, device: str = "auto",
+                   dtype: str = "float32", progress: bool = True) -> dict:
+    """Evaluate ``model`` (a saved quantized directory, or any model name) and, with ``reference``, its KL to it.
+
+    For a directory written by ``fmgauge quantize run`` the reference defaults to the model it was made from, and
+    the row carries its size, time and memory from ``quantization.json``.
+    """
+    from pathlib import Path
+
+    from fmgauge.core.text_models import load_text_model
+
+    record = None
+    if (Path(model) / "quantization.json").exists():
+        from fmgauge.quantization.pipeline import read_record
+
+        record = read_record(model)
+        reference = reference or record["model"]["model"]
+    tm = load_text_model(model, device=device, dtype=dtype)
+    ref = load_text_model(reference, device=device, dtype=dtype).model if reference else None
+    row = {"model": model, "reference": reference, **evaluate(tm.model, tm.tokenizer, cfg, reference=ref,
+                                                               progress=progress)}
+    if record is not None:
+        cfgq = record["config"]
+        row.update(method=cfgq["method"], bits=cfgq["bits"], group_size=cfgq["group_size"],
+                   size_mb=record["size"]["size_mb"], avg_bits=record["size"]["bits_per_quantized_weight"],
+                   quant_seconds=record["quantization_usage"]["seconds"],
+                   quant_peak_rss_mb=record["quantization_usage"]["peak_rss_mb"],
+                   calib_seconds=(record["calibration"].get("usage") or {}).get("seconds"))
+    return row

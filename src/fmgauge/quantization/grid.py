@@ -1,0 +1,173 @@
+"""Group-wise uniform quantization grids and round-to-nearest (RTN): the pure functions every quantizer shares.
+
+Notation (fixed for the whole package): a Linear weight ``W`` is (d_out, d_in) (rows = output features, columns =
+input channels j). Columns are split into G groups of ``group_size`` consecutive input channels (``-1``: one group =
+the whole row, "per-channel" quantization). ``g_idx`` (d_in,) maps column -> group (GPTQ's act-order keeps groups
+contiguous in its permuted order, so ``g_idx`` is general). Each (row, group) has a ``scale`` and an integer
+``zero`` point; with ``b`` bits and ``maxq = 2**b - 1`` a weight is stored as a code ``q`` in 0..maxq and read back as
+``scale * (q - zero)``.
+
+- Asymmetric (default, as in AutoAWQ): ``scale = (max - min) / maxq``, ``zero = clamp(round(-min / scale), 0, maxq)``.
+- Symmetric (GPTQ's ``sym=True``): ``scale = 2 max|w| / maxq``, ``zero = (maxq + 1) / 2``.
+
+A width that ``group_size`` does not divide is handled by a shorter last group (``ragged=True``, the default, like
+GPTQ's reference) or refused with a clear error (``ragged=False``, like AutoAWQ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fmgauge.core.validation import FmgaugeError
+
+BITS_RANGE = (2, 8)
+GROUP_SIZES = (32, 64, 128, -1)
+
+
+def check_bits(bits: int, name: str = "bits") -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not BITS_RANGE[0] <= bits <= BITS_RANGE[1]:
+        raise FmgaugeError(f"{name} must be an integer in {BITS_RANGE[0]}..{BITS_RANGE[1]}, got {bits!r}.")
+    return bits
+
+
+def check_group_size(group_size: int, width: int | None = None, *, ragged: bool = True, layer: str = "") -> int:
+    """``group_size`` is one of 32/64/128/-1 (or any positive int); with ``width`` check it fits the layer."""
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or (group_size < 1 and group_size != -1):
+        raise FmgaugeError(f"group_size must be a positive integer (usually one of {GROUP_SIZES[:3]}) or -1 "
+                           f"(per-channel), got {group_size!r}.")
+    if width is not None and group_size != -1 and width % group_size and not ragged:
+        where = f" of layer {layer!r}" if layer else ""
+        divisors = [g for g in (32, 64, 128) if width % g == 0]
+        raise FmgaugeError(
+            f"group_size {group_size} does not divide the input width {width}{where}; use one of {divisors + [-1]} "
+            "or allow a shorter last group (ragged=True / --ragged)."
+        )
+    return group_size
+
+
+def group_index(d_in: int, group_size: int) -> torch.Tensor:
+    """``g_idx`` (d_in,) long: contiguous groups of ``group_size`` columns (last one shorter if ragged)."""
+    if group_size == -1:
+        return torch.zeros(d_in, dtype=torch.long)
+    return torch.arange(d_in) // group_size
+
+
+def _per_group(w: torch.Tensor, g_idx: torch.Tensor, n_groups: int, op: str) -> torch.Tensor:
+    """Row-wise min or max of ``w`` (d_out, d_in) within each group -> (d_out, G)."""
+    fill = float("inf") if op == "amin" else float("-inf")
+    out = torch.full((w.shape[0], n_groups), fill, dtype=w.dtype, device=w.device)
+    return out.scatter_reduce(1, g_idx.to(w.device).expand_as(w), w, reduce=op, include_self=True)
+
+
+def grid_params(
+    w: torch.Tensor, bits: torch.Tensor | int, g_idx: torch.Tensor, *, sym: bool = False,
+    clip: torch.Tensor | float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero (both (d_out, G) float32) of each (row, group) of ``w`` (d_out, d_in).
+
+    ``bits`` is an int or a (G,) tensor (mixed precision); ``clip`` shrinks the range (AWQ's clipping search:
+    scalar or (d_out, G) ratio in (0, 1]).
+    """
+    w = w.float()
+    n_groups = int(g_idx.max()) + 1
+    maxq = (2 ** torch.as_tensor(bits, device=w.device).float() - 1).expand(n_groups)  # (G,)
+    xmin = _per_group(w, g_idx, n_groups, "amin")
+    xmax = _per_group(w, g_idx, n_groups, "amax")
+    if clip is not None:
+        xmin, xmax = xmin * clip, xmax * clip
+    if sym:
+        amax = torch.maximum(xmax.abs(), xmin.abs()).clamp(min=1e-8)
+        scale = 2 * amax / maxq
+        zero = ((maxq + 1) / 2).expand_as(scale).clone()
+    else:
+        scale = (xmax - xmin).clamp(min=1e-8) / maxq
+        zero = torch.clamp(torch.round(-xmin / scale), torch.zeros_like(maxq), maxq)
+    return scale, zero
+
+
+def quantize_codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: torch.Tensor | int,
+                   g_idx: torch.Tensor) -> torch.Tensor:
+    """Integer codes (d_out, d_in) in 0..2**bits-1 (as float) of ``w`` on the grid (scale, zero) of its group."""
+    n_groups = scale.shape[1]
+    maxq = (2 ** torch.as_tensor(bits, device=w.device).float() - 1).expand(n_groups)[g_idx]  # (d_in,)
+    s, z = scale[:, g_idx], zero[:, g_idx]
+    return torch.minimum(torch.clamp(torch.round(w.float() / s) + z, min=0), maxq)
+
+
+def dequantize_codes(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, g_idx: torch.Tensor) -> torch.Tensor:
+    """``scale * (q - zero)`` per column's group -> (d_out, d_in) float32."""
+    return scale[:, g_idx] * (codes.float() - zero[:, g_idx])
+
+
+def fake_quantize(w: torch.Tensor, bits: int, group_size: int, *, sym: bool = False,
+                  clip: torch.Tensor | float | None = None) -> torch.Tensor:
+    """Quantize then dequantize ``w`` (d_out, d_in) with RTN on contiguous groups (the inner loop of AWQ's search)."""
+    g_idx = group_index(w.shape[1], group_size).to(w.device)
+    scale, zero = grid_params(w, bits, g_idx, sym=sym, clip=clip)
+    return dequantize_codes(quantize_codes(w, scale, zero, bits, g_idx), scale, zero, g_idx)
+
+
+@dataclass
+class QuantizedWeight:
+    """A quantized Linear weight: what would be stored on disk, and how to read it back.
+
+    ``codes`` (d_out, d_in) uint8 in 0..2**bits-1; ``scale``/``zero`` (d_out, G); ``g_idx`` (d_in,); ``bits`` (G,)
+    per group (equal unless mixed precision); ``input_scale`` (d_in,) or None: AWQ's per-channel scale s, the
+    stored grid is that of ``W · diag(s)`` and the effective weight is ``dequant / s`` (a deployment folds 1/s
+    into the previous op).
+    """
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor
+    g_idx: torch.Tensor
+    bits: torch.Tensor
+    sym: bool = False
+    input_scale: torch.Tensor | None = None
+
+    def dequantize(self) -> torch.Tensor:
+        w = dequantize_codes(self.codes, self.scale, self.zero, self.g_idx)
+        return w / self.input_scale if self.input_scale is not None else w
+
+    @property
+    def n_bits_weights(self) -> int:
+        """Bits spent on codes."""
+        return int((self.bits[self.g_idx].long() * self.codes.shape[0]).sum())
+
+    def storage_bits(self) -> int:
+        """Bits to store this layer: codes + fp16 scale and ``bits``-bit zero per (row, group) + fp16 input scale."""
+        per_group = self.codes.shape[0] * (16 + self.bits.long()).sum()
+        extra = 16 * self.input_scale.numel() if self.input_scale is not None else 0
+        return self.n_bits_weights + int(per_group) + extra
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Flat tensors for a safetensors file."""
+        out = {f"{prefix}.codes": self.codes.to(torch.uint8).contiguous(),
+               f"{prefix}.scale": self.scale.float().contiguous(), f"{prefix}.zero": self.zero.to(torch.uint8),
+               f"{prefix}.g_idx": self.g_idx.to(torch.int32), f"{prefix}.bits": self.bits.to(torch.uint8)}
+        if self.input_scale is not None:
+            out[f"{prefix}.input_scale"] = self.input_scale.float().contiguous()
+        return out
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], prefix: str, *, sym: bool = False) -> QuantizedWeight:
+        return cls(t[f"{prefix}.codes"], t[f"{prefix}.scale"], t[f"{prefix}.zero"].float(),
+                   t[f"{prefix}.g_idx"].long(), t[f"{prefix}.bits"].long(), sym, t.get(f"{prefix}.input_scale"))
+
+
+def rtn(w: torch.Tensor, bits: int, group_size: int, *, sym: bool = False, ragged: bool = True,
+        clip: torch.Tensor | float | None = None, group_bits: torch.Tensor | None = None) -> QuantizedWeight:
+    """Round-to-nearest quantization of ``w`` (d_out, d_in) on contiguous groups.
+
+    ``group_bits`` (G,) overrides ``bits`` per group (mixed precision).
+    """
+    check_bits(bits)
+    check_group_size(group_size, w.shape[1], ragged=ragged)
+    g_idx = group_index(w.shape[1], group_size).to(w.device)
+    n_groups = int(g_idx.max()) + 1
+    b = torch.full((n_groups,), bits, dtype=torch.long) if group_bits is None else group_bits.long().cpu()
+    scale, zero = grid_params(w, b.to(w.device), g_idx, sym=sym, clip=clip)
+    codes = quantize_codes(w, scale, zero, b.to(w.device), g_idx)
+    return QuantizedWeight(codes.to(torch.uint8), scale, zero, g_idx, b, sym)

@@ -1,0 +1,208 @@
+"""The quantizers behind ``--method``: one registry, one config, one driver that applies them to a model.
+
+Every method is a function ``(weights, stats, cfg) -> {name: (QuantizedWeight, info)}`` over one *input group*
+(the Linears reading the same input: q/k/v, gate/up, o, down), so AWQ can share one scale across the group. All
+methods read the same :class:`~fmgauge.quantization.calibration.CalibStats` (one calibration pass, full-precision
+activations; GPTQ here is therefore the non-sequential variant: every layer's ``H`` comes from the FP model).
+
+==========  ===========================================================================================
+rtn         round-to-nearest on the group grid
+gptq        GPTQ with ``H = 2/n Σ x xᵀ`` (:mod:`.gptq`)
+sens-gptq   GPTQ with the loss-weighted Hessian ``H_F = 2/n Σ ‖g‖² x xᵀ`` (``fisher_mix`` blends it with H)
+awq         AWQ scale search on mean|x| + clipping search (:mod:`.awq`)
+sens-awq    AWQ scale search driven by S_j, objective ``tr(ΔW H_F ΔWᵀ)``
+mixed       ``mixed_base`` quantizer with per-group bits from the sensitivity allocation (:mod:`.mixed`)
+==========  ===========================================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from fmgauge.core.registry import Registry
+from fmgauge.core.validation import FmgaugeError
+from fmgauge.quantization.awq import clip_weight, search_clip, search_scales
+from fmgauge.quantization.calibration import CalibStats, LayerStats
+from fmgauge.quantization.gptq import gptq_quantize
+from fmgauge.quantization.grid import QuantizedWeight, check_bits, check_group_size, rtn
+
+log = logging.getLogger(__name__)
+
+
+class QuantConfig(BaseModel):
+    """What to quantize and how (defaults of the reference implementations, see the spec)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field("gptq", description="rtn | gptq | sens-gptq | awq | sens-awq | mixed")
+    bits: int = Field(4, description="Bits per weight, 2..8.")
+    group_size: int = Field(128, description="Input channels per quantization group (32/64/128), -1 = per row.")
+    sym: bool = Field(False, description="Symmetric grid (zero point fixed at the middle); default asymmetric.")
+    ragged: bool = Field(True, description="Allow a shorter last group when group_size does not divide the width.")
+    # GPTQ (IST-DASLab/gptq defaults)
+    percdamp: float = Field(0.01, description="GPTQ damping, as a fraction of mean(diag H).")
+    blocksize: int = Field(128, description="GPTQ lazy-batch block size (columns).")
+    actorder: bool = Field(False, description="GPTQ act-order: columns by decreasing diag H.")
+    static_groups: bool = Field(False, description="GPTQ: grids fixed on the original column order first.")
+    fisher_mix: float = Field(1.0, description="sens-gptq: weight of H_F in (1-λ)·H/tr + λ·H_F/tr (1 = pure H_F).")
+    # AWQ (AutoAWQ defaults)
+    n_grid: int = Field(20, description="AWQ: number of α values in [0, 1).")
+    duo_scaling: bool = Field(True, description="AWQ: s = x^α / w^(1-α) (AutoAWQ default); False: s = x^α.")
+    clip: bool = Field(True, description="AWQ: clipping search after scaling (AutoAWQ apply_clip).")
+    max_shrink: float = Field(0.5, description="AWQ clipping search: largest range shrink.")
+    # mixed precision
+    mixed_base: Literal["rtn", "gptq", "sens-gptq"] = Field("sens-gptq", description="Quantizer used by 'mixed'.")
+    high_bits: int | None = Field(None, description="mixed: bits of the upgraded groups (default bits + 1).")
+    mixed_fraction: float = Field(0.1, description="mixed: fraction of weights kept at high_bits.")
+
+    def validate_for(self, widths: dict[str, int]) -> None:
+        check_bits(self.bits)
+        QUANTIZERS.get(self.method)
+        for name, d_in in widths.items():
+            check_group_size(self.group_size, d_in, ragged=self.ragged, layer=name)
+        if self.method == "mixed":
+            check_bits(self.high_bits_, "high_bits")
+            if self.high_bits_ <= self.bits:
+                raise FmgaugeError(f"high_bits ({self.high_bits_}) must exceed bits ({self.bits}).")
+        if not 0 <= self.fisher_mix <= 1:
+            raise FmgaugeError(f"fisher_mix must be in [0, 1], got {self.fisher_mix}.")
+
+    @property
+    def high_bits_(self) -> int:
+        return self.high_bits if self.high_bits is not None else min(8, self.bits + 1)
+
+    @property
+    def needs_gradients(self) -> bool:
+        return self.method.startswith("sens") or self.method == "mixed"
+
+
+Method = Callable[[dict[str, torch.Tensor], dict[str, LayerStats], QuantConfig, dict], dict]
+QUANTIZERS: Registry[Method] = Registry("quantization method")
+
+
+def _norm(h: torch.Tensor) -> torch.Tensor:
+    return h / torch.diag(h).mean().clamp(min=1e-30)
+
+
+def fisher_hessian(st: LayerStats, mix: float) -> torch.Tensor:
+    """``(1-λ) H/mean diag + λ H_F/mean diag`` (H_F = 0 for a layer with no gradient falls back to H)."""
+    _require(st, "H", "sens-gptq")
+    if st.HF is None or float(torch.diag(st.HF).sum()) == 0 or mix == 0:
+        return st.H
+    return _norm(st.HF) if mix == 1 else (1 - mix) * _norm(st.H) + mix * _norm(st.HF)
+
+
+def _require(st: LayerStats, attr: str, method: str) -> torch.Tensor:
+    v = getattr(st, attr)
+    if v is None:
+        raise FmgaugeError(f"method {method!r} needs calibration statistic {attr!r} for layer {st.name}; capture "
+                           "with full_hessian=True (and gradients=True for sensitivity methods).")
+    return v
+
+
+@QUANTIZERS.register("rtn")
+def _rtn(weights, stats, cfg, extra):  # noqa: ANN001, ARG001
+    gb = extra.get("group_bits", {})
+    return {n: (rtn(w, cfg.bits, cfg.group_size, sym=cfg.sym, ragged=cfg.ragged, group_bits=gb.get(n)), {})
+            for n, w in weights.items()}
+
+
+def _gptq_with(hessian: Callable[[LayerStats], torch.Tensor]):
+    def run(weights, stats, cfg, extra):  # noqa: ANN001
+        out = {}
+        gb = extra.get("group_bits", {})
+        for n, w in weights.items():
+            qw, loss = gptq_quantize(w, hessian(stats[n]), cfg.bits, cfg.group_size, sym=cfg.sym,
+                                     percdamp=cfg.percdamp, blocksize=cfg.blocksize, actorder=cfg.actorder,
+                                     static_groups=cfg.static_groups, ragged=cfg.ragged, group_bits=gb.get(n))
+            out[n] = (qw, {"gptq_loss": loss})
+        return out
+
+    return run
+
+
+QUANTIZERS.add("gptq", _gptq_with(lambda st: _require(st, "H", "gptq")))
+QUANTIZERS.add("sens-gptq", lambda w, s, c, e: _gptq_with(lambda st: fisher_hessian(st, c.fisher_mix))(w, s, c, e))
+
+
+def _awq(weights, stats, cfg, *, sensitivity: bool):  # noqa: ANN001
+    names = list(weights)
+    method = "sens-awq" if sensitivity else "awq"
+    if sensitivity:
+        act = torch.stack([_require(stats[n], "fisher", method) for n in names]).sum(0).sqrt()
+        hs = [fisher_hessian(stats[n], 1.0) for n in names]
+    else:
+        act = _require(stats[names[0]], "act_abs", method)
+        hs = [_require(stats[n], "H", method) for n in names]
+    ws = [weights[n] for n in names]
+    res = search_scales(ws, act, hs, cfg.bits, cfg.group_size, n_grid=cfg.n_grid, duo_scaling=cfg.duo_scaling,
+                        sym=cfg.sym, ragged=cfg.ragged)
+    s = res.scales
+    out = {}
+    for n, w, h in zip(names, ws, hs, strict=True):
+        ws_ = w.float() * s
+        info = {"alpha": res.alpha, "identity_loss": res.identity_loss, "best_loss": float(res.losses.min())}
+        if cfg.clip:
+            ratio = search_clip(ws_, h / s.unsqueeze(0) / s.unsqueeze(1), cfg.bits, cfg.group_size,
+                                n_grid=cfg.n_grid, max_shrink=cfg.max_shrink, sym=cfg.sym)
+            ws_ = clip_weight(ws_, ratio, cfg.group_size)
+            info["mean_clip"] = float(ratio.mean())
+        qw = rtn(ws_, cfg.bits, cfg.group_size, sym=cfg.sym, ragged=cfg.ragged)
+        qw.input_scale = s.clone()
+        out[n] = (qw, info)
+    return out
+
+
+QUANTIZERS.add("awq", lambda w, s, c, e: _awq(w, s, c, sensitivity=False))
+QUANTIZERS.add("sens-awq", lambda w, s, c, e: _awq(w, s, c, sensitivity=True))
+
+
+@QUANTIZERS.register("mixed")
+def _mixed(weights, stats, cfg, extra):  # noqa: ANN001
+    return QUANTIZERS.get(cfg.mixed_base)(weights, stats, cfg, extra)
+
+
+def quantize_weights(
+    weights: dict[str, torch.Tensor], stats: CalibStats, cfg: QuantConfig, *, progress: bool = True,
+) -> tuple[dict[str, QuantizedWeight], dict[str, dict], dict]:
+    """Quantize every weight in ``weights`` (name -> (d_out, d_in)) with ``cfg``; returns (qweights, info, extra).
+
+    ``extra`` holds method-level facts (mixed: the bit allocation and its average bits).
+    """
+    missing = [n for n in weights if n not in stats.layers]
+    if missing:
+        raise FmgaugeError(f"no calibration statistics for {len(missing)} layer(s), e.g. {missing[:3]}.")
+    cfg.validate_for({n: w.shape[1] for n, w in weights.items()})
+    if cfg.needs_gradients and not stats.gradients:
+        raise FmgaugeError(f"method {cfg.method!r} needs gradients in the calibration pass (gradients=True).")
+    fn = QUANTIZERS.get(cfg.method)
+    extra: dict = {}
+    summary: dict = {}
+    if cfg.method == "mixed":
+        from fmgauge.quantization.mixed import allocate_bits
+
+        alloc = allocate_bits(weights, {n: stats.layers[n].fisher for n in weights}, cfg.bits, cfg.group_size,
+                              high_bits=cfg.high_bits_, fraction=cfg.mixed_fraction)
+        extra["group_bits"] = alloc.group_bits
+        summary.update(avg_bits=alloc.avg_bits, n_upgraded_groups=alloc.n_upgraded)
+    groups = stats.input_groups()
+    qweights: dict[str, QuantizedWeight] = {}
+    infos: dict[str, dict] = {}
+    from rich.progress import Progress
+
+    todo = [[n for n in members if n in weights] for members in groups.values()]
+    todo = [t for t in todo if t]
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"{cfg.method} {cfg.bits}-bit g{cfg.group_size}", total=len(todo))
+        for members in todo:
+            res = fn({n: weights[n] for n in members}, stats.layers, cfg, extra)
+            for n, (qw, info) in res.items():
+                qweights[n] = qw
+                infos[n] = info
+            bar.advance(task)
+    return qweights, infos, summary

@@ -1,0 +1,206 @@
+"""Model-level driver: calibrate (cached), quantize every Linear, save an HF-loadable directory, load it back.
+
+A saved quantized model is a directory that ``AutoModelForCausalLM.from_pretrained(dir)`` loads as is:
+
+- ``config.json``, ``model.safetensors``, tokenizer files: the model with every quantized Linear holding its
+  dequantized weight (fp32), so any transformers user gets the quantized model's exact logits;
+- ``quantized.safetensors``: the packed form of each quantized Linear (``<name>.codes`` uint8 (d_out, d_in),
+  ``.scale`` (d_out, G), ``.zero``, ``.g_idx`` (d_in,), ``.bits`` (G,), AWQ's ``.input_scale`` (d_in,));
+- ``quantization_config.json``: method, bits, group size, symmetric, format (kept out of ``config.json`` because
+  transformers refuses an unknown ``quant_method``);
+- ``quantization.json``: what was done — config, calibration protocol, per-layer facts, time, peak memory, size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from fmgauge.core.cache import cache_root, stable_hash
+from fmgauge.core.validation import FmgaugeError
+from fmgauge.quantization.calibration import CalibStats, capture, linear_layers
+from fmgauge.quantization.grid import QuantizedWeight
+from fmgauge.quantization.methods import QuantConfig, quantize_weights
+from fmgauge.quantization.resources import Usage, measure
+from fmgauge.quantization.text_data import TextSource, calibration_sequences, token_stream
+
+log = logging.getLogger(__name__)
+FORMAT = "fmgauge-fakequant-v1"
+
+
+class CalibConfig(BaseModel):
+    """Calibration text and sampling (AutoAWQ/GPTQ: 128 samples × 512 tokens)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field("wikitext2", description="'wikitext2' or a path to a UTF-8 text file.")
+    split: str = Field("valid", description="WikiText-2 split for calibration (test is kept for evaluation).")
+    n_samples: int = Field(128, description="Number of random windows.")
+    seqlen: int = Field(512, description="Tokens per window.")
+    seed: int = Field(0, description="Seed of the window sampler.")
+    batch_size: int = Field(1, description="Windows per forward/backward pass (memory vs speed).")
+
+
+def calibrate(
+    tm, calib: CalibConfig, *, gradients: bool = True, full_hessian: bool = True, use_cache: bool = True,  # noqa: ANN001
+    progress: bool = True,
+) -> tuple[CalibStats, Usage]:
+    """Calibration statistics of ``tm`` (a :class:`~fmgauge.core.text_models.TextModel`), cached on disk.
+
+    A cached capture with more (gradients, full Hessians) serves a request for less. Returns the stats and the
+    time/memory of the capture (zero time on a cache hit; ``meta['cached']`` says so).
+    """
+    source = TextSource(calib.text, calib.split)
+    desc = {"model": tm.identity, "calib": calib.model_dump(), "text": source.describe(), "v": 1}
+    usage = Usage()
+
+    def path_for(g: bool, f: bool) -> Path:
+        return cache_root() / "quant_calib" / f"{stable_hash({**desc, 'gradients': g, 'full_hessian': f})}.pt"
+
+    for g, f in dict.fromkeys([(gradients, full_hessian), (True, True)]):  # the exact capture, or a superset
+        if use_cache and path_for(g, f).exists():
+            stats = CalibStats.load(path_for(g, f))
+            stats.meta["cached"] = str(path_for(g, f))
+            return stats, usage
+    stream = token_stream(tm.tokenizer, source)
+    seqs = calibration_sequences(stream, calib.n_samples, calib.seqlen, seed=calib.seed)
+    with measure() as usage:
+        stats = capture(tm.model, seqs, gradients=gradients, full_hessian=full_hessian,
+                        batch_size=calib.batch_size, progress=progress)
+    stats.meta.update(calib=calib.model_dump(), text=source.describe(), usage=usage.to_dict())
+    if use_cache:
+        stats.save(path_for(gradients, full_hessian))
+    return stats, usage
+
+
+@dataclass
+class QuantizationResult:
+    """A model whose Linears were quantized in place, with the packed weights and the record of what was done."""
+
+    model: object  # the transformers model (quantized weights, dequantized in place)
+    tokenizer: object
+    qweights: dict[str, QuantizedWeight]
+    record: dict = field(default_factory=dict)
+
+
+def size_report(model: torch.nn.Module, qweights: dict[str, QuantizedWeight]) -> dict:
+    """Model size: quantized Linears packed (codes + fp16 scales + zeros), every other parameter at 16 bits."""
+    params = dict(model.named_parameters())
+    q_params = {f"{n}.weight" for n in qweights}
+    other = sum(p.numel() for n, p in params.items() if n not in q_params)
+    q_bits = sum(q.storage_bits() for q in qweights.values())
+    q_numel = sum(q.codes.numel() for q in qweights.values())
+    total = sum(p.numel() for p in params.values())
+    return {"size_mb": (q_bits + 16 * other) / 8 / 1e6, "fp16_size_mb": 16 * total / 8 / 1e6,
+            "quantized_params": q_numel, "other_params": other,
+            "bits_per_quantized_weight": q_bits / max(q_numel, 1),
+            "code_bits_per_weight": sum(q.n_bits_weights for q in qweights.values()) / max(q_numel, 1)}
+
+
+def quantize_model(tm, cfg: QuantConfig, stats: CalibStats, *, progress: bool = True) -> QuantizationResult:  # noqa: ANN001
+    """Quantize every Linear of ``tm.model`` covered by ``stats`` with ``cfg`` (in place) and record it."""
+    layers = linear_layers(tm.model)
+    weights = {n: m.weight.data for n, m in layers.items() if n in stats.layers}
+    with measure() as usage:
+        qweights, infos, summary = quantize_weights(weights, stats, cfg, progress=progress)
+        for n, qw in qweights.items():
+            w = layers[n].weight
+            w.data = qw.dequantize().to(w.dtype).to(w.device)
+    calib_usage = stats.meta.get("usage", {})
+    record = {
+        "format": FORMAT, "model": tm.identity, "config": cfg.model_dump(), "method_summary": summary,
+        "calibration": {"n_sequences": stats.n_sequences, "seqlen": stats.seqlen, "n_tokens": stats.n_tokens,
+                        "gradients": stats.gradients, "full_hessian": stats.full_hessian,
+                        "calib_loss": stats.loss, "cached": stats.meta.get("cached"),
+                        **{k: stats.meta.get(k) for k in ("calib", "text")}, "usage": calib_usage},
+        "quantization_usage": usage.to_dict(),
+        "size": size_report(tm.model, qweights),
+        "layers": {n: {"shape": list(qweights[n].codes.shape), "groups": int(qweights[n].scale.shape[1]),
+                       "bits": sorted(set(qweights[n].bits.tolist())), **infos.get(n, {})} for n in qweights},
+        "machine": {"threads": torch.get_num_threads(), "platform": platform.platform(),
+                    "torch": torch.__version__},
+    }
+    return QuantizationResult(tm.model, tm.tokenizer, qweights, record)
+
+
+def save_quantized(result: QuantizationResult, out: str | Path) -> Path:
+    """Write the HF-loadable directory described in the module docstring."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = result.model
+    model.hf_quantizer = None  # models read from GGUF refuse save_pretrained otherwise (weights are plain fp)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    result.tokenizer.save_pretrained(out)
+    tensors: dict[str, torch.Tensor] = {}
+    for n, qw in result.qweights.items():
+        tensors.update({k: v.cpu() for k, v in qw.tensors(n).items()})
+    save_file(tensors, out / "quantized.safetensors", metadata={"format": FORMAT})
+    cfg = result.record["config"]
+    (out / "quantization_config.json").write_text(json.dumps({
+        "quant_method": f"fmgauge-{cfg['method']}", "format": FORMAT, "bits": cfg["bits"],
+        "group_size": cfg["group_size"], "sym": cfg["sym"], "layers": sorted(result.qweights),
+        "packed_file": "quantized.safetensors"}, indent=2))
+    (out / "quantization.json").write_text(json.dumps(result.record, indent=2, default=str))
+    return out
+
+
+def load_packed(out: str | Path) -> dict[str, QuantizedWeight]:
+    """The packed quantized weights of a saved directory, by layer name."""
+    from safetensors.torch import load_file
+
+    out = Path(out)
+    path = out / "quantized.safetensors"
+    if not path.exists():
+        raise FmgaugeError(f"{out} is not a quantized model directory: it has no quantized.safetensors.")
+    t = load_file(path)
+    qc = json.loads((out / "quantization_config.json").read_text())
+    return {n: QuantizedWeight.from_tensors(t, n, sym=qc["sym"]) for n in qc["layers"]}
+
+
+def read_record(out: str | Path) -> dict:
+    p = Path(out) / "quantization.json"
+    if not p.exists():
+        raise FmgaugeError(f"{out} has no quantization.json; was it written by `fmgauge quantize run`?")
+    return json.loads(p.read_text())
+
+
+class RunConfig(BaseModel):
+    """``fmgauge quantize run``: which model, how to quantize it, on what calibration text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("smollm2-135m", description="Registered name, local directory or hub id.")
+    quant: QuantConfig = Field(default_factory=QuantConfig)
+    calib: CalibConfig = Field(default_factory=CalibConfig)
+    device: str = Field("auto", description="auto|cpu|cuda|mps")
+    dtype: str = Field("float32", description="float32|float16|bfloat16")
+
+
+def run_quantization(cfg: RunConfig, out: str | Path, *, progress: bool = True, use_cache: bool = True,
+                     ) -> QuantizationResult:
+    """Load, calibrate (only what the method needs), quantize and save to ``out``; returns the result."""
+    from fmgauge.core.text_models import load_text_model
+    from fmgauge.quantization.methods import QUANTIZERS
+
+    QUANTIZERS.get(cfg.quant.method)
+    tm = load_text_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    layers = linear_layers(tm.model)
+    cfg.quant.validate_for({n: m.in_features for n, m in layers.items()})  # refuse before the expensive pass
+    q = cfg.quant
+    needs_h = not (q.method == "rtn" or (q.method == "mixed" and q.mixed_base == "rtn"))
+    stats, _ = calibrate(tm, cfg.calib, gradients=q.needs_gradients, full_hessian=needs_h, use_cache=use_cache,
+                         progress=progress)
+    result = quantize_model(tm, cfg.quant, stats, progress=progress)
+    result.record["run_config"] = cfg.model_dump()
+    save_quantized(result, out)
+    return result
