@@ -35,6 +35,7 @@ from fmgauge.contamination.mink import DEFAULT_K, K_SWEEP, detectors, item_score
 from fmgauge.contamination.scoring import token_stats
 from fmgauge.contamination.topk import pairwise_overlap
 from fmgauge.contamination.verdict import adjust_pvalues, verdict
+from fmgauge.core.models import DeviceName
 from fmgauge.core.stats import auc_ci
 from fmgauge.core.validation import FmgaugeError
 
@@ -67,7 +68,7 @@ class AuditConfig(BaseModel):
     correction: Literal["holm", "bh", "bonferroni", "none"] = Field("holm", description="Across detector × model.")
     context: int | None = Field(None, ge=2, description="Scoring window (default: the model's context).")
     max_batch_tokens: int = Field(2048, ge=1, description="Padded tokens per scoring forward.")
-    device: str = Field("auto", description="auto|cpu|cuda|mps.")
+    device: DeviceName = Field("auto", description="auto|cpu|cuda|mps.")
     dtype: str = Field("float32", description="float32|float16|bfloat16|auto.")
 
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 
 from fmgauge.contamination.benchmarks import TextBenchmark, load_benchmark
 from fmgauge.contamination.scoring import _progress
+from fmgauge.core.models import DeviceName
 from fmgauge.core.validation import FmgaugeError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class PlantConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate (constant).")
     batch_size: int = Field(4, ge=1, description="Documents per optimiser step.")
     seed: int = Field(0, description="Seed of the document order and of LoRA init.")
-    device: str = Field("auto", description="auto|cpu|cuda|mps.")
+    device: DeviceName = Field("auto", description="auto|cpu|cuda|mps.")
     dtype: str = Field("float32", description="Weights dtype for training (float32 on CPU).")
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import AfterValidator
 
 from fmgauge.core.registry import Registry
 from fmgauge.core.validation import FmgaugeError, check_choice
@@ -92,6 +94,10 @@ def validate_device_name(device: str) -> str:
     if not isinstance(device, str) or not _DEVICE_RE.fullmatch(device):
         raise FmgaugeError(f"device must be one of {list(DEVICE_CHOICES)}, got {device!r}.")
     return device
+
+
+DeviceName = Annotated[str, AfterValidator(validate_device_name)]
+"""A config field holding a device name, checked for its form when the config is validated."""
 
 
 def _mps_available() -> bool:

@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import fmgauge
+from fmgauge.core.models import DeviceName
 from fmgauge.core.runner import BackendConfig, RunStats, Trial, run_trials
 from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
@@ -65,7 +66,7 @@ class CompareConfig(BaseModel):
     eval_max: int | None = Field(None, ge=10, description="score at most this many items per eval split: a fixed "
                                                           "stratified subsample, the same for every trial (None: all)")
     label_column: str | None = Field(None, description="label column of a TSV/CSV task (default: auto)")
-    device: str = Field("auto", description="auto | cpu | cuda | mps")
+    device: DeviceName = Field("auto", description="auto | cpu | cuda | mps")
     dtype: str = Field("float32", description="float32 | float16 | bfloat16 | auto")
     n_boot: int = Field(10000, ge=100, description="paired bootstrap resamples")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from fmgauge.core.models import DeviceName
 from fmgauge.core.report import Report, Section, figure_backend, render_html, render_markdown, save_figure
 from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
@@ -44,7 +45,7 @@ class CompareConfig(BaseModel):
     calib: CalibConfig = Field(default_factory=CalibConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     quant: dict = Field(default_factory=dict, description="Extra QuantConfig fields for every method.")
-    device: str = Field("auto", description="auto|cpu|cuda|mps")
+    device: DeviceName = Field("auto", description="auto|cpu|cuda|mps")
     dtype: str = Field("float32", description="float32|float16|bfloat16")
 
 

@@ -23,6 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from fmgauge.core.cache import cache_root, stable_hash
+from fmgauge.core.models import DeviceName
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.quantization.calibration import CalibStats, capture, linear_layers
 from fmgauge.quantization.grid import QuantizedWeight
@@ -182,7 +183,7 @@ class RunConfig(BaseModel):
     model: str = Field("smollm2-135m", description="Registered name, local directory or hub id.")
     quant: QuantConfig = Field(default_factory=QuantConfig)
     calib: CalibConfig = Field(default_factory=CalibConfig)
-    device: str = Field("auto", description="auto|cpu|cuda|mps")
+    device: DeviceName = Field("auto", description="auto|cpu|cuda|mps")
     dtype: str = Field("float32", description="float32|float16|bfloat16")
 
 

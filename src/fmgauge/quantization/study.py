@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from fmgauge.core.models import DeviceName
 from fmgauge.core.report import Report, Section, render_html, render_markdown
 from fmgauge.core.store import RunStore
 from fmgauge.quantization.pipeline import CalibConfig, calibrate
@@ -41,7 +42,7 @@ class SensitivityConfig(BaseModel):
     gt_group: int = Field(64, description="Input channels per perturbed group.")
     gt_bits: int = Field(2, description="Bits of the RTN perturbation of one group.")
     n_boot: int = Field(1000, description="Bootstrap resamples for the correlation CIs.")
-    device: str = Field("auto", description="auto|cpu|cuda|mps")
+    device: DeviceName = Field("auto", description="auto|cpu|cuda|mps")
     dtype: str = Field("float32", description="float32|float16|bfloat16")
 
 

@@ -35,7 +35,7 @@ from pydantic import Field, field_validator
 
 from fmgauge.core.cache import cached_arrays
 from fmgauge.core.data import Dataset
-from fmgauge.core.models import validate_device_name
+from fmgauge.core.models import DeviceName
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput
 from fmgauge.weaklabels.labelers.text import pool_classes, scored_classes, split_texts
@@ -73,7 +73,7 @@ class CausalLMLabeler(LabelerBase):
         "texts ('N/A', '', '[MASK]'; Zhao et al. 2021), removing the model's prior for some answers")
     max_text_tokens: int = Field(256, ge=1, description="texts are cut to their first max_text_tokens tokens")
     batch_size: int = Field(8, ge=1, description="texts per forward pass")
-    device: str = Field("auto", description="auto|cpu|cuda|cuda:N|mps")
+    device: DeviceName = Field("auto", description="auto|cpu|cuda|cuda:N|mps")
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = Field("float32", description="model dtype")
 
     @field_validator("template")
@@ -97,10 +97,6 @@ class CausalLMLabeler(LabelerBase):
             raise FmgaugeError(f"verbalisers must be distinct non-empty strings, got {v!r}.")
         return v
 
-    @field_validator("device")
-    @classmethod
-    def _check_device(cls, v: str) -> str:
-        return validate_device_name(v)
 
     def describe(self) -> str:
         return f"causal-lm:{self.model}"

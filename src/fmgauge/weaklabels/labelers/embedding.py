@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from fmgauge.core.data import Dataset
-from fmgauge.core.models import validate_device_name
+from fmgauge.core.models import DeviceName
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput
 from fmgauge.weaklabels.labelers.text import negated, pool_classes, scored_classes, split_texts
@@ -74,7 +74,7 @@ class TextEmbeddingLabeler(LabelerBase):
     max_length: int = Field(256, ge=2, description="tokens per text (special tokens included); longer texts "
                             "are truncated (256 = all-MiniLM-L6-v2's max_seq_length)")
     batch_size: int = Field(64, ge=1, description="texts per forward pass")
-    device: str = Field("auto", description="auto|cpu|cuda|cuda:N|mps")
+    device: DeviceName = Field("auto", description="auto|cpu|cuda|cuda:N|mps")
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = Field("float32", description="model dtype")
 
     @field_validator("templates")
@@ -98,10 +98,6 @@ class TextEmbeddingLabeler(LabelerBase):
             raise FmgaugeError("negative_descriptions must hold at least one non-empty description.")
         return v
 
-    @field_validator("device")
-    @classmethod
-    def _check_device(cls, v: str) -> str:
-        return validate_device_name(v)
 
     def describe(self) -> str:
         return f"text-embedding:{self.model}"

@@ -24,7 +24,7 @@ import torch
 from pydantic import Field, field_validator
 
 from fmgauge.core.data import Dataset, offline
-from fmgauge.core.models import ModelSpec, resolve_device, resolve_dtype, resolve_model, validate_device_name
+from fmgauge.core.models import DeviceName, ModelSpec, resolve_device, resolve_dtype, resolve_model
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput
 
@@ -50,7 +50,7 @@ class OpenClipLabeler(LabelerBase):
     context_length: int | None = Field(None, ge=1, description="tokenizer context length; None = the "
                                        "model's own (256 for BiomedCLIP, 64 for SigLIP)")
     batch_size: int = Field(64, ge=1, description="images (and prompts) per forward pass")
-    device: str = Field("auto", description="auto|cpu|cuda|cuda:N|mps (auto: cuda, then mps, then cpu)")
+    device: DeviceName = Field("auto", description="auto|cpu|cuda|cuda:N|mps (auto: cuda, then mps, then cpu)")
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = Field(
         "float32", description="weights and activations dtype (auto: float16 on CUDA, else float32)")
 
@@ -68,10 +68,6 @@ class OpenClipLabeler(LabelerBase):
                 raise FmgaugeError(f"each template must contain '{{c}}' and no other braces, got {t!r}.")
         return v
 
-    @field_validator("device")
-    @classmethod
-    def _check_device(cls, v: str) -> str:
-        return validate_device_name(v)
 
     def describe(self) -> str:
         return "open_clip:random-init" if self.model_cfg is not None else f"open_clip:{self.model}"
