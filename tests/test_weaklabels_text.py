@@ -106,10 +106,13 @@ def small_text(tmp_path, fmgauge_env):
     ({"kind": "mlp", "features": "tfidf"}, "sparse"),
     ({"kind": "logreg"}, "holds texts"),
     ({"kind": "finetune", "features": "tfidf"}, "read texts"),
+    ({"kind": "sk-logreg", "features": "tfidf", "elr": True}, "torch students only"),
 ])
 def test_misfit_text_students_are_refused(tmp_path, small_text, student, match):
+    student = dict(student)
+    conditions = ["gold", "gold+weak-elr"] if student.pop("elr", False) else ["gold", "gold+weak", "weak"]
     cfg = StudyConfig(name="bad", dataset=small_text, labelers=[{"kind": "simulated"}],
-                      students=[student], n_gold=[10, 20], seeds=1)
+                      students=[student], n_gold=[10, 20], seeds=1, conditions=conditions)
     with pytest.raises(FmgaugeError, match=match):
         calibrate(cfg, tmp_path / "run", progress=False, report=False)
 

@@ -301,6 +301,9 @@ def calibrate(
         if (s.kind in TEXT_STUDENTS) != (s.features == "text"):
             raise FmgaugeError(f"student {s.display_name()!r}: kind {s.kind!r} with features {s.features!r}; "
                                f"students {list(TEXT_STUDENTS)} read texts (features: text) and only they do.")
+        if "gold+weak-elr" in cfg.conditions and s.kind in (*CONVEX_STUDENTS, *TEXT_STUDENTS):
+            raise FmgaugeError(f"condition gold+weak-elr trains torch students only (logreg, mlp, cnn, resnet); "
+                               f"student {s.display_name()!r} is {s.kind!r}.")
         if hasattr(x_pool, "toarray") and s.kind not in CONVEX_STUDENTS:
             raise FmgaugeError(f"student {s.display_name()!r}: features {s.features!r} are sparse; only "
                                f"{list(CONVEX_STUDENTS)} students take them (e.g. kind: sk-logreg, features: tfidf).")
