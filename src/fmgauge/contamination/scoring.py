@@ -246,10 +246,9 @@ class _progress:
     def __enter__(self):  # noqa: ANN204
         if not self.enabled:
             return lambda n=1: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from fmgauge.core.runner import progress_bar
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), transient=False)
+        self.bar = progress_bar()
         self.bar.start()
         task = self.bar.add_task(self.what, total=self.total)
         return lambda n=1: self.bar.advance(task, n)

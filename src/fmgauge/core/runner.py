@@ -99,6 +99,12 @@ def _set_threads(n: int) -> None:
         pass
 
 
+def progress_bar(*, disable: bool = False, transient: bool = False) -> Progress:
+    """The rich progress bar every long loop shows: description, bar, done/total, elapsed, ETA."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), disable=disable, transient=transient)
+
+
 def run_trials(
     trials: Sequence[Trial],
     fn: TrialFn,
@@ -120,11 +126,7 @@ def run_trials(
     todo = [t for t in trials if t.id not in done]
     t0 = time.perf_counter()
     failures: list[tuple[Trial, str]] = []
-    columns = (
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-    )
-    with Progress(*columns, disable=not progress) as bar:
+    with progress_bar(disable=not progress) as bar:
         task = bar.add_task(description, total=len(trials), completed=len(trials) - len(todo))
 
         def on_done(t: Trial, rows: list[dict] | None, secs: float, err: str | None) -> None:

@@ -13,7 +13,6 @@ A student's ``features`` field names its representation:
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -61,19 +60,21 @@ def represent(ds: Dataset, features: str, pool_split: str, test_split: str) -> t
             embed_texts(model, test.x, max_length=EMBED_MAX_LENGTH))
 
 
-@functools.lru_cache(maxsize=4)
-def _tfidf_cached(key: tuple, pool_texts: tuple[str, ...], test_texts: tuple[str, ...]) -> tuple[Any, Any]:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=50_000,
-                          strip_accents="unicode")
-    xp = vec.fit_transform(pool_texts)
-    return xp, vec.transform(test_texts)
+_TFIDF: dict[tuple, tuple[Any, Any]] = {}  # per process: (dataset, source, pool split, test split) -> matrices
 
 
 def _tfidf(name: str, source: str, pool_split: str, test_split: str, pool_x: np.ndarray,
            test_x: np.ndarray) -> tuple[Any, Any]:
-    return _tfidf_cached((name, source, pool_split, test_split), tuple(map(str, pool_x)), tuple(map(str, test_x)))
+    """TF-IDF of the pool and test texts, fit once per process and dataset (trials reuse it)."""
+    key = (name, source, pool_split, test_split)
+    if key not in _TFIDF:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=50_000,
+                              strip_accents="unicode")
+        _TFIDF.clear()  # one dataset at a time is all a sweep needs
+        _TFIDF[key] = (vec.fit_transform([str(t) for t in pool_x]), vec.transform([str(t) for t in test_x]))
+    return _TFIDF[key]
 
 
 def input_shape(x: Any) -> tuple[int, ...]:

@@ -33,7 +33,7 @@ from fmgauge.weaklabels.labelers import LabelerConfig, LabelerOutput, labeler_ca
 from fmgauge.weaklabels.labelers.simulated import SimulatedLabeler
 from fmgauge.weaklabels.noise import cleanlab_noise, projected_crossover, transition_matrix
 from fmgauge.weaklabels.students import CONVEX_STUDENTS, TEXT_STUDENTS, StudentConfig, n_params
-from fmgauge.weaklabels.sweep import CONDITIONS, check_n_gold, run_trial
+from fmgauge.weaklabels.sweep import CONDITIONS, check_n_gold, gold_order, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -177,16 +177,15 @@ def explain(cfg: StudyConfig, ds: Dataset, results: pd.DataFrame, labelers: dict
     hits, matched, projection, noise = [], [], [], {}
     gold = results[results.condition == "gold"].pivot_table(index="seed", columns=["student", "n_gold"], values="auc")
     weak_only = results[results.condition == "weak"].groupby(["labeler", "student"])["auc"].mean()
+    gold100 = gold_order(pool.y, 0, ds.n_classes)[:100]  # seed 0's first 100 gold items
     for lab, meta in labelers.items():
         out = outputs[lab]
         hits += hit_rates(results, lab, pool.y, out.probs, out.labels, ds.n_classes,
                           tuple(cfg.hit_rate_gold))["summary"]
         t_pool = transition_matrix(pool.y, out.labels, ds.n_classes)
         if meta.get("matched_to") is None:
-            noise[lab] = {"transition_pool": t_pool.tolist(),
-                          "transition_gold100": transition_matrix(
-                              pool.y[_first_gold(pool.y, ds.n_classes, 100)],
-                              out.labels[_first_gold(pool.y, ds.n_classes, 100)], ds.n_classes).tolist()}
+            noise[lab] = {"transition_pool": t_pool.tolist(), "transition_gold100": transition_matrix(
+                pool.y[gold100], out.labels[gold100], ds.n_classes).tolist()}
             if cfg.cleanlab and len(np.unique(out.labels)) == ds.n_classes:
                 noise[lab]["cleanlab"] = cleanlab_noise(pool.x, out.labels, ds.n_classes)
             cc = f"{lab} ~ class-conditional"
@@ -216,12 +215,6 @@ def explain(cfg: StudyConfig, ds: Dataset, results: pd.DataFrame, labelers: dict
                                                                      row["random"]["lo"] * row["random"]["hi"]) > 0)
             matched.append(row)
     return {"hit_rates": hits, "matched": matched, "projection": projection, "noise": noise}
-
-
-def _first_gold(y_pool: np.ndarray, n_classes: int, m: int) -> np.ndarray:
-    from fmgauge.weaklabels.sweep import gold_order
-
-    return gold_order(y_pool, 0, n_classes)[:min(m, len(y_pool))]
 
 
 def _git_hash() -> str | None:

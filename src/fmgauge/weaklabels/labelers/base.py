@@ -64,6 +64,17 @@ class LabelerOutput:
         return LabelerOutput(ids=self.ids[order], probs=self.probs[order], labels=self.labels[order])
 
 
+def check_template(t: str) -> str:
+    """A prompt/description template must contain ``{c}`` (the class name) and no other braces."""
+    try:
+        ok = "{c}" in t and isinstance(t.format(c=""), str)
+    except (KeyError, IndexError, ValueError):
+        ok = False
+    if not ok:
+        raise FmgaugeError(f"each template must contain '{{c}}' and no other braces, got {t!r}.")
+    return t
+
+
 LabelFn = Callable[[Any, Dataset, str], LabelerOutput]
 
 

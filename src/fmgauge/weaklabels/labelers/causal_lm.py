@@ -235,22 +235,13 @@ def score_texts(model, prompts: Prompts, *, pad_id: int, device: torch.device, b
                 check: bool = True, progress: str | None = None) -> np.ndarray:
     """(N, M) summed verbaliser-token log-probs of every prompt, batched by prompt length (the first batch
     self-checked against :func:`reference_scores` when ``check``)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from fmgauge.core.runner import progress_bar
 
     n = len(prompts.prompts)
     order = np.argsort([len(p) for p in prompts.prompts], kind="stable")
     out = np.zeros((n, len(prompts.verbalisers)))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
     t0, next_log = time.perf_counter(), n // 10
-    with Progress(*columns, transient=True, disable=progress is None) as bar:
+    with progress_bar(transient=True, disable=progress is None) as bar:
         task = bar.add_task(progress or "", total=n)
         for s in range(0, n, batch_size):
             idx = order[s:s + batch_size]

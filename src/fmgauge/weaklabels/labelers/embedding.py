@@ -31,23 +31,13 @@ from pydantic import Field, field_validator
 from fmgauge.core.data import Dataset
 from fmgauge.core.models import DeviceName
 from fmgauge.core.validation import FmgaugeError
-from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput
+from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput, check_template
 from fmgauge.weaklabels.labelers.text import negated, pool_classes, scored_classes, split_texts
 from fmgauge.weaklabels.text_embed import embed_texts
 
 log = logging.getLogger(__name__)
 DEFAULT_TEMPLATES = ("a medical abstract about {c}.", "a clinical study of patients with {c}.", "{c}")
 DEFAULT_NEGATIVE = ("a medical abstract.", "a clinical study of patients.", "medicine")
-
-
-def _check_template(t: str) -> str:
-    try:
-        ok = "{c}" in t and isinstance(t.format(c=""), str)
-    except (KeyError, IndexError, ValueError):
-        ok = False
-    if not ok:
-        raise FmgaugeError(f"each template must contain '{{c}}' and no other braces, got {t!r}.")
-    return t
 
 
 class TextEmbeddingLabeler(LabelerBase):
@@ -82,7 +72,7 @@ class TextEmbeddingLabeler(LabelerBase):
     def _check_templates(cls, v: list[str]) -> list[str]:
         if not v:
             raise FmgaugeError("templates must hold at least one template such as 'a medical abstract about {c}.'.")
-        return [_check_template(t) for t in v]
+        return [check_template(t) for t in v]
 
     @field_validator("class_descriptions")
     @classmethod

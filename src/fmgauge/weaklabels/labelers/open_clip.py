@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from fmgauge.core.data import Dataset, offline
 from fmgauge.core.models import DeviceName, ModelSpec, resolve_device, resolve_dtype, resolve_model
 from fmgauge.core.validation import FmgaugeError
-from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput
+from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput, check_template
 
 log = logging.getLogger(__name__)
 DEFAULT_TEMPLATES = ("a medical image showing {c}.", "an image of {c}.", "a photo of {c}.")
@@ -59,14 +59,7 @@ class OpenClipLabeler(LabelerBase):
     def _check_templates(cls, v: list[str]) -> list[str]:
         if not v:
             raise FmgaugeError("templates must hold at least one prompt template such as 'an image of {c}.'.")
-        for t in v:
-            try:
-                ok = "{c}" in t and isinstance(t.format(c=""), str)
-            except (KeyError, IndexError, ValueError):
-                ok = False
-            if not ok:
-                raise FmgaugeError(f"each template must contain '{{c}}' and no other braces, got {t!r}.")
-        return v
+        return [check_template(t) for t in v]
 
 
     def describe(self) -> str:
