@@ -7,7 +7,7 @@ docs/bench-parts/quantization.md from whatever results exist (numbers are read f
 typed).
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py compare
-    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py gptq-timing --n-samples 16
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py gptq-timing --n-samples 128
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py layer-check
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py doc
 """
@@ -38,21 +38,31 @@ def run_compare(a: argparse.Namespace) -> None:
 
 
 def run_gptq_timing(a: argparse.Namespace) -> None:
-    """End-to-end GPTQ (fresh calibration without gradients + quantization), time and peak memory recorded."""
+    """End-to-end GPTQ as `fmgauge quantize run` does it (load, tokenize, sequential calibration + quantization of
+    every block, save), on an otherwise idle machine; wall time, CPU time and peak memory recorded."""
     import json
+    import os
     import shutil
     import tempfile
+    import time
 
     from fmgauge.quantization.pipeline import RunConfig, run_quantization
+    from fmgauge.quantization.resources import measure
 
-    cfg = RunConfig.model_validate({"model": a.model, "quant": {"method": "gptq", "bits": 4, "group_size": 128},
+    cfg = RunConfig.model_validate({"model": a.model, "quant": {"method": "gptq", "bits": a.bits, "group_size": 128},
                                     "calib": {"n_samples": a.n_samples, "seqlen": a.seqlen}})
     out = Path(tempfile.mkdtemp(prefix="gptq-timing-"))
+    load_before = os.getloadavg()
     try:
-        res = run_quantization(cfg, out, progress=False, use_cache=False)
+        t0 = time.perf_counter()
+        with measure() as total:
+            res = run_quantization(cfg, out, progress=False, use_cache=False)
+        wall = time.perf_counter() - t0
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    rec = {**res.record, "command": " ".join(["OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python", *sys.argv])}
+    rec = {**res.record, "command": " ".join(["OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python", *sys.argv]),
+           "end_to_end": {**total.to_dict(), "wall_seconds": wall}, "loadavg_before": load_before,
+           "loadavg_after": os.getloadavg(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (RESULTS / "quantization-gptq-timing.json").write_text(json.dumps(rec, indent=2, default=str))
 
 
@@ -95,6 +105,7 @@ def main() -> None:
     p.add_argument("--methods", default="rtn,awq,gptq,sens-awq,sens-gptq")
     p.add_argument("--stages", default="3:128,4:128,3:-1,4:-1", help="bits:group_size, comma-separated, in order")
     p.add_argument("--n-samples", type=int, default=8)
+    p.add_argument("--bits", type=int, default=4, help="gptq-timing: bits (group 128)")
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--context", type=int, default=512)
     p.add_argument("--max-windows", type=int, default=8)

@@ -11,7 +11,14 @@ import pytest
 
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.masking.analysis import paired, verdict
-from fmgauge.masking.experiment import CompareConfig, compare, load_mlm, plan_trials, run_trial
+from fmgauge.masking.experiment import (
+    CompareConfig,
+    carry_untouched,
+    compare,
+    load_mlm,
+    plan_trials,
+    run_trial,
+)
 from fmgauge.masking.tasks import load_task
 
 
@@ -109,6 +116,27 @@ def test_model_without_mlm_head_is_refused(tmp_path, minilm_tok):
 def test_headless_checkpoint_gets_a_documented_head(headless_bert):
     tm = load_mlm(headless_bert, device="cpu")
     assert any(n.startswith("cls.predictions") for n in tm.initialised)
+
+
+def test_fine_tuning_keeps_the_checkpoints_pooler(headless_bert, tmp_path):
+    """The MLM model has no pooler, so the classifier built from it would start from a random one: the
+    checkpoint's pooler (untouched by MLM) must be carried over; the new classification head stays initialised."""
+    import torch
+
+    from fmgauge.core.text_models import load_text_model
+
+    tm = load_mlm(headless_bert, device="cpu")
+    tm.model.save_pretrained(tmp_path / "adapted")
+    clf = load_text_model(str(tmp_path / "adapted"), task="sequence-classification", device="cpu", num_labels=2)
+    pooler = "bert.pooler.dense.weight"
+    assert pooler in clf.initialised
+    base = dict(load_text_model(headless_bert, task="sequence-classification", device="cpu",
+                                num_labels=2).model.named_parameters())[pooler]
+    params = dict(clf.model.named_parameters())
+    assert not torch.equal(params[pooler], base)
+    carried = carry_untouched(clf.model, clf.initialised, _cfg("mrpc", headless_bert))
+    assert pooler in carried and not any(n.startswith("classifier") for n in carried)
+    assert torch.equal(params[pooler], base)
 
 
 def test_config_refuses_bad_strategies_and_single_seed(tmp_path, headless_bert, small_mrpc):

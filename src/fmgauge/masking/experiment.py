@@ -254,8 +254,10 @@ def run_trial(config: dict) -> list[dict]:
         # ---- fine-tuning
         t1 = time.perf_counter()
         transformers.set_seed(seed)
-        clf = load_text_model(f"{tmp}/adapted", task="sequence-classification", device=cfg.device,
-                              dtype=cfg.dtype, num_labels=task.n_labels).model
+        clf_tm = load_text_model(f"{tmp}/adapted", task="sequence-classification", device=cfg.device,
+                                 dtype=cfg.dtype, num_labels=task.n_labels)
+        clf = clf_tm.model
+        carried = carry_untouched(clf, clf_tm.initialised, cfg)
         keep = stratified_indices(train.y, cfg.ft_train_size, seed)
         ft_items = [{k: v for k, v in it.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
                     | {"labels": int(train.y[i])} for i, it in ((i, mlm_items[i]) for i in keep)]
@@ -276,7 +278,8 @@ def run_trial(config: dict) -> list[dict]:
         args = _training_args(
             f"{tmp}/ft", seed=seed, device=device.type, max_steps=total, per_device_train_batch_size=cfg.ft_batch,
             per_device_eval_batch_size=64, learning_rate=cfg.ft_lr, warmup_steps=int(cfg.ft_warmup * total),
-            weight_decay=0.01, logging_steps=max(1, total // 20), eval_strategy="no")
+            weight_decay=0.01, logging_steps=max(1, total // 20), eval_strategy="no",
+            train_sampling_strategy="group_by_length")  # batches of similar length: less padding
         ft = Trainer(model=clf, args=args, train_dataset=_ListDataset(ft_items),
                      eval_dataset=_ListDataset(evals[dev_name][0]), data_collator=DataCollatorWithPadding(tok),
                      compute_metrics=metrics, callbacks=[EvalAt()])
@@ -288,7 +291,7 @@ def run_trial(config: dict) -> list[dict]:
             if "eval_f1" in h:
                 rows.append({**base, "kind": "ft_curve", "step": h["step"], "dev_f1": h["eval_f1"],
                              "dev_acc": h["eval_acc"]})
-        out = {**head, "ft_steps": total, "ft_train_size": len(ft_items)}
+        out = {**head, "ft_steps": total, "ft_train_size": len(ft_items), "ft_from_checkpoint": ", ".join(carried)}
         for s, (items, y) in evals.items():
             pred = np.argmax(ft.predict(_ListDataset(items)).predictions, -1)
             m = classification_metrics(y, pred, task.n_labels)
@@ -298,6 +301,30 @@ def run_trial(config: dict) -> list[dict]:
         out["ft_seconds"] = time.perf_counter() - t1
     rows.append(out)
     return rows
+
+
+def carry_untouched(clf: Any, initialised: tuple[str, ...], cfg: CompareConfig) -> list[str]:
+    """Copy into ``clf`` the pre-trained tensors the masked-LM checkpoint could not hold (e.g. BERT's pooler).
+
+    The MLM stage never trains them, so the original checkpoint's values are the adapted model's values; without
+    this they would be initialised at random before fine-tuning. Returns the names copied (the new classification
+    head stays initialised).
+    """
+    import torch
+
+    from fmgauge.core.text_models import load_text_model
+
+    if not initialised:
+        return []
+    base = load_text_model(cfg.model, task="sequence-classification", device=cfg.device, dtype=cfg.dtype,
+                           num_labels=clf.config.num_labels)
+    have = dict(base.model.named_parameters())
+    names = [n for n in initialised if n in have and n not in base.initialised]
+    params = dict(clf.named_parameters())
+    with torch.no_grad():
+        for n in names:
+            params[n].copy_(have[n])
+    return names
 
 
 def sentence_features(encoder: Any, tok: Any, texts: list[str], max_length: int, device: Any, *,

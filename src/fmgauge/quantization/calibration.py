@@ -10,6 +10,8 @@ the sequence) at the layer output:
 - ``fisher``   (d_in,)  ``S_j = mean_t ‖g_t‖² x_tj²``       (= mean_t Σ_i (g_ti x_tj)², gradient-weighted activation)
 - ``H``        (d_in, d_in) ``2/n Σ_t x_t x_tᵀ``            (GPTQ; shared by the Linears that read the same input)
 - ``HF``       (d_in, d_in) ``2/n Σ_t ‖g_t‖² x_t x_tᵀ``     (loss-weighted Hessian; its diagonal is ``2 S``)
+- ``gnorm``    (N, T)   ``‖g_t‖²`` of every calibration token (lets the sequential pass of :mod:`.sequential`
+  weight the inputs of the already-quantized model by the full-precision gradient)
 
 Memory is bounded by one batch of activations plus the accumulators (no activations are kept across batches).
 The ``lm_head`` (output embedding) is skipped by default, as in GPTQ and AWQ.
@@ -45,6 +47,7 @@ class LayerStats:
     fisher: torch.Tensor | None = None
     H: torch.Tensor | None = None
     HF: torch.Tensor | None = None
+    gnorm: torch.Tensor | None = None
     input_group: str = ""  # name of the first Linear reading the same input (shares H with it)
 
 
@@ -63,10 +66,7 @@ class CalibStats:
 
     def input_groups(self) -> dict[str, list[str]]:
         """Leader name -> the Linears sharing its input (q/k/v, gate/up, ...), in model order."""
-        groups: dict[str, list[str]] = {}
-        for name, st in self.layers.items():
-            groups.setdefault(st.input_group or name, []).append(name)
-        return groups
+        return input_groups(self.layers)
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +82,14 @@ class CalibStats:
         d = torch.load(path, weights_only=False)
         layers = {k: LayerStats(**v) for k, v in d.pop("layers").items()}
         return cls(layers=layers, **d)
+
+
+def input_groups(layers: dict[str, LayerStats]) -> dict[str, list[str]]:
+    """Leader name -> the Linears of ``layers`` sharing its input (q/k/v, gate/up, ...), in model order."""
+    groups: dict[str, list[str]] = {}
+    for name, st in layers.items():
+        groups.setdefault(st.input_group or name, []).append(name)
+    return groups
 
 
 def linear_layers(model: torch.nn.Module, skip: Iterable[str] = DEFAULT_SKIP) -> dict[str, torch.nn.Linear]:
@@ -109,6 +117,37 @@ def layer_block(name: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+def add_inputs(st: LayerStats, x2: torch.Tensor, *, hessian: bool) -> None:
+    """Fold tokens ``x2`` (t, d_in) into the running means ``act_abs``, ``sq`` and (group leader) ``H`` of ``st``.
+
+    ``st.n`` (tokens seen so far) is not advanced: the caller does that once both halves were added.
+    """
+    t = x2.shape[0]
+    w_old, w_new = st.n / (st.n + t), 1 / (st.n + t)
+    if st.act_abs is None:
+        st.act_abs, st.sq = x2.new_zeros(st.d_in), x2.new_zeros(st.d_in)
+    st.act_abs.mul_(w_old).add_(x2.abs().sum(0), alpha=w_new)
+    st.sq.mul_(w_old).add_((x2 * x2).sum(0), alpha=w_new)
+    if hessian and st.input_group in ("", st.name):
+        if st.H is None:
+            st.H = x2.new_zeros(st.d_in, st.d_in)
+        st.H.addmm_(x2.T, x2, beta=w_old, alpha=2 * w_new)
+
+
+def add_weighted(st: LayerStats, x2: torch.Tensor, gn: torch.Tensor, *, hessian: bool) -> None:
+    """Fold tokens ``x2`` (t, d_in) with squared output-gradient norms ``gn`` (t,) into ``fisher`` and ``HF``."""
+    t = x2.shape[0]
+    w_old, w_new = st.n / (st.n + t), 1 / (st.n + t)
+    if st.fisher is None:
+        st.fisher = x2.new_zeros(st.d_in)
+    st.fisher.mul_(w_old).add_((gn.unsqueeze(1) * x2 * x2).sum(0), alpha=w_new)
+    if hessian:
+        if st.HF is None:
+            st.HF = x2.new_zeros(st.d_in, st.d_in)
+        xg = x2 * gn.sqrt().unsqueeze(1)
+        st.HF.addmm_(xg.T, xg, beta=w_old, alpha=2 * w_new)
+
+
 def capture(
     model: torch.nn.Module, sequences: torch.Tensor, *, gradients: bool = True, full_hessian: bool = True,
     skip: Iterable[str] = DEFAULT_SKIP, batch_size: int = 1, progress: bool = True,
@@ -127,6 +166,7 @@ def capture(
         st.act_abs, st.sq = torch.zeros(st.d_in, device=dev), torch.zeros(st.d_in, device=dev)
         if gradients:
             st.fisher = torch.zeros(st.d_in, device=dev)
+    gnorms: dict[str, list[torch.Tensor]] = {n: [] for n in stats}
     first_seen: dict[tuple, str] = {}
     pending: dict[str, torch.Tensor] = {}
     keep: list[torch.Tensor] = []
@@ -142,36 +182,23 @@ def capture(
                 stats[name].input_group = first_seen.setdefault(key, name)
             st = stats[name]
             x2 = x.reshape(-1, st.d_in).float()
-            t = x2.shape[0]
-            w_old = st.n / (st.n + t)
-            st.act_abs.mul_(w_old).add_(x2.abs().sum(0) / (st.n + t))
-            st.sq.mul_(w_old).add_((x2 * x2).sum(0) / (st.n + t))
-            if full_hessian and st.input_group == name:
-                if st.H is None:
-                    st.H = torch.zeros(st.d_in, st.d_in, device=dev)
-                st.H.mul_(w_old).add_(x2.T @ x2, alpha=2 / (st.n + t))
+            add_inputs(st, x2, hessian=full_hessian)
             if gradients:
                 pending[name] = x2
-                out.register_hook(grad_hook(name))
+                out.register_hook(grad_hook(name, x.shape[:-1]))
             else:
-                st.n += t
+                st.n += x2.shape[0]
 
         return hook
 
-    def grad_hook(name: str):
+    def grad_hook(name: str, shape: torch.Size):
         def hook(g: torch.Tensor) -> None:
             st = stats[name]
             x2 = pending.pop(name)
-            t = x2.shape[0]
             gn = g.detach().reshape(-1, st.d_out).float().pow(2).sum(1)  # (T,) ‖g_t‖²
-            w_old = st.n / (st.n + t)
-            st.fisher.mul_(w_old).add_((gn.unsqueeze(1) * x2 * x2).sum(0) / (st.n + t))
-            if full_hessian:
-                if st.HF is None:
-                    st.HF = torch.zeros(st.d_in, st.d_in, device=dev)
-                xg = x2 * gn.sqrt().unsqueeze(1)
-                st.HF.mul_(w_old).add_(xg.T @ xg, alpha=2 / (st.n + t))
-            st.n += t
+            add_weighted(st, x2, gn, hessian=full_hessian)
+            gnorms[name].append(gn.reshape(shape).cpu())
+            st.n += x2.shape[0]
 
         return hook
 
@@ -204,6 +231,7 @@ def capture(
                     for acc in (st.fisher, st.HF):
                         if acc is not None:
                             acc.mul_(st.n / (st.n + t))
+                    gnorms[name].append(torch.zeros(ids.shape))
                     st.n += t
                 total_loss += float(loss_sum.detach())
                 total_tok += n_pred
@@ -217,5 +245,7 @@ def capture(
     for st in stats.values():  # H lives with the group leader; followers point to the same tensor
         if full_hessian and st.input_group != st.name:
             st.H = stats[st.input_group].H
+        if gradients:
+            st.gnorm = torch.cat(gnorms[st.name])
     return CalibStats(stats, int(sequences.numel()), len(sequences), int(sequences.shape[1]), gradients,
                       full_hessian, total_loss / max(total_tok, 1))

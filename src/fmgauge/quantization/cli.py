@@ -103,6 +103,10 @@ def run_cmd(
     ragged: Annotated[bool | None, typer.Option("--ragged/--no-ragged", help=(
         "Allow a shorter last group if the group size does not divide a layer's width (default), else refuse."))] = None,
     actorder: Annotated[bool | None, typer.Option("--actorder/--no-actorder", help="GPTQ act-order (default off).")] = None,
+    sequential: Annotated[bool | None, typer.Option(
+        "--sequential/--no-sequential",
+        help="Calibrate each block on the outputs of the already-quantized blocks (default: on for the GPTQ family "
+             "and mixed, off for AWQ).")] = None,
     clip: Annotated[bool | None, typer.Option("--clip/--no-clip", help="AWQ clipping search (default on).")] = None,
     fisher_mix: Annotated[float | None, typer.Option(help="sens-gptq: weight of the Fisher Hessian (0..1).")] = None,
     mixed_fraction: Annotated[float | None, typer.Option(help="mixed: share of weights at --high-bits.")] = None,
@@ -122,17 +126,19 @@ def run_cmd(
     data = _read(config)
     _merge(data, "calib", _calib(calib, n_samples, seqlen, seed))
     quant = {"method": method, "bits": bits, "group_size": group_size, "sym": sym, "ragged": ragged,
-             "actorder": actorder, "clip": clip, "fisher_mix": fisher_mix, "mixed_fraction": mixed_fraction,
+             "actorder": actorder, "sequential": sequential, "clip": clip, "fisher_mix": fisher_mix, "mixed_fraction": mixed_fraction,
              "high_bits": high_bits}
     _merge(data, "quant", {k: v for k, v in quant.items() if v is not None})
     cfg = load_config(RunConfig, None, {**data, "model": model, "device": device, "dtype": dtype})
     res = run_quantization(cfg, out)
     r = res.record
-    cu = r["calibration"]["usage"] or {}
+    c = r["calibration"]
+    fp_pass = (f"full-precision calibration {(c.get('usage') or {}).get('seconds', 0):.1f} s"
+               f"{' (cached)' if c.get('cached') else ''}, " if "usage" in c else "")
+    seq = " (sequential, block-by-block calibration included)" if c["sequential"] else ""
     console.print(f"{cfg.quant.method} {cfg.quant.bits}-bit g{cfg.quant.group_size}: {len(res.qweights)} layers, "
                   f"{r['size']['bits_per_quantized_weight']:.3f} bits/weight, {r['size']['size_mb']:.1f} MB; "
-                  f"calibration {cu.get('seconds', 0):.1f} s{' (cached)' if r['calibration']['cached'] else ''}, "
-                  f"quantization {r['quantization_usage']['seconds']:.1f} s, peak RSS "
+                  f"{fp_pass}quantization {r['quantization_usage']['seconds']:.1f} s{seq}, peak RSS "
                   f"{r['quantization_usage']['peak_rss_mb']:.0f} MB")
     console.print(f"Saved: [bold]{out}[/] (load with AutoModelForCausalLM.from_pretrained)")
 

@@ -21,7 +21,13 @@ from fmgauge.core.report import Report, Section, figure_backend, render_html, re
 from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.quantization.evaluate import EvalConfig, kl_to_reference, perplexity
-from fmgauge.quantization.pipeline import CalibConfig, calibrate, quantize_model, size_report
+from fmgauge.quantization.pipeline import (
+    CalibConfig,
+    calibrate,
+    calibration_tokens,
+    quantize_model,
+    size_report,
+)
 from fmgauge.quantization.text_data import TextSource, token_stream
 
 log = logging.getLogger(__name__)
@@ -81,19 +87,21 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
                "size_mb": size_report(tm.model, {})["fp16_size_mb"], "avg_bits": 16.0, "kl": 0.0,
                "top1_agreement": 1.0}
         store.record("fp", {"method": "fp"}, [row], time.perf_counter() - t0)
-    need_grad = any(c.needs_gradients for c in configs)
-    stats = None
-    for qc in configs:
+    todo = [qc for qc in configs if _trial_id(qc.method, qc.bits, qc.group_size) not in done]
+    need_grad = any(c.needs_gradients for c in todo)
+    need_h = any(c.needs_hessian and not c.sequential_ for c in todo)
+    stats = seqs = None
+    if todo and (need_grad or need_h):  # one full-precision capture serves every configuration
+        stats, _ = calibrate(tm, cfg.calib, gradients=need_grad, full_hessian=need_h, progress=progress)
+    if any(c.sequential_ for c in todo):
+        seqs = calibration_tokens(tm, cfg.calib)
+    for qc in todo:
         tid = _trial_id(qc.method, qc.bits, qc.group_size)
-        if tid in done:
-            continue
-        if stats is None:
-            stats, _ = calibrate(tm, cfg.calib, gradients=need_grad, full_hessian=True, progress=progress)
         log.info("quantizing: %s", tid)
         t0 = time.perf_counter()
         qtm = TextModel(copy.deepcopy(tm.model), tm.tokenizer, tm.name, tm.source, tm.device)
         try:
-            res = quantize_model(qtm, qc, stats, progress=progress)
+            res = quantize_model(qtm, qc, stats, sequences=seqs, progress=progress)
         except FmgaugeError as e:
             store.record_failure(tid, qc.model_dump(), str(e))
             log.warning("%s failed: %s", tid, e)
@@ -101,7 +109,7 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
         ppl = perplexity(qtm.model, stream, cfg.eval, progress=progress).to_dict()
         kl = kl_to_reference(qtm.model, tm.model, stream, cfg.eval) if cfg.eval.kl_windows else {}
         rec = res.record
-        cu = rec["calibration"]["usage"] or {}
+        cu = rec["calibration"].get("usage") or {}
         row = {"method": qc.method, "bits": qc.bits, "group_size": qc.group_size, **ppl, **kl,
                "size_mb": rec["size"]["size_mb"], "avg_bits": rec["size"]["bits_per_quantized_weight"],
                "code_bits": rec["size"]["code_bits_per_weight"],
@@ -198,8 +206,10 @@ def build_report(cfg: CompareConfig, df: pd.DataFrame, summary: dict, fig: Path)
         lead += " CAVEAT: " + summary["caveat"]
     c = cfg.calib
     paras = [
-        f"Calibration: {c.n_samples} random windows × {c.seqlen} tokens of {c.text} {c.split} (seed {c.seed}), one "
-        "pass shared by all methods (full-precision activations; GPTQ is therefore the non-sequential variant).",
+        f"Calibration: {c.n_samples} random windows × {c.seqlen} tokens of {c.text} {c.split} (seed {c.seed}). "
+        "Sequential methods (the GPTQ family by default) calibrate each block on the outputs of the blocks already "
+        "quantized; the others read one full-precision pass shared by all methods, and the sensitivity methods "
+        "weight tokens by the full-precision gradient norms of that pass.",
         f"Full-precision perplexity {fp_ppl:.2f}. Best method per setting — " + "; ".join(wins) + ".",
         "Size counts quantized Linears packed (codes + fp16 scale + zero per group; AWQ adds an fp16 scale per input "
         "channel) and every other parameter at 16 bits. Times and peak resident memory are for the quantization "

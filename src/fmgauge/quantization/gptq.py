@@ -27,7 +27,7 @@ from fmgauge.quantization.grid import (
     check_group_size,
     grid_params,
     group_index,
-    quantize_codes,
+    round_to_grid,
 )
 
 
@@ -102,12 +102,15 @@ def gptq_quantize(
     except torch.linalg.LinAlgError as e:
         raise FmgaugeError(f"H is not positive definite even after damping {percdamp}; raise percdamp. ({e})") from e
 
+    if static:
+        static_group = g_orig[perm].tolist()
+        static_maxq = [float(2**b - 1) for b in gbits.tolist()]
     Q = torch.zeros_like(W)
     losses = torch.zeros(d_out, device=dev)
-    g_perm = torch.empty(d_in, dtype=torch.long, device=dev)  # group of each processed (permuted) column
+    g_perm: list[int] = []  # group of each processed (permuted) column
     scales_dyn: list[torch.Tensor] = []
     zeros_dyn: list[torch.Tensor] = []
-    cur_s = cur_z = None
+    s = z = None
     gsz = d_in if group_size == -1 else group_size
     for i1 in range(0, d_in, blocksize):
         i2 = min(i1 + blocksize, d_in)
@@ -119,32 +122,30 @@ def gptq_quantize(
         for i in range(count):
             col = i1 + i
             w = W1[:, i]
-            d = Hinv1[i, i]
             if static:
-                g = int(g_orig[perm[col]])
-                s, z, b = scale_o[:, g:g + 1], zero_o[:, g:g + 1], gbits[g]
+                g = static_group[col]
+                s, z, maxq = scale_o[:, g], zero_o[:, g], static_maxq[g]
             else:
                 if col % gsz == 0:  # a new group: its grid from the error-updated columns it covers
                     block = torch.cat([W1[:, i:], W[:, i2:]], 1)[:, :gsz] if col + gsz > i2 else W1[:, i:i + gsz]
-                    cur_s, cur_z = grid_params(block, bits, torch.zeros(block.shape[1], dtype=torch.long,
-                                                                          device=dev), sym=sym)
-                    scales_dyn.append(cur_s[:, 0])
-                    zeros_dyn.append(cur_z[:, 0])
-                g = len(scales_dyn) - 1
-                s, z, b = cur_s, cur_z, bits
-            g_perm[col] = g
-            q = quantize_codes(w.unsqueeze(1), s, z, b, torch.zeros(1, dtype=torch.long, device=dev))[:, 0]
-            qd = s[:, 0] * (q - z[:, 0])
+                    sc, zc = grid_params(block, bits, torch.zeros(block.shape[1], dtype=torch.long, device=dev),
+                                         sym=sym)
+                    s, z = sc[:, 0], zc[:, 0]
+                    scales_dyn.append(s)
+                    zeros_dyn.append(z)
+                g, maxq = len(scales_dyn) - 1, float(2**bits - 1)
+            g_perm.append(g)
+            q = round_to_grid(w, s, z, maxq)
             Q1[:, i] = q
-            losses += (w - qd) ** 2 / d ** 2 / 2
-            err1 = (w - qd) / d
-            W1[:, i:] -= err1.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+            err1 = (w - s * (q - z)) / Hinv1[i, i]
+            losses += err1**2 / 2
+            W1[:, i:].addr_(err1, Hinv1[i, i:], alpha=-1)
             Err1[:, i] = err1
         Q[:, i1:i2] = Q1
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
 
     codes = Q[:, invperm]
-    g_idx = g_perm[invperm]
+    g_idx = torch.tensor(g_perm, dtype=torch.long, device=dev)[invperm]
     if static:
         scale, zero = scale_o, zero_o
     else:

@@ -92,8 +92,12 @@ def quantize_codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bit
     """Integer codes (d_out, d_in) in 0..2**bits-1 (as float) of ``w`` on the grid (scale, zero) of its group."""
     n_groups = scale.shape[1]
     maxq = (2 ** torch.as_tensor(bits, device=w.device).float() - 1).expand(n_groups)[g_idx]  # (d_in,)
-    s, z = scale[:, g_idx], zero[:, g_idx]
-    return torch.minimum(torch.clamp(torch.round(w.float() / s) + z, min=0), maxq)
+    return round_to_grid(w.float(), scale[:, g_idx], zero[:, g_idx], maxq)
+
+
+def round_to_grid(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor, maxq: torch.Tensor | float) -> torch.Tensor:
+    """Codes ``clamp(round(w / s) + z, 0, maxq)`` (as float) for broadcastable ``w``, scale ``s``, zero ``z``."""
+    return torch.minimum(torch.clamp(torch.round(w / s) + z, min=0), torch.as_tensor(maxq, device=w.device))
 
 
 def dequantize_codes(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, g_idx: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """The quantizers behind ``--method``: one registry, one config, one driver that applies them to a model.
 
 Every method is a function ``(weights, stats, cfg) -> {name: (QuantizedWeight, info)}`` over one *input group*
-(the Linears reading the same input: q/k/v, gate/up, o, down), so AWQ can share one scale across the group. All
-methods read the same :class:`~fmgauge.quantization.calibration.CalibStats` (one calibration pass, full-precision
-activations; GPTQ here is therefore the non-sequential variant: every layer's ``H`` comes from the FP model).
+(the Linears reading the same input: q/k/v, gate/up, o, down), so AWQ can share one scale across the group.
+Statistics come either from one full-precision calibration pass (:class:`~fmgauge.quantization.calibration.CalibStats`)
+or, with ``sequential`` (the default for the GPTQ family, as in the reference), block by block from the outputs of
+the already-quantized blocks (:mod:`.sequential`).
 
 ==========  ===========================================================================================
 rtn         round-to-nearest on the group grid
@@ -49,6 +50,11 @@ class QuantConfig(BaseModel):
     blocksize: int = Field(128, description="GPTQ lazy-batch block size (columns).")
     actorder: bool = Field(False, description="GPTQ act-order: columns by decreasing diag H.")
     static_groups: bool = Field(False, description="GPTQ: grids fixed on the original column order first.")
+    sequential: bool | None = Field(None, description="Calibrate each block on the outputs of the already-quantized "
+                                                      "blocks (reference GPTQ). None: on for gptq, sens-gptq and "
+                                                      "mixed; off for AWQ (its reference searches on full-"
+                                                      "precision inputs) and RTN (no statistics).")
+    seq_batch: int = Field(8, ge=1, description="sequential: calibration sequences per block forward.")
     fisher_mix: float = Field(1.0, description="sens-gptq: weight of H_F in (1-λ)·H/tr + λ·H_F/tr (1 = pure H_F).")
     # AWQ (AutoAWQ defaults)
     n_grid: int = Field(20, description="AWQ: number of α values in [0, 1).")
@@ -79,6 +85,25 @@ class QuantConfig(BaseModel):
     @property
     def needs_gradients(self) -> bool:
         return self.method.startswith("sens") or self.method == "mixed"
+
+    @property
+    def needs_hessian(self) -> bool:
+        """Whether the method reads H / H_F (everything but RTN, plain or as the base of 'mixed')."""
+        return not (self.method == "rtn" or (self.method == "mixed" and self.mixed_base == "rtn"))
+
+    @property
+    def sequential_(self) -> bool:
+        """Whether statistics are gathered block by block (see ``sequential``); never for RTN."""
+        if not self.needs_hessian:
+            return False
+        if self.sequential is None:
+            return self.method in ("gptq", "sens-gptq", "mixed")
+        return self.sequential
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the method reads the loss-weighted statistics S_j / H_F."""
+        return self.method in ("sens-gptq", "sens-awq") or (self.method == "mixed" and self.mixed_base == "sens-gptq")
 
 
 Method = Callable[[dict[str, torch.Tensor], dict[str, LayerStats], QuantConfig, dict], dict]
@@ -167,6 +192,25 @@ def _mixed(weights, stats, cfg, extra):  # noqa: ANN001
     return QUANTIZERS.get(cfg.mixed_base)(weights, stats, cfg, extra)
 
 
+def prepare(weights: dict[str, torch.Tensor], stats: CalibStats | None, cfg: QuantConfig
+            ) -> tuple[Method, dict, dict]:
+    """Validate ``cfg`` for ``weights`` (name -> (d_out, d_in)); returns the method, its ``extra`` arguments (mixed:
+    the bit allocation from the full-precision ``S_j`` of ``stats``) and method-level facts for the record."""
+    cfg.validate_for({n: w.shape[1] for n, w in weights.items()})
+    if cfg.needs_gradients and (stats is None or not stats.gradients):
+        raise FmgaugeError(f"method {cfg.method!r} needs gradients in the calibration pass (gradients=True).")
+    extra: dict = {}
+    summary: dict = {}
+    if cfg.method == "mixed":
+        from fmgauge.quantization.mixed import allocate_bits
+
+        alloc = allocate_bits(weights, {n: stats.layers[n].fisher for n in weights}, cfg.bits, cfg.group_size,
+                              high_bits=cfg.high_bits_, fraction=cfg.mixed_fraction)
+        extra["group_bits"] = alloc.group_bits
+        summary.update(avg_bits=alloc.avg_bits, n_upgraded_groups=alloc.n_upgraded)
+    return QUANTIZERS.get(cfg.method), extra, summary
+
+
 def quantize_weights(
     weights: dict[str, torch.Tensor], stats: CalibStats, cfg: QuantConfig, *, progress: bool = True,
 ) -> tuple[dict[str, QuantizedWeight], dict[str, dict], dict]:
@@ -177,19 +221,7 @@ def quantize_weights(
     missing = [n for n in weights if n not in stats.layers]
     if missing:
         raise FmgaugeError(f"no calibration statistics for {len(missing)} layer(s), e.g. {missing[:3]}.")
-    cfg.validate_for({n: w.shape[1] for n, w in weights.items()})
-    if cfg.needs_gradients and not stats.gradients:
-        raise FmgaugeError(f"method {cfg.method!r} needs gradients in the calibration pass (gradients=True).")
-    fn = QUANTIZERS.get(cfg.method)
-    extra: dict = {}
-    summary: dict = {}
-    if cfg.method == "mixed":
-        from fmgauge.quantization.mixed import allocate_bits
-
-        alloc = allocate_bits(weights, {n: stats.layers[n].fisher for n in weights}, cfg.bits, cfg.group_size,
-                              high_bits=cfg.high_bits_, fraction=cfg.mixed_fraction)
-        extra["group_bits"] = alloc.group_bits
-        summary.update(avg_bits=alloc.avg_bits, n_upgraded_groups=alloc.n_upgraded)
+    fn, extra, summary = prepare(weights, stats, cfg)
     groups = stats.input_groups()
     qweights: dict[str, QuantizedWeight] = {}
     infos: dict[str, dict] = {}

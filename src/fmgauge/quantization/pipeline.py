@@ -48,6 +48,12 @@ class CalibConfig(BaseModel):
     batch_size: int = Field(1, description="Windows per forward/backward pass (memory vs speed).")
 
 
+def calibration_tokens(tm, calib: CalibConfig) -> torch.Tensor:  # noqa: ANN001
+    """The (n_samples, seqlen) calibration token ids of ``calib`` for ``tm``'s tokenizer."""
+    stream = token_stream(tm.tokenizer, TextSource(calib.text, calib.split))
+    return calibration_sequences(stream, calib.n_samples, calib.seqlen, seed=calib.seed)
+
+
 def calibrate(
     tm, calib: CalibConfig, *, gradients: bool = True, full_hessian: bool = True, use_cache: bool = True,  # noqa: ANN001
     progress: bool = True,
@@ -58,7 +64,7 @@ def calibrate(
     time/memory of the capture (zero time on a cache hit; ``meta['cached']`` says so).
     """
     source = TextSource(calib.text, calib.split)
-    desc = {"model": tm.identity, "calib": calib.model_dump(), "text": source.describe(), "v": 1}
+    desc = {"model": tm.identity, "calib": calib.model_dump(), "text": source.describe(), "v": 2}
     usage = Usage()
 
     def path_for(g: bool, f: bool) -> Path:
@@ -69,8 +75,7 @@ def calibrate(
             stats = CalibStats.load(path_for(g, f))
             stats.meta["cached"] = str(path_for(g, f))
             return stats, usage
-    stream = token_stream(tm.tokenizer, source)
-    seqs = calibration_sequences(stream, calib.n_samples, calib.seqlen, seed=calib.seed)
+    seqs = calibration_tokens(tm, calib)
     with measure() as usage:
         stats = capture(tm.model, seqs, gradients=gradients, full_hessian=full_hessian,
                         batch_size=calib.batch_size, progress=progress)
@@ -104,22 +109,46 @@ def size_report(model: torch.nn.Module, qweights: dict[str, QuantizedWeight]) ->
             "code_bits_per_weight": sum(q.n_bits_weights for q in qweights.values()) / max(q_numel, 1)}
 
 
-def quantize_model(tm, cfg: QuantConfig, stats: CalibStats, *, progress: bool = True) -> QuantizationResult:  # noqa: ANN001
-    """Quantize every Linear of ``tm.model`` covered by ``stats`` with ``cfg`` (in place) and record it."""
+def quantize_model(tm, cfg: QuantConfig, stats: CalibStats | None, *, sequences: torch.Tensor | None = None,  # noqa: ANN001
+                   progress: bool = True) -> QuantizationResult:
+    """Quantize the Linears of ``tm.model`` with ``cfg`` (in place) and record it.
+
+    Non-sequential: every Linear covered by ``stats`` (a full-precision capture). Sequential (``cfg.sequential_``):
+    every Linear of the decoder blocks, calibrated block by block on ``sequences`` (N, T); ``stats`` is then only
+    read for the full-precision gradient weights of the sensitivity methods and mixed precision's allocation.
+    """
+    from fmgauge.quantization.methods import prepare
+    from fmgauge.quantization.sequential import quantize_sequential
+
     layers = linear_layers(tm.model)
-    weights = {n: m.weight.data for n, m in layers.items() if n in stats.layers}
     with measure() as usage:
-        qweights, infos, summary = quantize_weights(weights, stats, cfg, progress=progress)
-        for n, qw in qweights.items():
-            w = layers[n].weight
-            w.data = qw.dequantize().to(w.dtype).to(w.device)
-    calib_usage = stats.meta.get("usage", {})
+        if cfg.sequential_:
+            if sequences is None:
+                raise FmgaugeError(f"sequential {cfg.method} needs the calibration sequences (sequences=...).")
+            fn, extra, summary = prepare({n: m.weight.data for n, m in layers.items()}, stats, cfg)
+            res, _ = quantize_sequential(tm.model, sequences, lambda w, st: fn(w, st, cfg, extra), fp_stats=stats,
+                                         weighted=cfg.weighted, batch_size=cfg.seq_batch, progress=progress)
+            qweights = {n: r[0] for n, r in res.items()}
+            infos = {n: r[1] for n, r in res.items()}
+        else:
+            if stats is None:
+                raise FmgaugeError(f"{cfg.method} (sequential: false) needs a full-precision calibration capture.")
+            weights = {n: m.weight.data for n, m in layers.items() if n in stats.layers}
+            qweights, infos, summary = quantize_weights(weights, stats, cfg, progress=progress)
+            for n, qw in qweights.items():
+                w = layers[n].weight
+                w.data = qw.dequantize().to(w.dtype).to(w.device)
+    calib = {"sequential": cfg.sequential_}
+    if sequences is not None:
+        calib.update(n_sequences=len(sequences), seqlen=int(sequences.shape[1]), n_tokens=int(sequences.numel()))
+    if stats is not None:
+        calib.update(n_sequences=stats.n_sequences, seqlen=stats.seqlen, n_tokens=stats.n_tokens,
+                     gradients=stats.gradients, full_hessian=stats.full_hessian, calib_loss=stats.loss,
+                     cached=stats.meta.get("cached"), **{k: stats.meta.get(k) for k in ("calib", "text")},
+                     usage=stats.meta.get("usage", {}))
     record = {
         "format": FORMAT, "model": tm.identity, "config": cfg.model_dump(), "method_summary": summary,
-        "calibration": {"n_sequences": stats.n_sequences, "seqlen": stats.seqlen, "n_tokens": stats.n_tokens,
-                        "gradients": stats.gradients, "full_hessian": stats.full_hessian,
-                        "calib_loss": stats.loss, "cached": stats.meta.get("cached"),
-                        **{k: stats.meta.get(k) for k in ("calib", "text")}, "usage": calib_usage},
+        "calibration": calib,
         "quantization_usage": usage.to_dict(),
         "size": size_report(tm.model, qweights),
         "layers": {n: {"shape": list(qweights[n].codes.shape), "groups": int(qweights[n].scale.shape[1]),
@@ -198,10 +227,13 @@ def run_quantization(cfg: RunConfig, out: str | Path, *, progress: bool = True, 
     layers = linear_layers(tm.model)
     cfg.quant.validate_for({n: m.in_features for n, m in layers.items()})  # refuse before the expensive pass
     q = cfg.quant
-    needs_h = not (q.method == "rtn" or (q.method == "mixed" and q.mixed_base == "rtn"))
-    stats, _ = calibrate(tm, cfg.calib, gradients=q.needs_gradients, full_hessian=needs_h, use_cache=use_cache,
-                         progress=progress)
-    result = quantize_model(tm, cfg.quant, stats, progress=progress)
+    stats = None  # a full-precision capture, only when the method reads one
+    if q.needs_gradients or not q.sequential_:
+        stats, _ = calibrate(tm, cfg.calib, gradients=q.needs_gradients,
+                             full_hessian=q.needs_hessian and not q.sequential_, use_cache=use_cache,
+                             progress=progress)
+    seqs = calibration_tokens(tm, cfg.calib) if q.sequential_ else None
+    result = quantize_model(tm, cfg.quant, stats, sequences=seqs, progress=progress)
     result.record["run_config"] = cfg.model_dump()
     save_quantized(result, out)
     return result
