@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_masking_mrpc.py \
         [--config configs/masking/mrpc-minilm-cpu.yaml] [--workers 2]
 
-Trials are committed to benchmarks/results/masking_mrpc/ as they finish; re-running resumes. Writes
-benchmarks/results/masking_mrpc.json (wall time, machine, table) next to the run's report.html / report.md.
+Trials are committed to the run directory (--out, default benchmarks/results/masking_mrpc/) as they finish;
+re-running resumes. Writes <out>.json (wall time, machine, table) next to the run's report.html / report.md.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def main() -> None:
     trials = res.results[res.results.kind == "metrics"]
     record = {
         "command": f"OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_masking_mrpc.py "
-                   f"--config {os.path.relpath(args.config, ROOT)} --workers {args.workers}",
+                   f"--config {os.path.relpath(args.config, ROOT)} --out {os.path.relpath(args.out, ROOT)} "
+                   f"--workers {args.workers}",
         "wall_seconds_this_call": wall, "trial_seconds_sum": float((trials.mlm_seconds + trials.ft_seconds).sum()),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "workers": args.workers,
                     "threads_per_worker": 1, "shared": "yes: other jobs ran on the same 2 cores"},
@@ -47,7 +48,7 @@ def main() -> None:
                                                   "initialised", "trials_done")},
         "run": res.summary["meta"]["run"],
     }
-    (out.parent / "masking_mrpc.json").write_text(json.dumps(record, indent=2))
+    (out.parent / f"{out.name}.json").write_text(json.dumps(record, indent=2))
     logging.info("done in %.0f s; report %s", wall, out / "report.html")
 
 

@@ -61,31 +61,62 @@ def overhead_section() -> list[str]:
     ]
 
 
-def comparison_section() -> list[str]:
-    run = RES / "masking_mrpc"
+RUNS = {  # run directory -> (section title, config, how the run shared the machine)
+    "masking_mrpc_ft": (
+        "MRPC with full fine-tuning: random vs whole-word vs Typhoon, minilm-l6, paired over seeds",
+        "configs/masking/mrpc-minilm-ft.yaml",
+        "2 worker processes x 1 torch thread on the 2 CPU cores, which a quantization benchmark (1 thread) shared "
+        "for most of the run."),
+    "masking_mrpc": (
+        "MRPC with a frozen-encoder probe: random vs whole-word vs Typhoon, minilm-l6, paired over seeds",
+        "configs/masking/mrpc-minilm-cpu.yaml",
+        "4 worker processes x 1 torch thread on 2 CPU cores shared with other helpers' benchmarks (`uptime` load "
+        "averages fell from about 15 to about 2 while it ran). The per-strategy seconds are not comparable across "
+        "strategies: trials ran in plan order (random first) while the load fell."),
+}
+
+
+def _pending_ft() -> str:
+    walls = []
+    for name in ("masking_mrpc_ft_b32", "masking_mrpc_ft_pooler"):
+        if (RES / name / "trials.sqlite").exists():
+            t = load_result(RES / name).results
+            t = t[t.kind == "metrics"]
+            walls += list((t.mlm_seconds + t.ft_seconds) / 60)
+    per = (f"its trials took {min(walls):.0f}-{max(walls):.0f} min wall each with 3 processes sharing the 2 cores, "
+           "so 15 trials on 2 workers need about an hour or more with the machine to themselves" if walls else "")
+    return ("Not run yet: the 3 × 5 run of `configs/masking/mrpc-minilm-ft.yaml` (the protocol of the 115-step "
+            f"attempt below that learned a little: fresh pooler, batch 32, lr 5e-5); {per}. The attempts below are "
+            "what chose that protocol.")
+
+
+PENDING = {"masking_mrpc_ft": _pending_ft}
+
+
+def comparison_section(name: str) -> list[str]:
+    run = RES / name
+    title, config, shared = RUNS[name]
     if not (run / "trials.sqlite").exists():
-        return ["## MRPC comparison", "", "Not run yet.", ""]
+        return [f"## {title}", "", PENDING[name]() if name in PENDING else "Not run yet.", ""]
     try:
         res = load_result(run)
     except FmgaugeError as e:
-        return ["## MRPC comparison", "", f"No trial finished yet ({e}).", ""]
+        return [f"## {title}", "", f"No trial finished yet ({e}).", ""]
     s = res.summary
     cfg = s["meta"]["config"]
     start, end, span, n = _wall(run)
-    rec_path = RES / "masking_mrpc.json"
+    rec_path = RES / f"{name}.json"
     cmd = (json.loads(rec_path.read_text())["command"] if rec_path.exists() else
-           "OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_masking_mrpc.py --workers 4")
+           f"OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_masking_mrpc.py --config {config} "
+           f"--out benchmarks/results/{name} --workers 2")
     trials = res.results[res.results.kind == "metrics"]
     out = [
-        "## MRPC: random vs whole-word vs Typhoon, minilm-l6, paired over seeds", "",
-        f"Command: `{cmd}` (config `configs/masking/mrpc-minilm-cpu.yaml`; run directory "
-        "`benchmarks/results/masking_mrpc/`, with report.html / report.md / summary.json).", "",
+        f"## {title}", "",
+        f"Command: `{cmd}` (config `{config}`; run directory `benchmarks/results/{name}/`, with report.html / "
+        "report.md / summary.json).", "",
         f"**{n} of {s['trials_planned']} trials finished**; first trial started {start}, last finished {end}: "
         f"**{span / 60:.1f} min wall** ({trials.mlm_seconds.sum() / 60 + trials.ft_seconds.sum() / 60:.1f} "
-        "trial-minutes), 4 worker processes x 1 torch thread on 2 CPU cores shared with other helpers' benchmarks "
-        "(`uptime` load averages fell from about 15 to about 2 while it ran). The per-strategy seconds below are "
-        "not comparable across strategies: trials ran in plan order (random first) while the load fell; Typhoon's "
-        "cost is measured by the overhead benchmark above.", "",
+        f"trial-minutes), {shared} Typhoon's cost is measured by the overhead benchmark above.", "",
         "Protocol (every number from the config): " + _protocol(cfg), "",
         f"Verdict (computed): {s['verdict']}", "",
         "*Scores per strategy (mean [95% t-CI] over seeds)*", "", strategy_table(s).to_markdown(index=False), "",
@@ -108,13 +139,15 @@ def _protocol(cfg: dict) -> str:
           "mean-pooled [u, v, |u-v|, u*v]) "
           f"fitted on a stratified {cfg['ft_train_size']} of the 3,668 training pairs per seed"
           if cfg.get("ft_mode") == "probe" else
-          f"fine-tuning {cfg['ft_epochs']} epoch(s) on {cfg['ft_train_size'] or 'all'} training pairs, batch "
-          f"{cfg['ft_batch']}, lr {cfg['ft_lr']}")
+          f"fine-tuning of the whole encoder + a new classification head, {cfg['ft_epochs']} epoch(s) on "
+          f"{cfg['ft_train_size'] or 'all 3,668'} training pairs, batch {cfg['ft_batch']}, AdamW lr {cfg['ft_lr']} "
+          f"with {cfg.get('ft_warmup', 0.1):.0%} linear warm-up then linear decay")
     return (f"MLM stage {cfg['mlm_steps']} AdamW steps x batch {cfg['mlm_batch']} (lr {cfg['mlm_lr']}, weight decay "
             f"{cfg['mlm_weight_decay']}) on MRPC training pairs, masking rate {m['rate']} for every strategy, "
             f"replacement {m['replacement']!r}, Typhoon spread {m['spread']}, EMA {m['ema']}, {m['warm_batches']} "
-            f"warm-up batch(es); then {ft}; max length {cfg['max_length']}; scored on dev (all 408) and a fixed "
-            f"stratified {cfg['eval_max']} of the 1,725 labelled MSR test pairs; seeds {list(range(cfg['seeds']))}"
+            f"warm-up batch(es); then {ft}; max length {cfg['max_length']}; scored on dev (all 408) and "
+            + (f"a fixed stratified {cfg['eval_max']} of" if cfg["eval_max"] else "all")
+            + f" the 1,725 labelled MSR test pairs; seeds {list(range(cfg['seeds']))}"
             if isinstance(cfg["seeds"], int) else str(cfg["seeds"]))
 
 
@@ -134,13 +167,49 @@ def finetune_attempt_section() -> list[str]:
             if at_base else "see the table")
     wall = (t.mlm_seconds + t.ft_seconds).mean() / 60
     return [
-        "## First attempt: full fine-tuning at a CPU-affordable size learned nothing", "",
+        "## First fine-tuning attempt: 16 steps learned nothing", "",
         f"The same comparison with full fine-tuning ({cfg['mlm_steps']} MLM steps, then {cfg['ft_train_size']} "
         f"training pairs x {cfg['ft_epochs']} epoch at batch {cfg['ft_batch']} = {int(t.ft_steps.iloc[0])} steps, "
         f"lr {cfg['ft_lr']}) finished {len(t)} trials before it was stopped; {what}, at {wall:.1f} min wall per "
         "trial on the shared CPU. "
-        "A fine-tuning run that learns MRPC was not affordable in the hour, so the reported run uses the frozen "
-        "probe. Stored in `benchmarks/results/masking_mrpc_finetune16/`.", "",
+        "Stored in `benchmarks/results/masking_mrpc_finetune16/`.", "",
+        rows.to_markdown(index=False), "",
+    ]
+
+
+ATTEMPTS = {  # fine-tuning attempts kept as evidence: run directory -> (title, what differed)
+    "masking_mrpc_ft_b32": (
+        "Fine-tuning attempt: 115 steps of 32 at lr 5e-5, fresh pooler: learned a little",
+        "the classifier's pooler freshly initialised (the MLM checkpoint has none; this is transformers' default "
+        "and `ft_pooler: init`)"),
+    "masking_mrpc_ft_lr1e4": (
+        "Fine-tuning attempt: 230 steps of 16 at lr 1e-4, checkpoint pooler: collapsed to the majority class",
+        "the checkpoint's pooler copied over (`ft_pooler: checkpoint`), length-grouped batches"),
+    "masking_mrpc_ft_pooler": (
+        "Fine-tuning attempt: 115 steps of 32 at lr 5e-5, checkpoint pooler: collapsed to the majority class",
+        "the checkpoint's pooler copied over (`ft_pooler: checkpoint`), length-grouped batches; otherwise the "
+        "protocol of the 115-step attempt above, which learned a little with a fresh pooler"),
+}
+
+
+def attempt_section(name: str) -> list[str]:
+    run = RES / name
+    if not (run / "trials.sqlite").exists():
+        return []
+    res = load_result(run)
+    t = res.results[res.results.kind == "metrics"]
+    cfg = res.summary["meta"]["config"]
+    base = res.summary.get("majority_baseline", {}).get("dev", {})
+    title, change = ATTEMPTS[name]
+    rows = pd.DataFrame([{"strategy": r.strategy, "seed": r.seed, "dev F1": f"{r.dev_f1:.4f}",
+                          "dev acc": f"{r.dev_acc:.4f}", "test acc": f"{r.test_acc:.4f}",
+                          "wall s": f"{r.mlm_seconds + r.ft_seconds:.0f}"} for r in t.itertuples()])
+    return [
+        f"## {title}", "",
+        f"{cfg['mlm_steps']} MLM steps, then all training pairs x {cfg['ft_epochs']} epoch at batch {cfg['ft_batch']} "
+        f"= {int(t.ft_steps.iloc[0])} steps, lr {cfg['ft_lr']}; {change}. {len(t)} trial(s) finished before it was "
+        f"stopped. Majority class on dev: F1 {base.get('f1', float('nan')):.4f}, accuracy "
+        f"{base.get('acc', float('nan')):.4f}. Stored in `benchmarks/results/{name}/`.", "",
         rows.to_markdown(index=False), "",
     ]
 
@@ -163,7 +232,7 @@ def probe_c1_section() -> list[str]:
         except FmgaugeError:
             pass
     return [
-        "## Second attempt: a probe with a fixed C = 1 overfit", "",
+        "## Probe attempt: a fixed C = 1 overfit", "",
         f"The probe protocol with a fixed L2 strength C = 1 (1,536 features, {int(t.ft_train_size.iloc[0])} "
         f"training pairs) finished {len(t)} trials before it was replaced by the CV-chosen C; its dev accuracy "
         "hovered around the majority-class rate. Stored in `benchmarks/results/masking_mrpc_probe_c1/`.", "",
@@ -173,9 +242,11 @@ def probe_c1_section() -> list[str]:
 
 def main() -> None:
     lines = ["# Benchmarks: task-specific masking (`fmgauge.masking`)", "",
-             "Machine: 2 CPU cores (x86_64), 24 GB RAM, no GPU, shared with other helpers' jobs during every "
-             "measurement below; `OMP_NUM_THREADS=1`, `HF_HUB_OFFLINE=1`.", ""]
-    lines += overhead_section() + comparison_section() + finetune_attempt_section() + probe_c1_section()
+             "Machine: 2 CPU cores (x86_64), 24 GB RAM, no GPU, shared with other jobs during every "
+             "measurement below (said per run); `OMP_NUM_THREADS=1`, `HF_HUB_OFFLINE=1`.", ""]
+    lines += (overhead_section() + comparison_section("masking_mrpc_ft") + comparison_section("masking_mrpc")
+              + finetune_attempt_section() + [ln for n in ATTEMPTS for ln in attempt_section(n)]
+              + probe_c1_section())
     out = ROOT / "docs" / "bench-parts" / "masking.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

@@ -8,6 +8,8 @@ typed).
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py compare
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py gptq-timing --n-samples 128
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py gptq-ablation --bits 3 \
+        --n-samples 32 --max-windows 16
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py layer-check
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py doc
 """
@@ -66,6 +68,39 @@ def run_gptq_timing(a: argparse.Namespace) -> None:
     (RESULTS / "quantization-gptq-timing.json").write_text(json.dumps(rec, indent=2, default=str))
 
 
+def run_gptq_ablation(a: argparse.Namespace) -> None:
+    """GPTQ at ``--bits`` group 128: sequential or not × 8 or ``--n-samples`` calibration windows, one perplexity
+    protocol; separates what the sequential pass and the larger calibration set each bring."""
+    import copy
+    import json
+
+    from fmgauge.core.text_models import TextModel, load_text_model
+    from fmgauge.quantization.evaluate import EvalConfig, perplexity
+    from fmgauge.quantization.methods import QuantConfig
+    from fmgauge.quantization.pipeline import CalibConfig, calibrate, calibration_tokens, quantize_model
+    from fmgauge.quantization.text_data import TextSource, token_stream
+
+    tm = load_text_model(a.model)
+    ev = EvalConfig(context=a.context, max_windows=a.max_windows, kl_windows=0)
+    stream = token_stream(tm.tokenizer, TextSource(ev.text, ev.split))
+    rows = []
+    for n in sorted({8, a.n_samples}):
+        calib = CalibConfig(n_samples=n, seqlen=a.seqlen)
+        for sequential in (False, True):
+            qc = QuantConfig(method="gptq", bits=a.bits, group_size=128, sequential=sequential)
+            stats = None if sequential else calibrate(tm, calib, gradients=False, progress=False)[0]
+            qtm = TextModel(copy.deepcopy(tm.model), tm.tokenizer, tm.name, tm.source, tm.device)
+            res = quantize_model(qtm, qc, stats, sequences=calibration_tokens(tm, calib), progress=False)
+            ppl = perplexity(qtm.model, stream, ev, progress=False).to_dict()
+            rows.append({"n_samples": n, "sequential": sequential, "ppl": ppl["ppl"], "ppl_lo": ppl["ppl_lo"],
+                         "ppl_hi": ppl["ppl_hi"], "protocol": ppl["protocol"],
+                         "quant_seconds": res.record["quantization_usage"]["seconds"]})
+            logging.info("%s", rows[-1])
+    (RESULTS / "quantization-gptq-ablation.json").write_text(json.dumps(
+        {"bits": a.bits, "group_size": 128, "seqlen": a.seqlen, "rows": rows,
+         "command": " ".join(["OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python", *sys.argv])}, indent=1))
+
+
 def run_layer_check(a: argparse.Namespace) -> None:
     """Per-layer output error ``tr(ΔW H ΔWᵀ)`` of GPTQ and sens-GPTQ relative to RTN on the calibration statistics of
     the compare run (blocks 0, 15, 29), under H and under the loss-weighted H_F: does each method reduce its own
@@ -100,7 +135,7 @@ def run_layer_check(a: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("what", choices=["compare", "gptq-timing", "layer-check", "doc"])
+    p.add_argument("what", choices=["compare", "gptq-timing", "gptq-ablation", "layer-check", "doc"])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--methods", default="rtn,awq,gptq,sens-awq,sens-gptq")
     p.add_argument("--stages", default="3:128,4:128,3:-1,4:-1", help="bits:group_size, comma-separated, in order")
@@ -117,6 +152,8 @@ def main() -> None:
         run_compare(a)
     elif a.what == "gptq-timing":
         run_gptq_timing(a)
+    elif a.what == "gptq-ablation":
+        run_gptq_ablation(a)
     elif a.what == "layer-check":
         run_layer_check(a)
     else:

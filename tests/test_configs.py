@@ -47,3 +47,16 @@ def test_demo_spans_six_students_and_ten_x_parameters():
     cfg = load_config(StudyConfig, Path(__file__).parents[1] / "configs" / "weaklabels" / "demo.yaml")
     params = [n_params(s, (1, 28, 28), 2) for s in cfg.students]
     assert len(params) >= 6 and max(params) / min(params) >= 10
+
+
+MASKING = sorted((Path(__file__).parents[1] / "configs" / "masking").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", MASKING, ids=lambda p: p.stem)
+def test_masking_config_validates(path):
+    from fmgauge.core.text_models import TEXT_MODELS
+    from fmgauge.masking.experiment import CompareConfig
+
+    cfg = load_config(CompareConfig, path)
+    assert cfg.model in TEXT_MODELS and len(cfg.seed_list()) >= 2
+    assert {p.stem for p in MASKING} >= {"mrpc-minilm-cpu", "mrpc-minilm-ft", "mrpc-minilm-full"}

@@ -118,9 +118,10 @@ def test_headless_checkpoint_gets_a_documented_head(headless_bert):
     assert any(n.startswith("cls.predictions") for n in tm.initialised)
 
 
-def test_fine_tuning_keeps_the_checkpoints_pooler(headless_bert, tmp_path):
-    """The MLM model has no pooler, so the classifier built from it would start from a random one: the
-    checkpoint's pooler (untouched by MLM) must be carried over; the new classification head stays initialised."""
+def test_checkpoint_pooler_is_carried_over_on_request(headless_bert, tmp_path):
+    """The MLM model has no pooler, so the classifier built from it starts from a random one; with
+    ft_pooler='checkpoint' the checkpoint's pooler (untouched by MLM) is copied; the new classification head stays
+    initialised."""
     import torch
 
     from fmgauge.core.text_models import load_text_model

@@ -55,6 +55,11 @@ class CompareConfig(BaseModel):
     probe_c: float | None = Field(None, gt=0, description="probe: inverse L2 strength of the logistic regression "
                                                            "(None: chosen by 5-fold CV on the probe's training set "
                                                            "from 1e-3, 1e-2, 1e-1, 1)")
+    ft_pooler: str = Field("init", pattern="^(init|checkpoint)$",
+                           description="full: the classifier's pooler, which a masked-LM checkpoint does not hold - "
+                                       "'init' (transformers' default: freshly initialised) or 'checkpoint' (copied "
+                                       "from the original checkpoint, e.g. BERT's NSP-trained pooler; on minilm-l6 "
+                                       "it made fine-tuning collapse to the majority class)")
     ft_epochs: float = Field(3.0, gt=0, description="fine-tuning epochs over the (possibly subsampled) train split")
     ft_train_size: int | None = Field(None, ge=2, description="stratified subsample of train for fine-tuning "
                                                               "(None: all of it)")
@@ -257,7 +262,7 @@ def run_trial(config: dict) -> list[dict]:
         clf_tm = load_text_model(f"{tmp}/adapted", task="sequence-classification", device=cfg.device,
                                  dtype=cfg.dtype, num_labels=task.n_labels)
         clf = clf_tm.model
-        carried = carry_untouched(clf, clf_tm.initialised, cfg)
+        carried = carry_untouched(clf, clf_tm.initialised, cfg) if cfg.ft_pooler == "checkpoint" else []
         keep = stratified_indices(train.y, cfg.ft_train_size, seed)
         ft_items = [{k: v for k, v in it.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
                     | {"labels": int(train.y[i])} for i, it in ((i, mlm_items[i]) for i in keep)]
