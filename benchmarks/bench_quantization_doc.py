@@ -16,18 +16,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "bench-parts" / "quantization.md"
 RUNS = {  # run directory -> (the commands that filled it, what distinguishes it)
     "quantization-compare-v2": (
-        "OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py compare --n-samples 32 "
+        "`OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py compare --n-samples 32 "
         "--max-windows 16 --kl-windows 2 --stages 3:128,3:-1,4:128,4:-1 --out benchmarks/results/quantization-compare-v2"
-        "` then the same with `--methods mixed --stages 3:128,3:-1` (each stage is `fmgauge quantize compare --model "
-        "smollm2-135m --methods … --bits B --group-size G --n-samples 32 --seqlen 512 --context 512 --max-windows 16 "
-        "--kl-windows 2`)",
+        "`, with the 4-bit stages and `--methods mixed --stages 3:128,3:-1` run by parallel invocations into the same "
+        "run directory (each stage is `fmgauge quantize compare --model smollm2-135m --methods … --bits B "
+        "--group-size G --n-samples 32 --seqlen 512 --context 512 --max-windows 16 --kl-windows 2`)",
         "GPTQ, sens-GPTQ and mixed are **sequential** (each block calibrated on the outputs of the blocks already "
         "quantized, as in the reference GPTQ); AWQ and sens-AWQ search on the full-precision capture (as in the "
-        "reference AWQ); the sensitivity methods weight tokens by the full-precision ‖g_t‖². The runs shared the 2 "
-        "cores with the masking benchmark (2 worker processes), so times are inflated about 1.5-2×; the GPTQ timing "
-        "below was measured on an otherwise idle machine."),
+        "reference AWQ); the sensitivity methods weight tokens by the full-precision ‖g_t‖². Two or three of these "
+        "processes (and, for the first cells, the masking benchmark or the ablation below) shared the 2 cores, so "
+        "the times are inflated about 1.5-2×; the GPTQ timing below was measured on an otherwise idle machine."),
     "quantization-compare": (
-        "OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py compare [--methods M] "
+        "`OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py compare [--methods M] "
         "[--stages S] --n-samples 8 --max-windows 8` (several invocations into one run directory, with the code of "
         "commit 334bb84)",
         "Every method read one full-precision capture: GPTQ was the **non-sequential** variant, calibrated on 8 × 512 "
@@ -41,7 +41,7 @@ def _compare_section(run: Path, title: str) -> list[str]:
     res = write_report(run)
     df, s = res.table, res.summary
     command, setting = RUNS[run.name]
-    lines = [f"## {title}", "", f"Command: `{command}`.", "",
+    lines = [f"## {title}", "", f"Command: {command}.", "",
              f"Protocol: **{s['protocol']}** (the same windows for every method). Calibration: "
              f"{s['calibration']['n_samples']} random windows × {s['calibration']['seqlen']} tokens of WikiText-2 "
              f"valid (seed {s['calibration']['seed']}). {setting}", "",
@@ -55,7 +55,7 @@ def _compare_section(run: Path, title: str) -> list[str]:
             c = cal.iloc[0]
             lines += [f"Full-precision capture (shared by the methods that read it): {c.calib_seconds:.0f} s for "
                       f"{int(c.calib_tokens)} tokens, peak RSS {c.calib_peak_rss_mb:.0f} MB ({int(c.threads)} torch "
-                      "threads).", ""]
+                      "thread(s)).", ""]
         lines += ["Verdict per setting (lowest perplexity; a sensitivity-guided method must beat BOTH awq and gptq "
                   "for the issue's goal; differences inside the CIs are not resolved on this subset):", ""]
         for (b, g), d in q.groupby(["bits", "group_size"]):

@@ -100,6 +100,21 @@ def test_saved_model_reloads_with_transformers_and_same_logits(tiny_dir, tmp_pat
     assert qc["bits"] == 3 and qc["quant_method"] == f"fmgauge-{method}"
 
 
+def test_sequential_mixed_precision_end_to_end(tiny_dir, tmp_path):
+    """mixed = sens-GPTQ block by block with the FP capture's bit allocation: some groups at 4 bits, the rest at 3."""
+    from fmgauge.quantization.pipeline import RunConfig, run_quantization
+
+    cfg = RunConfig.model_validate({"model": str(tiny_dir), "quant": {"method": "mixed", "bits": 3, "group_size": 32,
+                                                                       "mixed_fraction": 0.25},
+                                    "calib": {"n_samples": 4, "seqlen": 32}})
+    res = run_quantization(cfg, tmp_path / "m", progress=False, use_cache=False)
+    rec = res.record
+    assert rec["calibration"]["sequential"] and rec["calibration"]["gradients"]
+    bits = torch.cat([qw.bits for qw in res.qweights.values()])
+    assert set(bits.tolist()) == {3, 4}
+    assert 3 < rec["size"]["code_bits_per_weight"] < 4 and len(res.qweights) == 14
+
+
 def test_cli_run_eval_and_bad_input(tiny_dir, tmp_path):
     out = tmp_path / "q"
     r = runner.invoke(app, ["quantize", "run", "--model", str(tiny_dir), "--method", "gptq", "--bits", "4",
