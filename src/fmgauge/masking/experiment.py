@@ -283,8 +283,7 @@ def run_trial(config: dict) -> list[dict]:
         args = _training_args(
             f"{tmp}/ft", seed=seed, device=device.type, max_steps=total, per_device_train_batch_size=cfg.ft_batch,
             per_device_eval_batch_size=64, learning_rate=cfg.ft_lr, warmup_steps=int(cfg.ft_warmup * total),
-            weight_decay=0.01, logging_steps=max(1, total // 20), eval_strategy="no",
-            train_sampling_strategy="group_by_length")  # batches of similar length: less padding
+            weight_decay=0.01, logging_steps=max(1, total // 20), eval_strategy="no")
         ft = Trainer(model=clf, args=args, train_dataset=_ListDataset(ft_items),
                      eval_dataset=_ListDataset(evals[dev_name][0]), data_collator=DataCollatorWithPadding(tok),
                      compute_metrics=metrics, callbacks=[EvalAt()])
