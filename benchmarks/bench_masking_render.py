@@ -83,13 +83,12 @@ def _pending_ft() -> str:
             t = load_result(RES / name).results
             t = t[t.kind == "metrics"]
             walls += list((t.mlm_seconds + t.ft_seconds) / 60)
-    per = (f"its trials took {min(walls):.0f}-{max(walls):.0f} min wall each with 3 processes sharing the 2 cores, "
-           "so 15 trials on 2 workers need about an hour or more with the machine to themselves" if walls else "")
-    return ("Not run: the 3 × 5 run of `configs/masking/mrpc-minilm-ft.yaml` (the protocol of the 115-step "
-            f"attempt below that learned a little: fresh pooler, batch 32, lr 5e-5, shuffled batches); {per}. The "
-            "attempts below show that one epoch of fine-tuning leaves minilm-l6 at or barely above the "
-            "majority-class score on MRPC, so a fine-tuning comparison that can separate strategies needs the "
-            "recipe's three epochs (about three times the cost) or a GPU (`mrpc-minilm-full.yaml`).")
+    per = (f"{min(walls):.0f}-{max(walls):.0f} min wall per trial with 3 processes sharing the 2 cores"
+           if walls else "no trial stored")
+    return ("Not run: the 3 × 5 run of `configs/masking/mrpc-minilm-ft.yaml` (32 MLM steps, then the HF BERT MRPC "
+            "recipe: 3 epochs at batch 32, lr 2e-5, fresh pooler, shuffled batches). The one-epoch attempts below "
+            f"({per}) left minilm-l6 at or barely above the majority-class score on MRPC, so the comparison needs "
+            "the recipe's three epochs, about three times their cost, or a GPU (`mrpc-minilm-full.yaml`).")
 
 
 PENDING = {"masking_mrpc_ft": _pending_ft}
