@@ -65,8 +65,8 @@ RUNS = {  # run directory -> (section title, config, how the run shared the mach
     "masking_mrpc_ft": (
         "MRPC with full fine-tuning: random vs whole-word vs Typhoon, minilm-l6, paired over seeds",
         "configs/masking/mrpc-minilm-ft.yaml",
-        "2 worker processes x 1 torch thread on the 2 CPU cores, which a quantization benchmark (1 thread) shared "
-        "for most of the run."),
+        "2 worker processes x 1 torch thread with the 2 CPU cores to themselves; stopped at the end of a session "
+        "(the run resumes where it stopped: rerun the command)."),
     "masking_mrpc": (
         "MRPC with a frozen-encoder probe: random vs whole-word vs Typhoon, minilm-l6, paired over seeds",
         "configs/masking/mrpc-minilm-cpu.yaml",
