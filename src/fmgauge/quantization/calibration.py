@@ -117,6 +117,14 @@ def layer_block(name: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+def input_key(x: torch.Tensor, name: str) -> tuple:
+    """Identity of the tensor a Linear reads (memory, shape, offset, block): equal keys = one input group.
+
+    Only valid while every input of the forward pass is kept alive (a freed tensor's address can be reused).
+    """
+    return x.data_ptr(), tuple(x.shape), x.storage_offset(), layer_block(name)
+
+
 def add_inputs(st: LayerStats, x2: torch.Tensor, *, hessian: bool) -> None:
     """Fold tokens ``x2`` (t, d_in) into the running means ``act_abs``, ``sq`` and (group leader) ``H`` of ``st``.
 
@@ -178,7 +186,7 @@ def capture(
             x = inp[0].detach()
             if not grouped:  # first batch: find the Linears that read the very same tensor
                 keep.append(x)  # held until the batch ends, so no other tensor can reuse its memory address
-                key = (x.data_ptr(), tuple(x.shape), x.storage_offset(), layer_block(name))
+                key = input_key(x, name)
                 stats[name].input_group = first_seen.setdefault(key, name)
             st = stats[name]
             x2 = x.reshape(-1, st.d_in).float()

@@ -97,7 +97,8 @@ def quantize_codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bit
 
 def round_to_grid(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor, maxq: torch.Tensor | float) -> torch.Tensor:
     """Codes ``clamp(round(w / s) + z, 0, maxq)`` (as float) for broadcastable ``w``, scale ``s``, zero ``z``."""
-    return torch.minimum(torch.clamp(torch.round(w / s) + z, min=0), torch.as_tensor(maxq, device=w.device))
+    q = torch.clamp(torch.round(w / s) + z, min=0)
+    return torch.minimum(q, maxq) if isinstance(maxq, torch.Tensor) else q.clamp_(max=maxq)  # no tensor per column
 
 
 def dequantize_codes(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, g_idx: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ from fmgauge.quantization.calibration import (
     add_inputs,
     add_weighted,
     input_groups,
+    input_key,
     linear_layers,
 )
 
@@ -195,7 +196,7 @@ def _accumulate_block(block: torch.nn.Module, names: dict[str, torch.nn.Linear],
             x = inp[0].detach()
             st = stats[name]
             if not st.input_group:
-                key = (x.data_ptr(), tuple(x.shape), x.storage_offset())
+                key = input_key(x, name)
                 st.input_group = first_seen.setdefault(key, name)
                 current.setdefault("keep", []).append(x)
             x2 = x.reshape(-1, st.d_in).float()
