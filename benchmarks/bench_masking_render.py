@@ -24,15 +24,25 @@ ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / "benchmarks" / "results"
 
 
-def _wall(run_dir: Path) -> tuple[str, str, float, int]:
-    """First trial start (finish - seconds) .. last finish, and the span in seconds, over the trial store."""
+def _wall(run_dir: Path) -> tuple[str, str, float, int, int]:
+    """First trial start (finish - seconds), last finish, busy wall seconds, trials done, sittings.
+
+    Busy wall time is the length of the union of the trials' [start, finish] intervals, so a run resumed in a later
+    session is not charged for the time between sessions; a sitting is a maximal stretch with a trial running.
+    """
     con = sqlite3.connect(run_dir / "trials.sqlite")
     rows = con.execute("SELECT seconds, finished_at FROM trials WHERE status='done'").fetchall()
     con.close()
-    start = min(f - s for s, f in rows)
-    end = max(f for _, f in rows)
+    spans = sorted((f - s, f) for s, f in rows)
+    busy, sittings, (lo, hi) = 0.0, 1, spans[0]
+    for a, b in spans[1:]:
+        if a > hi:
+            busy, sittings, lo = busy + hi - lo, sittings + 1, a
+        hi = max(hi, b)
+    busy += hi - lo
     fmt = "%Y-%m-%d %H:%M:%S UTC"
-    return time.strftime(fmt, time.gmtime(start)), time.strftime(fmt, time.gmtime(end)), end - start, len(rows)
+    return (time.strftime(fmt, time.gmtime(spans[0][0])), time.strftime(fmt, time.gmtime(hi)), busy, len(rows),
+            sittings)
 
 
 def overhead_section() -> list[str]:
@@ -65,8 +75,7 @@ RUNS = {  # run directory -> (section title, config, how the run shared the mach
     "masking_mrpc_ft": (
         "MRPC with full fine-tuning: random vs whole-word vs Typhoon, minilm-l6, paired over seeds",
         "configs/masking/mrpc-minilm-ft.yaml",
-        "2 worker processes x 1 torch thread with the 2 CPU cores to themselves; stopped at the end of a session "
-        "(the run resumes where it stopped: rerun the command)."),
+        "2 worker processes x 1 torch thread with the 2 CPU cores to themselves."),
     "masking_mrpc": (
         "MRPC with a frozen-encoder probe: random vs whole-word vs Typhoon, minilm-l6, paired over seeds",
         "configs/masking/mrpc-minilm-cpu.yaml",
@@ -76,48 +85,33 @@ RUNS = {  # run directory -> (section title, config, how the run shared the mach
 }
 
 
-def _pending_ft() -> str:
-    walls = []
-    for name in ("masking_mrpc_ft_b32", "masking_mrpc_ft_pooler"):
-        if (RES / name / "trials.sqlite").exists():
-            t = load_result(RES / name).results
-            t = t[t.kind == "metrics"]
-            walls += list((t.mlm_seconds + t.ft_seconds) / 60)
-    per = (f"{min(walls):.0f}-{max(walls):.0f} min wall per trial with 3 processes sharing the 2 cores"
-           if walls else "no trial stored")
-    return ("Not run: the 3 × 5 run of `configs/masking/mrpc-minilm-ft.yaml` (32 MLM steps, then the HF BERT MRPC "
-            "recipe: 3 epochs at batch 32, lr 2e-5, fresh pooler, shuffled batches). The one-epoch attempts below "
-            f"({per}) left minilm-l6 at or barely above the majority-class score on MRPC, so the comparison needs "
-            "the recipe's three epochs, about three times their cost, or a GPU (`mrpc-minilm-full.yaml`).")
-
-
-PENDING = {"masking_mrpc_ft": _pending_ft}
-
-
 def comparison_section(name: str) -> list[str]:
     run = RES / name
     title, config, shared = RUNS[name]
     if not (run / "trials.sqlite").exists():
-        return [f"## {title}", "", PENDING[name]() if name in PENDING else "Not run yet.", ""]
+        return [f"## {title}", "", "Not run yet.", ""]
     try:
         res = load_result(run)
     except FmgaugeError as e:
         return [f"## {title}", "", f"No trial finished yet ({e}).", ""]
     s = res.summary
     cfg = s["meta"]["config"]
-    start, end, span, n = _wall(run)
+    start, end, busy, n, sittings = _wall(run)
     rec_path = RES / f"{name}.json"
     cmd = (json.loads(rec_path.read_text())["command"] if rec_path.exists() else
            f"OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_masking_mrpc.py --config {config} "
            f"--out benchmarks/results/{name} --workers 2")
     trials = res.results[res.results.kind == "metrics"]
+    trial_min = (trials.mlm_seconds.sum() + trials.ft_seconds.sum()) / 60
+    gap = f"{sittings} sittings, the time between them not counted; " if sittings > 1 else ""
+    stopped = " Stopped at the end of a session; rerunning the command resumes it." if n < s["trials_planned"] else ""
     out = [
         f"## {title}", "",
         f"Command: `{cmd}` (config `{config}`; run directory `benchmarks/results/{name}/`, with report.html / "
         "report.md / summary.json).", "",
         f"**{n} of {s['trials_planned']} trials finished**; first trial started {start}, last finished {end}: "
-        f"**{span / 60:.1f} min wall** ({trials.mlm_seconds.sum() / 60 + trials.ft_seconds.sum() / 60:.1f} "
-        f"trial-minutes), {shared} Typhoon's cost is measured by the overhead benchmark above.", "",
+        f"**{busy / 60:.1f} min wall** with trials running ({gap}{trial_min:.1f} trial-minutes), {shared}{stopped} "
+        "Typhoon's cost is measured by the overhead benchmark above.", "",
         "Protocol (every number from the config): " + _protocol(cfg), "",
         f"Verdict (computed): {s['verdict']}", "",
         "*Scores per strategy (mean [95% t-CI] over seeds)*", "", strategy_table(s).to_markdown(index=False), "",
