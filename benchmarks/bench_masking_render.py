@@ -242,8 +242,8 @@ def probe_c1_section() -> list[str]:
 
 def main() -> None:
     lines = ["# Benchmarks: task-specific masking (`fmgauge.masking`)", "",
-             "Machine: 2 CPU cores (x86_64), 24 GB RAM, no GPU, shared with other jobs during every "
-             "measurement below (said per run); `OMP_NUM_THREADS=1`, `HF_HUB_OFFLINE=1`.", ""]
+             "Machine: 2 CPU cores (x86_64), 24 GB RAM, no GPU; whether other jobs shared it is said per "
+             "measurement; `OMP_NUM_THREADS=1`, `HF_HUB_OFFLINE=1`.", ""]
     lines += (overhead_section() + comparison_section("masking_mrpc_ft") + comparison_section("masking_mrpc")
               + finetune_attempt_section() + [ln for n in ATTEMPTS for ln in attempt_section(n)]
               + probe_c1_section())
