@@ -118,6 +118,14 @@ def comparison_section(name: str) -> list[str]:
         "*Paired differences B − A over the same seeds*", "",
         pairs_table(s).to_markdown(index=False) if s["pairs"] else "(fewer than 2 paired seeds yet)", "",
     ]
+    curve = res.results[res.results.kind == "ft_curve"].dropna(subset=["dev_f1"]) if "dev_f1" in res.results else []
+    if len(curve):
+        mean = curve.groupby("step").dev_f1.mean()
+        out += ["Dev F1 during fine-tuning, mean over all trials at each evaluation (per-strategy curves with CIs: "
+                f"`benchmarks/results/{name}/figures/dev_f1.png`): "
+                + ", ".join(f"step {int(k)} {v:.3f}" for k, v in mean.items())
+                + (" — still rising at the last evaluation: fine-tuning had not converged within this "
+                   "budget." if mean.iloc[-1] > mean.max() - 1e-12 and len(mean) > 1 else "."), ""]
     tok = s.get("tokens") or {}
     if tok.get("most"):
         out += [f"*Token types {tok['reference']} masks most (ranked by its {tok.get('ranked_by', 'realised rate')}, "
