@@ -2,20 +2,19 @@
 
     .venv/bin/python benchmarks/bench_masking_render.py
 
-Reads benchmarks/results/masking_overhead.json, the comparison run directory benchmarks/results/masking_mrpc/
-(re-analysed from its trial store, so a partly finished run renders what finished) and, if present, the earlier
-fine-tuning attempt in benchmarks/results/masking_mrpc_finetune16/.
+Reads benchmarks/results/masking_overhead.json, the comparison run directories in ``RUNS`` (re-analysed from
+their trial stores, so a partly finished run renders what finished) and the stored attempts kept as evidence.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.masking.experiment import load_result
 from fmgauge.masking.report import pairs_table, strategy_table, token_table
@@ -30,10 +29,11 @@ def _wall(run_dir: Path) -> tuple[str, str, float, int, int]:
     Busy wall time is the length of the union of the trials' [start, finish] intervals, so a run resumed in a later
     session is not charged for the time between sessions; a sitting is a maximal stretch with a trial running.
     """
-    con = sqlite3.connect(run_dir / "trials.sqlite")
-    rows = con.execute("SELECT seconds, finished_at FROM trials WHERE status='done'").fetchall()
-    con.close()
-    spans = sorted((f - s, f) for s, f in rows)
+    store = RunStore(run_dir)
+    t = store.trial_table()
+    store.close()
+    t = t[t.status == "done"]
+    spans = sorted(zip(t.finished_at - t.seconds, t.finished_at, strict=True))
     busy, sittings, (lo, hi) = 0.0, 1, spans[0]
     for a, b in spans[1:]:
         if a > hi:
@@ -41,7 +41,7 @@ def _wall(run_dir: Path) -> tuple[str, str, float, int, int]:
         hi = max(hi, b)
     busy += hi - lo
     fmt = "%Y-%m-%d %H:%M:%S UTC"
-    return (time.strftime(fmt, time.gmtime(spans[0][0])), time.strftime(fmt, time.gmtime(hi)), busy, len(rows),
+    return (time.strftime(fmt, time.gmtime(spans[0][0])), time.strftime(fmt, time.gmtime(hi)), busy, len(t),
             sittings)
 
 
@@ -118,14 +118,15 @@ def comparison_section(name: str) -> list[str]:
         "*Paired differences B − A over the same seeds*", "",
         pairs_table(s).to_markdown(index=False) if s["pairs"] else "(fewer than 2 paired seeds yet)", "",
     ]
-    curve = res.results[res.results.kind == "ft_curve"].dropna(subset=["dev_f1"]) if "dev_f1" in res.results else []
-    if len(curve):
-        mean = curve.groupby("step").dev_f1.mean()
+    curve = res.results[res.results.kind == "ft_curve"]
+    mean = curve.dropna(subset=["dev_f1"]).groupby("step").dev_f1.mean() if "dev_f1" in curve else pd.Series()
+    if len(mean):  # full fine-tuning evaluates dev F1 along the way; the probe has no such curve
+        rising = len(mean) > 1 and mean.iloc[-1] > mean.iloc[-2]
         out += ["Dev F1 during fine-tuning, mean over all trials at each evaluation (per-strategy curves with CIs: "
                 f"`benchmarks/results/{name}/figures/dev_f1.png`): "
                 + ", ".join(f"step {int(k)} {v:.3f}" for k, v in mean.items())
-                + (" — still rising at the last evaluation: fine-tuning had not converged within this "
-                   "budget." if mean.iloc[-1] > mean.max() - 1e-12 and len(mean) > 1 else "."), ""]
+                + (" — still rising at the last evaluation: fine-tuning had not converged within this budget."
+                   if rising else "."), ""]
     tok = s.get("tokens") or {}
     if tok.get("most"):
         out += [f"*Token types {tok['reference']} masks most (ranked by its {tok.get('ranked_by', 'realised rate')}, "
