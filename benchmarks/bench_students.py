@@ -41,11 +41,11 @@ log = logging.getLogger("bench_students")
 
 
 def load_impl(path: str | None) -> ModuleType:
-    """The students module to time: fmgauge's, or another file defining StudentConfig and train_predict."""
+    """The training module to time: fmgauge's, or another file defining StudentConfig and train_predict."""
     if path is None:
-        from fmgauge.weaklabels import students
+        from fmgauge.weaklabels import training
 
-        return students
+        return training
     spec = importlib.util.spec_from_file_location("bench_students_impl", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # pydantic resolves annotations through sys.modules
@@ -99,17 +99,20 @@ def run(args: argparse.Namespace) -> dict:
             len(seeds), 0), pool.y[None, :64].repeat(len(seeds), 0), test.x[:64], seeds, k)
         impl.train_predict(cfg.model_copy(update={"min_steps": 2, "epochs": 0.01}), pool.x[None, :64],
                            pool.y[None, :64], test.x[:64], seeds[:1], k)
+        # the sweep's budget rule: every condition runs budget_steps(cfg, pool) steps (--budget own: the old
+        # per-training-set budget, for implementations without a steps argument)
+        kw = {"steps": impl.budget_steps(cfg, len(pool.y))} if args.budget == "pool" else {}
         for cond in ("gold", "gold+weak"):
             for n in n_gold:
                 idx, labels = training_sets(cond, pool.y, weak, n, seeds, k)
                 x = pool.x[idx]
 
-                def batched(x=x, labels=labels, cfg=cfg):
-                    return impl.train_predict(cfg, x, labels, test.x, seeds, k)
+                def batched(x=x, labels=labels, cfg=cfg, kw=kw):
+                    return impl.train_predict(cfg, x, labels, test.x, seeds, k, **kw)
 
-                def loop(x=x, labels=labels, cfg=cfg):
-                    return np.concatenate([impl.train_predict(cfg, x[r:r + 1], labels[r:r + 1], test.x, [s], k)
-                                           for r, s in enumerate(seeds)])
+                def loop(x=x, labels=labels, cfg=cfg, kw=kw):
+                    return np.concatenate([impl.train_predict(cfg, x[r:r + 1], labels[r:r + 1], test.x, [s], k,
+                                                              **kw) for r, s in enumerate(seeds)])
 
                 if len(records) % 2 == 0:
                     (pb, wb, cb), (pl, wl, cl) = timed(batched), timed(loop)
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> dict:
         "command": "PYTHONPATH=src python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(),
         "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-        "threads": torch.get_num_threads(), "impl": args.impl or "fmgauge.weaklabels.students",
+        "threads": torch.get_num_threads(), "impl": args.impl or "fmgauge.weaklabels.training", "budget": args.budget,
         "grid": {"students": [s.display_name() for s in study.students], "n_gold": n_gold, "seeds": seeds,
                  "conditions": ["gold", "gold+weak"], "dataset": ds.name, "pool": len(pool), "test": len(test)},
         "quick": args.quick, "load_before": load0, "load_after": os.getloadavg(),
@@ -203,6 +206,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="only n_gold 10, 200, 2000 (a subset; say so if recorded)")
     p.add_argument("--impl", default=None,
                    help="time train_predict from this file instead of fmgauge's (e.g. an older students.py)")
+    p.add_argument("--budget", choices=["pool", "own"], default="pool",
+                   help="pool: every condition runs the study's budget (the sweep's rule); own: each training "
+                        "set's own max(min_steps, epochs*n/batch) (the rule before; needed for --impl baselines)")
     p.add_argument("--json", default=None, help="also write every trial's timings to this JSON file")
     p.add_argument("--baseline-json", default=None,
                    help="also print a before/after table against another run's --json (same grid)")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
-from fmgauge.core.stats import _binary_auc_batch, auc, auc_ci, mean_ci, paired_bootstrap, wilson_ci
+from fmgauge.core.stats import auc, auc_ci, binary_auc_batch, mean_ci, paired_bootstrap, wilson_ci
 from fmgauge.core.validation import FmgaugeError
 
 Z95 = sps.norm.ppf(0.975)
@@ -88,13 +88,13 @@ def test_auc_invariant_to_monotone_transforms(data, y):
 # ------------------------------------------------------------------------------------------- bootstrap
 
 
-def test_binary_auc_batch_equals_a_loop_of_roc_auc_score():
+def testbinary_auc_batch_equals_a_loop_of_roc_auc_score():
     rng = np.random.default_rng(1)
     y = (rng.random(40) < 0.4).astype(float)
     s = np.round(rng.random(40) + 0.4 * y, 1)  # rounded: plenty of ties
     idx = rng.integers(0, 40, size=(200, 40))
     idx[0] = np.flatnonzero(y == 1)[0]  # one single-class resample -> NaN
-    got = _binary_auc_batch(y, s, idx)
+    got = binary_auc_batch(y, s, idx)
     want = np.array([roc_auc_score(y[i], s[i]) if len(np.unique(y[i])) > 1 else np.nan for i in idx])
     assert np.isnan(got[0]) and np.isnan(want[0])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, equal_nan=True)
@@ -207,3 +207,23 @@ def test_paired_bootstrap_refuses_mismatch_and_too_few_pairs():
         paired_bootstrap(np.zeros(3), np.zeros(2))
     with pytest.raises(FmgaugeError, match="at least 2 pairs"):
         paired_bootstrap(np.zeros(1), np.zeros(1))
+
+
+def test_newcombe_auc_interval_is_honest_on_small_perfect_rankings():
+    """AUC 1.0 from 10 + 10 items: the bootstrap says [1, 1]; the score interval keeps a lower bound near 0.8
+    and widens as the sample shrinks, and for large samples it matches the Hanley-McNeil Wald interval."""
+    from fmgauge.core.stats import _newcombe_var, auc_score_ci
+
+    y = np.array([0] * 10 + [1] * 10)
+    perfect = auc_score_ci(y, np.arange(20.0))
+    assert perfect.value == 1.0 and perfect.hi == 1.0 and 0.7 < perfect.lo < 0.9
+    assert auc_ci(y, np.arange(20.0), n_boot=200).lo == 1.0  # what the bootstrap would say
+    y6 = np.array([0] * 3 + [1] * 3)
+    assert auc_score_ci(y6, np.arange(6.0)).lo < perfect.lo
+    rng = np.random.default_rng(0)
+    yb = np.repeat([0, 1], 400)
+    s = rng.normal(size=800) + 1.2 * yb
+    big = auc_score_ci(yb, s)
+    half = 1.959964 * np.sqrt(_newcombe_var(np.array(big.value), 400, 400))
+    assert big.lo < big.value < big.hi
+    assert (big.hi - big.lo) / 2 == pytest.approx(float(half), rel=0.05)

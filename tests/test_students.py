@@ -1,4 +1,5 @@
-"""Students: seed-batched training equals independent runs, and every registered kind learns a planted signal."""
+"""Students: seed-batched training equals independent runs, every registered kind learns a planted signal, and the
+budget rule trains every condition for the same number of steps."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ from torch import nn
 
 from fmgauge.core.stats import auc
 from fmgauge.core.validation import FmgaugeError
+from fmgauge.weaklabels.seedbatch import seed_batched, seedwise
 from fmgauge.weaklabels.students import (
     CONVEX_STUDENTS,
     STUDENTS,
     TEXT_STUDENTS,
     StudentConfig,
     build,
-    minibatch_schedule,
     n_params,
-    seed_batched,
-    seedwise,
+)
+from fmgauge.weaklabels.training import (
+    budget_steps,
+    fit_predict_convex,
+    lr_factor,
+    minibatch_schedule,
     train_predict,
 )
 
@@ -102,16 +107,20 @@ def test_batched_run_matches_each_seed_alone(kind: str, data: dict) -> None:
     np.testing.assert_allclose(together, alone, atol=1e-4)
 
 
-def test_one_seed_equals_a_plain_pytorch_loop(data: dict) -> None:
-    """S = 1 is the textbook loop: build(seed), AdamW, mean cross-entropy over the seed's minibatch schedule."""
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_one_seed_equals_a_plain_pytorch_loop(data: dict, schedule: str) -> None:
+    """S = 1 is the textbook loop: build(seed), AdamW with a cosine (or constant) learning rate, mean cross-entropy
+    over the seed's minibatch schedule."""
     seed, steps, bs = 7, 20, 8
-    cfg = _cfg("mlp", epochs=1, min_steps=steps, batch_size=bs)
-    got = train_predict(cfg, data["x"][None], data["y"][None], data["xt"], [seed], 2)[0]
+    cfg = _cfg("mlp", epochs=1, min_steps=steps, batch_size=bs, schedule=schedule)
+    got = train_predict(cfg, data["x"][None], data["y"][None], data["xt"], [seed], 2, steps=steps)[0]
     model = build(cfg, SHAPE, 2, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     x = torch.from_numpy(data["x"]).float() * (4 / 255) - 2
     y = torch.from_numpy(data["y"]).long()
-    for rows in minibatch_schedule(len(y), [seed], bs, steps)[:, 0]:
+    for t, rows in enumerate(minibatch_schedule(len(y), [seed], bs, steps)[:, 0]):
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * (0.5 * (1 + np.cos(np.pi * t / steps)) if schedule == "cosine" else 1.0)
         loss = nn.functional.cross_entropy(model(x[rows]), y[rows])
         opt.zero_grad()
         loss.backward()
@@ -180,7 +189,7 @@ def test_unknown_layers_fall_back_to_vmap(data: dict) -> None:
         STUDENTS.add("test-scaled-mlp", _scaled_mlp)
     cfg = StudentConfig(kind="test-scaled-mlp", epochs=1, min_steps=20, batch_size=8)
     assert seedwise([build(cfg, SHAPE, 2, s) for s in (0, 1)]) is None
-    assert not isinstance(seed_batched(cfg, SHAPE, 2, [0, 1]), nn.Sequential)
+    assert not isinstance(seed_batched([build(cfg, SHAPE, 2, s) for s in (0, 1)]), nn.Sequential)
     x, y = _stack(data["x"], data["y"], 2)
     together = train_predict(cfg, x, y, data["xt"], [0, 1], 2)
     alone = np.concatenate([train_predict(cfg, x[r:r + 1], y[r:r + 1], data["xt"], [r], 2) for r in range(2)])
@@ -229,3 +238,44 @@ def test_elr_with_zero_weight_is_plain_training_and_resists_heavy_noise(pneumoni
     elr = train_predict(cfg, x, yy, te.x, [0, 1], 2, elr=(0.7, 3.0))
     aucs = [np.mean([auc(te.y, p[r, :, 1]) for r in range(2)]) for p in (plain, elr)]
     assert aucs[1] > aucs[0] + 0.01, aucs
+
+
+def test_budget_is_the_same_for_every_training_set_size() -> None:
+    """The budget rule: steps depend on the student and the study's pool, never on the condition's set size."""
+    cfg = StudentConfig(kind="mlp", epochs=8, batch_size=128)
+    assert budget_steps(cfg, 4708) == 295  # ceil(8 * 4708 / 128)
+    assert budget_steps(cfg.model_copy(update={"steps": 40}), 4708) == 40
+    assert budget_steps(cfg, 100) == 60  # min_steps for a tiny study
+    assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+    assert lr_factor("constant", 9, 10) == 1.0
+
+
+def test_zero_weight_padding_trains_like_each_set_alone(data: dict) -> None:
+    """Sets of different sizes padded with weight-0 rows train like each set alone (full batch): the same
+    gradients, up to float summation order (which AdamW amplifies where a gradient is ~0, hence 5e-3)."""
+    cfg = _cfg("logreg", batch_size=64)
+    sizes = [20, 26]
+    x = np.zeros((2, 26, *SHAPE), dtype=np.uint8)
+    y = np.zeros((2, 26), dtype=np.int64)
+    w = np.zeros((2, 26), dtype=np.float32)
+    for r, n in enumerate(sizes):
+        x[r, :n], y[r, :n], w[r, :n] = data["x"][:n], data["y"][:n], 1
+    # padding rows are real images with the wrong label: they must not matter
+    x[0, 20:], y[0, 20:] = data["x"][20:26], 1 - data["y"][20:26]
+    together = train_predict(cfg, x, y, data["xt"], [0, 1], 2, steps=30, weights=w)
+    for r, n in enumerate(sizes):
+        alone = train_predict(cfg.model_copy(update={"batch_size": n}), x[r:r + 1, :n], y[r:r + 1, :n],
+                              data["xt"], [r], 2, steps=30)
+        np.testing.assert_allclose(together[r], alone[0], atol=5e-3)
+    unweighted = train_predict(cfg, x, y, data["xt"], [0, 1], 2, steps=30)  # the mislabelled padding counts
+    assert np.abs(unweighted[0] - together[0]).max() > 0.02
+
+
+def test_convex_student_fits_images_on_standardised_pixels(pneumonia) -> None:
+    """sk-logreg on an image dataset (the issue: it passed validation, then every trial failed)."""
+    tr, te = pneumonia.split("train"), pneumonia.split("test")
+    cfg = StudentConfig(kind="sk-logreg", c=0.01)
+    idx = np.random.default_rng(0).permutation(len(tr.y))[:600].reshape(2, 300)
+    p = fit_predict_convex(cfg, tr.x, idx, tr.y[idx], te.x, 2)
+    assert p.shape == (2, len(te.y), 2)
+    assert min(auc(te.y, p[r][:, 1]) for r in range(2)) > 0.85

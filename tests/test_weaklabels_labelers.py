@@ -27,7 +27,8 @@ def small(pneumonia) -> Dataset:
 def test_simulated_labeler_hits_target_accuracy(fmgauge_env, small, noise, accuracy):
     out = run_labeler({"kind": "simulated", "noise": noise, "accuracy": accuracy}, small, "train")
     y = small.split("train").y
-    assert abs((out.labels == y).mean() - accuracy) < 0.04
+    # exact counts: round((1 - accuracy) * N) items flipped, not a binomial draw around it
+    assert (out.labels != y).sum() == round((1 - accuracy) * len(y))
     assert np.allclose(out.probs.sum(1), 1) and (out.probs.argmax(1) == out.labels).all()
     assert (out.ids == small.split("train").ids).all()
 
@@ -38,6 +39,30 @@ def test_class_conditional_errors_fall_on_one_class(fmgauge_env, small):
     rare = np.bincount(y).argmin()
     wrong = out.labels != y
     assert wrong[y != rare].sum() == 0 and wrong[y == rare].sum() > 0
+
+
+@pytest.mark.parametrize("noise", ["random", "class-conditional", "instance"])
+def test_each_draw_is_a_new_noise_realisation_at_the_same_rate(fmgauge_env, small, noise):
+    """The study gives each sweep seed its own draw: the flipped items change, their number does not."""
+    y = small.split("train").y
+    outs = [run_labeler({"kind": "simulated", "noise": noise, "accuracy": 0.8, "draw": d}, small, "train")
+            for d in (0, 1, 0)]
+    wrong = [o.labels != y for o in outs]
+    assert wrong[0].sum() == wrong[1].sum() == 200
+    assert (wrong[0] != wrong[1]).any()  # another realisation
+    assert np.array_equal(outs[0].labels, outs[2].labels)  # the same draw again: the same labels
+
+
+def test_class_conditional_flips_exact_counts_per_class():
+    from fmgauge.weaklabels.labelers.simulated import exact_counts, flip_transition
+
+    y = np.array([0] * 30 + [1] * 70 + [2] * 11)
+    t = np.array([[0.8, 0.1, 0.1], [0.05, 0.9, 0.05], [0.0, 0.5, 0.5]])
+    out = flip_transition(y, t, np.random.default_rng(0))
+    for c in range(3):
+        np.testing.assert_array_equal(np.bincount(out[y == c], minlength=3), exact_counts(int((y == c).sum()), t[c]))
+    assert exact_counts(11, [0.0, 0.5, 0.5]).tolist() in ([0, 6, 5], [0, 5, 6])
+    assert exact_counts(30, [0.8, 0.1, 0.1]).tolist() == [24, 3, 3]
 
 
 def test_minority_transition_rows_sum_to_one_and_reach_rate():

@@ -15,7 +15,8 @@ from fmgauge.weaklabels.noise import (
     projection_factor,
     transition_matrix,
 )
-from fmgauge.weaklabels.students import StudentConfig, fit_predict_convex
+from fmgauge.weaklabels.students import StudentConfig
+from fmgauge.weaklabels.training import fit_predict_convex
 
 
 def _student_auc(x, y_train, x_test, y_test):

@@ -30,32 +30,8 @@ def env(fmgauge_env, shared_cache, monkeypatch):
 
 def small_study(**over) -> StudyConfig:
     base = dict(name="t", dataset="pneumoniamnist", labelers=[{"kind": "simulated", "accuracy": 0.8}],
-                students=[FAST], n_gold=[10, 100, 1000], seeds=2, n_boot=20)
+                students=[FAST], n_gold=[10, 100, 1000], seeds=2, n_boot=20, rule_eval=False)
     return StudyConfig(**{**base, **over})
-
-
-def test_crossover_moves_later_as_labeler_accuracy_rises(env):
-    """Instance-dependent labelers at 0.70 < 0.85 < 0.95 accuracy: n* must increase, and an accurate labeler helps
-    at the smallest n_gold. (Random symmetric noise is class-conditional and barely moves AUC: see the spec's
-    projection argument; instance-dependent noise is the case the crossover theory is about.)"""
-    accs = (0.70, 0.85, 0.95)
-    cfg = StudyConfig(
-        name="planted", dataset="pneumoniamnist",
-        labelers=[{"name": f"acc{a}", "kind": "simulated", "noise": "instance", "accuracy": a} for a in accs],
-        students=[{"kind": "mlp", "width": 64, "epochs": 4}], n_gold=[10, 20, 50, 100, 200, 500, 1000, 2000],
-        seeds=6, conditions=["gold", "gold+weak"], n_boot=0,
-    )
-    res = calibrate(cfg, env / "runs" / "planted", backend=BackendConfig(workers=2), progress=False, report=False)
-    xo = {r["labeler"]: r for r in res.summary["crossovers"]}
-    as_n = {"crossover": None, "above-range": np.inf, "below-range": 0.0}
-
-    def n_star(a):
-        e = xo[f"acc{a}"]["empirical"]
-        return e["n_star"] if e["status"] == "crossover" else as_n[e["status"]]
-
-    stars = [n_star(a) for a in accs]
-    assert stars[0] < stars[1] < stars[2], stars
-    assert xo["acc0.95"]["delta_at_min"]["value"] > 0.02
 
 
 def _results(run_dir) -> pd.DataFrame:
@@ -98,10 +74,14 @@ def test_same_config_and_seeds_give_identical_results(env, tmp_path):
 def test_report_is_written_and_rebuilt_from_the_store(env, tmp_path):
     from fmgauge.weaklabels import rebuild_report
 
-    res = calibrate(small_study(), tmp_path / "r", backend=BackendConfig(workers=1), progress=False)
+    res = calibrate(small_study(rule_eval=True, rule_pool_max=500), tmp_path / "r",
+                    backend=BackendConfig(workers=1), progress=False)
+    assert res.stats.total == 2 * 3 + 1 + 1 * 2 * 2  # one seed chunk + rule trials: labeler x n_gold (10, 100) x seeds
     html = (tmp_path / "r" / "report.html").read_text()
     assert "SIMULATED" in html.split("<h1>")[0]  # the first thing a reader sees
     assert "figures/delta_" in html and "Crossover per student" in html
+    assert "Decision rules, evaluated" in html and "figures/rules_regret.png" in html
+    assert "always use the weak labels (trivial)" in html
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["meta"]["seeds"] == [0, 1] and summary["crossovers"][0]["student"] == "logreg"
     (tmp_path / "r" / "report.html").unlink()
@@ -153,6 +133,20 @@ def test_invalid_config_values_are_refused():
         small_study(conditions=["weak"])
     with pytest.raises(ValidationError, match="accuracy"):
         small_study(labelers=[{"kind": "simulated", "accuracy": 1.5}])
+    with pytest.raises(ValidationError, match="seeds must be a number of seeds >= 1"):
+        small_study(seeds=0)
+    with pytest.raises(ValidationError, match="distinct non-negative"):
+        small_study(seeds=[1, 1])
+    with pytest.raises(ValidationError, match="rule_proxy must be a student of kind"):
+        small_study(rule_proxy={"kind": "cnn"})
+
+
+def test_convex_student_trains_on_image_datasets(env, tmp_path):
+    """sk-logreg on raw images used to pass validation and then fail in every trial."""
+    cfg = small_study(students=[{"kind": "sk-logreg", "c": 0.01}], n_gold=[20, 200], rule_eval=False)
+    res = calibrate(cfg, tmp_path / "cvx", backend=BackendConfig(workers=1), progress=False, report=False)
+    gold = res.results[(res.results.condition == "gold") & (res.results.n_gold == 200)]
+    assert len(gold) == 2 and (gold.auc > 0.85).all()
 
 
 @pytest.mark.ray

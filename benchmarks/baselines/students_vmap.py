@@ -15,7 +15,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from fmgauge.core.validation import FmgaugeError
-from fmgauge.weaklabels.students import StudentConfig, _scale, build
+from fmgauge.weaklabels.students import StudentConfig, build
+from fmgauge.weaklabels.training import scale_inputs as _scale
 
 __all__ = ["StudentConfig", "train_predict"]
 
@@ -28,7 +29,7 @@ def train_predict(
     seeds: list[int],
     n_classes: int,
 ) -> np.ndarray:
-    """The old loop; same contract as :func:`fmgauge.weaklabels.students.train_predict`."""
+    """The old loop; same contract as :func:`fmgauge.weaklabels.training.train_predict`."""
     s_count, n = y_train.shape
     if x_train.shape[:2] != (s_count, n) or len(seeds) != s_count:
         raise FmgaugeError(

@@ -184,9 +184,16 @@ def decide_cmd(
     split: Annotated[str | None, typer.Option(help="With --dataset: the split holding the gold ids.")] = None,
     representation: Annotated[str, typer.Option(
         help="With --dataset: raw | tfidf | embed:<model> (texts need tfidf or embed).")] = "raw",
-    primary: Annotated[str, typer.Option(help="Rule giving the verdict: accuracy (paper) or auc.")] = "accuracy",
-    n_repeats: Annotated[int, typer.Option(help="Repeats of stratified K-fold CV for gold-only AUC.")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed of the CV splits and bootstraps.")] = 0,
+    primary: Annotated[str | None, typer.Option(
+        help="Rule giving the verdict: cv-delta (default with a pool), weak-student, auc (default without a "
+             "pool) or accuracy (the paper's).")] = None,
+    max_pairs: Annotated[int, typer.Option(help="Leave-pair-out fits for the gold-only AUC.", min=1)] = 120,
+    pool_max: Annotated[int, typer.Option(help="Pool items the pool rules train on (a seeded subset).",
+                                          min=10)] = 2000,
+    proxy: Annotated[str | None, typer.Option(
+        help="Student the rules train: logreg (default on dense features: the sweep's AdamW logreg), sk-logreg "
+             "(converged; the default on sparse TF-IDF), mlp.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the pairs, folds, pool subset and bootstraps.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the decision as JSON.")] = None,
 ) -> None:
     """Will the weak labels help? Verdict from 10+ gold labels: use-weak-labels / gold-only / uncertain."""
@@ -195,16 +202,21 @@ def decide_cmd(
     from fmgauge.weaklabels.decide import decide_from_files
 
     d = decide_from_files(gold, labeler_outputs, features=features, dataset=dataset, split=split,
-                          representation=representation, primary=primary, n_repeats=n_repeats, seed=seed)
-    table = Table("rule", "gold-only AUC [95% CI]", "labeler [95% CI]", "verdict", "more gold labels", "n* (rough)",
-                  title=f"Decision from {d.n_gold} gold labels (class counts {d.class_counts})")
+                          representation=representation, primary=primary, max_pairs=max_pairs, pool_max=pool_max,
+                          seed=seed, proxy=None if proxy is None else {"kind": proxy})
+    pool = f", pool of {d.pool_size} weak-labelled items" if d.pool_size else ", no pool (pool rules not run)"
+    table = Table("rule", "gold-only AUC [95% CI]", "weak side [95% CI]", "verdict", "more gold labels",
+                  "n* (rough)", title=f"Decision from {d.n_gold} gold labels (class counts {d.class_counts}){pool}")
+    side = {"accuracy": "labeler accuracy", "auc": "labeler AUC", "cv-delta": "gold+weak AUC",
+            "weak-student": "weak-trained AUC"}
     for r in d.rules.values():
         more = "–" if r.verdict != "uncertain" else (f"> {100_000}" if r.more_gold is None else str(r.more_gold))
         xo = "–" if r.crossover is None else f"{r.crossover:.0f}"
+        verdict = r.verdict if r.verdict != "uncertain" else f"uncertain (leans {r.lean})"
         table.add_row(f"{r.rule}{' (primary)' if r.rule == d.primary else ''}", str(d.gold_auc),
-                      f"{'accuracy' if r.rule == 'accuracy' else 'AUC'} {r.labeler}", r.verdict, more, xo)
+                      f"{side[r.rule]} {r.labeler}", verdict, more, xo)
     Console().print(table)
-    Console().print(d.explain())
+    Console().print(d.explain(), markup=False)  # "[cv-delta rule]" is text, not rich markup
     Console().print(f"verdict: [bold]{d.verdict}[/]")
     if json_out:
         json_out.write_text(json.dumps(d.to_dict(), indent=1))
@@ -226,7 +238,9 @@ def info_cmd() -> None:
 
     c = Console()
     c.print("[bold]data directories[/] (search order):", *[f"  {d}" for d in data_dirs()], sep="\n")
-    c.print(f"[bold]datasets[/]: {', '.join(DATASETS.names())} (or folder:<path> with labels.csv)")
+    c.print(f"[bold]datasets[/]: {', '.join(DATASETS.names())} (or folder:<path> with labels.csv, "
+            "features:<x.npz>, text:<file.csv|tsv|jsonl> with optional ?positive=X&descriptions=F.yaml&"
+            "text_column=C&label_column=C&header=none)")
     c.print(f"[bold]labeler kinds[/]: {', '.join(LABELERS.names())}")
     c.print(f"[bold]students[/]: {', '.join(STUDENTS.names())}")
 

@@ -85,16 +85,24 @@ def find_data_file(*relative: str, how_to_get: str) -> Path:
 
 
 def load_dataset(name: str) -> Dataset:
-    """A registered dataset, an image folder ``folder:<path>``, a feature file ``features:<path.npz>`` or a text
-    table ``text:<path.csv|tsv|jsonl>`` (columns text, label, optional split)."""
+    """A registered dataset, an image folder ``folder:<path>``, a MedMNIST-layout image file ``npz:<path.npz>``, a
+    feature file ``features:<path.npz>`` or a text table ``text:<path.csv|tsv|jsonl>[?option=value&...]``
+    (columns text, label, optional split; options positive, text_column, label_column, descriptions, header: see
+    :mod:`fmgauge.core.datasets_text`)."""
     if name.startswith("folder:"):
         return load_image_folder(Path(name.split(":", 1)[1]))
     if name.startswith("features:"):
         return load_feature_file(Path(name.split(":", 1)[1]))
+    if name.startswith("npz:"):
+        path = Path(name.split(":", 1)[1])
+        if not path.exists():
+            raise FmgaugeError(f"image file {path} does not exist (npz: expects a MedMNIST-layout .npz with "
+                               "<split>_images and <split>_labels arrays).")
+        return read_medmnist_npz(path, f"npz:{path.name}")
     if name.startswith("text:"):
-        from fmgauge.core.datasets_text import load_text_table
+        from fmgauge.core.datasets_text import load_text_name
 
-        return load_text_table(Path(name.split(":", 1)[1]))
+        return load_text_name(name.split(":", 1)[1])
     return DATASETS.get(name)()
 
 
@@ -169,7 +177,16 @@ def load_medmnist_npz(flag: str, *, size: int = 28) -> Dataset:
         if offline():
             raise
         path = _download_medmnist(flag, size)
+    return read_medmnist_npz(path, flag, MEDMNIST_CLASSES.get(flag))
+
+
+def read_medmnist_npz(path: Path, name: str, classes: tuple[str, ...] | None = None) -> Dataset:
+    """An image dataset from an npz in the MedMNIST layout: ``{train,val,test}_images`` (N, H, W[, C]) uint8 and
+    ``{split}_labels`` (N, 1), optionally ``class_names`` (K,); train and test are required. Also what
+    ``npz:<path>`` datasets load."""
     with np.load(path) as z:
+        if classes is None and "class_names" in z:
+            classes = tuple(map(str, z["class_names"]))
         missing = [k for k in ("train_images", "train_labels", "test_images", "test_labels") if k not in z]
         if missing:
             raise FmgaugeError(f"{path} is not a MedMNIST npz: missing keys {missing}; it has {z.files}.")
@@ -178,10 +195,8 @@ def load_medmnist_npz(flag: str, *, size: int = 28) -> Dataset:
             for s in ("train", "val", "test")
             if f"{s}_images" in z
         }
-    classes = MEDMNIST_CLASSES.get(flag) or tuple(
-        str(c) for c in range(int(max(sp.y.max() for sp in splits.values())) + 1)
-    )
-    return Dataset(name=flag, class_names=classes, splits=splits, source=str(path))
+    classes = classes or tuple(str(c) for c in range(int(max(sp.y.max() for sp in splits.values())) + 1))
+    return Dataset(name=name, class_names=classes, splits=splits, source=str(path))
 
 
 def _download_medmnist(flag: str, size: int) -> Path:

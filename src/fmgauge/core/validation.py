@@ -6,6 +6,8 @@ what came, so nothing surfaces as a traceback from deep inside numpy or torch.
 
 from __future__ import annotations
 
+import difflib
+import string
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -30,7 +32,7 @@ def check_finite(name: str, x: np.ndarray) -> np.ndarray:
 
 def check_same_length(**arrays: Sequence) -> int:
     """All arrays have the same first dimension; returns it."""
-    lengths = {k: len(v) for k, v in arrays.items()}
+    lengths = {k: v.shape[0] if hasattr(v, "shape") else len(v) for k, v in arrays.items()}
     if len(set(lengths.values())) > 1:
         desc = " and ".join(f"{k} is length {n}" for k, n in lengths.items())
         raise FmgaugeError(f"length mismatch: {desc}; they must describe the same items.")
@@ -85,3 +87,42 @@ def check_choice(name: str, value: str, choices: Iterable[str]) -> str:
     if value not in choices:
         raise FmgaugeError(f"{name} must be one of {choices}, got {value!r}.")
     return value
+
+
+def close_matches(value: str, choices: Iterable[str]) -> list[str]:
+    """Up to three of ``choices`` close to ``value`` (difflib ratio >= 0.6), closest first."""
+    return difflib.get_close_matches(value, list(choices), n=3, cutoff=0.6)
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the choices close to ``value`` (empty when none is close)."""
+    near = close_matches(value, choices)
+    return f" Did you mean {' or '.join(map(repr, near))}?" if near else ""
+
+
+def name_unknown(values: Iterable[str], choices: Iterable[str]) -> str:
+    """``'sports' (did you mean 'sport'?), 'xyz'``: unknown names, each with its near choices."""
+    choices = list(choices)
+    parts = []
+    for v in values:
+        near = close_matches(v, choices)
+        parts.append(repr(v) + (f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""))
+    return ", ".join(parts)
+
+
+def check_template(name: str, template: object, *, required: Sequence[str], optional: Sequence[str] = (),
+                   once: bool = False) -> str:
+    """A ``str.format`` template holding every ``required`` slot (exactly once if ``once``), maybe the
+    ``optional`` ones, and no other braces (``{{``/``}}`` write literal braces); returns it."""
+    allowed = set(required) | set(optional)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template)] if isinstance(template, str) else None
+    except ValueError:  # an unmatched brace
+        fields = None
+    ok = (fields is not None and all(f is None or f in allowed for f in fields)
+          and all(fields.count(s) == 1 if once else s in fields for s in required))
+    if not ok:
+        slots = " and ".join(repr(f"{{{s}}}") for s in required) + (" once" if once else "")
+        extra = f", optionally {' and '.join(repr(f'{{{s}}}') for s in optional)}" if optional else ""
+        raise FmgaugeError(f"{name} must contain {slots}{extra}, and no other braces; got {template!r}.")
+    return template

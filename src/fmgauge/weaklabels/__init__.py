@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fmgauge.weaklabels.decide import Decision, decide, decide_from_files
+from fmgauge.weaklabels.decide import Decision, Pool, decide, decide_from_files
 from fmgauge.weaklabels.labelers import LabelerOutput, parse_labeler, run_labeler
 from fmgauge.weaklabels.study import StudyConfig, StudyResult, calibrate, load_result
 
-__all__ = ["StudyConfig", "StudyResult", "LabelerOutput", "Decision", "calibrate", "decide", "decide_from_files",
-           "label", "rebuild_report", "load_result"]
+__all__ = ["StudyConfig", "StudyResult", "LabelerOutput", "Decision", "Pool", "calibrate", "decide",
+           "decide_from_files", "label", "rebuild_report", "load_result"]
 
 
 def label(dataset: str, labeler: dict, *, split: str = "train") -> LabelerOutput:

@@ -1,9 +1,10 @@
 """The largest text student: a pretrained transformer encoder fine-tuned end to end (default minilm-l6).
 
 Per seed: the encoder (``load_text_model(model, "sequence-classification")``; its classification head is freshly
-initialised under the seed) is trained with AdamW (linear warm-up over the first 10% of steps, then linear decay)
-on the seed's training set for ``epochs`` passes (at least ``min_steps`` steps) of ``batch_size`` texts truncated
-to ``max_length`` tokens, then predicts the test texts. The texts are tokenised once per call; batches are padded
+initialised under the seed) is trained with AdamW (linear warm-up over the first 10% of steps, then linear decay,
+the BERT fine-tuning recipe) on the seed's training set for the study's budget (``training.budget_steps``: the
+same number of steps for every condition) of ``batch_size`` texts truncated to ``max_length`` tokens, then
+predicts the test texts. The texts are tokenised once per call; batches are padded
 to their longest member. This is the expensive student of the study: give it a small grid (configs do).
 """
 
@@ -41,14 +42,16 @@ def _warmup_linear(warm: int, steps: int):  # noqa: ANN202
 
 def fit_predict_finetune(
     cfg, texts_pool: np.ndarray, idx: np.ndarray, y_train: np.ndarray, texts_test: np.ndarray,  # noqa: ANN001
-    seeds: list[int], n_classes: int,
+    seeds: list[int], n_classes: int, *, steps: int | None = None,
 ) -> np.ndarray:
     """Fine-tune ``cfg.model`` once per seed on ``texts_pool[idx[s]]`` with labels ``y_train[s]``.
 
     ``idx``, ``y_train``: (S, N); ``texts_pool`` (N_pool,) and ``texts_test`` (M,) str. Returns (S, M, K) float32.
-    ``cfg``: a StudentConfig (model, max_length, epochs, min_steps, batch_size, lr, weight_decay).
+    ``cfg``: a StudentConfig (model, max_length, epochs, min_steps, batch_size, lr, weight_decay); ``steps``: the
+    budget (default ``budget_steps(cfg, N)``).
     """
     from fmgauge.core.text_models import load_text_model
+    from fmgauge.weaklabels.training import budget_steps
 
     idx, y_train = np.asarray(idx), np.asarray(y_train)
     if idx.shape != y_train.shape or idx.ndim != 2 or len(seeds) != len(idx):
@@ -67,7 +70,7 @@ def fit_predict_finetune(
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         n = idx.shape[1]
         bs = min(cfg.batch_size, n)
-        steps = max(cfg.min_steps, math.ceil(cfg.epochs * n / bs))
+        steps = budget_steps(cfg, n) if steps is None else int(steps)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warm = max(1, steps // 10)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_linear(warm, steps))

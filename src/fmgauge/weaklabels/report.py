@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fmgauge.core.report import Report, Section, figure_backend, render_html, render_markdown, save_figure
+from fmgauge.weaklabels.rule_eval import conclusion as rule_conclusion
 
 
 def _slug(s: str) -> str:
@@ -275,15 +276,67 @@ def noise_table(summary: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def hit_rate_table(summary: dict) -> pd.DataFrame:
+def _ci(d: dict | None, fmt: str = "{:.4f}") -> str:
+    if not d or d.get("value") is None or not np.isfinite(d["value"]):
+        return "–"
+    if not np.isfinite(d.get("lo", np.nan)):
+        return fmt.format(d["value"])
+    return f"{fmt.format(d['value'])} [{fmt.format(d['lo'])}, {fmt.format(d['hi'])}]"
+
+
+POLICY_TEXT = {
+    "accuracy": "accuracy rule (paper: gold-only AUC vs prior-corrected labeler accuracy)",
+    "auc": "auc rule (gold-only AUC vs labeler AUC)",
+    "cv-delta": "cv-delta rule (cross-validated ΔAUC on the gold set, with the pool)",
+    "weak-student": "weak-student rule (weak-trained proxy vs gold-only on the gold set)",
+    "always-weak": "always use the weak labels (trivial)",
+    "always-gold": "always train on gold only (trivial)",
+}
+
+
+def rule_table(summary: dict, m: int | str, scope: str = "all") -> pd.DataFrame:
+    """Per policy at gold-set size ``m`` (or 'all'): regret, hit rate on decisive cells, abstention, vs trivial."""
+    ev = summary.get("rule_eval") or {}
     rows = []
-    for h in summary.get("hit_rates", []):
-        if h["n_gold"] != "all":
+    for r in ev.get("scores", []):
+        if r["scope"] != scope or r["n_gold"] != m:
             continue
-        rows.append({"labeler": h["labeler"], "rule": h["rule"], "gold labels used": h["m"],
-                     "hit rate [95% Wilson CI]": f"{h['hit_rate']:.2f} [{h['lo']:.2f}, {h['hi']:.2f}]",
-                     "cells (student × n_gold × seed)": h["cells"]})
+        vs = r.get("vs_trivial")
+        rows.append({
+            "policy": POLICY_TEXT.get(r["policy"], r["policy"]),
+            "regret, AUC [95% CI over seeds]": _ci(r["regret"]),
+            "hit rate on decisive cells": _ci(r["hit_rate"], "{:.2f}"),
+            "decisive cells": f"{r['decisive_cells']} of {r['cells']}",
+            "abstains": _ci(r["abstain"], "{:.0%}"),
+            "hit rate when it commits": "–" if r.get("hit_rate_committed") is None
+            else f"{r['hit_rate_committed']:.2f}",
+            "regret − better trivial [95% CI] (MDE)": "–" if not vs else
+            f"{vs['value']:+.4f} [{vs['lo']:+.4f}, {vs['hi']:+.4f}] ({vs['mde']:.4f}) vs {vs['baseline']}",
+        })
     return pd.DataFrame(rows)
+
+
+def plot_rule_regret(summary: dict, path: Path) -> Path:
+    """Regret vs n_gold per policy (all labelers pooled), with seed-bootstrap 95% CIs."""
+    import matplotlib.pyplot as plt
+
+    ev = summary["rule_eval"]
+    rows = pd.DataFrame([r for r in ev["scores"] if r["scope"] == "all" and r["n_gold"] != "all"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (policy, g) in enumerate(rows.groupby("policy", sort=False)):
+        g = g.sort_values("n_gold")
+        v = np.array([d["value"] for d in g.regret])
+        lo, hi = np.array([d["lo"] for d in g.regret]), np.array([d["hi"] for d in g.regret])
+        trivial = policy.startswith("always")
+        ax.plot(g.n_gold, v, "s--" if trivial else "o-", ms=4, color=f"C{i}", label=policy, lw=1 if trivial else 2)
+        ax.fill_between(g.n_gold, lo, hi, color=f"C{i}", alpha=0.1)
+    ax.set_xscale("log")
+    ax.set_xlabel("gold labels the rule is operated from (n_gold)")
+    ax.set_ylabel("regret (AUC lost vs the per-cell best choice)")
+    ax.set_title("Decision rules against the trivial policies (lower is better)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
 
 
 def explanation_paragraphs(summary: dict) -> list[str]:
@@ -302,14 +355,6 @@ def explanation_paragraphs(summary: dict) -> list[str]:
         out.append(f"Predicting the crossover: the projection lands closer to the empirical n* for "
                    f"{int(c.get('projected', 0))} and the rate-only rule for {int(c.get('rate-only', 0))} of the "
                    f"{int((table['closer'] != '–').sum())} (labeler, student) pairs with an in-range crossover.")
-    best = {}
-    for h in summary.get("hit_rates", []):
-        if h["n_gold"] == "all":
-            best.setdefault(h["rule"], []).append(h["hit_rate"])
-    if best:
-        out.append("Decision-rule hit rates (share of cells where the rule's verdict matches the realised sign of "
-                   "ΔAUC), mean over labelers and gold budgets: "
-                   + "; ".join(f"{rule} rule {np.mean(v):.2f}" for rule, v in best.items()) + ".")
     return out
 
 
@@ -368,13 +413,25 @@ def build_report(result) -> Report:  # noqa: ANN001 - StudyResult (avoid an impo
             summary, lab, fig_dir / f"matched_{_slug(lab)}.png").relative_to(run_dir).as_posix()))
     if why.tables:
         sections.append(why)
-    hits = hit_rate_table(summary)
-    if not hits.empty:
-        sections.append(Section("Decision rule hit rates", [
-            "For every (labeler, student, n_gold, seed) the rule compares the student's gold-only AUC with the "
-            "labeler's accuracy (paper's rule) or AUC (like-for-like) measured on only the first m gold labels, "
-            "and says whether weak labels help; a hit is a verdict matching the realised sign of ΔAUC. "
-            "Per-n_gold rates are in summary.json (hit_rates)."], [("Hit rates", hits)]))
+    ev = summary.get("rule_eval") or {}
+    if ev:
+        m = ev["headline_m"]
+        sec = Section("Decision rules, evaluated", [
+            rule_conclusion(ev),
+            "How: for every labeler, seed and gold-set size n_gold ≤ "
+            f"{cfg.get('rule_max_gold', 100)}, `decide` ran on that seed's own n_gold gold items and the "
+            "weak-labelled rest of the pool (nothing from the test set), and its choice was scored against the "
+            "sweep's realised ΔAUC of every student. Regret = AUC lost against the per-cell best of gold-only and "
+            "gold+weak; an uncertain verdict falls back to the side its estimate leans to (its share is the "
+            "abstention). Decisive cells are those whose seed-mean ΔAUC has a 95% CI excluding 0. Intervals "
+            "resample seeds; MDE = the smallest regret difference these seeds could detect (80% power).",
+        ])
+        sec.tables.append((f"At n_gold = {m} (all labelers and students)", rule_table(summary, m)))
+        sec.tables.append((f"Over every n_gold ≤ {cfg.get('rule_max_gold', 100)} in the grid",
+                           rule_table(summary, "all")))
+        sec.figures.append(("Regret of each policy by gold-set size", plot_rule_regret(
+            summary, fig_dir / "rules_regret.png").relative_to(run_dir).as_posix()))
+        sections.append(sec)
     meta = summary["meta"]
     footer = (f"fmgauge {meta['fmgauge']} · git {meta.get('git') or 'n/a'} · {meta['created']} · "
               f"seeds {meta['seeds']} · {meta['run']['ran']} trials run, {meta['run']['skipped']} reused · "

@@ -27,11 +27,13 @@ from fmgauge.core.stats import auc, mean_ci, wilson_ci
 from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.crossover import empirical_crossover, rate_only_crossover
+from fmgauge.weaklabels.decide import PROXY_KINDS, RULES_VERSION
 from fmgauge.weaklabels.features import input_shape, represent
-from fmgauge.weaklabels.hitrate import hit_rates
 from fmgauge.weaklabels.labelers import LabelerConfig, LabelerOutput, labeler_cache_key, run_labeler
 from fmgauge.weaklabels.labelers.simulated import SimulatedLabeler
 from fmgauge.weaklabels.noise import cleanlab_noise, projected_crossover, transition_matrix
+from fmgauge.weaklabels.rule_eval import evaluate as evaluate_rules
+from fmgauge.weaklabels.rule_eval import proxy_features, run_rule_trial
 from fmgauge.weaklabels.students import CONVEX_STUDENTS, TEXT_STUDENTS, StudentConfig, n_params
 from fmgauge.weaklabels.sweep import CONDITIONS, check_n_gold, gold_order, run_trial
 
@@ -43,7 +45,8 @@ class StudyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field("study", description="study name (the run directory defaults to runs/<name>)")
-    dataset: str = Field(..., description="registered dataset name, or folder:<path>")
+    dataset: str = Field(..., description="registered dataset name, folder:<path>, npz:<path.npz> (MedMNIST "
+                         "layout), features:<path.npz> or text:<path>[?positive=X&...] (core.data.load_dataset)")
     pool_split: str = Field("train", description="split whose items form the pool and gold candidates")
     test_split: str = Field("test", description="held-out split for test AUC; never used for training")
     labelers: list[LabelerConfig] = Field(..., min_length=1, description="weak labelers to compare")
@@ -56,9 +59,32 @@ class StudyConfig(BaseModel):
     seed_batch: int | None = Field(None, ge=1, description="seeds trained together per trial (None: all)")
     matched_rate: bool = Field(False, description="add the matched-rate noise study: for every real labeler, "
                                "simulated random / class-conditional (its T) / instance noise at its error rate")
-    hit_rate_gold: list[int] = Field([10, 20], description="gold labels the decision rule is operated from in "
-                                     "the hit-rate table")
+    rule_eval: bool = Field(True, description="operate the decision rules on every seed's gold sets of size <= "
+                            "rule_max_gold and score them against the sweep's realised ΔAUC (weaklabels.rule_eval)")
+    rule_max_gold: int = Field(100, ge=1, description="largest gold-set size at which the rules are evaluated")
+    rule_eval_controls: bool = Field(False, description="also evaluate the rules on the matched-rate controls "
+                                     "(simulated; 3x the rule trials)")
+    rule_pool_max: int | None = Field(2000, ge=10, description="pool items the pool rules train on (None: all)")
+    rule_pool_repeats: int = Field(3, ge=1, description="repeats of stratified K-fold in the cv-delta rule")
+    rule_proxy: StudentConfig | None = Field(None, description="the proxy student the rules train (None: "
+                                             "decide's default; see weaklabels.decide)")
     cleanlab: bool = Field(True, description="estimate each labeler's noise matrix with cleanlab (no gold)")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"seeds must be a number of seeds >= 1 or a list of seeds, got {v}")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError(f"seeds must be a non-empty list of distinct non-negative integers, got {v}")
+        return v
+
+    @field_validator("rule_proxy")
+    @classmethod
+    def _proxy(cls, v: StudentConfig | None) -> StudentConfig | None:
+        if v is not None and v.kind not in PROXY_KINDS:
+            raise ValueError(f"rule_proxy must be a student of kind {list(PROXY_KINDS)}, got {v.kind!r}")
+        return v
 
     @field_validator("n_gold")
     @classmethod
@@ -103,8 +129,9 @@ def labeler_metrics(y: np.ndarray, out_probs: np.ndarray, out_labels: np.ndarray
     }
 
 
-def plan_trials(cfg: StudyConfig, weak_keys: dict[str, str]) -> list[Trial]:
-    """All trials of the sweep. ``weak_keys`` maps labeler display name -> cache key of its pool outputs."""
+def plan_trials(cfg: StudyConfig, weak_keys: dict[str, dict[int, str]]) -> list[Trial]:
+    """All trials of the sweep. ``weak_keys`` maps labeler display name -> seed -> cache key of its pool outputs
+    (the same key for every seed of a real labeler; one noise draw per seed for a simulated one)."""
     seeds = cfg.seed_list()
     step = cfg.seed_batch or len(seeds)
     chunks = [seeds[i:i + step] for i in range(0, len(seeds), step)]
@@ -116,16 +143,38 @@ def plan_trials(cfg: StudyConfig, weak_keys: dict[str, str]) -> list[Trial]:
         for chunk in chunks:
             for n in cfg.n_gold:
                 trials.append(Trial({**base, "student": sd, "condition": "gold", "n_gold": n, "seeds": chunk,
-                                     "labeler": None, "weak_key": None}))
-            for lab, key in weak_keys.items():
+                                     "labeler": None, "weak_keys": None}))
+            for lab, by_seed in weak_keys.items():
+                keys = [by_seed[s] for s in chunk]
                 for cond in ("gold+weak", "gold+weak-elr"):
                     if cond in cfg.conditions:
                         trials += [Trial({**base, "student": sd, "condition": cond, "n_gold": n,
-                                          "seeds": chunk, "labeler": lab, "weak_key": key}) for n in cfg.n_gold]
+                                          "seeds": chunk, "labeler": lab, "weak_keys": keys}) for n in cfg.n_gold]
                 if "weak" in cfg.conditions:
                     trials.append(Trial({**base, "student": sd, "condition": "weak", "n_gold": 0, "seeds": chunk,
-                                         "labeler": lab, "weak_key": key}))
+                                         "labeler": lab, "weak_keys": keys}))
     return trials
+
+
+def plan_rule_trials(cfg: StudyConfig, weak_keys: dict[str, dict[int, str]], n_classes: int) -> list[Trial]:
+    """The decision-rule trials: per labeler × proxy representation × n_gold ≤ rule_max_gold × seed (n_gold of at
+    least 2 per class: ``decide`` needs them). The matched-rate controls join only with ``rule_eval_controls``."""
+    if not cfg.rule_eval or "gold+weak" not in cfg.conditions:
+        return []
+    own = {lab.display_name() for lab in cfg.labelers}
+    weak_keys = {k: v for k, v in weak_keys.items() if k in own or cfg.rule_eval_controls}
+    feats = list(dict.fromkeys(proxy_features(s.features) for s in cfg.students))
+    base = {"kind": "rule", "dataset": cfg.dataset, "pool_split": cfg.pool_split, "test_split": cfg.test_split,
+            "pool_max": cfg.rule_pool_max, "pool_repeats": cfg.rule_pool_repeats,
+            "proxy": None if cfg.rule_proxy is None else cfg.rule_proxy.model_dump(), "version": RULES_VERSION}
+    return [Trial({**base, "labeler": lab, "features": f, "n_gold": n, "seed": s, "weak_key": by_seed[s]})
+            for lab, by_seed in weak_keys.items() for f in feats for n in cfg.n_gold
+            if 2 * n_classes <= n <= cfg.rule_max_gold for s in cfg.seed_list()]
+
+
+def study_trial(config: dict) -> list[dict]:
+    """The study's trial function: a decision-rule trial or a sweep trial, by ``config['kind']``."""
+    return run_rule_trial(config) if config.get("kind") == "rule" else run_trial(config)
 
 
 def analyse(cfg: StudyConfig, results: pd.DataFrame, labelers: dict[str, dict]) -> dict[str, Any]:
@@ -171,17 +220,16 @@ def analyse(cfg: StudyConfig, results: pd.DataFrame, labelers: dict[str, dict]) 
 
 def explain(cfg: StudyConfig, ds: Dataset, results: pd.DataFrame, labelers: dict[str, dict],
             outputs: dict[str, LabelerOutput]) -> dict[str, Any]:
-    """Hit rates of the decision rules, the matched-rate comparison, the projection predictor and cleanlab."""
+    """The matched-rate comparison, the projection predictor and cleanlab (``outputs``: each labeler's pool
+    outputs; the first seed's draw for a simulated one)."""
     pool = ds.split(cfg.pool_split)
     grid = np.asarray(cfg.n_gold, dtype=float)
-    hits, matched, projection, noise = [], [], [], {}
+    matched, projection, noise = [], [], {}
     gold = results[results.condition == "gold"].pivot_table(index="seed", columns=["student", "n_gold"], values="auc")
     weak_only = results[results.condition == "weak"].groupby(["labeler", "student"])["auc"].mean()
     gold100 = gold_order(pool.y, 0, ds.n_classes)[:100]  # seed 0's first 100 gold items
     for lab, meta in labelers.items():
         out = outputs[lab]
-        hits += hit_rates(results, lab, pool.y, out.probs, out.labels, ds.n_classes,
-                          tuple(cfg.hit_rate_gold))["summary"]
         t_pool = transition_matrix(pool.y, out.labels, ds.n_classes)
         if meta.get("matched_to") is None:
             noise[lab] = {"transition_pool": t_pool.tolist(), "transition_gold100": transition_matrix(
@@ -214,7 +262,7 @@ def explain(cfg: StudyConfig, ds: Dataset, results: pd.DataFrame, labelers: dict
             row["significant_flip"] = bool(row["sign_flip"] and min(row["own"]["lo"] * row["own"]["hi"],
                                                                      row["random"]["lo"] * row["random"]["hi"]) > 0)
             matched.append(row)
-    return {"hit_rates": hits, "matched": matched, "projection": projection, "noise": noise}
+    return {"matched": matched, "projection": projection, "noise": noise}
 
 
 def _git_hash() -> str | None:
@@ -238,28 +286,37 @@ def matched_labelers(name: str, accuracy: float, t: np.ndarray) -> list[Simulate
     ]
 
 
-def label_all(cfg: StudyConfig, ds: Dataset) -> tuple[dict[str, dict], dict[str, str], dict[str, LabelerOutput]]:
+def label_all(cfg: StudyConfig, ds: Dataset) -> tuple[dict[str, dict], dict[str, dict[int, str]],
+                                                     dict[str, LabelerOutput]]:
     """Run (or load from cache) every labeler on the pool, plus the matched-rate labelers when asked.
 
-    Returns per-labeler metadata (config, metrics, and for matched labelers ``matched_to``/``noise``), the cache
-    keys of their pool outputs, and the outputs themselves.
+    A simulated labeler is drawn once per sweep seed (``draw`` = the seed), so each seed trains on its own noise
+    realisation. Returns per-labeler metadata (config, metrics of the first seed's draw, and for matched labelers
+    ``matched_to``/``noise``), the cache keys of the pool outputs per seed, and the outputs of the first seed.
     """
     pool = ds.split(cfg.pool_split)
+    seeds = cfg.seed_list()
     meta: dict[str, dict] = {}
-    keys: dict[str, str] = {}
+    keys: dict[str, dict[int, str]] = {}
     outs: dict[str, LabelerOutput] = {}
 
     def add(lab, extra: dict) -> LabelerOutput:
         name = lab.display_name()
         if name in meta:
             raise FmgaugeError(f"two labelers are named {name!r}; give each a distinct name.")
-        log.info("labelling %d pool items with %s (cached after the first run)", len(pool), name)
-        out = run_labeler(lab, ds, cfg.pool_split)
-        keys[name] = stable_hash(labeler_cache_key(lab, ds, cfg.pool_split))
+        draws = {s: lab.model_copy(update={"draw": s}) for s in seeds} if lab.simulated else {s: lab for s in seeds}
+        log.info("labelling %d pool items with %s%s (cached after the first run)", len(pool), name,
+                 f", one noise draw per seed ({len(seeds)})" if lab.simulated else "")
+        first = None
+        keys[name] = {}
+        for s, d in draws.items():
+            out = run_labeler(d, ds, cfg.pool_split)
+            first = first or out
+            keys[name][s] = stable_hash(labeler_cache_key(d, ds, cfg.pool_split))
         meta[name] = {"config": lab.model_dump(), "simulated": lab.simulated, **extra,
-                      "metrics": labeler_metrics(pool.y, out.probs, out.labels, ds.n_classes)}
-        outs[name] = out
-        return out
+                      "metrics": labeler_metrics(pool.y, first.probs, first.labels, ds.n_classes)}
+        outs[name] = first
+        return first
 
     for lab in cfg.labelers:
         out = add(lab, {})
@@ -309,13 +366,24 @@ def calibrate(
     t0 = time.time()
     labelers, keys, outputs = label_all(cfg, ds)
     trials = plan_trials(cfg, keys)
-    log.info("%d trials (%d seeds each at most)", len(trials), cfg.seed_batch or len(cfg.seed_list()))
-    stats = run_trials(trials, run_trial, store, backend=backend, description=f"{cfg.name}: trials",
-                       progress=progress)
+    rule_trials = plan_rule_trials(cfg, keys, ds.n_classes)
+    log.info("%d sweep trials (%d seeds each at most) and %d decision-rule trials", len(trials),
+             cfg.seed_batch or len(cfg.seed_list()), len(rule_trials))
+    stats = run_trials(trials + rule_trials, study_trial, store, backend=backend,
+                       description=f"{cfg.name}: trials", progress=progress)
     results = store.results({t.id for t in trials}).drop(columns=["trial_id"])
     results = results.sort_values(["labeler", "student", "condition", "n_gold", "seed"], na_position="first")
     results = results.reset_index(drop=True)
     store.write_results(results)
+    rule_rows = pd.DataFrame()
+    if rule_trials:
+        rule_rows = store.results({t.id for t in rule_trials}).drop(columns=["trial_id"])
+        rule_rows = rule_rows.sort_values(["labeler", "features", "n_gold", "seed", "rule"]).reset_index(drop=True)
+        rule_rows.to_parquet(run_dir / "rules.parquet", index=False)
+    rule_eval, cells = evaluate_rules(results, rule_rows, {s.display_name(): s.features for s in cfg.students},
+                                      cfg.seed_list())
+    if cells is not None:
+        cells.to_parquet(run_dir / "rule_cells.parquet", index=False)
     summary = {
         "meta": {"fmgauge": fmgauge.__version__, "git": _git_hash(), "python": platform.python_version(),
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(time.time() - t0, 1),
@@ -329,6 +397,7 @@ def calibrate(
         "labelers": labelers,
         **analyse(cfg, results, labelers),
         **explain(cfg, ds, results, labelers, outputs),
+        "rule_eval": rule_eval,
     }
     store.write_json("summary.json", summary)
     store.close()

@@ -1,6 +1,7 @@
 """The calibration sweep: which trials a study runs, and the trial function itself.
 
-One trial = (student, condition, n_gold, labeler) with all its seeds trained together (``students.train_predict``).
+One trial = (student, condition, n_gold, labeler) with all its seeds trained together (``training.train_predict``)
+under the study's budget rule (the same optimizer steps for every condition).
 Conditions (spec): ``gold`` — the n_gold gold items only; ``gold+weak`` — the whole pool, gold labels on the n_gold
 gold items and the labeler's labels elsewhere; ``weak`` — the whole pool with weak labels (n_gold = 0); optional
 ``gold+weak-elr`` — like ``gold+weak`` but trained with early-learning regularisation (torch students only).
@@ -21,23 +22,21 @@ from fmgauge.core.data import Dataset, load_dataset
 from fmgauge.core.stats import auc, auc_ci
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.features import represent
-from fmgauge.weaklabels.students import (
-    CONVEX_STUDENTS,
-    TEXT_STUDENTS,
-    StudentConfig,
-    fit_predict_convex,
-    train_predict,
-)
+from fmgauge.weaklabels.students import CONVEX_STUDENTS, TEXT_STUDENTS, StudentConfig
+from fmgauge.weaklabels.training import budget_steps, fit_predict_convex, train_predict
 
 CONDITIONS = ("gold", "gold+weak", "weak", "gold+weak-elr")
 ELR_DEFAULT = (0.7, 3.0)  # (β, λ): the ELR paper's CIFAR-10 setting
 
 
 def gold_order(y_pool: np.ndarray, seed: int, n_classes: int) -> np.ndarray:
-    """A seeded permutation of pool indices (N,) whose first ``n_classes`` entries cover every class."""
+    """A seeded permutation of pool indices (N,) whose first K entries cover every class and whose first 2K hold
+    two items of every class (one for classes with a single item), so any gold set of >= 2K items can be handed
+    to ``decide`` (which needs 2 per class), and the rest follows in random order."""
     rng = np.random.default_rng([seed, 7919])
     perm = rng.permutation(len(y_pool))
-    firsts = [int(np.flatnonzero(y_pool[perm] == k)[0]) for k in range(n_classes) if (y_pool == k).any()]
+    hits = [np.flatnonzero(y_pool[perm] == k)[:2] for k in range(n_classes)]
+    firsts = [int(h[0]) for h in hits if len(h)] + [int(h[1]) for h in hits if len(h) > 1]
     head = perm[firsts]
     rest = np.delete(perm, firsts)
     return np.concatenate([head, rest])
@@ -60,26 +59,30 @@ def _dataset(name: str) -> Dataset:
     return load_dataset(name)
 
 
-@functools.lru_cache(maxsize=16)
-def _weak_labels(key: str) -> np.ndarray:
+@functools.lru_cache(maxsize=32)
+def labeler_arrays(key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(probs (N, K), labels (N,)) of the labeler outputs cached under ``key`` (a pool's weak labels)."""
     path = cache_file("labels", key)
     if not path.exists():
         raise FmgaugeError(f"weak labels {path} are missing; run `fmgauge weak-labels label` first.")
     with np.load(path) as z:
-        return z["labels"]
+        return z["probs"], z["labels"]
 
 
 def training_sets(
     condition: str, y_pool: np.ndarray, weak: np.ndarray | None, n_gold: int, seeds: list[int], n_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Index and label arrays, each (S, N_train), of every seed's training set for ``condition``."""
+    """Index and label arrays, each (S, N_train), of every seed's training set for ``condition``.
+
+    ``weak``: the pool's weak labels, (N,) shared by every seed or (S, N) one draw per seed (simulated labelers).
+    """
     if condition == "gold":
         idx = np.stack([gold_order(y_pool, s, n_classes)[:n_gold] for s in seeds])
         return idx, y_pool[idx]
     if weak is None:
         raise FmgaugeError(f"condition {condition!r} needs weak labels.")
     idx = np.broadcast_to(np.arange(len(y_pool)), (len(seeds), len(y_pool))).copy()
-    labels = np.broadcast_to(weak, idx.shape).copy()
+    labels = np.broadcast_to(np.asarray(weak), idx.shape).copy()
     if condition in ("gold+weak", "gold+weak-elr"):
         for r, s in enumerate(seeds):
             g = gold_order(y_pool, s, n_classes)[:n_gold]
@@ -93,13 +96,14 @@ def run_trial(config: dict) -> list[dict]:
     """Trial function (a pure function of ``config``): train the student for every seed, score the test split.
 
     ``config`` keys: dataset, pool_split, test_split, student (StudentConfig dict), condition, n_gold, seeds,
-    labeler (display name or None), weak_key (cache key of the labeler's pool outputs or None), n_boot.
+    labeler (display name or None), weak_keys (per seed: cache key of the labeler's pool outputs; None for
+    ``gold``), n_boot.
     Returns one row per seed: test AUC with its bootstrap CI, accuracy, training-set size and noise rate, seconds.
     """
     t0 = time.perf_counter()
     ds = _dataset(config["dataset"])
     pool, test = ds.split(config["pool_split"]), ds.split(config["test_split"])
-    weak = _weak_labels(config["weak_key"]) if config.get("weak_key") else None
+    weak = np.stack([labeler_arrays(k)[1] for k in config["weak_keys"]]) if config.get("weak_keys") else None
     seeds = list(config["seeds"])
     student = StudentConfig(**config["student"])
     idx, labels = training_sets(config["condition"], pool.y, weak, config["n_gold"], seeds, ds.n_classes)
@@ -112,9 +116,11 @@ def run_trial(config: dict) -> list[dict]:
     elif student.kind in TEXT_STUDENTS:
         from fmgauge.weaklabels.finetune import fit_predict_finetune
 
-        probs = fit_predict_finetune(student, x_pool, idx, labels, x_test, seeds, ds.n_classes)
+        probs = fit_predict_finetune(student, x_pool, idx, labels, x_test, seeds, ds.n_classes,
+                                     steps=budget_steps(student, len(pool)))
     else:
-        probs = train_predict(student, x_pool[idx], labels, x_test, seeds, ds.n_classes, elr=elr)
+        probs = train_predict(student, x_pool[idx], labels, x_test, seeds, ds.n_classes,
+                              steps=budget_steps(student, len(pool)), elr=elr)
     secs = (time.perf_counter() - t0) / len(seeds)
     rows = []
     for r, seed in enumerate(seeds):

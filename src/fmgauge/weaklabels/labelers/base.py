@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from fmgauge.core.data import Dataset
 from fmgauge.core.registry import Registry
 from fmgauge.core.validation import FmgaugeError, check_ids_match
+from fmgauge.core.validation import check_template as check_format_template
 
 
 class LabelerBase(BaseModel):
@@ -64,15 +65,9 @@ class LabelerOutput:
         return LabelerOutput(ids=self.ids[order], probs=self.probs[order], labels=self.labels[order])
 
 
-def check_template(t: str) -> str:
+def check_template(t: str, name: str = "each template") -> str:
     """A prompt/description template must contain ``{c}`` (the class name) and no other braces."""
-    try:
-        ok = "{c}" in t and isinstance(t.format(c=""), str)
-    except (KeyError, IndexError, ValueError):
-        ok = False
-    if not ok:
-        raise FmgaugeError(f"each template must contain '{{c}}' and no other braces, got {t!r}.")
-    return t
+    return check_format_template(name, t, required=["c"])
 
 
 LabelFn = Callable[[Any, Dataset, str], LabelerOutput]

@@ -16,6 +16,10 @@ v_m the verbaliser). Computation, per batch of B texts sorted by length:
 3. the LM head is applied only to the hidden states that predict a verbaliser token (never the full vocabulary at
    every prompt position; Gemma 3's vocabulary has 262k entries).
 
+The prompt is ``template`` if the config gives one, else the dataset's (``meta["chat_prompt"]`` with
+``chat_template``, else ``meta["prompt"]``; Medical Abstracts carries "Here is the abstract of a medical research
+article. ..."), else the neutral :data:`DEFAULT_TEMPLATE` / :data:`DEFAULT_CHAT_TEMPLATE` ("Here is a text. ...").
+
 Texts longer than ``max_text_tokens`` tokens are cut to their first ``max_text_tokens`` tokens (the template's
 own tokens are never cut); the number of truncated texts is logged. On the first batch the labeler checks its
 cached, padded scores against a plain full-sequence forward of one text and refuses to go on if they differ (a
@@ -36,16 +40,17 @@ from pydantic import Field, field_validator
 from fmgauge.core.cache import cached_arrays
 from fmgauge.core.data import Dataset
 from fmgauge.core.models import DeviceName
-from fmgauge.core.validation import FmgaugeError
+from fmgauge.core.validation import FmgaugeError, check_template
 from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput
-from fmgauge.weaklabels.labelers.text import pool_classes, scored_classes, split_texts
+from fmgauge.weaklabels.labelers.text import first_set, pool_classes, scored_classes, split_texts
 from fmgauge.weaklabels.text_embed import model_identity, texts_hash, torch_threads
 
 log = logging.getLogger(__name__)
-DEFAULT_TEMPLATE = ("Here is the abstract of a medical research article.\n\n{text}\n\n"
-                    "Question: which one of these topics is the abstract about: {options}?\nAnswer:")
-DEFAULT_CHAT_TEMPLATE = ("Here is the abstract of a medical research article.\n\n{text}\n\n"
-                         "Which one of these topics is the abstract about: {options}? Answer with the topic only.")
+# neutral prompts for any corpus (Medical Abstracts brings its own in its meta: "Here is the abstract of ...")
+DEFAULT_TEMPLATE = ("Here is a text.\n\n{text}\n\n"
+                    "Question: which one of these topics is the text about: {options}?\nAnswer:")
+DEFAULT_CHAT_TEMPLATE = ("Here is a text.\n\n{text}\n\n"
+                         "Which one of these topics is the text about: {options}? Answer with the topic only.")
 _TEXT_SLOT = "\x00TEXT\x00"
 CONTENT_FREE = ("N/A", "", "[MASK]")
 
@@ -55,7 +60,9 @@ class CausalLMLabeler(LabelerBase):
     model: str = Field("smollm2-135m", description="causal LM: registered name (smollm2-135m, gemma3-270m), "
                        "local directory or hub id, loaded by core.text_models.load_text_model")
     template: str | None = Field(None, description="prompt with '{text}' and optionally '{options}' (the "
-                                 "verbalisers joined by ', '); None = the module's default (plain or chat)")
+                                 "verbalisers joined by ', '); None = the dataset's prompt (meta 'chat_prompt' "
+                                 "with chat_template, else 'prompt'), else the module's neutral default "
+                                 "(DEFAULT_TEMPLATE or DEFAULT_CHAT_TEMPLATE)")
     chat_template: bool = Field(False, description="wrap the prompt as a user message in the tokenizer's chat "
                                 "template with the assistant turn opened (instruction-tuned models)")
     verbalisers: list[str] | None = Field(None, description="answer text per dataset class in class order; "
@@ -79,16 +86,7 @@ class CausalLMLabeler(LabelerBase):
     @field_validator("template")
     @classmethod
     def _check_template(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            ok = v.count("{text}") == 1 and isinstance(v.format(text="", options=""), str)
-        except (KeyError, IndexError, ValueError):
-            ok = False
-        if not ok:
-            raise FmgaugeError(f"template must contain '{{text}}' once, optionally '{{options}}', and no other "
-                               f"braces; got {v!r}.")
-        return v
+        return v if v is None else check_template("template", v, required=["text"], optional=["options"], once=True)
 
     @field_validator("verbalisers")
     @classmethod
@@ -101,8 +99,12 @@ class CausalLMLabeler(LabelerBase):
     def describe(self) -> str:
         return f"causal-lm:{self.model}"
 
-    def prompt_template(self) -> str:
-        return self.template or (DEFAULT_CHAT_TEMPLATE if self.chat_template else DEFAULT_TEMPLATE)
+    def prompt_template(self, ds: Dataset | None = None) -> str:
+        """The prompt: ``template`` > the dataset's (meta ``chat_prompt`` with ``chat_template``, else
+        ``prompt``) > the neutral default (plain or chat)."""
+        meta = ds.meta if ds is not None else {}
+        return first_set(self.template, meta.get("chat_prompt") if self.chat_template else None, meta.get("prompt"),
+                         DEFAULT_CHAT_TEMPLATE if self.chat_template else DEFAULT_TEMPLATE)
 
     def prefix(self) -> str:
         return self.answer_prefix if self.answer_prefix is not None else ("" if self.chat_template else " ")
@@ -128,9 +130,9 @@ def _special_prefix(tokenizer) -> list[int]:
     return []
 
 
-def prompt_pieces(cfg: CausalLMLabeler, tokenizer, options: str) -> tuple[str, str]:
-    """(text before {text}, text after it) of the rendered prompt, chat template applied if asked."""
-    rendered = cfg.prompt_template().replace("{text}", _TEXT_SLOT).format(options=options)
+def prompt_pieces(cfg: CausalLMLabeler, tokenizer, options: str, ds: Dataset | None = None) -> tuple[str, str]:
+    """(text before {text}, text after it) of the rendered prompt (for ``ds``), chat template applied if asked."""
+    rendered = cfg.prompt_template(ds).replace("{text}", _TEXT_SLOT).format(options=options)
     if cfg.chat_template:
         if getattr(tokenizer, "chat_template", None) is None:
             raise FmgaugeError(f"chat_template is set but model {cfg.model!r}'s tokenizer has no chat template; "
@@ -277,7 +279,7 @@ def build_prompts(cfg: CausalLMLabeler, tokenizer, ds: Dataset, texts: list[str]
     """The prompts and verbalisers for ``texts``, and group (M,) mapping scored classes onto dataset classes."""
     sc = scored_classes(ds, cfg.verbalisers, cfg.rest_classes, field="verbalisers")
     names = list(sc.names)
-    before, after = prompt_pieces(cfg, tokenizer, ", ".join(names))
+    before, after = prompt_pieces(cfg, tokenizer, ", ".join(names), ds)
     prompts = encode_prompts(tokenizer, texts, before, after, max_text_tokens=cfg.max_text_tokens,
                              answer_prefix=cfg.prefix(), verbalisers=names, add_special=not cfg.chat_template)
     return prompts, np.asarray(sc.group)
@@ -292,12 +294,14 @@ def softmax(s: np.ndarray) -> np.ndarray:
 def verbaliser_scores(cfg: CausalLMLabeler, ds: Dataset, split: str, texts: np.ndarray) -> dict[str, np.ndarray]:
     """Cached raw scores: ``scores`` (N, M) and ``content_free`` (3, M) sums of verbaliser-token log-probs,
     ``n_tokens`` (M,) verbaliser lengths. Keyed by what changes them (model identity, texts hash,
-    prompt, verbalisers, max_text_tokens, dtype), so ``score`` and ``calibrate`` reuse one model run."""
+    prompt (resolved for ``ds``), verbalisers, max_text_tokens, dtype), so ``score`` and ``calibrate`` reuse one
+    model run, and one-vs-rest tasks with all classes as rest classes reuse the multi-class run."""
     from fmgauge.core.text_models import load_text_model
 
     sc = scored_classes(ds, cfg.verbalisers, cfg.rest_classes, field="verbalisers")
     key = {**model_identity(cfg.model), "texts": texts_hash(texts), "n": len(texts), "classes": sc.names,
-           **cfg.model_dump(include={"template", "chat_template", "answer_prefix", "max_text_tokens", "dtype"})}
+           "template": cfg.prompt_template(ds),
+           **cfg.model_dump(include={"chat_template", "answer_prefix", "max_text_tokens", "dtype"})}
 
     def compute() -> dict[str, np.ndarray]:
         tm = load_text_model(cfg.model, task="causal-lm", device=cfg.device, dtype=cfg.dtype)

@@ -9,15 +9,26 @@ embedding of :func:`fmgauge.weaklabels.text_embed.embed_texts`:
     p(m | text_i) = softmax_m( s_im / temperature )       (N, M)   then summed within each dataset class -> (N, K)
 
 This is zero-shot classification by embedding similarity as in CLIP (Radford et al. 2021, §3.1.4), applied to a
-text-only sentence encoder. Descriptions: ``class_descriptions`` (one list per dataset class) if given, else the
-``templates`` filled with each class name (e.g. "a medical abstract about neoplasms."). Default temperature 0.05:
-all-MiniLM-L6-v2 was trained with sentence-transformers' MultipleNegativesRankingLoss at scale 20, i.e. a softmax
-over cosine similarities / 0.05, so that is the temperature its similarities are calibrated for.
+text-only sentence encoder. Default temperature 0.05: all-MiniLM-L6-v2 was trained with sentence-transformers'
+MultipleNegativesRankingLoss at scale 20, i.e. a softmax over cosine similarities / 0.05, so that is the
+temperature its similarities are calibrated for.
 
-A "not X" class without rest classes (fallback) is described by ``negative_descriptions``: generic descriptions of
-the domain ("a medical abstract."), so a text is called X only when it is closer to X's descriptions than to a
-generic abstract. Negated descriptions ("an abstract not about X") are not used: sentence encoders embed them next
-to X.
+Descriptions, first match wins (the config's explicit fields > the dataset's meta > neutral defaults):
+
+1. ``class_descriptions`` in the config (one list per dataset class) replaces everything below;
+2. ``templates`` or ``class_names`` in the config: every scored class is described by the templates (the
+   config's, else the dataset's, else :data:`DEFAULT_TEMPLATES`) filled with its name;
+3. otherwise a scored class (a dataset class, or a rest class of a one-vs-rest task) named in
+   ``dataset.meta["class_descriptions"]`` (a label-description file, :mod:`fmgauge.core.datasets_text`) gets
+   those descriptions, and every other class the templates ``dataset.meta["label_templates"]``, else the neutral
+   :data:`DEFAULT_TEMPLATES` ("a text about {c}.", "{c}").
+
+A "not X" class without rest classes (fallback) is described by ``negative_descriptions`` (config, else
+``dataset.meta["negative_descriptions"]``, else the neutral :data:`DEFAULT_NEGATIVE`): generic descriptions of
+the domain ("a medical abstract." for Medical Abstracts, "a text." by default), so a text is called X only when it
+is closer to X's descriptions than to a generic one. Negated descriptions ("an abstract not about X") are not used:
+sentence encoders embed them next to X. Prefer rest classes: on a corpus where the generic description is no
+closer to the other classes' texts than to X's, the fallback calls most texts X.
 """
 
 from __future__ import annotations
@@ -32,23 +43,26 @@ from fmgauge.core.data import Dataset
 from fmgauge.core.models import DeviceName
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput, check_template
-from fmgauge.weaklabels.labelers.text import negated, pool_classes, scored_classes, split_texts
+from fmgauge.weaklabels.labelers.text import first_set, negated, pool_classes, scored_classes, split_texts
 from fmgauge.weaklabels.text_embed import embed_texts
 
 log = logging.getLogger(__name__)
-DEFAULT_TEMPLATES = ("a medical abstract about {c}.", "a clinical study of patients with {c}.", "{c}")
-DEFAULT_NEGATIVE = ("a medical abstract.", "a clinical study of patients.", "medicine")
+DEFAULT_TEMPLATES = ("a text about {c}.", "{c}")  # neutral: any corpus (Medical Abstracts brings its own in meta)
+DEFAULT_NEGATIVE = ("a text.", "a document.", "text")
 
 
 class TextEmbeddingLabeler(LabelerBase):
     kind: Literal["text-embedding"] = "text-embedding"
     model: str = Field("minilm-l6", description="sentence encoder: registered name (minilm-l6), local "
                        "directory or hub id, loaded by core.text_models.load_text_model(task='encoder')")
-    templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), description="description "
-                                 "templates containing '{c}', filled with each class name; the class embedding "
-                                 "is the normalised mean over them (description ensembling)")
+    templates: list[str] | None = Field(None, description="description templates containing '{c}', filled with "
+                                        "each class name; the class embedding is the normalised mean over them "
+                                        "(description ensembling). Given here, they describe every class; None = "
+                                        "the dataset's class descriptions and templates (meta), else "
+                                        "DEFAULT_TEMPLATES")
     class_names: list[str] | None = Field(None, description="names put into the templates, one per dataset "
-                                          "class in class order, instead of the dataset's class names")
+                                          "class in class order, instead of the dataset's class names (the "
+                                          "dataset's class descriptions are then not used)")
     class_descriptions: list[list[str]] | None = Field(
         None, description="explicit descriptions, one non-empty list per dataset class in class order; replaces "
         "templates, class_names, rest_classes and negative_descriptions")
@@ -56,9 +70,9 @@ class TextEmbeddingLabeler(LabelerBase):
         None, description="one-vs-rest datasets ('not X', 'X'): the classes that make up 'not X', each described "
         "by the templates (X itself may be listed too); P(not X) = sum of their probabilities. None: "
         "dataset.meta['rest_class_names'] if present, else negative_descriptions")
-    negative_descriptions: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_NEGATIVE), description="fallback descriptions of a 'not X' class "
-        "when no rest classes are known: generic descriptions of the domain")
+    negative_descriptions: list[str] | None = Field(
+        None, description="fallback descriptions of a 'not X' class when no rest classes are known: generic "
+        "descriptions of the domain; None = dataset.meta['negative_descriptions'], else DEFAULT_NEGATIVE")
     temperature: float = Field(0.05, gt=0.0, description="softmax temperature over cosine similarities "
                                "(0.05 = the scale 20 all-MiniLM-L6-v2 was trained with)")
     max_length: int = Field(256, ge=2, description="tokens per text (special tokens included); longer texts "
@@ -69,10 +83,11 @@ class TextEmbeddingLabeler(LabelerBase):
 
     @field_validator("templates")
     @classmethod
-    def _check_templates(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise FmgaugeError("templates must hold at least one template such as 'a medical abstract about {c}.'.")
-        return [check_template(t) for t in v]
+    def _check_templates(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise FmgaugeError("templates must hold at least one template such as 'a text about {c}.' (or be "
+                               "unset: null).")
+        return v if v is None else [check_template(t) for t in v]
 
     @field_validator("class_descriptions")
     @classmethod
@@ -83,8 +98,8 @@ class TextEmbeddingLabeler(LabelerBase):
 
     @field_validator("negative_descriptions")
     @classmethod
-    def _check_negative(cls, v: list[str]) -> list[str]:
-        if not v or any(not s.strip() for s in v):
+    def _check_negative(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or any(not s.strip() for s in v)):
             raise FmgaugeError("negative_descriptions must hold at least one non-empty description.")
         return v
 
@@ -94,7 +109,8 @@ class TextEmbeddingLabeler(LabelerBase):
 
 
 def class_descriptions(cfg: TextEmbeddingLabeler, ds: Dataset) -> tuple[list[list[str]], np.ndarray]:
-    """(descriptions per scored class (M lists), group (M,) the dataset class each scored class counts for)."""
+    """(descriptions per scored class (M lists), group (M,) the dataset class each scored class counts for),
+    resolved in the order of the module docstring."""
     if cfg.class_descriptions is not None:
         if len(cfg.class_descriptions) != ds.n_classes:
             raise FmgaugeError(
@@ -103,8 +119,18 @@ def class_descriptions(cfg: TextEmbeddingLabeler, ds: Dataset) -> tuple[list[lis
             )
         return [list(d) for d in cfg.class_descriptions], np.arange(ds.n_classes)
     sc = scored_classes(ds, cfg.class_names, cfg.rest_classes)
-    descs = [list(cfg.negative_descriptions) if m == sc.negative else [t.format(c=negated(c)) for t in cfg.templates]
-             for m, c in enumerate(sc.names)]
+    templates = first_set(cfg.templates, ds.meta.get("label_templates"), DEFAULT_TEMPLATES)
+    negative = first_set(cfg.negative_descriptions, ds.meta.get("negative_descriptions"), DEFAULT_NEGATIVE)
+    explicit = cfg.templates is not None or cfg.class_names is not None  # the config describes every class
+    described = {} if explicit else (ds.meta.get("class_descriptions") or {})
+    descs = []
+    for m, c in enumerate(sc.names):
+        if m == sc.negative:
+            descs.append(list(negative))
+        elif c in described:
+            descs.append(list(described[c]))
+        else:
+            descs.append([t.format(c=negated(c)) for t in templates])
     return descs, np.asarray(sc.group)
 
 

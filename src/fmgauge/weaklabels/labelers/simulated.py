@@ -1,14 +1,21 @@
 """Simulated labelers at a target accuracy, for controlled studies (always named ``simulated`` in reports).
 
-Noise models (on N items with true labels y, K classes, target error rate ε = 1 − accuracy):
+Noise models (on N items with true labels y, K classes, target error rate ε = 1 − accuracy). Every model flips an
+exact number of items, so the accuracy is the target up to rounding, not up to sampling noise:
 
-- ``random``: each item is flipped independently with probability ε to a uniformly chosen other class
-  (symmetric noise; ρ0 = ρ1 = ε for K = 2).
-- ``class-conditional``: the weak label is drawn from row y of a transition matrix T[y, ŷ] (given, or by default
-  the K = 2 matrix with all errors on the minority class, scaled to reach ε overall).
+- ``random``: exactly round(ε·N) items, drawn uniformly without replacement, each flipped to a uniformly chosen
+  other class (symmetric noise; ρ0 = ρ1 ≈ ε for K = 2).
+- ``class-conditional``: of the n_y items of class y, exactly round(n_y·T[y, ŷ]) get label ŷ (largest-remainder
+  rounding so each class's counts sum to n_y), the items drawn at random; T[y, ŷ] is given, or by default the
+  K = 2 matrix with all errors on the minority class, scaled to reach ε overall.
 - ``instance``: instance-dependent noise. A reference model (5-fold out-of-fold logistic regression on the
-  images' PCA features, or on TF-IDF for texts) scores each item; the round(ε·N) items it finds hardest (lowest p̂(y|x)) are flipped to
-  the reference model's most likely wrong class. Errors concentrate where the classes overlap, like a real VLM's.
+  images' PCA features, or on TF-IDF for texts; folds drawn with the draw's seed) scores each item; the round(ε·N)
+  items it finds hardest (lowest p̂(y|x)) are flipped to its most likely wrong class. Errors concentrate where the
+  classes overlap, like a real VLM's.
+
+**Draws.** ``draw`` selects one realisation of the noise: the study gives each sweep seed its own draw, so the
+seed-to-seed spread of ΔAUC (and every CI over seeds) includes the labeler's sampling variance. The random
+generator is seeded with (``seed``, ``draw``).
 
 Probabilities: the emitted label gets probability ``accuracy`` and the rest is spread evenly (a labeler calibrated
 in aggregate); for ``instance`` the reference model's out-of-fold probabilities are used, sharpened so the emitted
@@ -36,6 +43,7 @@ class SimulatedLabeler(LabelerBase):
     transition: list[list[float]] | None = Field(
         None, description="class-conditional only: T[y][ŷ], rows sum to 1 (overrides accuracy)")
     seed: int = Field(0, description="seed of the simulated noise")
+    draw: int = Field(0, ge=0, description="which realisation of the noise (the study sets it to the sweep seed)")
 
     @model_validator(mode="after")
     def _check(self) -> SimulatedLabeler:
@@ -54,17 +62,30 @@ class SimulatedLabeler(LabelerBase):
 
 
 def flip_random(y: np.ndarray, n_classes: int, eps: float, rng: np.random.Generator) -> np.ndarray:
-    """Flip each label with probability ``eps`` to a uniformly chosen other class."""
-    flip = rng.random(len(y)) < eps
-    shift = rng.integers(1, n_classes, size=len(y))
-    return np.where(flip, (y + shift) % n_classes, y)
+    """Flip exactly round(eps·N) labels, chosen uniformly without replacement, each to a uniform other class."""
+    out = np.array(y, copy=True)
+    flip = rng.permutation(len(y))[: int(round(eps * len(y)))]
+    out[flip] = (out[flip] + rng.integers(1, n_classes, size=len(flip))) % n_classes
+    return out
+
+
+def exact_counts(n: int, probs: np.ndarray) -> np.ndarray:
+    """Integer counts (K,) summing to ``n`` closest to n·probs: floors plus the largest remainders."""
+    raw = n * np.asarray(probs, dtype=float)
+    counts = np.floor(raw).astype(int)
+    short = n - counts.sum()
+    if short > 0:
+        counts[np.argsort(-(raw - counts), kind="stable")[:short]] += 1
+    return counts
 
 
 def flip_transition(y: np.ndarray, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draw ŷ ~ T[y, :] for each item."""
-    cum = np.cumsum(t, axis=1)[y]  # (N, K)
-    u = rng.random((len(y), 1))
-    return np.minimum((u > cum).sum(1), t.shape[1] - 1)
+    """For every class y: exactly ``exact_counts(n_y, T[y])`` of its items get each label, items drawn at random."""
+    out = np.array(y, copy=True)
+    for c in range(t.shape[0]):
+        items = rng.permutation(np.flatnonzero(y == c))
+        out[items] = np.repeat(np.arange(t.shape[1]), exact_counts(len(items), t[c]))
+    return out
 
 
 def minority_transition(y: np.ndarray, n_classes: int, eps: float) -> np.ndarray:
@@ -141,7 +162,7 @@ def soft_probs(labels: np.ndarray, n_classes: int, confidence: float) -> np.ndar
 def label_simulated(cfg: SimulatedLabeler, ds: Dataset, split: str) -> LabelerOutput:
     sp = ds.split(split)
     k = ds.n_classes
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, cfg.draw])
     eps = 1.0 - cfg.accuracy
     if cfg.noise == "random":
         labels = flip_random(sp.y, k, eps, rng)
@@ -153,10 +174,11 @@ def label_simulated(cfg: SimulatedLabeler, ds: Dataset, split: str) -> LabelerOu
         labels = flip_transition(sp.y, t, rng)
         probs = soft_probs(labels, k, cfg.accuracy)
     else:
-        # the reference model does not depend on the target accuracy: cache it per (dataset, split, seed)
-        key = {"reference": "pca50-logreg-5fold" if sp.x.dtype != object else "tfidf-logreg-5fold", "dataset": ds.name, "source": ds.source, "split": split,
-               "n": len(sp), "seed": cfg.seed}
-        ref = cached_arrays("reference", key, lambda: {"p": reference_probs(sp.x, sp.y, k, cfg.seed)})["p"]
+        # the reference model does not depend on the target accuracy: cache it per (dataset, split, seed, draw)
+        fold_seed = cfg.seed if cfg.draw == 0 else 1_000_003 * cfg.draw + cfg.seed
+        key = {"reference": "pca50-logreg-5fold" if sp.x.dtype != object else "tfidf-logreg-5fold",
+               "dataset": ds.name, "source": ds.source, "split": split, "n": len(sp), "seed": fold_seed}
+        ref = cached_arrays("reference", key, lambda: {"p": reference_probs(sp.x, sp.y, k, fold_seed)})["p"]
         labels = flip_instance(sp.y, ref, eps, rng)
         sharp = ref + 1e-3
         sharp[np.arange(len(labels)), labels] = sharp.max(1) + 1e-3

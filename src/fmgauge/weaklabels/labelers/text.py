@@ -9,19 +9,27 @@ probabilities. The list may include X itself, which fixes X's place among the op
 list in its original order, the one-vs-rest prompts equal the multi-class prompts, so the cached model scores are
 shared (P(X) is then exactly the multi-class labeler's P(X)). Without rest classes, each labeler has a documented
 fallback for the "not X" class.
+
+What the labelers say about the classes resolves in one order (:func:`first_set`): the labeler config's explicit
+fields (``templates``, ``class_descriptions``, ``negative_descriptions``, ``template``) > the dataset's meta
+(``class_descriptions``, ``label_templates``, ``negative_descriptions``, ``prompt``, ``chat_prompt``: Medical
+Abstracts carries its medical ones, a ``text:`` dataset those of its ``descriptions=`` file; see
+:mod:`fmgauge.core.datasets_text`) > the labelers' neutral defaults ("a text about {c}.", "Here is a text. ...").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from fmgauge.core.data import Dataset
+from fmgauge.core.datasets_text import NEGATION
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.text_embed import check_texts
 
-NEGATION = "not "
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,3 +104,8 @@ def scored_classes(ds: Dataset, class_names: list[str] | None, rest_classes: lis
 def negated(name: str) -> str:
     """'not neoplasms' -> 'neoplasms' (the X of a "not X" class name)."""
     return name[len(NEGATION):] if name.lower().startswith(NEGATION) else name
+
+
+def first_set(*options: T | None) -> T:
+    """The first option that is not None: a labeler config's explicit field > the dataset's meta > the default."""
+    return next(o for o in options if o is not None)

@@ -1,0 +1,159 @@
+"""The decision rules evaluated over every shipped weak-label study (docs/benchmarks.md §8).
+
+Slow, honest measurement; never run in CI. For each study below, ``fmgauge.weaklabels.study.calibrate`` runs the
+shipped config (resumable: a finished study is only re-read) with the gold-set grid cut to the sizes the rule
+evaluation scores (n_gold ≤ ``rule_max_gold``) and, for the image configs, without the students named by
+``--skip`` (the slowest: ResNet-18 and the widest CNN; the rule's proxy does not depend on the student, the scores
+only average over fewer students). The overrides are recorded per study. Then every study's
+``summary["rule_eval"]`` is collected into ``benchmarks/results/rules.json`` and rendered into
+``docs/bench-parts/weaklabels-rules.md`` (merged into docs/benchmarks.md by ``bench_docs.py``).
+
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rules.py            # ~1-2 h on 2 cores
+    .venv/bin/python benchmarks/bench_rules.py --render-only                               # re-render
+    .venv/bin/python benchmarks/bench_rules.py --only demo,demo-text                       # a subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "weaklabels"
+RESULTS = ROOT / "benchmarks" / "results"
+PART = ROOT / "docs" / "bench-parts" / "weaklabels-rules.md"
+OVR = ("digestive", "nervous", "cardiovascular", "general")  # neoplasms is demo-text
+STUDIES: dict[str, tuple[str, dict]] = {
+    "demo-text": ("demo-text.yaml", {}),
+    "demo": ("demo.yaml", {}),
+    **{f"ovr-{slug}": ("demo-text.yaml", {"name": f"ovr-{slug}", "dataset": f"medical-abstracts-{slug}",
+                                          "matched_rate": False}) for slug in OVR},
+    "pneumoniamnist": ("pneumoniamnist.yaml", {}),
+    "breastmnist": ("breastmnist.yaml", {}),
+    "retinamnist": ("retinamnist.yaml", {}),
+    "retinamnist-binary": ("retinamnist-binary.yaml", {}),
+}
+
+
+def study_config(name: str, skip: list[str]):  # noqa: ANN201 - StudyConfig
+    from fmgauge.core.config import load_config
+    from fmgauge.weaklabels.study import StudyConfig
+
+    file, over = STUDIES[name]
+    cfg = load_config(StudyConfig, CONFIGS / file, over)
+    keep = [s for s in cfg.students if not any(re.fullmatch(p, s.display_name()) for p in skip)]
+    grid = [n for n in cfg.n_gold if n <= cfg.rule_max_gold]
+    if len(grid) < 2:
+        grid = cfg.n_gold[:2]
+    return cfg.model_copy(update={"students": keep, "n_gold": grid})
+
+
+def run(args: argparse.Namespace) -> None:
+    from fmgauge.core.runner import BackendConfig
+    from fmgauge.weaklabels.study import calibrate
+
+    out = json.loads((RESULTS / "rules.json").read_text()) if (RESULTS / "rules.json").exists() else {}
+    for name in args.only or list(STUDIES):
+        cfg = study_config(name, args.skip)
+        t0 = time.perf_counter()
+        res = calibrate(cfg, Path(args.out) / name, backend=BackendConfig(workers=args.workers), progress=True,
+                        report=True)
+        file, over = STUDIES[name]
+        out[name] = {
+            "config": f"configs/weaklabels/{file}", "overrides": {**over, "n_gold": cfg.n_gold},
+            "students": [s.display_name() for s in cfg.students], "skipped": args.skip,
+            "labelers": list(res.summary["labelers"]), "dataset": res.summary["dataset"]["name"],
+            "seeds": res.summary["meta"]["seeds"], "run": res.summary["meta"]["run"],
+            "seconds": round(time.perf_counter() - t0, 1), "rule_eval": res.summary["rule_eval"],
+            "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores, "
+            f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
+        }
+        (RESULTS / "rules.json").write_text(json.dumps(out, indent=1))
+        print(f"[{name}] done in {out[name]['seconds']:.0f} s", flush=True)
+
+
+def _ci(d: dict | None, fmt: str) -> str:
+    if not d or d.get("value") is None or d["value"] != d["value"]:
+        return "–"
+    if d.get("lo") is None or d["lo"] != d["lo"]:
+        return fmt.format(d["value"])
+    return f"{fmt.format(d['value'])} [{fmt.format(d['lo'])}, {fmt.format(d['hi'])}]"
+
+
+def render() -> str:
+    data = json.loads((RESULTS / "rules.json").read_text())
+    policies = ("accuracy", "auc", "cv-delta", "weak-student", "always-weak", "always-gold")
+    lines = ["# 8. The decision rules, evaluated over every shipped study (`benchmarks/bench_rules.py`)", "",
+             "Command: `OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rules.py` (2 workers). "
+             "Each study is its shipped config with the gold-set grid cut to the sizes the evaluation scores "
+             "(n_gold ≤ 100) and the students listed; every number below is read from that run's "
+             "`summary.json` (`benchmarks/results/rules.json` keeps them all, with per-n_gold and per-labeler "
+             "scores). Regret = mean AUC lost against the per-cell best of gold-only and gold+weak (an "
+             "uncertain verdict acts as its lean); hit rate = share of right choices on decisive cells (seed-mean "
+             "ΔAUC with a 95% CI excluding 0); intervals resample seeds.", ""]
+    head_rows = []
+    for name, d in data.items():
+        ev = d["rule_eval"]
+        if not ev:
+            continue
+        m = ev["headline_m"]
+        lines += [f"## {name}: {d['dataset']}", "",
+                  f"- config `{d['config']}`, overrides {d['overrides']}; seeds {d['seeds']}; run {d['date']} "
+                  f"({d['seconds']:.0f} s, {d['run']['ran']} trials run, {d['run']['skipped']} reused)",
+                  f"- labelers: {', '.join(d['labelers'])}; students: {', '.join(d['students'])}", "",
+                  f"| policy at n_gold = {m} | regret [95% CI] | hit rate on decisive cells | decisive cells | "
+                  "abstains | regret − better trivial [95% CI] (MDE) |",
+                  "|---|---|---|---|---|---|"]
+        scores = {r["policy"]: r for r in ev["scores"] if r["scope"] == "all" and r["n_gold"] == m}
+        for p in policies:
+            r = scores.get(p)
+            if r is None:
+                continue
+            vs = r.get("vs_trivial")
+            lines.append(f"| {p} | {_ci(r['regret'], '{:.4f}')} | {_ci(r['hit_rate'], '{:.2f}')} | "
+                         f"{r['decisive_cells']} of {r['cells']} | {_ci(r['abstain'], '{:.0%}')} | "
+                         + ("–" if not vs else f"{vs['value']:+.4f} [{vs['lo']:+.4f}, {vs['hi']:+.4f}] "
+                            f"({vs['mde']:.4f}) vs {vs['baseline']}") + " |")
+        lines.append("")
+        head_rows.append((name, m, scores, ev["best_trivial"]))
+    lines += ["## Summary at n_gold = 20: the default rule against the better trivial policy", "",
+              "| study | rule | regret | better trivial | its regret | hit rate (decisive) | abstains | "
+              "meets the goal? |", "|---|---|---|---|---|---|---|---|"]
+    from fmgauge.weaklabels.decide import DEFAULT_PRIMARY
+
+    for name, m, scores, trivial in head_rows:
+        r, t = scores.get(DEFAULT_PRIMARY), scores.get(trivial)
+        if r is None:
+            continue
+        hit = r["hit_rate"]["value"]
+        ok = (r["regret"]["value"] <= t["regret"]["value"] + 1e-12
+              and (hit != hit or hit >= 0.85) and r["abstain"]["value"] <= 0.30)
+        lines.append(f"| {name} (n_gold {m}) | {DEFAULT_PRIMARY} | {r['regret']['value']:.4f} | {trivial} | "
+                     f"{t['regret']['value']:.4f} | {_ci(r['hit_rate'], '{:.2f}')} | "
+                     f"{r['abstain']['value']:.0%} | {'yes' if ok else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", type=lambda s: s.split(","), default=None, help=f"studies, from {list(STUDIES)}")
+    ap.add_argument("--skip", type=lambda s: s.split(","), default=["resnet-w16", "cnn-w32"],
+                    help="student display names (regexes) to leave out of the image studies")
+    ap.add_argument("--out", default="/tmp/fmgauge-bench-rules", help="run directories (resumable)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--render-only", action="store_true")
+    args = ap.parse_args()
+    if not args.render_only:
+        run(args)
+    PART.write_text(render())
+    print(PART)
+
+
+if __name__ == "__main__":
+    main()
