@@ -14,6 +14,7 @@ average is recorded with every figure.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -127,7 +128,9 @@ def pool(models: str = "smollm2-135m,minilm-l6,gemma3-270m", n: int = 0, max_tex
         for name, over in VARIANTS[cfg0.kind]:
             tasks = [("5-class", full, {}), ("neoplasms-vs-rest", neo, {"rest_classes": rest})]
             if cfg0.kind == "text-embedding":  # cheap: embeddings are cached; for an LM it is another model run
-                tasks.append(("neoplasms-vs-rest(fallback)", neo, {}))
+                # the dataset names its rest classes (meta): drop them so the labeler's fallback is measured
+                no_rest = dataclasses.replace(neo, meta={k: v for k, v in neo.meta.items() if k != "rest_class_names"})
+                tasks.append(("neoplasms-vs-rest(fallback)", no_rest, {}))
             for task, ds, extra in tasks:
                 sub = subset(ds, n)
                 cfg = parse_labeler(labeler_cfg(model, **base, **over, **extra))

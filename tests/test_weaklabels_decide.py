@@ -62,6 +62,10 @@ def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
     d = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"})  # accuracy 0.8
     assert d.verdict == "uncertain"
     assert d.rules["accuracy"].choice == d.rules["accuracy"].lean  # uncertain falls back to its lean
+    weak = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"}, fallback="weak")
+    assert weak.verdict == "uncertain" and weak.rules["accuracy"].choice == "use-weak-labels"
+    with pytest.raises(FmgaugeError, match="fallback must be"):
+        decide(x, y, labeler(y, 2), fallback="coin")
     more = d.rules["accuracy"].more_gold
     assert more is not None and more > 0
     assert "more gold items" in d.explain()

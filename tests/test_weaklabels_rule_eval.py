@@ -68,3 +68,25 @@ def test_a_rule_that_follows_the_sign_has_zero_regret_and_beats_both_trivial_pol
     assert overall["always-weak"]["regret"]["value"] == pytest.approx(0.05)
     assert overall["always-gold"]["regret"]["value"] == pytest.approx(0.05)
     assert overall["auc"]["hit_rate"]["value"] == 1.0
+
+
+def test_trivial_policies_are_scored_on_the_cells_the_rules_ran_on():
+    """A labeler without rule trials (a matched-rate control) must not enter the trivial policies' scores."""
+    res = _sweep({20: [0.1, 0.1, 0.1, 0.1]})
+    other = res[res.condition == "gold+weak"].assign(labeler="control", auc=lambda d: d.auc - 0.3)
+    rules = _rules({(20, s): ("use-weak-labels", "use-weak-labels") for s in range(4)})
+    ev, cells = evaluate(pd.concat([res, other]), rules, {"s": "raw"}, [0, 1, 2, 3])
+    assert set(cells.labeler) == {"L"}
+    head = {r["policy"]: r for r in ev["scores"] if r["scope"] == "all" and r["n_gold"] == 20}
+    assert head["always-weak"]["cells"] == head["auc"]["cells"] == 4
+    assert head["always-weak"]["regret"]["value"] == pytest.approx(0.0)
+
+
+def test_pool_rules_are_also_scored_with_the_weak_fallback():
+    res = _sweep({20: [0.10, 0.12, 0.09, 0.11]})
+    rules = _rules({(20, s): ("uncertain", "gold-only") for s in range(4)}).assign(rule="cv-delta")
+    ev, _ = evaluate(res, rules, {"s": "raw"}, [0, 1, 2, 3])
+    head = {r["policy"]: r for r in ev["scores"] if r["scope"] == "all" and r["n_gold"] == 20}
+    assert head["cv-delta"]["regret"]["value"] == pytest.approx(0.105)  # the lean: gold-only, wrong every time
+    assert head["cv-delta (uncertain→weak)"]["regret"]["value"] == pytest.approx(0.0)
+    assert ev["best_rule"] == "cv-delta (uncertain→weak)"

@@ -52,7 +52,7 @@ def test_killed_study_resumes_without_recomputing(env, tmp_path, monkeypatch):
         return real(config)
 
     monkeypatch.setattr(study_mod, "run_trial", dies_after_three)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted; 3 of \d+ trials are saved .*rerun the same"):
         calibrate(cfg, tmp_path / "killed", backend=BackendConfig(workers=1), progress=False, report=False)
     monkeypatch.setattr(study_mod, "run_trial", real)
     resumed = calibrate(cfg, tmp_path / "killed", backend=BackendConfig(workers=1), progress=False, report=False)

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from fmgauge.core.validation import FmgaugeError
@@ -193,6 +194,9 @@ def decide_cmd(
     proxy: Annotated[str | None, typer.Option(
         help="Student the rules train: logreg (default on dense features: the sweep's AdamW logreg), sk-logreg "
              "(converged; the default on sparse TF-IDF), mlp.")] = None,
+    fallback: Annotated[str, typer.Option(
+        help="What an uncertain verdict acts as: lean (the side its estimate favours) or weak (use the free weak "
+             "labels unless shown to hurt).")] = "lean",
     seed: Annotated[int, typer.Option(help="Seed of the pairs, folds, pool subset and bootstraps.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the decision as JSON.")] = None,
 ) -> None:
@@ -203,7 +207,7 @@ def decide_cmd(
 
     d = decide_from_files(gold, labeler_outputs, features=features, dataset=dataset, split=split,
                           representation=representation, primary=primary, max_pairs=max_pairs, pool_max=pool_max,
-                          seed=seed, proxy=None if proxy is None else {"kind": proxy})
+                          seed=seed, proxy=None if proxy is None else {"kind": proxy}, fallback=fallback)
     pool = f", pool of {d.pool_size} weak-labelled items" if d.pool_size else ", no pool (pool rules not run)"
     table = Table("rule", "gold-only AUC [95% CI]", "weak side [95% CI]", "verdict", "more gold labels",
                   "n* (rough)", title=f"Decision from {d.n_gold} gold labels (class counts {d.class_counts}){pool}")
@@ -217,7 +221,8 @@ def decide_cmd(
                       f"{side[r.rule]} {r.labeler}", verdict, more, xo)
     Console().print(table)
     Console().print(d.explain(), markup=False)  # "[cv-delta rule]" is text, not rich markup
-    Console().print(f"verdict: [bold]{d.verdict}[/]")
+    choice = d.rules[d.primary].choice
+    Console().print(f"verdict: [bold]{d.verdict}[/]" + (f" (act on: {choice})" if d.verdict == "uncertain" else ""))
     if json_out:
         json_out.write_text(json.dumps(d.to_dict(), indent=1))
 
@@ -249,8 +254,11 @@ def main() -> None:
     try:
         app()
     except FmgaugeError as e:
-        console.print(f"[red bold]error:[/] {e}")
+        console.print(f"[red bold]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
+    except KeyboardInterrupt as e:  # runner.Interrupted says how many trials are saved
+        console.print(str(e) or "interrupted; finished trials are saved; rerun the same command to resume.")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

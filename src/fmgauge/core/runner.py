@@ -32,7 +32,7 @@ from rich.progress import (
 )
 
 from fmgauge.core.cache import stable_hash
-from fmgauge.core.store import RunStore
+from fmgauge.core.store import RunStore, run_lock
 from fmgauge.core.validation import FmgaugeError, check_choice
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,21 @@ def run_trials(
     ids = [t.id for t in trials]
     if len(set(ids)) != len(ids):
         raise FmgaugeError("two trials have the same config (and id); make every trial's config distinct.")
+    with run_lock(store.root):  # one writer per run directory
+        try:
+            return _execute(trials, fn, store, backend, description, progress)
+        except KeyboardInterrupt:
+            saved = len(store.done_ids() & set(ids))
+            raise Interrupted(f"interrupted; {saved} of {len(trials)} trials are saved in {store.root}; rerun the "
+                              "same command to resume.") from None
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: the message says how many trials are saved and how to resume."""
+
+
+def _execute(trials: Sequence[Trial], fn: TrialFn, store: RunStore, backend: BackendConfig, description: str,
+             progress: bool) -> RunStats:
     done = store.done_ids()
     todo = [t for t in trials if t.id not in done]
     t0 = time.perf_counter()

@@ -7,9 +7,14 @@ Only the driver process writes to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import socket
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,9 @@ import pandas as pd
 import yaml
 
 from fmgauge.core.validation import FmgaugeError
+
+log = logging.getLogger(__name__)
+LOCK = ".lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
@@ -42,9 +50,15 @@ class RunStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "figures").mkdir(exist_ok=True)
-        self._db = sqlite3.connect(self.root / "trials.sqlite", timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        path = self.root / "trials.sqlite"
+        try:
+            self._db = sqlite3.connect(path, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("SELECT count(*) FROM trials").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise FmgaugeError(f"{path} is not a readable trial store ({e}); move it away to start this run over, "
+                               "or restore it from a backup.") from None
 
     # ---------------------------------------------------------------- config / summary
     def save_config(self, config: dict[str, Any]) -> None:
@@ -123,3 +137,53 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - another user's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(root: str | Path) -> Iterator[None]:
+    """Hold ``<root>/.lock`` (pid, host, start time) while a run writes into ``root``.
+
+    A second run on a held directory is refused with the holder's pid and start time; a lock left by a dead process
+    on this host is taken over with a warning. Re-entrant within one process.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                held = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                held = {}
+            if held.get("pid") == me["pid"] and held.get("host") == me["host"]:
+                yield  # this process holds it already
+                return
+            if held.get("host") == me["host"] and held.get("pid") and not _alive(int(held["pid"])):
+                log.warning("taking over the lock of %s left by pid %s (not running), started %s", root,
+                            held.get("pid"), held.get("started"))
+                path.unlink(missing_ok=True)
+                continue
+            raise FmgaugeError(
+                f"run directory {root} is in use by pid {held.get('pid', '?')} on {held.get('host', '?')} since "
+                f"{held.get('started', '?')}; wait for it to finish, or give another --out. (Delete {path} only if "
+                "that process is gone.)") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)

@@ -156,7 +156,7 @@ def resolve_text_model(name: str) -> tuple[str, bool]:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FmgaugeError(f"model directory {path} has no config.json; save the model with "
-                               "save_pretrained() or give a registered name {TEXT_MODELS.names()}.")
+                               f"save_pretrained() or give a registered name {TEXT_MODELS.names()}.")
         return str(path.resolve()), True
     if path.exists() or name.startswith((".", "/", "~")):
         raise FmgaugeError(f"model path {name!r} is not a directory with a transformers config.json.")

@@ -61,6 +61,7 @@ from fmgauge.weaklabels.training import budget_steps, fit_predict_convex, train_
 
 Verdict = Literal["use-weak-labels", "gold-only", "uncertain"]
 Lean = Literal["use-weak-labels", "gold-only"]
+Fallback = Literal["lean", "weak"]
 RULES = ("accuracy", "auc", "cv-delta", "weak-student")
 POOL_RULES = ("cv-delta", "weak-student")
 DEFAULT_PRIMARY = "cv-delta"  # the evaluation over every shipped study picks it (docs/benchmarks.md)
@@ -99,11 +100,14 @@ class RuleVerdict:
     gap_ci: tuple[float, float] | None  # paired rules: CI of the gap
     more_gold: int | None  # uncertain only: about how many more gold labels would decide
     crossover: float | None  # estimated n* where the gold-only curve reaches the labeler side (None: unreachable)
+    fallback: Fallback = "lean"  # what an uncertain verdict acts as: its lean, or the (free) weak labels
 
     @property
     def choice(self) -> Lean:
-        """What a user following this rule does: the verdict, or the lean when uncertain."""
-        return self.lean if self.verdict == "uncertain" else self.verdict  # type: ignore[return-value]
+        """What a user following this rule does: the verdict, or when uncertain its fallback."""
+        if self.verdict != "uncertain":
+            return self.verdict  # type: ignore[return-value]
+        return self.lean if self.fallback == "lean" else "use-weak-labels"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -151,7 +155,8 @@ class Decision:
                 head = f"[{r.rule} rule{tag}] gold-only AUC {self.gold_auc} vs labeler {what} {r.labeler}: {r.verdict}"
             if r.verdict == "uncertain":
                 more = (f"more than {MAX_MORE}" if r.more_gold is None else f"about {r.more_gold}")
-                head += f" (leaning {r.lean}) — label {more} more gold items to decide"
+                acts = "" if r.fallback == "lean" else f"; acting on it: {r.choice}"
+                head += f" (leaning {r.lean}{acts}) — label {more} more gold items to decide"
             if not self.learning_curve:
                 pass
             elif r.crossover is not None and r.crossover <= self.n_gold:
@@ -473,7 +478,7 @@ def decide(
     max_pairs: int = 120, pool_repeats: int = 3, pool_max: int | None = 2000, n_boot: int = 1000,
     level: float = 0.95, seed: int = 0, primary: str | None = None, rules: tuple[str, ...] | None = None,
     class_names: tuple[str, ...] | None = None, proxy: StudentConfig | dict | None = None,
-    curve: bool = True,
+    curve: bool = True, fallback: Fallback = "lean",
 ) -> Decision:
     """Decide from a gold set whether the labeler's weak labels will help.
 
@@ -494,7 +499,11 @@ def decide(
         on sparse ones), under one budget for all its fits: ``budget_steps(proxy, pool size)`` (no pool:
         ``pool_max`` stands for it).
     curve : fit the gold-only learning curve for the rough n* extrapolation (3 more leave-pair-out runs).
+    fallback : what an ``uncertain`` verdict acts as (:attr:`RuleVerdict.choice`): ``lean``, the side its point
+        estimate favours, or ``weak``, the weak labels (they are free: drop them only when shown to hurt).
     """
+    if fallback not in ("lean", "weak"):
+        raise FmgaugeError(f"fallback must be 'lean' or 'weak', got {fallback!r}.")
     y = np.asarray(y).astype(np.int64)
     probs = check_finite("labeler probs", np.asarray(probs, dtype=float))
     if probs.ndim != 2 or probs.shape[1] < 2:
@@ -549,7 +558,7 @@ def decide(
         verdict, more = _interval_verdict(gold, est, len(y))
         lean: Lean = "gold-only" if gold.value > est.value else "use-weak-labels"
         out[rule] = RuleVerdict(rule, verdict, lean, est, gold.value - est.value, None, more,
-                                extrapolate_crossover(lc, est.value))
+                                extrapolate_crossover(lc, est.value), fallback)
     if pool is not None and any(r in POOL_RULES for r in wanted):
         pool_obj = Pool(xp, pool_labels)
         warm = student.warm_model(xp, pool_labels)
@@ -565,7 +574,7 @@ def decide(
             est = auc_score_ci(y, _scores(side), level=level)
             lean = "use-weak-labels" if diff >= 0 else "gold-only"
             out[rule] = RuleVerdict(rule, verdict, lean, est, -diff, (-hi, -lo), more,
-                                    extrapolate_crossover(lc, est.value))
+                                    extrapolate_crossover(lc, est.value), fallback)
     return Decision(len(y), counts.tolist(), gold, out, primary, lc,
                     pool_size=0 if xp is None else int(xp.shape[0]),
                     prior=None if prior is None else [float(p) for p in prior])
@@ -593,7 +602,7 @@ def decide_from_files(
     if (features is None) == (dataset is None):
         raise FmgaugeError("give exactly one of features (an .npz/.csv of per-item features) or dataset "
                            "(a dataset whose ids hold the gold ids).")
-    gold_df = read_table(Path(gold))
+    gold_df = read_table(Path(gold), what="gold file")
     for col in ("id", "label"):
         if col not in gold_df:
             raise FmgaugeError(f"gold file {gold} needs columns id and label; it has {list(gold_df.columns)}.")
@@ -610,7 +619,8 @@ def decide_from_files(
         fx, _ = represent(ds, representation, sp_name, sp_name)
         fid = ds.split(sp_name).ids.astype(str)
         class_names = ds.class_names
-    outputs = parse_outputs(read_table(Path(labeler)), tuple(class_names), source=str(labeler))
+    outputs = parse_outputs(read_table(Path(labeler), what="labeler-outputs file"), tuple(class_names),
+                            source=str(labeler))
     out = outputs.align(ids, source=str(labeler))
     pos = pd.Series(np.arange(len(fid)), index=fid)
     missing = [i for i in ids if i not in pos.index]
@@ -632,8 +642,16 @@ def decide_from_files(
 
 
 def _class_names_from_gold(labels: pd.Series) -> tuple[str, ...]:
-    """Class names of a gold file: its distinct labels, sorted (numerically when they are integers)."""
+    """Class names of a gold file: its distinct labels, sorted (numerically when they are integers). Labels that
+    differ only in case or surrounding spaces are refused (they would silently become separate classes)."""
     names = sorted(labels.astype(str).unique(), key=lambda s: (0, int(s)) if s.isdigit() else (1, s))
+    folded: dict[str, list[str]] = {}
+    for n in names:
+        folded.setdefault(n.strip().lower(), []).append(n)
+    clash = [v for v in folded.values() if len(v) > 1]
+    if clash:
+        raise FmgaugeError(f"gold labels {clash[0]} differ only in case or spaces; write each class one way "
+                           "(they would otherwise become separate classes).")
     return tuple(names)
 
 
@@ -645,7 +663,14 @@ def _read_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
             if "ids" not in z or "features" not in z:
                 raise FmgaugeError(f"{path} must hold arrays 'ids' (n,) and 'features' (n, D); it has {z.files}.")
             return z["ids"].astype(str), np.asarray(z["features"], dtype=np.float64)
-    df = pd.read_csv(path)
+    from fmgauge.weaklabels.labelers.file import read_table
+
+    df = read_table(path, what="features file")
     if "id" not in df:
         raise FmgaugeError(f"features CSV {path} needs an id column; it has {list(df.columns)[:8]}.")
-    return df["id"].astype(str).to_numpy(), df.drop(columns=["id"]).to_numpy(dtype=np.float64)
+    feats = df.drop(columns=["id"])
+    text = [str(c) for c in feats.columns if not pd.api.types.is_numeric_dtype(feats[c])]
+    if text:
+        raise FmgaugeError(f"features file {path}: every column but id must be numeric; {text[:5]} hold text. "
+                           "Drop them, or embed texts with --dataset text:... --representation embed:minilm-l6.")
+    return df["id"].astype(str).to_numpy(), check_finite(f"features file {path}", feats.to_numpy(dtype=np.float64))

@@ -289,6 +289,8 @@ POLICY_TEXT = {
     "auc": "auc rule (gold-only AUC vs labeler AUC)",
     "cv-delta": "cv-delta rule (cross-validated ΔAUC on the gold set, with the pool)",
     "weak-student": "weak-student rule (weak-trained proxy vs gold-only on the gold set)",
+    "cv-delta (uncertain→weak)": "cv-delta rule, uncertain → use the weak labels",
+    "weak-student (uncertain→weak)": "weak-student rule, uncertain → use the weak labels",
     "always-weak": "always use the weak labels (trivial)",
     "always-gold": "always train on gold only (trivial)",
 }

@@ -10,7 +10,9 @@ Scores per policy — each rule, and the trivial policies **always-weak** and **
 
 - **regret**: mean over cells (labeler × student × m × seed) of max(AUC_gold, AUC_gold+weak) − the AUC of the
   condition the policy chose; an ``uncertain`` verdict acts as the rule's fallback, the side its point estimate
-  leans to, and the share of such cells is reported as **abstention**;
+  leans to, and the share of such cells is reported as **abstention**. The pool rules are also scored with the
+  other fallback a user may state, "uncertain → use the weak labels" (policy ``<rule> (uncertain→weak)``: the
+  weak labels are free, so switch to gold-only only when they are shown to hurt);
 - **hit rate on decisive cells**: cells (labeler, student, m) whose seed-mean ΔAUC has a 95% t-interval over
   seeds excluding 0; the target is that sign, and every seed's choice there is a hit or a miss;
 - intervals by resampling **seeds** (the sweep's independent unit; cells of one seed share its gold set and
@@ -27,9 +29,10 @@ import pandas as pd
 from scipy import stats as sps
 
 from fmgauge.core.stats import mean_ci
-from fmgauge.weaklabels.decide import RULES, Pool, decide
+from fmgauge.weaklabels.decide import POOL_RULES, RULES, Pool, decide
 
 TRIVIAL = ("always-weak", "always-gold")
+WEAK_FALLBACK = " (uncertain→weak)"  # a rule whose uncertain verdicts use the weak labels instead of its lean
 N_BOOT = 2000
 
 
@@ -74,10 +77,14 @@ def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[st
     gold = results[results.condition == "gold"][["student", "n_gold", "seed", "auc"]]
     mixed = results[results.condition == "gold+weak"][["labeler", "student", "n_gold", "seed", "auc"]]
     paired = mixed.merge(gold, on=["student", "n_gold", "seed"], suffixes=("_gw", "_g"))
-    paired = paired[paired.n_gold.isin(rules.n_gold.unique())]
     paired["features"] = paired.student.map(lambda s: proxy_features(student_features[s]))
+    # the cells the rules were operated on (labelers and sizes with rule trials), the same for every policy
+    ran = rules[["labeler", "features", "n_gold", "seed"]].drop_duplicates()
+    paired = paired.merge(ran, on=["labeler", "features", "n_gold", "seed"])
     r = rules[["labeler", "features", "n_gold", "seed", "rule", "verdict", "choice"]].rename(columns={"rule": "policy"})
-    cells = paired.merge(r, on=["labeler", "features", "n_gold", "seed"])
+    weak_fb = r[r.policy.isin(POOL_RULES)].assign(policy=lambda d: d.policy + WEAK_FALLBACK)
+    weak_fb.loc[weak_fb.verdict == "uncertain", "choice"] = "use-weak-labels"
+    cells = paired.merge(pd.concat([r, weak_fb], ignore_index=True), on=["labeler", "features", "n_gold", "seed"])
     trivial = [paired.assign(policy=p, verdict="use-weak-labels" if p == "always-weak" else "gold-only",
                              choice="use-weak-labels" if p == "always-weak" else "gold-only") for p in TRIVIAL]
     cells = pd.concat([cells, *trivial], ignore_index=True)
@@ -169,7 +176,7 @@ def evaluate(results: pd.DataFrame, rule_rows: pd.DataFrame, student_features: d
     grid = sorted(rule_rows.n_gold.unique())
     m = min(grid, key=lambda v: abs(np.log(v) - np.log(headline_m)))
     head = {r["policy"]: r for r in scores if r["scope"] == "all" and r["n_gold"] == m}
-    rules = [p for p in RULES if p in head]
+    rules = [p for p in [*RULES, *(r + WEAK_FALLBACK for r in POOL_RULES)] if p in head]
     best = min(rules, key=lambda p: head[p]["regret"]["value"]) if rules else None
     trivial = min((p for p in TRIVIAL if p in head), key=lambda p: head[p]["regret"]["value"])
     summary = {"scores": scores, "headline_m": int(m), "best_rule": best, "best_trivial": trivial,

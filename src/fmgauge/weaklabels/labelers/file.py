@@ -27,14 +27,24 @@ class FileLabeler(LabelerBase):
         return f"file:{Path(self.path).name}"
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, *, what: str = "labeler file") -> pd.DataFrame:
+    """A CSV/TSV/Parquet table; ``what`` names the argument in errors (e.g. "gold file")."""
     if not path.exists():
-        raise FmgaugeError(f"labeler file {path} does not exist.")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
-    raise FmgaugeError(f"labeler file {path} must be .csv, .tsv or .parquet, got {path.suffix!r}.")
+        raise FmgaugeError(f"{what} {path} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv", ".tsv", ".txt"):
+        raise FmgaugeError(f"{what} {path} must be .csv, .tsv or .parquet, got {suffix!r}.")
+    try:
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise FmgaugeError(f"{what} {path} could not be read as a {suffix.lstrip('.')} table: {reason}.") from None
+    if df.empty:
+        raise FmgaugeError(f"{what} {path} holds no rows.")
+    return df
 
 
 def parse_outputs(df: pd.DataFrame, class_names: tuple[str, ...], *, source: str) -> LabelerOutput:
