@@ -1,5 +1,8 @@
 """The bad-input battery: every row is a command line with a bad file or config it builds, which must exit 2 with
-one clear line containing a phrase — and no traceback. New commands add rows here."""
+one clear line containing a phrase — and no traceback. New commands add rows here.
+
+Files that disappear mid-run are pinned where the run loop lives (tests/test_core_runner.py: the first trial that
+hits the missing file stops the run with one line; a rerun resumes)."""
 
 from __future__ import annotations
 
@@ -125,7 +128,152 @@ def empty_model_dir(tmp: Path) -> list[str]:
             f"text-embedding:{tmp / 'model'}"]
 
 
+def masking_single_file_task(tmp: Path) -> list[str]:
+    pd.DataFrame({"sentence": [f"text {i}" for i in range(20)], "label": np.arange(20) % 2}).to_csv(
+        tmp / "task.csv", index=False)
+    return ["masking", "compare", "--task", str(tmp / "task.csv"), "--model", "minilm-l6", "--seeds", "2"]
+
+
+def masking_headerless_task(tmp: Path) -> list[str]:
+    (tmp / "task.csv").write_text("".join(f"some text {i},{i % 2}\n" for i in range(20)))
+    return ["masking", "compare", "--task", str(tmp / "task.csv"), "--model", "minilm-l6", "--seeds", "2"]
+
+
+def masking_headerless_by_position(tmp: Path) -> list[str]:
+    """--no-header with column positions reaches the split check: the columns were found."""
+    (tmp / "task.csv").write_text("".join(f"some text {i},{i % 2}\n" for i in range(20)))
+    return ["masking", "compare", "--task", str(tmp / "task.csv"), "--no-header", "--text-columns", "0",
+            "--label-column", "1", "--seeds", "2"]
+
+
+def masking_headerless_without_positions(tmp: Path) -> list[str]:
+    (tmp / "task.csv").write_text("".join(f"some text {i},{i % 2}\n" for i in range(20)))
+    return ["masking", "compare", "--task", str(tmp / "task.csv"), "--no-header", "--seeds", "2"]
+
+
+def masking_strategy_typo(tmp: Path) -> list[str]:
+    return ["masking", "compare", "--task", "mrpc", "--strategies", "random,typhon", "--seeds", "2"]
+
+
+def study_dataset_typo(tmp: Path) -> list[str]:
+    return ["weak-labels", "calibrate", "--config", str(_study(tmp, dataset="pneumonia")), "--out", str(tmp / "r")]
+
+
+def study_student_typo(tmp: Path) -> list[str]:
+    return ["weak-labels", "calibrate", "--config", str(_study(tmp, students=[{"kind": "logreg2"}])), "--out",
+            str(tmp / "r")]
+
+
+def labeler_outputs_with_inf(tmp: Path) -> list[str]:
+    f = _gold_files(tmp)
+    df = pd.read_csv(f["lab"])
+    df.loc[4, "p_b"] = np.inf
+    df.to_csv(tmp / "inf.csv", index=False)
+    return _decide(f, lab=tmp / "inf.csv")
+
+
+def _bench_csv(tmp: Path, text: str = "body,x\nhello world,1\nanother one,2\n") -> str:
+    (tmp / "bench.csv").write_text(text)
+    return f"csv:{tmp / 'bench.csv'}"
+
+
+def bench_text_column_missing(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--benchmark", _bench_csv(tmp), "--text-column", "nope"]
+
+
+def bench_no_text_column(tmp: Path) -> list[str]:
+    return ["contamination", "exchangeability", "--benchmark", _bench_csv(tmp)]
+
+
+def bench_no_header_on_fixed_layout(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--benchmark", "slake-en", "--no-header"]
+
+
+def bench_option_typo(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--benchmark", _bench_csv(tmp) + "?text_colum=body"]
+
+
+def bench_headerless_named_column(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--benchmark", _bench_csv(tmp), "--no-header", "--text-column", "body"]
+
+
+def bench_empty_file(tmp: Path) -> list[str]:
+    return ["contamination", "exchangeability", "--benchmark", _bench_csv(tmp, "")]
+
+
+def bench_model_typo(tmp: Path) -> list[str]:
+    return ["contamination", "topk", "--models", "smollm2-135,smollm2-135m", "--benchmark", _bench_csv(tmp),
+            "--text-column", "body"]
+
+
+def bench_layout_typo(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--benchmark", _bench_csv(tmp).replace("csv:", "cvs:")]
+
+
+def study_report_of_empty_dir(tmp: Path) -> list[str]:
+    (tmp / "run").mkdir()
+    return ["weak-labels", "report", str(tmp / "run")]
+
+
+def masking_report_of_empty_dir(tmp: Path) -> list[str]:
+    (tmp / "run").mkdir()
+    return ["masking", "report", str(tmp / "run")]
+
+
+def audit_config_missing(tmp: Path) -> list[str]:
+    return ["contamination", "audit", "--config", str(tmp / "missing.yaml")]
+
+
+def audit_config_incomplete(tmp: Path) -> list[str]:
+    (tmp / "a.yaml").write_text("name: x\nmodel: smollm2-135m\nbenchmark: slake-en\n")
+    return ["contamination", "audit", "--config", str(tmp / "a.yaml")]
+
+
+def plant_empty_benchmark(tmp: Path) -> list[str]:
+    return ["contamination", "plant", "--model", "smollm2-135m", "--benchmark", _bench_csv(tmp, ""), "--out",
+            str(tmp / "planted")]
+
+
+def label_no_header_on_registered(tmp: Path) -> list[str]:
+    return ["weak-labels", "label", "--dataset", "pneumoniamnist", "--labeler", "simulated:random", "--no-header"]
+
+
+def label_option_twice(tmp: Path) -> list[str]:
+    (tmp / "w.csv").write_text("flu,fever and aches\ncold,runny nose\n")
+    return ["weak-labels", "label", "--dataset", f"text:{tmp / 'w.csv'}?header=none", "--labeler",
+            "simulated:random", "--no-header"]
+
+
+def decide_text_column_without_dataset(tmp: Path) -> list[str]:
+    return [*_decide(_gold_files(tmp)), "--text-column", "body"]
+
+
 BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
+    (masking_single_file_task, "has splits ['train'], not ['dev', 'test']"),
+    (masking_headerless_task, "a file without a header row needs --no-header"),
+    (masking_headerless_by_position, "has splits ['train'], not ['dev', 'test']"),
+    (masking_headerless_without_positions, "has no header row (columns ['0', '1']): name the sentence column(s) by "
+                                           "position with --text-columns 0[,1]"),
+    (masking_strategy_typo, "Did you mean 'typhoon'?"),
+    (study_dataset_typo, "Did you mean 'pneumoniamnist'?"),
+    (study_student_typo, "Did you mean 'logreg'"),
+    (labeler_outputs_with_inf, "hold NaN, inf or negative values in 1 row(s) (first data rows [4]"),
+    (bench_text_column_missing, "missing required field(s) ['nope']; it has ['body', 'x']"),
+    (bench_no_text_column, "name the text column with --text-column"),
+    (bench_no_header_on_fixed_layout, "--no-header applies to a benchmark file named jsonl|csv|tsv:<path>"),
+    (bench_option_typo, "Did you mean 'text_column'"),
+    (bench_headerless_named_column, "with header=none, text_column must be a column position"),
+    (bench_empty_file, "holds no items (empty benchmark)"),
+    (bench_model_typo, "Did you mean 'smollm2-135m'?"),
+    (bench_layout_typo, "Or a file: csv:<path>, jsonl:<path>"),
+    (study_report_of_empty_dir, "has no summary.json: run `fmgauge weak-labels calibrate` into it first"),
+    (masking_report_of_empty_dir, "is not a run directory: it has no config.yaml"),
+    (audit_config_missing, "missing.yaml does not exist"),
+    (audit_config_incomplete, "models: Field required"),
+    (plant_empty_benchmark, "holds no items (empty benchmark)"),
+    (label_no_header_on_registered, "--no-header: only for a text:<file> dataset; 'pneumoniamnist'"),
+    (label_option_twice, "option 'header' is given twice"),
+    (decide_text_column_without_dataset, "describe a --dataset text:<file>"),
     (seeds_zero, "seeds must be a number of seeds >= 1"),
     (corrupt_store, "is not a readable trial store"),
     (locked_run_dir, "is in use by pid"),

@@ -69,6 +69,14 @@ def test_made_up_layouts(tmp_path):
 
     (tmp_path / "g.csv").write_text("id,text\na,hello world\nb,second item\n")
     assert load_benchmark(f"csv:{tmp_path / 'g.csv'}").texts == ("hello world", "second item")
+    (tmp_path / "named.csv").write_text("key,body,other\nk1,first text,x\nk2,second text,y\n")
+    named = load_benchmark(f"csv:{tmp_path / 'named.csv'}?text_column=body&id_column=key")
+    assert named.texts == ("first text", "second text") and named.ids == ("k1", "k2")
+    (tmp_path / "bare.tsv").write_text("7\tno header here\n9\tstill none\n")
+    bare = load_benchmark(f"tsv:{tmp_path / 'bare.tsv'}?header=none&text_column=1&id_column=0")
+    assert bare.texts == ("no header here", "still none") and bare.ids == ("7", "9")
+    from fmgauge.contamination.benchmarks import with_table_options
+    assert load_benchmark(with_table_options(f"tsv:{tmp_path / 'bare.tsv'}", header=False)).texts == ("7", "9")
     (tmp_path / "s.json").write_text(json.dumps([{"question": "q?", "answer": "a", "q_lang": "en", "qid": 7},
                                                  {"question": "问", "answer": "答", "q_lang": "zh", "qid": 8}]))
     assert load_benchmark(f"slake:{tmp_path / 's.json'}").ids == ("7",)

@@ -94,6 +94,33 @@ def test_failure_is_saved_apart_and_resume_runs_only_the_missing_trial(tmp_path,
     store.close()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_file_that_disappears_mid_run_stops_it_with_one_line(tmp_path, monkeypatch, workers, caplog):
+    """An input error hits every trial alike: the first one stops the run with the error's message (no
+    traceback), not one traceback per trial; trials finished before stay saved and a rerun resumes."""
+    data = tmp_path / "data.txt"
+    data.write_text("x")
+    monkeypatch.setenv(_trialfns.GONE_ENV, str(data))
+    backend = BackendConfig(workers=workers, threads_per_worker=0)
+    store = RunStore(tmp_path / "run")
+    run_trials(TRIALS[:1], _trialfns.reads_input, store, backend=backend, progress=False)
+    data.unlink()  # the dataset disappears while the study runs
+    with pytest.raises(FmgaugeError) as err:
+        run_trials(TRIALS, _trialfns.reads_input, store, backend=backend, progress=False)
+    msg = str(err.value)
+    assert "stopped the run: FileNotFoundError" in msg and str(data) in msg and "rerun" in msg
+    assert "Traceback" not in msg and "Traceback" not in caplog.text
+    assert TRIALS[0].id in store.done_ids()
+    table = store.trial_table().set_index("id")
+    assert "Traceback" in table.loc[table.status == "failed", "error"].iloc[0]  # kept for whoever digs
+    store.close()
+    data.write_text("x")
+    store = RunStore(tmp_path / "run")
+    stats = run_trials(TRIALS, _trialfns.reads_input, store, backend=backend, progress=False)
+    assert stats.skipped == 1 and stats.failed == 0
+    store.close()
+
+
 def test_duplicate_trial_configs_refused(tmp_path):
     store = RunStore(tmp_path / "run")
     with pytest.raises(FmgaugeError, match="same config"):

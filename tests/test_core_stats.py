@@ -227,3 +227,15 @@ def test_newcombe_auc_interval_is_honest_on_small_perfect_rankings():
     half = 1.959964 * np.sqrt(_newcombe_var(np.array(big.value), 400, 400))
     assert big.lo < big.value < big.hi
     assert (big.hi - big.lo) / 2 == pytest.approx(float(half), rel=0.05)
+
+
+def test_sign_flip_test_is_exact_and_says_when_few_seeds_cannot_be_significant():
+    from fmgauge.core.stats import sign_flip_test
+
+    two = sign_flip_test(np.array([0.80, 0.82]), np.array([0.70, 0.71]))  # a bootstrap would call this certain
+    assert two.p_value == pytest.approx(0.5) and two.min_p == pytest.approx(0.5)
+    eight = sign_flip_test(np.arange(8) + 1.0, np.zeros(8))  # all 8 differences positive: 2 of 256 sign patterns
+    assert eight.p_value == pytest.approx(2 / 256) and eight.min_p == pytest.approx(2 / 256)
+    mixed = sign_flip_test(np.array([1.0, -1.0, 2.0, -2.0, 0.5, -0.5]), np.zeros(6))
+    assert mixed.p_value == pytest.approx(1.0)
+    assert eight.mde > 0

@@ -147,11 +147,11 @@ def test_config_refuses_bad_strategies_and_single_seed(tmp_path, headless_bert, 
         compare(_cfg(small_mrpc, headless_bert, seeds=1), tmp_path / "one", progress=False)
 
 
-def _metrics(diff: float, noise: float, seed: int = 0) -> pd.DataFrame:
+def _metrics(diff: float, noise: float, seed: int = 0, n: int = 8) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    base = 0.8 + rng.normal(0, 0.02, 5)  # seed effects shared by both strategies (pairing removes them)
-    rows = [{"strategy": "random", "seed": k, "dev_f1": base[k]} for k in range(5)]
-    rows += [{"strategy": "typhoon", "seed": k, "dev_f1": base[k] + diff + rng.normal(0, noise)} for k in range(5)]
+    base = 0.8 + rng.normal(0, 0.02, n)  # seed effects shared by both strategies (pairing removes them)
+    rows = [{"strategy": "random", "seed": k, "dev_f1": base[k]} for k in range(n)]
+    rows += [{"strategy": "typhoon", "seed": k, "dev_f1": base[k] + diff + rng.normal(0, noise)} for k in range(n)]
     return pd.DataFrame(rows)
 
 
@@ -159,9 +159,17 @@ def test_paired_analysis_finds_a_planted_gain_and_not_a_null_one():
     gain = paired(_metrics(0.03, 0.003), "random", "typhoon", "dev_f1", n_boot=2000)
     assert gain["significant"] and gain["mean_diff"]["lo"] > 0 and gain["ttest_p"] < 0.01
     assert verdict([gain], "dev_f1").startswith("typhoon beats random")
-    null = paired(_metrics(0.0, 0.01), "random", "typhoon", "dev_f1", n_boot=2000)
+    null = paired(_metrics(0.0, 0.01, seed=1), "random", "typhoon", "dev_f1", n_boot=2000)
     assert not null["significant"] and null["mean_diff"]["lo"] < 0 < null["mean_diff"]["hi"]
     assert verdict([null], "dev_f1").startswith("No significant difference")
+
+
+def test_two_seeds_cannot_be_significant_however_clear_the_bootstrap_looks():
+    """The issue: 2 seeds gave a bootstrap CI excluding 0 and bootstrap p = 0.0001 next to t-test p = 0.29."""
+    two = paired(_metrics(0.03, 0.003, n=2), "random", "typhoon", "dev_f1", n_boot=2000)
+    assert two["mean_diff"]["lo"] > 0  # what the bootstrap alone would have reported
+    assert not two["significant"] and two["sign_flip_p"] == pytest.approx(0.5) and two["min_p"] == pytest.approx(0.5)
+    assert "no test can reach p < 0.05" in verdict([two], "dev_f1") and "at least 6 seeds" in verdict([two], "dev_f1")
 
 
 def test_probe_finds_a_planted_pair_signal(headless_bert, tmp_path):

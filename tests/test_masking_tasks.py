@@ -40,6 +40,10 @@ def test_glue_style_tsv_folder_and_csv_file(tmp_path):
     s = load_task(str(csv))
     assert not s.pair and s.label_names == ("neg", "pos") and s.split("train").y.tolist() == [1, 0]
     assert s.split("train").text_a[0] == "one, with comma"
+    bare = tmp_path / "bare.csv"
+    bare.write_text("pos,first one,x\nneg,second one,y\n")
+    b = load_task(str(bare), header=False, text_columns=("1", "2"), label_column="0")
+    assert b.pair and b.split("train").text_a == ["first one", "second one"] and b.split("train").y.tolist() == [1, 0]
 
 
 def test_missing_label_column_is_refused(tmp_path):

@@ -47,7 +47,7 @@ def test_labeler_far_better_than_gold_only_says_use_weak_labels():
 
 def test_labeler_at_chance_says_gold_only():
     x, y = gaussian(30, sep=8.0)  # trivially separable
-    d = decide(x, y, labeler(y, 15))  # accuracy exactly 0.5
+    d = decide(x, y, labeler(y, 15), fallback="lean")  # accuracy exactly 0.5
     assert d.rules["auc"].choice == d.rules["accuracy"].choice == "gold-only"
     # the default proxy (AdamW logreg under a study's budget) learns 28 items only roughly; a converged convex
     # proxy sees the separation outright
@@ -59,10 +59,10 @@ def test_labeler_at_chance_says_gold_only():
 
 def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
     x, y = gaussian(10, sep=2.0, seed=3)
-    d = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"})  # accuracy 0.8
+    d = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"}, fallback="lean")  # acc 0.8
     assert d.verdict == "uncertain"
     assert d.rules["accuracy"].choice == d.rules["accuracy"].lean  # uncertain falls back to its lean
-    weak = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"}, fallback="weak")
+    weak = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"})  # default: weak
     assert weak.verdict == "uncertain" and weak.rules["accuracy"].choice == "use-weak-labels"
     with pytest.raises(FmgaugeError, match="fallback must be"):
         decide(x, y, labeler(y, 2), fallback="coin")

@@ -64,7 +64,7 @@ def topics(tmp_path, monkeypatch):
 
 
 def test_text_name_options_are_parsed_in_one_place():
-    from fmgauge.core.datasets_text import parse_text_name
+    from fmgauge.core.datasets_text import parse_text_name, with_text_options
 
     path, opts, name = parse_text_name("data/my.csv?descriptions=labels.yaml&positive=hay%20fever%26co")
     assert path.as_posix() == "data/my.csv" and opts.positive == "hay fever&co"
@@ -73,6 +73,11 @@ def test_text_name_options_are_parsed_in_one_place():
     path, opts, name = parse_text_name("x.tsv?header=none&label_column=0&text_column=2")
     assert (opts.header, opts.text_column, opts.label_column) == (False, 2, 0)
     assert parse_text_name("plain.csv")[2] == "text:plain.csv"  # no options: the name it always had
+    # the CLI's --text-column/--label-column/--no-header go through the same parser
+    flagged = with_text_options("text:x.tsv?positive=a b", text_column="2", label_column="0", header=False)
+    _, opts, _ = parse_text_name(flagged.removeprefix("text:"))
+    assert (opts.positive, opts.header, opts.text_column, opts.label_column) == ("a b", False, 2, 0)
+    assert with_text_options("pneumoniamnist") == "pneumoniamnist"
 
 
 def test_positive_option_makes_a_one_vs_rest_task_on_the_same_split(topics):

@@ -85,6 +85,12 @@ def label_cmd(
     split: Annotated[str | None, typer.Option(help="Split to label (default: the study's pool split, or train).")] = None,
     device: Annotated[str | None, typer.Option(help="auto|cpu|cuda|mps for model-based labelers.")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the outputs as CSV (id, label, p_<class>).")] = None,
+    text_column: Annotated[str | None, typer.Option(
+        help="With a text:<file> dataset: the text column (a position with --no-header).")] = None,
+    label_column: Annotated[str | None, typer.Option(
+        help="With a text:<file> dataset: the label column (a position with --no-header).")] = None,
+    no_header: Annotated[bool, typer.Option("--no-header", help="The text:<file> dataset has no header row "
+                                                                "(columns are positions 0, 1, ...).")] = False,
 ) -> None:
     """Run labeler(s) over a dataset split and cache the outputs (labels + per-class probabilities)."""
     import numpy as np
@@ -92,14 +98,19 @@ def label_cmd(
 
     from fmgauge.core.config import load_config
     from fmgauge.core.data import load_dataset
+    from fmgauge.core.datasets_text import with_text_options
     from fmgauge.weaklabels.labelers import parse_labeler, run_labeler
     from fmgauge.weaklabels.study import StudyConfig, labeler_metrics
 
     if config is not None:
+        if text_column or label_column or no_header:
+            raise FmgaugeError("--text-column, --label-column and --no-header go with --dataset; in a study config "
+                               "write them into the dataset name: text:<file>?text_column=...&header=none.")
         cfg = load_config(StudyConfig, config)
         ds_name, labelers, split = cfg.dataset, list(cfg.labelers), split or cfg.pool_split
     elif dataset and labeler:
-        ds_name, labelers, split = dataset, [parse_labeler(parse_labeler_spec(labeler, accuracy))], split or "train"
+        ds_name = with_text_options(dataset, text_column=text_column, label_column=label_column, header=not no_header)
+        labelers, split = [parse_labeler(parse_labeler_spec(labeler, accuracy))], split or "train"
     else:
         raise FmgaugeError("give --config STUDY.yaml, or both --dataset and --labeler.")
     ds = load_dataset(ds_name)
@@ -195,16 +206,29 @@ def decide_cmd(
         help="Student the rules train: logreg (default on dense features: the sweep's AdamW logreg), sk-logreg "
              "(converged; the default on sparse TF-IDF), mlp.")] = None,
     fallback: Annotated[str, typer.Option(
-        help="What an uncertain verdict acts as: lean (the side its estimate favours) or weak (use the free weak "
-             "labels unless shown to hurt).")] = "lean",
+        help="What an uncertain verdict acts as: weak (use the free weak labels unless shown to hurt; the "
+             "default) or lean (the side its estimate favours).")] = "weak",
+    text_column: Annotated[str | None, typer.Option(
+        help="With a text:<file> dataset: the text column (a position with --no-header).")] = None,
+    label_column: Annotated[str | None, typer.Option(
+        help="With a text:<file> dataset: the label column (a position with --no-header).")] = None,
+    no_header: Annotated[bool, typer.Option("--no-header", help="The text:<file> dataset has no header row "
+                                                                "(columns are positions 0, 1, ...).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the pairs, folds, pool subset and bootstraps.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the decision as JSON.")] = None,
 ) -> None:
     """Will the weak labels help? Verdict from 10+ gold labels: use-weak-labels / gold-only / uncertain."""
     import json
 
+    from fmgauge.core.datasets_text import with_text_options
     from fmgauge.weaklabels.decide import decide_from_files
 
+    if dataset is None and (text_column or label_column or no_header):
+        raise FmgaugeError("--text-column, --label-column and --no-header describe a --dataset text:<file>; give "
+                           "--dataset too.")
+    if dataset is not None:
+        dataset = with_text_options(dataset, text_column=text_column, label_column=label_column,
+                                    header=not no_header)
     d = decide_from_files(gold, labeler_outputs, features=features, dataset=dataset, split=split,
                           representation=representation, primary=primary, max_pairs=max_pairs, pool_max=pool_max,
                           seed=seed, proxy=None if proxy is None else {"kind": proxy}, fallback=fallback)

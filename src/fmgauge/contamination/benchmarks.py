@@ -13,7 +13,8 @@ pair (GLUE MRPC) is ``{sentence1}\\n{sentence2}``; generic JSONL/CSV files give 
 Names resolve through :data:`BENCHMARKS` (data from the data directories, see :func:`fmgauge.core.data.data_dirs`):
 ``slake-en``, ``vqa-rad``, ``vqamed2019``, ``pathvqa``, ``omnimedvqa``, ``glue-mrpc``. A layout can also be read from
 an explicit path: ``slake:<file.json>``, ``mevf:<file.json>``, ``pathvqa:<dir>``, ``omnimedvqa:<dir>``,
-``jsonl:<file>``, ``csv:<file>`` (``tsv:`` too). Empty benchmarks and items with a missing or empty required
+``jsonl:<file>``, ``csv:<file>`` (``tsv:`` too), the table layouts taking options
+(:data:`TABLE_OPTIONS`) like ``csv:items.csv?text_column=body&header=none``. Empty benchmarks and items with a missing or empty required
 field are refused with the file, the item and the field named.
 """
 
@@ -24,13 +25,14 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
 from fmgauge.core.cache import stable_hash
 from fmgauge.core.data import find_data_file
 from fmgauge.core.registry import Registry
-from fmgauge.core.validation import FmgaugeError
+from fmgauge.core.validation import FmgaugeError, did_you_mean, parse_options
 
 VQA_TEMPLATE = "Question: {question}\nAnswer: {answer}"
 MCQ_TEMPLATE = "Question: {question}\nOptions: {options}\nAnswer: {answer}"
@@ -73,17 +75,48 @@ LAYOUTS: Registry[Callable[[Path, str], TextBenchmark]] = Registry("benchmark la
 
 
 def load_benchmark(name: str, split: str = "test", *, max_items: int | None = None) -> TextBenchmark:
-    """Load benchmark ``name`` (registered name or ``<layout>:<path>``), split ``split``, first ``max_items``."""
+    """Load benchmark ``name`` (registered name or ``<layout>:<path>``, a table layout optionally followed by
+    ``?option=value&...`` from :data:`TABLE_OPTIONS`), split ``split``, first ``max_items``."""
     if not isinstance(name, str) or not name:
         raise FmgaugeError(f"benchmark must be a name {BENCHMARKS.names()} or <layout>:<path>; got {name!r}.")
-    layout, sep, path = name.partition(":")
-    if sep and layout in LAYOUTS:
-        bench = LAYOUTS.get(layout)(Path(path).expanduser(), split)
-    else:
-        bench = BENCHMARKS.get(name)(split)
     if max_items is not None and max_items < 1:
         raise FmgaugeError(f"max_items must be >= 1 or unset, got {max_items}.")
+    layout, sep, path = name.partition(":")
+    if sep and layout in LAYOUTS:
+        path, _, query = path.partition("?")
+        if layout in TABLE_LAYOUTS:
+            opts = parse_options(query, TABLE_OPTIONS, what=f"{layout}: benchmark option")
+            bench = read_text_table(Path(path).expanduser(), split, kind=layout, **_table_kwargs(opts))
+        elif query:
+            raise FmgaugeError(f"benchmark {name!r}: options after '?' ({sorted(TABLE_OPTIONS)}) are for the "
+                               f"table layouts {list(TABLE_LAYOUTS)}; the {layout}: layout has fixed fields.")
+        else:
+            bench = LAYOUTS.get(layout)(Path(path).expanduser(), split)
+    elif name in BENCHMARKS:
+        bench = BENCHMARKS.get(name)(split)
+    else:
+        try:
+            BENCHMARKS.get(name)
+        except FmgaugeError as e:
+            raise FmgaugeError(f"{e} Or a file: " + ", ".join(f"{k}:<path>" for k in LAYOUTS.names())
+                               + (f" (layout {layout!r} is unknown.{did_you_mean(layout, LAYOUTS.names())})" if sep else "")
+                               + ".") from None
     return bench.head(max_items)
+
+
+def with_table_options(name: str, *, text_column: str | None = None, header: bool = True) -> str:
+    """``name`` with the CLI's ``--text-column`` / ``--no-header`` appended as table options (``csv:f.csv`` ->
+    ``csv:f.csv?text_column=body&header=none``); refuses them for anything but a table layout."""
+    if text_column is None and header:
+        return name
+    layout, sep, _ = name.partition(":")
+    if not sep or layout not in TABLE_LAYOUTS:
+        flag = "--text-column" if text_column is not None else "--no-header"
+        raise FmgaugeError(f"{flag} applies to a benchmark file named {'|'.join(TABLE_LAYOUTS)}:<path>; "
+                           f"{name!r} has a fixed layout.")
+    extra = ([f"text_column={quote(text_column, safe='')}"] if text_column is not None else []) + \
+        ([] if header else ["header=none"])
+    return name + ("&" if "?" in name else "?") + "&".join(extra)
 
 
 def _nonempty(field: str, value: object, where: str) -> str:
@@ -322,28 +355,69 @@ LAYOUTS.add("mrpc", read_mrpc)
 
 # ---------------------------------------------------------------------------------------- generic files
 
-def read_text_table(path: Path, split: str = "all", *, kind: str = "jsonl") -> TextBenchmark:
-    """Generic JSONL / CSV / TSV: a ``text`` column, or ``question`` + ``answer`` (VQA template). Optional ``id``
-    and ``split`` columns (``split`` filters unless ``split == "all"``)."""
+TABLE_LAYOUTS = ("jsonl", "csv", "tsv")
+TABLE_OPTIONS = {  # option of a ``csv:<path>?<option>=<value>&...`` benchmark -> what it takes
+    "text_column": "the column holding each item's text (default 'text', else question + answer; position 0 with "
+                   "header=none)",
+    "id_column": "the column holding item ids (default 'id', else the row number)",
+    "header": "'none' for a CSV/TSV without a header row (columns are then positions 0, 1, ...), or 'first' (the "
+              "default)",
+}
+
+
+def _table_kwargs(opts: dict[str, str]) -> dict:
+    header = opts.get("header", "first").strip().lower()
+    if header not in ("none", "first"):
+        raise FmgaugeError(f"benchmark option header must be 'none' or 'first', got {opts['header']!r}.")
+    out: dict = {"header": header == "first"}
+    for key in ("text_column", "id_column"):
+        if key in opts:
+            value = opts[key].strip()
+            if header == "none" and not value.isdigit():
+                raise FmgaugeError(f"with header=none, {key} must be a column position (0, 1, ...), got {value!r}.")
+            out[key] = value
+    return out
+
+
+def read_text_table(path: Path, split: str = "all", *, kind: str = "jsonl", text_column: str | None = None,
+                    id_column: str | None = None, header: bool = True) -> TextBenchmark:
+    """Generic JSONL / CSV / TSV: a ``text`` column (or ``text_column``), else ``question`` + ``answer`` (VQA
+    template). Optional ``id`` (or ``id_column``) and ``split`` columns (``split`` filters unless ``split ==
+    "all"``). ``header=False``: a CSV/TSV without a header row, its columns named by position ("0", "1", ...;
+    the text in column 0 unless ``text_column`` says otherwise)."""
     if kind == "jsonl":
+        if not header:
+            raise FmgaugeError(f"header=none is for CSV/TSV benchmarks; {path.name} is JSONL (its keys name the "
+                               "fields).")
         rows = _read_jsonl(path)
     else:
         if not path.is_file():
             raise FmgaugeError(f"benchmark file {path} does not exist.")
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t" if kind == "tsv" else ","))
+        delimiter = "\t" if kind == "tsv" else ","
+        try:
+            with path.open(encoding="utf-8-sig", newline="") as f:
+                if header:
+                    rows = list(csv.DictReader(f, delimiter=delimiter))
+                else:
+                    rows = [{str(j): v for j, v in enumerate(r)} for r in csv.reader(f, delimiter=delimiter) if r]
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise FmgaugeError(f"could not read {path} as a {kind.upper()}: {e}") from None
+    if not header and text_column is None:
+        text_column = "0"
     if rows and isinstance(rows[0], dict) and "split" in rows[0] and split != "all":
         rows = [r for r in rows if str(r.get("split")) == split]
-    if rows and isinstance(rows[0], dict) and "text" not in rows[0]:
-        _need_fields(rows[0], ["question", "answer"], f"{path} item 0 (no 'text' field)")
-        return _vqa_items(path.stem, split, rows, path, id_field="id")
+    if rows and isinstance(rows[0], dict) and text_column is None and "text" not in rows[0]:
+        _need_fields(rows[0], ["question", "answer"], f"{path} item 0 (no 'text' field; name the text column "
+                                                      "with --text-column or ?text_column=)")
+        return _vqa_items(path.stem, split, rows, path, id_field=id_column or "id")
+    text_column = text_column or "text"
     ids, texts = [], []
     for i, rec in enumerate(rows):
         where = f"{path} item {i}"
-        _need_fields(rec, ["text"], where)
-        texts.append(_nonempty("text", rec["text"], where))
-        ids.append(str(rec.get("id") or i))
-    return _finish(path.stem, split, ids, texts, path, "{text}")
+        _need_fields(rec, [text_column] + ([id_column] if id_column else []), where)
+        texts.append(_nonempty(text_column, rec[text_column], where))
+        ids.append(str(rec[id_column]) if id_column else str(rec.get("id") or i))
+    return _finish(path.stem, split, ids, texts, path, "{" + text_column + "}")
 
 
 LAYOUTS.add("jsonl", lambda p, split: read_text_table(p, split, kind="jsonl"))

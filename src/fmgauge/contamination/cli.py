@@ -23,6 +23,17 @@ Split = Annotated[str, typer.Option(help="Benchmark split (test, train, validate
 Device = Annotated[str, typer.Option(help="auto|cpu|cuda|mps.")]
 Dtype = Annotated[str, typer.Option(help="float32|float16|bfloat16|auto.")]
 MaxItems = Annotated[int | None, typer.Option(help="First N items in canonical order.")]
+TextColumn = Annotated[str | None, typer.Option(
+    help="Text column of a csv:/tsv:/jsonl: benchmark (default 'text', else question + answer; a position with "
+         "--no-header).")]
+NoHeader = Annotated[bool, typer.Option("--no-header", help="The csv:/tsv: benchmark has no header row (columns "
+                                                            "are positions 0, 1, ...; text in column 0).")]
+
+
+def _bench_name(benchmark: str, text_column: str | None, no_header: bool) -> str:
+    from fmgauge.contamination.benchmarks import with_table_options
+
+    return with_table_options(benchmark, text_column=text_column, header=not no_header)
 
 
 def _validate_device(device: str) -> str:
@@ -50,6 +61,7 @@ def _csv_floats(text: str, option: str) -> list[float]:
 @app.command("score")
 def score_cmd(
     model: Model = "smollm2-135m", benchmark: Bench = "slake-en", split: Split = "test", max_items: MaxItems = None,
+    text_column: TextColumn = None, no_header: NoHeader = False,
     reference_model: Annotated[str | None, typer.Option(help="Reference model for the loss ratio.")] = None,
     k: Annotated[float, typer.Option(help="Default Min-K% / Min-K%++ fraction.")] = 0.2,
     ks: Annotated[str, typer.Option(help="k sweep, comma-separated.")] = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
@@ -62,7 +74,8 @@ def score_cmd(
     """Per-item scores: loss, zlib, Min-K%, Min-K%++ (k sweep) and the reference ratio. Cached token log-probs."""
     from fmgauge.contamination.detect import score
 
-    res = score(model, benchmark, split=split, max_items=max_items, reference_model=reference_model, k=k,
+    res = score(model, _bench_name(benchmark, text_column, no_header), split=split, max_items=max_items,
+                reference_model=reference_model, k=k,
                 ks=_csv_floats(ks, "--ks"), context=context, stride=stride, max_batch_tokens=batch_tokens,
                 device=_validate_device(device), dtype=dtype)
     console.print(_table(res.summary(), f"{model} on {res.benchmark}/{res.split} ({len(res.scores)} items)"))
@@ -75,6 +88,7 @@ def score_cmd(
 @app.command("exchangeability")
 def exchangeability_cmd(
     model: Model = "smollm2-135m", benchmark: Bench = "slake-en", split: Split = "test",
+    text_column: TextColumn = None, no_header: NoHeader = False,
     shards: Annotated[int, typer.Option(help="Contiguous shards (reference 50).")] = 50,
     permutations: Annotated[int, typer.Option(help="Random orders per shard (reference 250).")] = 250,
     context: Annotated[int, typer.Option(help="Window length in tokens (reference 2048).")] = 2048,
@@ -92,7 +106,7 @@ def exchangeability_cmd(
 
     cfg = ExchangeabilityConfig(shards=shards, permutations=permutations, context=context, stride=stride,
                                 max_examples=max_examples, seed=seed, max_batch_tokens=batch_tokens)
-    bench = load_benchmark(benchmark, split)
+    bench = load_benchmark(_bench_name(benchmark, text_column, no_header), split)
     tm = load_text_model(model, device=_validate_device(device), dtype=dtype)
     res = exchangeability_test(tm, bench.texts, cfg)
     console.print(f"{model} on {bench.name}/{split}: {res.n_examples} examples in {len(res.shard_sizes)} shards, "
@@ -108,6 +122,7 @@ def exchangeability_cmd(
 def topk_cmd(
     models: Annotated[str, typer.Option(help="Comma-separated models (at least 2).")],
     benchmark: Bench = "slake-en", split: Split = "test", max_items: MaxItems = None,
+    text_column: TextColumn = None, no_header: NoHeader = False,
     top: Annotated[int | None, typer.Option(help="K (default 10% of the items).")] = None,
     detector: Annotated[str, typer.Option(help="loss|zlib|mink|minkpp.")] = "minkpp",
     k: Annotated[float, typer.Option(help="Min-K% fraction.")] = 0.2,
@@ -119,7 +134,8 @@ def topk_cmd(
     from fmgauge.contamination.detect import topk_overlap
 
     names = [m.strip() for m in models.split(",") if m.strip()]
-    ov = topk_overlap(names, benchmark, split=split, max_items=max_items, top=top, detector=detector, k=k,
+    ov = topk_overlap(names, _bench_name(benchmark, text_column, no_header), split=split, max_items=max_items,
+                      top=top, detector=detector, k=k,
                       device=_validate_device(device), dtype=dtype)
     from fmgauge.contamination.audit import label
 

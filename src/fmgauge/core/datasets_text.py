@@ -32,14 +32,14 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 import yaml
 
 from fmgauge.core.data import DATASETS, Dataset, Split, find_data_file
-from fmgauge.core.validation import FmgaugeError, check_template, did_you_mean, name_unknown
+from fmgauge.core.validation import FmgaugeError, check_template, did_you_mean, name_unknown, parse_options
 
 TEST_FRACTION = 0.3
 SPLIT_SEED = 0
@@ -161,18 +161,7 @@ def parse_text_name(spec: str) -> tuple[Path, TextTableOptions, str]:
     raw_path, _, query = spec.partition("?")
     if not raw_path:
         raise FmgaugeError(f"text dataset name 'text:{spec}' has no path; write text:<file.csv|tsv|jsonl>[?...].")
-    given: dict[str, str] = {}
-    for part in query.split("&") if query else []:
-        key, eq, value = part.partition("=")
-        key, value = unquote(key).strip(), unquote(value)
-        if key not in TEXT_OPTIONS:
-            raise FmgaugeError(f"text dataset option {key!r} is unknown.{did_you_mean(key, TEXT_OPTIONS)} Options: "
-                               + "; ".join(f"{k}: {v}" for k, v in TEXT_OPTIONS.items()) + ".")
-        if not eq or not value.strip():
-            raise FmgaugeError(f"text dataset option {key!r} needs a value ({key}=...): {TEXT_OPTIONS[key]}.")
-        if key in given:
-            raise FmgaugeError(f"text dataset option {key!r} is given twice ({given[key]!r} and {value!r}).")
-        given[key] = value
+    given = parse_options(query, TEXT_OPTIONS, what="text dataset option")
     header = given.get("header", "first").strip().lower()
     if header not in ("none", "first"):
         raise FmgaugeError(f"text dataset option header must be 'none' or 'first', got {given['header']!r}.")
@@ -191,6 +180,22 @@ def parse_text_name(spec: str) -> tuple[Path, TextTableOptions, str]:
     name = f"text:{path.name}" + (("?" + "&".join(f"{k}={given[k]}" for k in TEXT_OPTIONS if k in given))
                                   if given else "")
     return path, opts, name
+
+
+def with_text_options(name: str, *, text_column: str | None = None, label_column: str | None = None,
+                      header: bool = True) -> str:
+    """``name`` with the CLI's ``--text-column`` / ``--label-column`` / ``--no-header`` appended as options of a
+    ``text:`` dataset (``text:f.csv`` -> ``text:f.csv?text_column=body&header=none``); refused for other datasets.
+    An option also given in the name is refused as given twice (by :func:`parse_text_name`)."""
+    extra = {"text_column": text_column, "label_column": label_column, "header": None if header else "none"}
+    extra = {k: v for k, v in extra.items() if v is not None}
+    if not extra:
+        return name
+    if not name.startswith("text:"):
+        flags = ", ".join("--no-header" if k == "header" else "--" + k.replace("_", "-") for k in extra)
+        raise FmgaugeError(f"{flags}: only for a text:<file> dataset; {name!r} is a registered dataset with fixed "
+                           "columns.")
+    return name + ("&" if "?" in name else "?") + "&".join(f"{k}={quote(str(v), safe='')}" for k, v in extra.items())
 
 
 def load_text_name(spec: str) -> Dataset:

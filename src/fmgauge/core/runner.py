@@ -116,7 +116,10 @@ def run_trials(
 ) -> RunStats:
     """Run the trials not yet done in ``store``, committing each as it finishes; returns counts and timing.
 
-    Failed trials are recorded with their traceback and the others go on; afterwards one error summarises them.
+    Failed trials are recorded with their traceback (in the store; the log gets one line each) and the others go
+    on; afterwards one error summarises them. A trial that fails on its input (:data:`INPUT_ERRORS`: an
+    :class:`FmgaugeError`, or a file that disappeared or cannot be read mid-run) would fail the same way in every
+    trial, so it stops the run at once with that error's message; finished trials stay saved.
     """
     backend = backend or BackendConfig()
     ids = [t.id for t in trials]
@@ -129,6 +132,15 @@ def run_trials(
             saved = len(store.done_ids() & set(ids))
             raise Interrupted(f"interrupted; {saved} of {len(trials)} trials are saved in {store.root}; rerun the "
                               "same command to resume.") from None
+
+
+INPUT_ERRORS = (FmgaugeError, FileNotFoundError, PermissionError, IsADirectoryError)
+
+
+def _input_error(t: Trial, e: BaseException) -> FmgaugeError:
+    what = str(e) if isinstance(e, FmgaugeError) else f"{type(e).__name__}: {e}"
+    return FmgaugeError(f"trial {t.id} stopped the run: {what} Finished trials are saved; fix the input and rerun the "
+                        "same command to resume.")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -144,13 +156,16 @@ def _execute(trials: Sequence[Trial], fn: TrialFn, store: RunStore, backend: Bac
     with progress_bar(disable=not progress) as bar:
         task = bar.add_task(description, total=len(trials), completed=len(trials) - len(todo))
 
-        def on_done(t: Trial, rows: list[dict] | None, secs: float, err: str | None) -> None:
+        def on_done(t: Trial, rows: list[dict] | None, secs: float, err: str | None, fatal: bool = False) -> None:
             if err is None:
                 store.record(t.id, t.config, rows or [], secs)
+            elif fatal:  # the caller raises the input error itself
+                store.record_failure(t.id, t.config, err)
             else:
                 store.record_failure(t.id, t.config, err)
                 failures.append((t, err))
-                log.error("trial %s failed:\n%s", t.id, err)
+                log.error("trial %s failed: %s (traceback saved in %s)", t.id, err.strip().splitlines()[-1],
+                          store.root / "trials.sqlite")
             bar.advance(task)
 
         if todo:
@@ -163,6 +178,9 @@ def _execute(trials: Sequence[Trial], fn: TrialFn, store: RunStore, backend: Bac
                         on_done(t, rows, secs, None)
                     except (KeyboardInterrupt, SystemExit):
                         raise
+                    except INPUT_ERRORS as e:
+                        on_done(t, None, 0.0, traceback.format_exc(), fatal=True)
+                        raise _input_error(t, e) from None
                     except Exception:
                         on_done(t, None, 0.0, traceback.format_exc())
             else:
@@ -198,6 +216,9 @@ def _run_pool(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -
                             "`if __name__ == '__main__':` guard re-running itself in the spawned workers). "
                             "Finished trials are saved; fix the cause and re-run, or use workers=1."
                         ) from e
+                    except INPUT_ERRORS as e:
+                        on_done(t, None, 0.0, traceback.format_exc(), fatal=True)
+                        raise _input_error(t, e) from None
                     except Exception:
                         on_done(t, None, 0.0, traceback.format_exc())
         except BaseException:
@@ -229,8 +250,13 @@ def _run_ray(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) ->
                 try:
                     rows, secs = ray.get(ref)
                     on_done(t, rows, secs, None)
-                except Exception:
-                    on_done(t, None, 0.0, traceback.format_exc())
+                except Exception as e:
+                    cause = getattr(e, "cause", e)  # ray.exceptions.RayTaskError carries the trial's exception
+                    on_done(t, None, 0.0, traceback.format_exc(), fatal=isinstance(cause, INPUT_ERRORS))
+                    if isinstance(cause, INPUT_ERRORS):
+                        for ref in pending:
+                            ray.cancel(ref)
+                        raise _input_error(t, cause) from None
     finally:
         if started_here:
             ray.shutdown()

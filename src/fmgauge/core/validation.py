@@ -100,6 +100,30 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     return f" Did you mean {' or '.join(map(repr, near))}?" if near else ""
 
 
+def parse_options(query: str, options: dict[str, str], *, what: str) -> dict[str, str]:
+    """``a=1&b=two`` -> ``{"a": "1", "b": "two"}``: the options after the ``?`` of a name like ``csv:f.csv?a=1``.
+
+    Values are percent-decoded (``%26`` for a literal ``&``, ``%3D`` for ``=``); ``+`` stays a plus. ``options`` maps
+    each accepted option to what it takes; unknown options (with a did-you-mean), repeated options and empty values
+    are refused, naming ``what`` (e.g. "text dataset option") and the option.
+    """
+    from urllib.parse import unquote
+
+    given: dict[str, str] = {}
+    for part in query.split("&") if query else []:
+        key, eq, value = part.partition("=")
+        key, value = unquote(key).strip(), unquote(value)
+        if key not in options:
+            raise FmgaugeError(f"{what} {key!r} is unknown.{did_you_mean(key, options)} Options: "
+                               + "; ".join(f"{k}: {v}" for k, v in options.items()) + ".")
+        if not eq or not value.strip():
+            raise FmgaugeError(f"{what} {key!r} needs a value ({key}=...): {options[key]}.")
+        if key in given:
+            raise FmgaugeError(f"{what} {key!r} is given twice ({given[key]!r} and {value!r}).")
+        given[key] = value
+    return given
+
+
 def name_unknown(values: Iterable[str], choices: Iterable[str]) -> str:
     """``'sports' (did you mean 'sport'?), 'xyz'``: unknown names, each with its near choices."""
     choices = list(choices)

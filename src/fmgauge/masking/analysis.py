@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from fmgauge.core.stats import mean_ci, paired_bootstrap
+from fmgauge.core.stats import mean_ci, paired_bootstrap, sign_flip_test
 
 log = logging.getLogger(__name__)
 METRICS = ("f1", "acc")
@@ -55,9 +55,12 @@ def paired(metrics: pd.DataFrame, a: str, b: str, column: str, *, n_boot: int = 
     boot = paired_bootstrap(xb, xa, n_boot=n_boot, seed=0)
     d = xb - xa
     t_p = float(sps.ttest_rel(xb, xa).pvalue) if np.std(d) > 0 else (1.0 if d.mean() == 0 else 0.0)
-    sig = (boot.mean_diff.lo > 0 or boot.mean_diff.hi < 0) and t_p < ALPHA
+    flip = sign_flip_test(xb, xa)
+    # the exact sign-flip test decides (a bootstrap over 2-5 pairs is overconfident); the CI must agree
+    sig = (boot.mean_diff.lo > 0 or boot.mean_diff.hi < 0) and flip.p_value < ALPHA and t_p < ALPHA
     return {"a": a, "b": b, "metric": column, "seeds": seeds, "diffs": d.tolist(),
             "mean_diff": boot.mean_diff.to_dict(), "bootstrap_p": boot.p_value, "ttest_p": t_p,
+            "sign_flip_p": flip.p_value, "min_p": flip.min_p, "mde": flip.mde,
             "significant": bool(sig), "wins": int((d > 0).sum()), "losses": int((d < 0).sum())}
 
 
@@ -79,6 +82,12 @@ def verdict(pairs: list[dict[str, Any]], primary: str) -> str:
             out.append(f"No significant difference between {p['b']} and {p['a']} on {primary}: {p['b']} - "
                        f"{p['a']} = {span} over {n} paired seeds (paired t-test p = {p['ttest_p']:.3g}, "
                        f"bootstrap p = {p['bootstrap_p']:.3g}; {p['wins']} wins / {p['losses']} losses).")
+        if "min_p" in p and p["min_p"] >= ALPHA:
+            need = int(np.floor(np.log2(2 / ALPHA))) + 1  # the fewest pairs whose 2 / 2**n < ALPHA
+            out.append(f"With {n} paired seeds no test can reach p < {ALPHA:g}: the smallest exact sign-flip p is "
+                       f"{p['min_p']:.3g}; run at least {need} seeds.")
+        elif "mde" in p:
+            out.append(f"These {n} seeds could detect a difference of about {p['mde']:.4f} (80% power).")
     return " ".join(out)
 
 
@@ -163,8 +172,6 @@ def majority_baseline(task: Any, splits: list[str]) -> dict[str, dict[str, float
 
 def analyse(cfg: Any, df: pd.DataFrame) -> dict[str, Any]:
     """Summary dict of a comparison (JSON-serialisable): strategies, pairs, verdict, curves, tokens, baselines."""
-    from fmgauge.masking.tasks import load_task
-
     metrics = df[df.kind == "metrics"] if "kind" in df else df.iloc[0:0]
     strategies = [s for s in cfg.strategies if s in set(metrics.get("strategy", []))]
     cols = metric_columns(metrics)
@@ -174,7 +181,7 @@ def analyse(cfg: Any, df: pd.DataFrame) -> dict[str, Any]:
         pairs.sort(key=lambda p: p["b"] != strategies[-1])
     primary = "dev_f1" if "dev_f1" in cols else (cols[0] if cols else "")
     try:
-        task = load_task(cfg.task, label_column=cfg.label_column)
+        task = cfg.load_task()
         baseline = majority_baseline(task, cfg.eval_splits)
         sizes = {s: len(sp) for s, sp in task.splits.items()}
         notes = list(task.notes)

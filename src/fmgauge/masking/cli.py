@@ -34,6 +34,11 @@ def compare_cmd(
     replacement: Annotated[str | None, typer.Option(help="mask (all [MASK]) or 80-10-10.")] = None,
     spread: Annotated[float | None, typer.Option(help="Typhoon spread in [0, 1] (0 = uniform).")] = None,
     label_column: Annotated[str | None, typer.Option(help="Label column of a TSV/CSV task.")] = None,
+    text_columns: Annotated[str | None, typer.Option(
+        help="Sentence column(s) of a TSV/CSV task: A or A,B for sentence pairs (positions with --no-header).")
+    ] = None,
+    no_header: Annotated[bool, typer.Option("--no-header", help="The TSV/CSV task files have no header row "
+                                                                "(columns are positions 0, 1, ...).")] = False,
     device: Annotated[str | None, typer.Option(help="auto|cpu|cuda|mps.")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32|float16|bfloat16|auto.")] = None,
     backend: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
@@ -53,7 +58,9 @@ def compare_cmd(
     cfg = load_config(CompareConfig, config, {
         "task": task, "model": model, "strategies": _csv(strategies), "seeds": seeds, "mlm_steps": mlm_steps,
         "ft_epochs": ft_epochs, "ft_train_size": ft_train_size, "max_length": max_length,
-        "label_column": label_column, "device": device, "dtype": dtype, "masking": masking or None})
+        "label_column": label_column, "text_columns": _csv(text_columns),
+        "header": False if no_header else None, "device": device, "dtype": dtype,
+        "masking": masking or None})
     res = compare(cfg, out, backend=BackendConfig(backend=backend, workers=workers, address=address,
                                                   threads_per_worker=threads), progress=progress)
     _print(res.summary)

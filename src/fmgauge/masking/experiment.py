@@ -71,6 +71,10 @@ class CompareConfig(BaseModel):
     eval_max: int | None = Field(None, ge=10, description="score at most this many items per eval split: a fixed "
                                                           "stratified subsample, the same for every trial (None: all)")
     label_column: str | None = Field(None, description="label column of a TSV/CSV task (default: auto)")
+    text_columns: list[str] | None = Field(None, min_length=1, max_length=2, description="sentence column(s) of "
+                                           "a TSV/CSV task: [a] or [a, b] for sentence pairs (default: auto)")
+    header: bool = Field(True, description="the TSV/CSV task files have a header row (false: columns are named by "
+                                           "position '0', '1', ...; name them with text_columns and label_column)")
     device: DeviceName = Field("auto", description="auto | cpu | cuda | mps")
     dtype: str = Field("float32", description="float32 | float16 | bfloat16 | auto")
     n_boot: int = Field(10000, ge=100, description="paired bootstrap resamples")
@@ -84,12 +88,24 @@ class CompareConfig(BaseModel):
             raise ValueError(f"strategies must be distinct, got {v}")
         return v
 
+    def load_task(self):  # noqa: ANN201 - TextTask
+        from fmgauge.masking.tasks import load_task
+
+        cols = None if self.text_columns is None else (self.text_columns[0], (self.text_columns + [None])[1])
+        return load_task(self.task, label_column=self.label_column, text_columns=cols, header=self.header)
+
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
     def trial_part(self) -> dict[str, Any]:
-        """What a trial depends on (not the strategy list, seeds, name or bootstrap settings)."""
-        return self.model_dump(mode="json", exclude={"name", "strategies", "seeds", "n_boot"})
+        """What a trial depends on (not the strategy list, seeds, name or bootstrap settings; ``text_columns`` and
+        ``header`` only when not the default, so runs made before the fields existed still resume)."""
+        part = self.model_dump(mode="json", exclude={"name", "strategies", "seeds", "n_boot"})
+        if part.get("text_columns") is None:
+            part.pop("text_columns", None)
+        if part.get("header") is True:
+            part.pop("header", None)
+        return part
 
 
 @dataclass
@@ -193,13 +209,12 @@ def run_trial(config: dict) -> list[dict]:
 
     from fmgauge.core.models import resolve_device
     from fmgauge.core.text_models import load_text_model
-    from fmgauge.masking.tasks import load_task
 
     cfg = CompareConfig.model_validate({**config["study"], "strategies": [config["strategy"]]})
     strategy, seed = config["strategy"], int(config["seed"])
     device = resolve_device(cfg.device)
     transformers.set_seed(seed)
-    task = load_task(cfg.task, label_column=cfg.label_column)
+    task = cfg.load_task()
     train = task.split("train")
     tm = load_mlm(cfg.model, device=cfg.device, dtype=cfg.dtype)
     tok, model = tm.tokenizer, tm.model
@@ -434,11 +449,14 @@ def compare(cfg: CompareConfig, run_dir: str | Path | None = None, *, backend: B
             progress: bool = True, report: bool = True) -> CompareResult:
     """Run (or resume) the comparison ``cfg`` in ``run_dir`` (default runs/<name>); analyse and report it."""
     from fmgauge.masking.analysis import analyse
-    from fmgauge.masking.tasks import load_task
 
     if len(cfg.seed_list()) < 2:
         raise FmgaugeError(f"a paired comparison needs at least 2 seeds, got {cfg.seed_list()}.")
-    load_task(cfg.task, label_column=cfg.label_column)  # fail early on a bad task
+    task = cfg.load_task()  # fail early on a bad task, before any model load or trial
+    missing = [s for s in ["train", *cfg.eval_splits] if s not in task.splits]
+    if missing:
+        raise FmgaugeError(f"task {cfg.task!r} has splits {sorted(task.splits)}, not {missing}: give a folder with "
+                           "train/dev/test files, or set eval_splits (--config) to splits it has.")
     load_mlm(cfg.model, device=cfg.device, dtype=cfg.dtype)  # and on a model without an MLM head
     run_dir = Path(run_dir or Path("runs") / cfg.name)
     store = RunStore(run_dir)

@@ -37,6 +37,8 @@ def pairs_table(summary: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([{
         "comparison": f"{p['b']} − {p['a']}", "metric": p["metric"], "mean diff [95% paired bootstrap CI]":
         _ci(p["mean_diff"]), "bootstrap p": f"{p['bootstrap_p']:.3g}", "paired t-test p": f"{p['ttest_p']:.3g}",
+        "exact sign-flip p (smallest possible)": f"{p['sign_flip_p']:.3g} ({p['min_p']:.3g})" if "min_p" in p
+        else "–", "MDE (80% power)": f"{p['mde']:.4f}" if "mde" in p else "–",
         "wins/losses": f"{p['wins']}/{p['losses']}", "seeds": len(p["seeds"]),
         "significant": "yes" if p["significant"] else "no"} for p in summary["pairs"]])
 

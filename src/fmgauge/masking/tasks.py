@@ -60,16 +60,21 @@ class TextTask:
         return self.splits[name]
 
 
-def read_table(path: Path):  # -> pd.DataFrame
-    """A GLUE-style TSV/CSV as strings: BOM stripped, quotes taken literally in TSVs (GLUE's files are unescaped)."""
+def read_table(path: Path, *, header: bool = True):  # -> pd.DataFrame
+    """A GLUE-style TSV/CSV as strings: BOM stripped, quotes taken literally in TSVs (GLUE's files are unescaped).
+    ``header=False``: no header row; the columns are named by position, ``"0"``, ``"1"``, ..."""
     import pandas as pd
 
     sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
     quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
     try:
-        return pd.read_csv(path, sep=sep, quoting=quoting, encoding="utf-8-sig", dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise FmgaugeError(f"could not parse {path} as a {'TSV' if sep == chr(9) else 'CSV'}: {e}") from e
+        df = pd.read_csv(path, sep=sep, quoting=quoting, encoding="utf-8-sig", dtype=str, keep_default_na=False,
+                         header="infer" if header else None)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise FmgaugeError(f"could not parse {path} as a {'TSV' if sep == chr(9) else 'CSV'}: {e}") from None
+    if not header:
+        df.columns = [str(c) for c in range(df.shape[1])]
+    return df
 
 
 def split_from_table(df, path: Path, *, text_columns: tuple[str, str | None] | None = None,
@@ -77,17 +82,22 @@ def split_from_table(df, path: Path, *, text_columns: tuple[str, str | None] | N
                      ) -> tuple[TextSplit, list[str]]:
     """Pick the sentence and label columns of ``df`` and build a split; returns it and the label names seen."""
     cols = list(df.columns)
+    if text_columns is None and cols == [str(i) for i in range(len(cols))]:
+        raise FmgaugeError(f"{path} has no header row (columns {cols}): name the sentence column(s) by position with "
+                           "--text-columns 0[,1] and the label with --label-column N (config: text_columns, "
+                           "label_column).")
     if text_columns is None:
         text_columns = next(((a, b) for a, b in TEXT_COLUMNS if a in cols and (b is None or b in cols)), None)
         if text_columns is None:
             raise FmgaugeError(f"{path}: no sentence column found; expected one of "
-                               f"{[c for c in TEXT_COLUMNS]}; it has {cols}. Pass text_columns=(a, b).")
+                               f"{[c for c in TEXT_COLUMNS]}; it has {cols}. Name them with --text-columns A[,B] (config: "
+                               "text_columns: [A, B]); a file without a header row needs --no-header too.")
     if label_column is None:
         label_column = next((c for c in LABEL_COLUMNS if c in cols), None)
     if label_column is None or label_column not in cols:
         raise FmgaugeError(f"{path}: label column {label_column or '/'.join(LABEL_COLUMNS)!r} is missing; it has "
-                           f"columns {cols}. A task file needs one label per row (pass label_column=... if it is "
-                           "named differently).")
+                           f"columns {cols}. A task file needs one label per row (name it with --label-column, config: "
+                           "label_column).")
     a, b = text_columns
     for c in (a, b):
         if c is not None and c not in cols:
@@ -119,8 +129,9 @@ def load_mrpc() -> TextTask:
 
 
 def load_table_task(path: Path, *, label_column: str | None = None,
-                    text_columns: tuple[str, str | None] | None = None) -> TextTask:
-    """A TSV/CSV file (split ``train``) or a folder with train/dev(/test) .tsv/.csv files."""
+                    text_columns: tuple[str, str | None] | None = None, header: bool = True) -> TextTask:
+    """A TSV/CSV file (split ``train``) or a folder with train/dev(/test) .tsv/.csv files (``header=False``: files
+    without a header row, columns named ``"0"``, ``"1"``, ... by position)."""
     path = Path(path).expanduser()
     if path.is_dir():
         files = {}
@@ -138,12 +149,13 @@ def load_table_task(path: Path, *, label_column: str | None = None,
     else:
         raise FmgaugeError(f"task {str(path)!r} is neither a registered task (mrpc, glue:<name>) nor an existing "
                            "TSV/CSV file or folder.")
-    train, names = split_from_table(read_table(files["train"]), files["train"], text_columns=text_columns,
+    train, names = split_from_table(read_table(files["train"], header=header), files["train"], text_columns=text_columns,
                                     label_column=label_column)
     splits = {"train": train}
     for s, p in files.items():
         if s != "train":
-            splits[s] = split_from_table(read_table(p), p, text_columns=text_columns, label_column=label_column,
+            splits[s] = split_from_table(read_table(p, header=header), p, text_columns=text_columns,
+                                         label_column=label_column,
                                          label_names=names)[0]
     return TextTask(path.stem if path.is_file() else path.name, tuple(names), splits, str(path.resolve()))
 
@@ -179,10 +191,13 @@ def load_hf_glue(name: str) -> TextTask:
     return TextTask(f"glue:{name}", label_names, splits, "huggingface datasets nyu-mll/glue")
 
 
-def load_task(name: str, *, label_column: str | None = None) -> TextTask:
-    """``mrpc`` | ``glue:<name>`` | a TSV/CSV file or folder -> :class:`TextTask`."""
+def load_task(name: str, *, label_column: str | None = None,
+              text_columns: tuple[str, str | None] | None = None, header: bool = True) -> TextTask:
+    """``mrpc`` | ``glue:<name>`` | a TSV/CSV file or folder -> :class:`TextTask` (``label_column`` and
+    ``text_columns`` (sentence[, second sentence]) name the columns of a TSV/CSV task; ``header=False`` for files
+    without a header row)."""
     if name == "mrpc":
         return load_mrpc()
     if name.startswith("glue:"):
         return load_hf_glue(name.split(":", 1)[1])
-    return load_table_task(Path(name), label_column=label_column)
+    return load_table_task(Path(name), label_column=label_column, text_columns=text_columns, header=header)

@@ -64,7 +64,8 @@ Lean = Literal["use-weak-labels", "gold-only"]
 Fallback = Literal["lean", "weak"]
 RULES = ("accuracy", "auc", "cv-delta", "weak-student")
 POOL_RULES = ("cv-delta", "weak-student")
-DEFAULT_PRIMARY = "cv-delta"  # the evaluation over every shipped study picks it (docs/benchmarks.md)
+DEFAULT_PRIMARY = "cv-delta"  # the evaluation over every shipped study picks it (docs/benchmarks.md §8)
+DEFAULT_FALLBACK = "weak"  # ... with uncertain verdicts acting as "use the weak labels" (§8: the lean loses AUC)
 RULES_VERSION = 2  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
 MAX_MORE = 100_000  # "more labels" beyond this is reported as "more than" (the two estimates are ~equal)
 RULE_TEXT = {
@@ -100,7 +101,7 @@ class RuleVerdict:
     gap_ci: tuple[float, float] | None  # paired rules: CI of the gap
     more_gold: int | None  # uncertain only: about how many more gold labels would decide
     crossover: float | None  # estimated n* where the gold-only curve reaches the labeler side (None: unreachable)
-    fallback: Fallback = "lean"  # what an uncertain verdict acts as: its lean, or the (free) weak labels
+    fallback: Fallback = "weak"  # what an uncertain verdict acts as: the (free) weak labels, or its lean
 
     @property
     def choice(self) -> Lean:
@@ -478,7 +479,7 @@ def decide(
     max_pairs: int = 120, pool_repeats: int = 3, pool_max: int | None = 2000, n_boot: int = 1000,
     level: float = 0.95, seed: int = 0, primary: str | None = None, rules: tuple[str, ...] | None = None,
     class_names: tuple[str, ...] | None = None, proxy: StudentConfig | dict | None = None,
-    curve: bool = True, fallback: Fallback = "lean",
+    curve: bool = True, fallback: Fallback = DEFAULT_FALLBACK,
 ) -> Decision:
     """Decide from a gold set whether the labeler's weak labels will help.
 
@@ -499,8 +500,9 @@ def decide(
         on sparse ones), under one budget for all its fits: ``budget_steps(proxy, pool size)`` (no pool:
         ``pool_max`` stands for it).
     curve : fit the gold-only learning curve for the rough n* extrapolation (3 more leave-pair-out runs).
-    fallback : what an ``uncertain`` verdict acts as (:attr:`RuleVerdict.choice`): ``lean``, the side its point
-        estimate favours, or ``weak``, the weak labels (they are free: drop them only when shown to hurt).
+    fallback : what an ``uncertain`` verdict acts as (:attr:`RuleVerdict.choice`): ``weak`` (default), the weak
+        labels — they are free: drop them only when shown to hurt — or ``lean``, the side its point estimate
+        favours. The evaluation over every shipped study (docs/benchmarks.md §8) found the lean loses AUC.
     """
     if fallback not in ("lean", "weak"):
         raise FmgaugeError(f"fallback must be 'lean' or 'weak', got {fallback!r}.")

@@ -29,10 +29,11 @@ import pandas as pd
 from scipy import stats as sps
 
 from fmgauge.core.stats import mean_ci
-from fmgauge.weaklabels.decide import POOL_RULES, RULES, Pool, decide
+from fmgauge.weaklabels.decide import DEFAULT_FALLBACK, DEFAULT_PRIMARY, POOL_RULES, RULES, Pool, decide
 
 TRIVIAL = ("always-weak", "always-gold")
 WEAK_FALLBACK = " (uncertain→weak)"  # a rule whose uncertain verdicts use the weak labels instead of its lean
+DEFAULT_POLICY = DEFAULT_PRIMARY + (WEAK_FALLBACK if DEFAULT_FALLBACK == "weak" else "")  # what decide() does
 N_BOOT = 2000
 
 
@@ -60,7 +61,8 @@ def run_rule_trial(config: dict) -> list[dict]:
     rest = np.setdiff1d(np.arange(len(pool.y)), gold)
     d = decide(x_pool[gold], pool.y[gold], probs[gold], labels[gold], pool=Pool(x_pool[rest], labels[rest]),
                pool_max=config["pool_max"], pool_repeats=config["pool_repeats"], seed=seed, n_boot=500,
-               class_names=tuple(ds.class_names), curve=False, proxy=config.get("proxy"))
+               class_names=tuple(ds.class_names), curve=False, proxy=config.get("proxy"),
+               fallback="lean")  # rows keep the lean; the evaluation derives the weak fallback itself
     rows = []
     for name, r in d.rules.items():
         rows.append({"kind": "rule", "labeler": config["labeler"], "features": config["features"], "n_gold": m,
@@ -177,7 +179,7 @@ def evaluate(results: pd.DataFrame, rule_rows: pd.DataFrame, student_features: d
     m = min(grid, key=lambda v: abs(np.log(v) - np.log(headline_m)))
     head = {r["policy"]: r for r in scores if r["scope"] == "all" and r["n_gold"] == m}
     rules = [p for p in [*RULES, *(r + WEAK_FALLBACK for r in POOL_RULES)] if p in head]
-    best = min(rules, key=lambda p: head[p]["regret"]["value"]) if rules else None
+    best = min(rules, key=lambda p: (round(head[p]["regret"]["value"], 10), p != DEFAULT_POLICY)) if rules else None
     trivial = min((p for p in TRIVIAL if p in head), key=lambda p: head[p]["regret"]["value"])
     summary = {"scores": scores, "headline_m": int(m), "best_rule": best, "best_trivial": trivial,
                "grid": [int(v) for v in grid]}
@@ -202,6 +204,10 @@ def conclusion(ev: dict[str, Any]) -> str:
     if np.isfinite(hit["value"]):
         parts.append(f"On the {b['decisive_cells']} decisive cells its hit rate is {hit['value']:.2f} "
                      f"[{hit['lo']:.2f}, {hit['hi']:.2f}]; it abstains on {b['abstain']['value']:.0%} of cells.")
+    d = head.get(DEFAULT_POLICY)
+    if d is not None and best != DEFAULT_POLICY:
+        parts.append(f"fmgauge's default ({DEFAULT_POLICY}) loses {d['regret']['value']:.4f} AUC and abstains on "
+                     f"{d['abstain']['value']:.0%} of cells.")
     if vs:
         if vs["hi"] < 0:
             parts.append(f"It beats {trivial} by {-vs['value']:.4f} AUC [{-vs['hi']:.4f}, {-vs['lo']:.4f}].")

@@ -68,8 +68,11 @@ def parse_outputs(df: pd.DataFrame, class_names: tuple[str, ...], *, source: str
         )
     if pcols is not None:
         probs = df[pcols].to_numpy(dtype=float)
-        if not np.isfinite(probs).all() or (probs < 0).any():
-            raise FmgaugeError(f"{source}: probability columns {pcols} hold negative or NaN values.")
+        bad = ~np.isfinite(probs).all(1) | (probs < 0).any(1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise FmgaugeError(f"{source}: probability columns {pcols} hold NaN, inf or negative values in "
+                               f"{len(rows)} row(s) (first data rows {rows[:5].tolist()}, counted from 0).")
         probs = probs / np.clip(probs.sum(1, keepdims=True), 1e-12, None)
         labels = probs.argmax(1)
     elif "label" in df.columns:
