@@ -74,6 +74,15 @@ def parse_labeler_spec(spec: str, accuracy: float | None) -> dict:
     )
 
 
+# The columns of a text:<file> dataset, for every command that takes --dataset (see datasets_text.with_text_options)
+TextColumnOpt = Annotated[str | None, typer.Option(
+    help="With a text:<file> dataset: the text column (a position with --no-header).")]
+LabelColumnOpt = Annotated[str | None, typer.Option(
+    help="With a text:<file> dataset: the label column (a position with --no-header).")]
+NoHeaderOpt = Annotated[bool, typer.Option("--no-header", help="The text:<file> dataset has no header row (columns "
+                                                               "are positions 0, 1, ...).")]
+
+
 @wl.command("label")
 def label_cmd(
     config: Annotated[Path | None, typer.Option(help="Study YAML: label the pool with each of its labelers.")] = None,
@@ -85,12 +94,9 @@ def label_cmd(
     split: Annotated[str | None, typer.Option(help="Split to label (default: the study's pool split, or train).")] = None,
     device: Annotated[str | None, typer.Option(help="auto|cpu|cuda|mps for model-based labelers.")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the outputs as CSV (id, label, p_<class>).")] = None,
-    text_column: Annotated[str | None, typer.Option(
-        help="With a text:<file> dataset: the text column (a position with --no-header).")] = None,
-    label_column: Annotated[str | None, typer.Option(
-        help="With a text:<file> dataset: the label column (a position with --no-header).")] = None,
-    no_header: Annotated[bool, typer.Option("--no-header", help="The text:<file> dataset has no header row "
-                                                                "(columns are positions 0, 1, ...).")] = False,
+    text_column: TextColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    no_header: NoHeaderOpt = False,
 ) -> None:
     """Run labeler(s) over a dataset split and cache the outputs (labels + per-class probabilities)."""
     import numpy as np
@@ -208,12 +214,9 @@ def decide_cmd(
     fallback: Annotated[str, typer.Option(
         help="What an uncertain verdict acts as: weak (use the free weak labels unless shown to hurt; the "
              "default) or lean (the side its estimate favours).")] = "weak",
-    text_column: Annotated[str | None, typer.Option(
-        help="With a text:<file> dataset: the text column (a position with --no-header).")] = None,
-    label_column: Annotated[str | None, typer.Option(
-        help="With a text:<file> dataset: the label column (a position with --no-header).")] = None,
-    no_header: Annotated[bool, typer.Option("--no-header", help="The text:<file> dataset has no header row "
-                                                                "(columns are positions 0, 1, ...).")] = False,
+    text_column: TextColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    no_header: NoHeaderOpt = False,
     seed: Annotated[int, typer.Option(help="Seed of the pairs, folds, pool subset and bootstraps.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the decision as JSON.")] = None,
 ) -> None:
