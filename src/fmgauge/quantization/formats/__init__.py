@@ -1,0 +1,1 @@
+"""Export formats for quantized models (one module per on-disk format)."""
