@@ -128,6 +128,52 @@ def empty_model_dir(tmp: Path) -> list[str]:
             f"text-embedding:{tmp / 'model'}"]
 
 
+def _quantize_run(tmp: Path, *args: str) -> list[str]:
+    """A quantize run on a model directory that does not exist: a refusal naming the argument proves the check
+    happened before any model load (loading would fail with a different message)."""
+    return ["quantize", "run", "--model", str(tmp / "no-model"), "--out", str(tmp / "q"), *args]
+
+
+def quant_bits_9(tmp: Path) -> list[str]:
+    return _quantize_run(tmp, "--bits", "9")
+
+
+def quant_bits_1(tmp: Path) -> list[str]:
+    return _quantize_run(tmp, "--bits", "1")
+
+
+def quant_group_100(tmp: Path) -> list[str]:
+    return _quantize_run(tmp, "--group-size", "100")
+
+
+def quant_method_typo(tmp: Path) -> list[str]:
+    return _quantize_run(tmp, "--method", "gtpq")
+
+
+def quant_format_unknown(tmp: Path) -> list[str]:
+    return _quantize_run(tmp, "--format", "onnx")
+
+
+def quant_gguf_3bit(tmp: Path) -> list[str]:
+    return _quantize_run(tmp, "--format", "gguf", "--bits", "3")
+
+
+def quant_mixed_as_ct(tmp: Path) -> list[str]:
+    return _quantize_run(tmp, "--method", "mixed", "--format", "compressed-tensors")
+
+
+def quant_sampling_typo(tmp: Path) -> list[str]:
+    return _quantize_run(tmp, "--sampling", "chunks")
+
+
+def quant_compare_bits_9(tmp: Path) -> list[str]:
+    return ["quantize", "compare", "--model", str(tmp / "no-model"), "--bits", "3,9", "--out", str(tmp / "c")]
+
+
+def quant_compare_group_100(tmp: Path) -> list[str]:
+    return ["quantize", "compare", "--model", str(tmp / "no-model"), "--group-size", "100", "--out", str(tmp / "c")]
+
+
 def masking_single_file_task(tmp: Path) -> list[str]:
     pd.DataFrame({"sentence": [f"text {i}" for i in range(20)], "label": np.arange(20) % 2}).to_csv(
         tmp / "task.csv", index=False)
@@ -285,6 +331,16 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (features_with_text, "hold text"),
     (features_with_nan, "NaN"),
     (empty_model_dir, "has no config.json; save the model with save_pretrained() or give a registered name ["),
+    (quant_bits_9, "bits must be an integer in 2..8, got 9"),
+    (quant_bits_1, "bits must be an integer in 2..8, got 1"),
+    (quant_group_100, "group_size must be one of 32, 64, 128, -1"),
+    (quant_method_typo, "Did you mean 'gptq'"),
+    (quant_format_unknown, "format: Input should be 'compressed-tensors'"),
+    (quant_gguf_3bit, "format gguf cannot store 3-bit weights with group size 128"),
+    (quant_mixed_as_ct, "nearest valid setting: --method sens-gptq --bits 4, or --format fmgauge"),
+    (quant_sampling_typo, "calib.sampling: Input should be 'random' or 'consecutive'"),
+    (quant_compare_bits_9, "bits must be an integer in 2..8, got 9"),
+    (quant_compare_group_100, "group_size must be one of 32, 64, 128, -1"),
 ]
 
 

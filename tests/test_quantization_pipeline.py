@@ -80,7 +80,7 @@ def test_saved_model_reloads_with_transformers_and_same_logits(tiny_dir, tmp_pat
     from fmgauge.quantization.pipeline import RunConfig, load_packed, run_quantization
 
     cfg = RunConfig.model_validate({"model": str(tiny_dir), "quant": {"method": method, "bits": 3, "group_size": 32},
-                                    "calib": {"n_samples": 4, "seqlen": 32}})
+                                    "calib": {"n_samples": 4, "seqlen": 32}, "format": "fmgauge"})
     res = run_quantization(cfg, tmp_path / "q", progress=False)
     ids = torch.randint(0, 256, (2, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -120,14 +120,15 @@ def test_cli_run_eval_and_bad_input(tiny_dir, tmp_path):
     r = runner.invoke(app, ["quantize", "run", "--model", str(tiny_dir), "--method", "gptq", "--bits", "4",
                             "--group-size", "32", "--n-samples", "4", "--seqlen", "32", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert (out / "model.safetensors").exists() and (out / "quantized.safetensors").exists()
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["format"] == "pack-quantized"
     r = runner.invoke(app, ["quantize", "eval", str(out), "--context", "64", "--max-windows", "2", "--kl-windows", "2",
                             "--out", str(tmp_path / "e.json")])
     assert r.exit_code == 0, r.output
     row = json.loads((tmp_path / "e.json").read_text())
     assert row["kl"] > 0 and row["reference"] == str(tiny_dir) and row["bits"] == 4 and row["n_windows"] == 2
+    assert row["format"] == "compressed-tensors" and "compressed-tensors" in row["loader"] and row["on_disk_mb"] > 0
     for args, msg in [(["--bits", "9"], "bits must be an integer in 2..8"),
-                      (["--group-size", "48", "--no-ragged"], "does not divide the input width"),
+                      (["--group-size", "64", "--no-ragged"], "does not divide the input width"),
                       (["--method", "gtpq"], "Did you mean 'gptq'")]:
         r = runner.invoke(app, ["quantize", "run", "--model", str(tiny_dir), "--out", str(tmp_path / "x"), *args])
         assert r.exit_code != 0 and msg in str(r.exception), (args, r.exception)
@@ -147,6 +148,15 @@ def test_cli_compare_resumes_and_reports(tiny_dir, tmp_path):
     assert (q.kl > 0).all()
     assert q.loc[("rtn", 2), "kl"] > q.loc[("rtn", 4), "kl"]  # fewer bits move the model further from FP
     assert (tmp_path / "c" / "report.html").exists() and (tmp_path / "c" / "figures" / "ppl_vs_bits.png").exists()
+    # paired per-window tests: one per method pair per setting, on the same 3 windows, from the stored window NLLs
+    pairs = json.loads((tmp_path / "c" / "summary.json").read_text())["paired"]
+    assert sorted((p["bits"], p["windows"]) for p in pairs) == [(2, 3), (4, 3)]
+    for p in pairs:
+        wa, wb = (json.loads((tmp_path / "c" / "windows" / f"{m}-w{p['bits']}-g32.json").read_text())
+                  for m in (p["a"], p["b"]))
+        assert p["mean_dnll"] == pytest.approx(sum(a - b for a, b in zip(wa, wb, strict=True)) / 3)
+        assert p["p_sign_flip"] >= 0.25  # 3 windows: the smallest attainable two-sided p is 2/2**3
+    assert "Paired comparisons" in (tmp_path / "c" / "report.md").read_text()
     before = pd.read_sql_query("SELECT id, finished_at FROM trials", __import__("sqlite3").connect(
         tmp_path / "c" / "trials.sqlite"))
     assert runner.invoke(app, args).exit_code == 0  # resume: nothing recomputed
@@ -179,3 +189,24 @@ def test_shipped_configs_validate():
     for p in paths:
         cfg = load_config(kinds[p.stem.split("-")[0]], p)
         assert cfg.model == "smollm2-135m"
+
+
+def test_paired_tests_find_a_planted_difference_and_not_a_null(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from fmgauge.core.store import RunStore
+    from fmgauge.quantization.compare import _save_windows, paired_tests
+
+    store = RunStore(tmp_path)
+    rng = np.random.default_rng(0)
+    base = rng.normal(3.0, 0.3, 40)  # per-window NLL varies a lot more than the effect
+    _save_windows(store, "x-w3-g128", list(base - 0.02 + rng.normal(0, 0.005, 40)))  # planted: x better by 0.02
+    _save_windows(store, "y-w3-g128", list(base))
+    _save_windows(store, "z-w3-g128", list(base + rng.normal(0, 0.005, 40)))  # null vs y
+    df = pd.DataFrame({"method": ["x", "y", "z"], "bits": 3, "group_size": 128, "ppl": [19.6, 20.0, 20.01]})
+    pairs = paired_tests(tmp_path, df).set_index(["a", "b"])
+    xy = pairs.loc[("x", "y")]
+    assert xy.dnll_hi < 0 and xy.p_sign_flip < 0.001 and xy.mde_nll < 0.02
+    yz = pairs.loc[("y", "z")]
+    assert yz.dnll_lo < 0 < yz.dnll_hi

@@ -26,6 +26,8 @@ Calib = Annotated[str | None, typer.Option(
 NSamples = Annotated[int | None, typer.Option(help="Calibration windows (default 128).")]
 SeqLen = Annotated[int | None, typer.Option(help="Tokens per calibration window (default 512).")]
 Seed = Annotated[int | None, typer.Option(help="Seed of the calibration sampler (default 0).")]
+Sampling = Annotated[str | None, typer.Option(
+    help="Calibration windows: 'random' offsets (default, GPTQ's sampler) or 'consecutive' from the start.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (CLI options override it).")]
 
 
@@ -38,9 +40,10 @@ def _ints(text: str | None, option: str) -> list[int] | None:
         raise FmgaugeError(f"{option} must be comma-separated integers like 3,4; got {text!r}.") from None
 
 
-def _calib(calib: str | None, n_samples: int | None, seqlen: int | None, seed: int | None) -> dict:
-    return {k: v for k, v in {"text": calib, "n_samples": n_samples, "seqlen": seqlen, "seed": seed}.items()
-            if v is not None}
+def _calib(calib: str | None, n_samples: int | None, seqlen: int | None, seed: int | None,
+           sampling: str | None = None) -> dict:
+    return {k: v for k, v in {"text": calib, "n_samples": n_samples, "seqlen": seqlen, "seed": seed,
+                              "sampling": sampling}.items() if v is not None}
 
 
 def _merge(base: dict, key: str, values: dict) -> None:
@@ -111,25 +114,29 @@ def run_cmd(
     fisher_mix: Annotated[float | None, typer.Option(help="sens-gptq: weight of the Fisher Hessian (0..1).")] = None,
     mixed_fraction: Annotated[float | None, typer.Option(help="mixed: share of weights at --high-bits.")] = None,
     high_bits: Annotated[int | None, typer.Option(help="mixed: bits of the upgraded groups (default bits+1).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=(
+        "compressed-tensors (vLLM / transformers) | gguf (llama.cpp: 4-bit or 8-bit sym, group 32) | fmgauge (any "
+        "grid, mixed precision, act-order). Default: compressed-tensors where the grid fits, else fmgauge."))] = None,
     calib: Calib = None,
     n_samples: NSamples = None,
     seqlen: SeqLen = None,
     seed: Seed = None,
+    sampling: Sampling = None,
     config: ConfigOpt = None,
     device: Device = "auto",
     dtype: Dtype = "float32",
 ) -> None:
-    """Quantize a causal LM (weight-only) and save it with its packed weights and a JSON of what was done."""
+    """Quantize a causal LM (weight-only) and save a checkpoint an engine loads, with a JSON of what was done."""
     from fmgauge.core.config import load_config
     from fmgauge.quantization.pipeline import RunConfig, run_quantization
 
     data = _read(config)
-    _merge(data, "calib", _calib(calib, n_samples, seqlen, seed))
+    _merge(data, "calib", _calib(calib, n_samples, seqlen, seed, sampling))
     quant = {"method": method, "bits": bits, "group_size": group_size, "sym": sym, "ragged": ragged,
              "actorder": actorder, "sequential": sequential, "clip": clip, "fisher_mix": fisher_mix, "mixed_fraction": mixed_fraction,
              "high_bits": high_bits}
     _merge(data, "quant", {k: v for k, v in quant.items() if v is not None})
-    cfg = load_config(RunConfig, None, {**data, "model": model, "device": device, "dtype": dtype})
+    cfg = load_config(RunConfig, None, {**data, "model": model, "format": fmt, "device": device, "dtype": dtype})
     res = run_quantization(cfg, out)
     r = res.record
     c = r["calibration"]
@@ -140,7 +147,11 @@ def run_cmd(
                   f"{r['size']['bits_per_quantized_weight']:.3f} bits/weight, {r['size']['size_mb']:.1f} MB; "
                   f"{fp_pass}quantization {r['quantization_usage']['seconds']:.1f} s{seq}, peak RSS "
                   f"{r['quantization_usage']['peak_rss_mb']:.0f} MB")
-    console.print(f"Saved: [bold]{out}[/] (load with AutoModelForCausalLM.from_pretrained)")
+    ex = r["export"]
+    console.print(f"Saved: [bold]{out}[/] as {ex['format']}: {ex['on_disk_mb']:.1f} MB of weight files on disk "
+                  f"({', '.join(ex['files'])}); `fmgauge quantize eval {out}` loads it as a user would.")
+    if ex.get("note"):
+        console.print(f"[yellow]note:[/] {ex['note']}")
 
 
 @app.command("eval")
@@ -168,7 +179,8 @@ def eval_cmd(
     if "kl" in row:
         t.add_row("KL to FP (nats/token)", f"{row['kl']:.4f} [{row['kl_lo']:.4f}, {row['kl_hi']:.4f}]")
         t.add_row("top-1 agreement", f"{row['top1_agreement']:.3f}")
-    for k in ("method", "bits", "group_size", "avg_bits", "size_mb", "quant_seconds", "quant_peak_rss_mb"):
+    for k in ("format", "loader", "method", "bits", "group_size", "avg_bits", "size_mb", "on_disk_mb", "quant_seconds",
+              "quant_peak_rss_mb"):
         if k in row:
             t.add_row(k, f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]))
     console.print(t)
@@ -186,6 +198,7 @@ def compare_cmd(
     n_samples: NSamples = None,
     seqlen: SeqLen = None,
     seed: Seed = None,
+    sampling: Sampling = None,
     context: Annotated[int | None, typer.Option(help="Perplexity window (default 512).")] = None,
     stride: Annotated[int | None, typer.Option(help="Window step (default = context).")] = None,
     max_windows: Annotated[int | None, typer.Option(help="Score only the first N windows (state it!).")] = None,
@@ -200,7 +213,7 @@ def compare_cmd(
     from fmgauge.quantization.compare import CompareConfig, compare, table_for_report
 
     data = _read(config)
-    _merge(data, "calib", _calib(calib, n_samples, seqlen, seed))
+    _merge(data, "calib", _calib(calib, n_samples, seqlen, seed, sampling))
     ev = {"context": context, "stride": stride or context, "max_windows": max_windows, "kl_windows": kl_windows}
     _merge(data, "eval", {k: v for k, v in ev.items() if v is not None})
     cfg = load_config(CompareConfig, None, {

@@ -8,13 +8,16 @@ reference included), ``results.parquet``, ``summary.json``, ``report.html``/``re
 from __future__ import annotations
 
 import copy
+import itertools
+import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fmgauge.core.models import DeviceName
 from fmgauge.core.report import Report, Section, figure_backend, render_html, render_markdown, save_figure
@@ -54,6 +57,18 @@ class CompareConfig(BaseModel):
     device: DeviceName = Field("auto", description="auto|cpu|cuda|mps")
     dtype: str = Field("float32", description="float32|float16|bfloat16")
 
+    def quant_configs(self) -> list:
+        """One QuantConfig per method × bits × group size (each validated: bad values are refused here)."""
+        from fmgauge.quantization.methods import QuantConfig
+
+        return [QuantConfig(**{**self.quant, "method": m, "bits": b, "group_size": g})
+                for m in self.methods for b in self.bits for g in self.group_sizes]
+
+    @model_validator(mode="after")
+    def _configs_valid(self) -> CompareConfig:
+        self.quant_configs()  # before the run directory or the model is touched
+        return self
+
 
 @dataclass
 class CompareResult:
@@ -69,12 +84,8 @@ def _trial_id(method: str, bits: int, gs: int) -> str:
 def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> CompareResult:
     """Run (or resume) the comparison into run directory ``out`` and write its report."""
     from fmgauge.core.text_models import TextModel, load_text_model
-    from fmgauge.quantization.methods import QUANTIZERS, QuantConfig
 
-    for m in cfg.methods:
-        QUANTIZERS.get(m)
-    configs = [QuantConfig(**{**cfg.quant, "method": m, "bits": b, "group_size": g})
-               for m in cfg.methods for b in cfg.bits for g in cfg.group_sizes]
+    configs = cfg.quant_configs()
     store = RunStore(out)
     store.save_config(cfg.model_dump())
     done = store.done_ids()
@@ -82,8 +93,9 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
     stream = token_stream(tm.tokenizer, TextSource(cfg.eval.text, cfg.eval.split))
     if "fp" not in done:
         t0 = time.perf_counter()
-        row = {"method": "fp", "bits": 16, "group_size": 0, **perplexity(tm.model, stream, cfg.eval,
-                                                                          progress=progress).to_dict(),
+        fp_ppl = perplexity(tm.model, stream, cfg.eval, progress=progress)
+        _save_windows(store, "fp", fp_ppl.window_nll)
+        row = {"method": "fp", "bits": 16, "group_size": 0, **fp_ppl.to_dict(),
                "size_mb": size_report(tm.model, {})["fp16_size_mb"], "avg_bits": 16.0, "kl": 0.0,
                "top1_agreement": 1.0}
         store.record("fp", {"method": "fp"}, [row], time.perf_counter() - t0)
@@ -106,7 +118,9 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
             store.record_failure(tid, qc.model_dump(), str(e))
             log.warning("%s failed: %s", tid, e)
             continue
-        ppl = perplexity(qtm.model, stream, cfg.eval, progress=progress).to_dict()
+        pres = perplexity(qtm.model, stream, cfg.eval, progress=progress)
+        _save_windows(store, tid, pres.window_nll)
+        ppl = pres.to_dict()
         kl = kl_to_reference(qtm.model, tm.model, stream, cfg.eval) if cfg.eval.kl_windows else {}
         rec = res.record
         cu = rec["calibration"].get("usage") or {}
@@ -122,6 +136,55 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
         store.record(tid, qc.model_dump(), [row], time.perf_counter() - t0)
         del qtm, res
     return write_report(out)
+
+
+def _save_windows(store: RunStore, tid: str, nll: list[float]) -> None:
+    path = store.root / "windows" / f"{tid}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(nll))
+
+
+def _load_windows(root: Path, tid: str) -> np.ndarray | None:
+    path = root / "windows" / f"{tid}.json"
+    return np.array(json.loads(path.read_text())) if path.exists() else None
+
+
+def paired_tests(root: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of methods at the same (bits, group size), paired per evaluation window: mean ΔNLL (A − B, nats
+    per token; < 0 = A better) with a 95% bootstrap CI over windows, the sign-flip permutation p-value, the minimum
+    detectable difference (5% two-sided, 80% power) for the windows run, and the ΔPPL of the point estimates."""
+    from fmgauge.core.stats import paired_bootstrap, sign_flip_test
+
+    rows = []
+    q = df[df.method != "fp"]
+    for (b, g), d in q.groupby(["bits", "group_size"]):
+        d = d.sort_values("ppl")
+        for i, j in itertools.combinations(range(len(d)), 2):
+            a, c = d.iloc[i], d.iloc[j]
+            wa = _load_windows(root, _trial_id(a.method, b, g))
+            wc = _load_windows(root, _trial_id(c.method, b, g))
+            if wa is None or wc is None or len(wa) != len(wc) or len(wa) < 2:
+                continue
+            boot = paired_bootstrap(wa, wc, n_boot=5000)
+            sf = sign_flip_test(wa, wc, n_resamples=20_000)
+            rows.append({"bits": int(b), "group_size": int(g), "a": a.method, "b": c.method,
+                         "ppl_a": float(a.ppl), "ppl_b": float(c.ppl), "mean_dnll": boot.mean_diff.value,
+                         "dnll_lo": boot.mean_diff.lo, "dnll_hi": boot.mean_diff.hi, "p_sign_flip": sf.p_value,
+                         "mde_nll": sf.mde, "windows": sf.n,
+                         "a_wins_windows": int((wa < wc).sum())})
+    return pd.DataFrame(rows)
+
+
+def paired_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in pairs.itertuples():
+        verdict = (f"{r.a} better" if r.dnll_hi < 0 else f"{r.b} better" if r.dnll_lo > 0 else "not resolved")
+        rows.append({"setting": f"w{r.bits} {'per-channel' if r.group_size == -1 else f'g{r.group_size}'}",
+                     "A vs B": f"{r.a} vs {r.b}", "PPL A / B": f"{r.ppl_a:.2f} / {r.ppl_b:.2f}",
+                     "ΔNLL A−B [95% CI]": f"{r.mean_dnll:+.4f} [{r.dnll_lo:+.4f}, {r.dnll_hi:+.4f}]",
+                     "sign-flip p": f"{r.p_sign_flip:.4f}", "MDE (nats)": f"{r.mde_nll:.4f}",
+                     "A wins windows": f"{r.a_wins_windows}/{r.windows}", "verdict (CI)": verdict})
+    return pd.DataFrame(rows)
 
 
 def write_report(out: str | Path) -> CompareResult:
@@ -147,6 +210,8 @@ def write_report(out: str | Path) -> CompareResult:
     for (b, g), d in q.groupby(["bits", "group_size"]):
         best = d.loc[d.ppl.idxmin()]
         summary["best_at"][f"w{b}-g{g}"] = {"method": best.method, "ppl": float(best.ppl)}
+    pairs = paired_tests(store.root, df)
+    summary["paired"] = pairs.to_dict(orient="records")
     store.write_json("summary.json", summary)
     fig_path = plot_ppl_vs_bits(df, store.root / "figures" / "ppl_vs_bits.png", fp_ppl)
     report = build_report(cfg, df, summary, fig_path.relative_to(store.root))
@@ -217,6 +282,14 @@ def build_report(cfg: CompareConfig, df: pd.DataFrame, summary: dict, fig: Path)
     ]
     sections = [Section("Comparison", paras, [("All configurations", table_for_report(df, fp_ppl))],
                         [("Perplexity vs bits", str(fig))])]
+    if summary.get("paired"):
+        sections.append(Section("Which method beats which (paired per window)", [
+            "Each pair of methods at the same bits and group size is compared on the same evaluation windows: the "
+            "mean per-token NLL difference A − B (negative: A is better) with a 95% bootstrap CI over windows, an "
+            "exact/Monte-Carlo sign-flip permutation p-value, and the minimum detectable difference (MDE: 5% "
+            "two-sided, 80% power) for the number of windows run. A claim that one method beats another needs a CI "
+            "that excludes 0; differences below the MDE are ones this run could not see."],
+            [("Paired comparisons", paired_table(pd.DataFrame(summary["paired"])))]))
     if summary["failed"]:
         sections.append(Section("Failed configurations", [f"{r['id']}: {r['error']}" for r in summary["failed"]]))
     return Report(f"fmgauge quantize compare — {cfg.model}", lead, sections,

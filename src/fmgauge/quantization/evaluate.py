@@ -13,7 +13,7 @@ held-out text, with the top-1 agreement of the two models.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -53,9 +53,11 @@ class PerplexityResult:
     n_windows: int
     total_windows: int
     protocol: str
+    window_nll: list[float] = field(default_factory=list, repr=False)  # mean NLL per window (the paired unit)
 
     def to_dict(self) -> dict:
-        return dict(vars(self))
+        """The scalar fields (a table row); ``window_nll`` is kept apart."""
+        return {k: v for k, v in vars(self).items() if k != "window_nll"}
 
 
 @torch.no_grad()
@@ -85,7 +87,7 @@ def perplexity(model, stream: torch.Tensor, cfg: EvalConfig, *, progress: bool =
     ci = mean_ci(np.array(per_window))
     lo, hi = (ci.lo, ci.hi) if len(per_window) > 1 else (m, m)
     return PerplexityResult(math.exp(m), math.exp(lo), math.exp(hi), m, n_tok, len(windows), total,
-                            cfg.protocol(len(windows), total))
+                            cfg.protocol(len(windows), total), per_window)
 
 
 @torch.no_grad()
@@ -127,6 +129,8 @@ def evaluate_model(model: str, cfg: EvalConfig, *, reference: str | None = None,
     from pathlib import Path
 
     from fmgauge.core.text_models import load_text_model
+    from fmgauge.quantization.formats import weight_files
+    from fmgauge.quantization.formats.load import artifact_format, load_artifact
 
     record = None
     if (Path(model) / "quantization.json").exists():
@@ -134,10 +138,12 @@ def evaluate_model(model: str, cfg: EvalConfig, *, reference: str | None = None,
 
         record = read_record(model)
         reference = reference or record["model"]["model"]
-    tm = load_text_model(model, device=device, dtype=dtype)
+    tm, loader = load_artifact(model, device=device, dtype=dtype)
     ref = load_text_model(reference, device=device, dtype=dtype).model if reference else None
-    row = {"model": model, "reference": reference, **evaluate(tm.model, tm.tokenizer, cfg, reference=ref,
-                                                               progress=progress)}
+    row = {"model": model, "reference": reference, "format": artifact_format(model) or "unquantized",
+           "loader": loader, **evaluate(tm.model, tm.tokenizer, cfg, reference=ref, progress=progress)}
+    if Path(model).is_dir():
+        row["on_disk_mb"] = sum(weight_files(Path(model)).values()) / 1e6
     if record is not None:
         cfgq = record["config"]
         row.update(method=cfgq["method"], bits=cfgq["bits"], group_size=cfgq["group_size"],

@@ -23,14 +23,14 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fmgauge.core.registry import Registry
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.quantization.awq import clip_weight, search_clip, search_scales
 from fmgauge.quantization.calibration import CalibStats, LayerStats
 from fmgauge.quantization.gptq import gptq_quantize
-from fmgauge.quantization.grid import QuantizedWeight, check_bits, check_group_size, rtn
+from fmgauge.quantization.grid import GROUP_SIZES, QuantizedWeight, check_bits, check_group_size, rtn
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +66,48 @@ class QuantConfig(BaseModel):
     high_bits: int | None = Field(None, description="mixed: bits of the upgraded groups (default bits + 1).")
     mixed_fraction: float = Field(0.1, description="mixed: fraction of weights kept at high_bits.")
 
+    # Everything that can be checked without the model is checked when the config is built (before any load).
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        QUANTIZERS.get(v)  # FmgaugeError with "did you mean"
+        return v
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, v: int) -> int:
+        return check_bits(v)
+
+    @field_validator("high_bits")
+    @classmethod
+    def _high_bits(cls, v: int | None) -> int | None:
+        return None if v is None else check_bits(v, "high_bits")
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_size(cls, v: int) -> int:
+        if v not in GROUP_SIZES:
+            raise ValueError(f"group_size must be one of {', '.join(map(str, GROUP_SIZES))} (-1 = per channel), "
+                             f"got {v}")
+        return v
+
+    @field_validator("fisher_mix", "mixed_fraction")
+    @classmethod
+    def _unit_interval(cls, v: float) -> float:
+        if not 0 <= v <= 1:
+            raise ValueError(f"must be in [0, 1], got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _high_above_bits(self) -> QuantConfig:
+        if self.method == "mixed" and self.high_bits_ <= self.bits:
+            raise ValueError(f"high_bits ({self.high_bits_}) must exceed bits ({self.bits})")
+        return self
+
     def validate_for(self, widths: dict[str, int]) -> None:
-        check_bits(self.bits)
-        QUANTIZERS.get(self.method)
+        """The checks that need the model: the group size against every layer's input width."""
         for name, d_in in widths.items():
             check_group_size(self.group_size, d_in, ragged=self.ragged, layer=name)
-        if self.method == "mixed":
-            check_bits(self.high_bits_, "high_bits")
-            if self.high_bits_ <= self.bits:
-                raise FmgaugeError(f"high_bits ({self.high_bits_}) must exceed bits ({self.bits}).")
-        if not 0 <= self.fisher_mix <= 1:
-            raise FmgaugeError(f"fisher_mix must be in [0, 1], got {self.fisher_mix}.")
 
     @property
     def high_bits_(self) -> int:
@@ -155,9 +186,25 @@ QUANTIZERS.add("gptq", _gptq_with(lambda st: _require(st, "H", "gptq")))
 QUANTIZERS.add("sens-gptq", lambda w, s, c, e: _gptq_with(lambda st: fisher_hessian(st, c.fisher_mix))(w, s, c, e))
 
 
-def _awq(weights, stats, cfg, *, sensitivity: bool):  # noqa: ANN001
+def unfoldable_inputs(weights: dict[str, torch.Tensor]) -> set[str]:
+    """Linears whose input channels no preceding op can absorb a per-channel scale for: ``o_proj`` under
+    grouped-query attention (``v_proj`` has fewer output rows than ``o_proj`` has inputs). AutoAWQ skips their scale
+    search (``if v_proj.weight.shape == o_proj.weight.shape``); so does fmgauge, so every AWQ scale can be folded
+    into the deployed model (:mod:`.formats.fold`)."""
+    out = set()
+    for n, w in weights.items():
+        if n.endswith("self_attn.o_proj"):
+            v = weights.get(n[: -len("o_proj")] + "v_proj")
+            if v is None or v.shape[0] != w.shape[1]:
+                out.add(n)
+    return out
+
+
+def _awq(weights, stats, cfg, extra, *, sensitivity: bool):  # noqa: ANN001
     names = list(weights)
     method = "sens-awq" if sensitivity else "awq"
+    if set(names) <= extra.get("unscaled", set()):  # no op to fold a scale into: clipping search + RTN only
+        return _awq_unscaled(weights, stats, cfg, sensitivity=sensitivity)
     if sensitivity:
         act = torch.stack([_require(stats[n], "fisher", method) for n in names]).sum(0).sqrt()
         hs = [fisher_hessian(stats[n], 1.0) for n in names]
@@ -183,8 +230,23 @@ def _awq(weights, stats, cfg, *, sensitivity: bool):  # noqa: ANN001
     return out
 
 
-QUANTIZERS.add("awq", lambda w, s, c, e: _awq(w, s, c, sensitivity=False))
-QUANTIZERS.add("sens-awq", lambda w, s, c, e: _awq(w, s, c, sensitivity=True))
+def _awq_unscaled(weights, stats, cfg, *, sensitivity: bool):  # noqa: ANN001
+    out = {}
+    for n, w in weights.items():
+        h = fisher_hessian(stats[n], 1.0) if sensitivity else _require(stats[n], "H", "awq")
+        ws_ = w.float()
+        info: dict = {"alpha": None, "scale_search": "skipped (input not foldable)"}
+        if cfg.clip:
+            ratio = search_clip(ws_, h, cfg.bits, cfg.group_size, n_grid=cfg.n_grid, max_shrink=cfg.max_shrink,
+                                sym=cfg.sym)
+            ws_ = clip_weight(ws_, ratio, cfg.group_size)
+            info["mean_clip"] = float(ratio.mean())
+        out[n] = (rtn(ws_, cfg.bits, cfg.group_size, sym=cfg.sym, ragged=cfg.ragged), info)
+    return out
+
+
+QUANTIZERS.add("awq", lambda w, s, c, e: _awq(w, s, c, e, sensitivity=False))
+QUANTIZERS.add("sens-awq", lambda w, s, c, e: _awq(w, s, c, e, sensitivity=True))
 
 
 @QUANTIZERS.register("mixed")
@@ -199,7 +261,7 @@ def prepare(weights: dict[str, torch.Tensor], stats: CalibStats | None, cfg: Qua
     cfg.validate_for({n: w.shape[1] for n, w in weights.items()})
     if cfg.needs_gradients and (stats is None or not stats.gradients):
         raise FmgaugeError(f"method {cfg.method!r} needs gradients in the calibration pass (gradients=True).")
-    extra: dict = {}
+    extra: dict = {"unscaled": unfoldable_inputs(weights)}
     summary: dict = {}
     if cfg.method == "mixed":
         from fmgauge.quantization.mixed import allocate_bits
@@ -212,17 +274,26 @@ def prepare(weights: dict[str, torch.Tensor], stats: CalibStats | None, cfg: Qua
 
 
 def quantize_weights(
-    weights: dict[str, torch.Tensor], stats: CalibStats, cfg: QuantConfig, *, progress: bool = True,
+    weights: dict[str, torch.Tensor], stats: CalibStats | None, cfg: QuantConfig, *, progress: bool = True,
 ) -> tuple[dict[str, QuantizedWeight], dict[str, dict], dict]:
     """Quantize every weight in ``weights`` (name -> (d_out, d_in)) with ``cfg``; returns (qweights, info, extra).
 
-    ``extra`` holds method-level facts (mixed: the bit allocation and its average bits).
+    ``stats`` may be None for a method that reads no statistics (RTN). ``extra`` holds method-level facts (mixed:
+    the bit allocation and its average bits).
     """
-    missing = [n for n in weights if n not in stats.layers]
-    if missing:
-        raise FmgaugeError(f"no calibration statistics for {len(missing)} layer(s), e.g. {missing[:3]}.")
-    fn, extra, summary = prepare(weights, stats, cfg)
-    groups = stats.input_groups()
+    if stats is None:
+        if cfg.needs_hessian or cfg.needs_gradients:
+            raise FmgaugeError(f"method {cfg.method!r} needs a calibration capture (stats=None given).")
+        fn, extra, summary = prepare(weights, None, cfg)
+        groups = {n: [n] for n in weights}
+        layer_stats: dict = {}
+    else:
+        missing = [n for n in weights if n not in stats.layers]
+        if missing:
+            raise FmgaugeError(f"no calibration statistics for {len(missing)} layer(s), e.g. {missing[:3]}.")
+        fn, extra, summary = prepare(weights, stats, cfg)
+        groups = stats.input_groups()
+        layer_stats = stats.layers
     qweights: dict[str, QuantizedWeight] = {}
     infos: dict[str, dict] = {}
     from rich.progress import Progress
@@ -232,7 +303,7 @@ def quantize_weights(
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"{cfg.method} {cfg.bits}-bit g{cfg.group_size}", total=len(todo))
         for members in todo:
-            res = fn({n: weights[n] for n in members}, stats.layers, cfg, extra)
+            res = fn({n: weights[n] for n in members}, layer_stats, cfg, extra)
             for n, (qw, info) in res.items():
                 qweights[n] = qw
                 infos[n] = info

@@ -18,14 +18,16 @@ import logging
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fmgauge.core.cache import cache_root, stable_hash
 from fmgauge.core.models import DeviceName
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.quantization.calibration import CalibStats, capture, linear_layers
+from fmgauge.quantization.formats import FormatName, check_format, resolve_format
 from fmgauge.quantization.grid import QuantizedWeight
 from fmgauge.quantization.methods import QuantConfig, quantize_weights
 from fmgauge.quantization.resources import Usage, measure
@@ -46,12 +48,14 @@ class CalibConfig(BaseModel):
     seqlen: int = Field(512, description="Tokens per window.")
     seed: int = Field(0, description="Seed of the window sampler.")
     batch_size: int = Field(1, description="Windows per forward/backward pass (memory vs speed).")
+    sampling: Literal["random", "consecutive"] = Field(
+        "random", description="'random' offsets (GPTQ's sampler, seeded) or the first n_samples consecutive windows.")
 
 
 def calibration_tokens(tm, calib: CalibConfig) -> torch.Tensor:  # noqa: ANN001
     """The (n_samples, seqlen) calibration token ids of ``calib`` for ``tm``'s tokenizer."""
     stream = token_stream(tm.tokenizer, TextSource(calib.text, calib.split))
-    return calibration_sequences(stream, calib.n_samples, calib.seqlen, seed=calib.seed)
+    return calibration_sequences(stream, calib.n_samples, calib.seqlen, seed=calib.seed, sampling=calib.sampling)
 
 
 def calibrate(
@@ -64,7 +68,8 @@ def calibrate(
     time/memory of the capture (zero time on a cache hit; ``meta['cached']`` says so).
     """
     source = TextSource(calib.text, calib.split)
-    desc = {"model": tm.identity, "calib": calib.model_dump(), "text": source.describe(), "v": 2}
+    key = calib.model_dump(exclude={"sampling"} if calib.sampling == "random" else set())  # old caches stay valid
+    desc = {"model": tm.identity, "calib": key, "text": source.describe(), "v": 2}
     usage = Usage()
 
     def path_for(g: bool, f: bool) -> Path:
@@ -131,9 +136,9 @@ def quantize_model(tm, cfg: QuantConfig, stats: CalibStats | None, *, sequences:
             qweights = {n: r[0] for n, r in res.items()}
             infos = {n: r[1] for n, r in res.items()}
         else:
-            if stats is None:
+            if stats is None and (cfg.needs_hessian or cfg.needs_gradients):
                 raise FmgaugeError(f"{cfg.method} (sequential: false) needs a full-precision calibration capture.")
-            weights = {n: m.weight.data for n, m in layers.items() if n in stats.layers}
+            weights = {n: m.weight.data for n, m in layers.items() if stats is None or n in stats.layers}
             qweights, infos, summary = quantize_weights(weights, stats, cfg, progress=progress)
             for n, qw in qweights.items():
                 w = layers[n].weight
@@ -212,28 +217,64 @@ class RunConfig(BaseModel):
     model: str = Field("smollm2-135m", description="Registered name, local directory or hub id.")
     quant: QuantConfig = Field(default_factory=QuantConfig)
     calib: CalibConfig = Field(default_factory=CalibConfig)
+    format: FormatName | None = Field(None, description="compressed-tensors | gguf | fmgauge (default: the "
+                                                         "deployable one that fits the method).")
     device: DeviceName = Field("auto", description="auto|cpu|cuda|mps")
     dtype: str = Field("float32", description="float32|float16|bfloat16")
+
+    @model_validator(mode="after")
+    def _format_fits(self) -> RunConfig:
+        if self.format is not None:
+            check_format(self.format, self.quant)
+        return self
 
 
 def run_quantization(cfg: RunConfig, out: str | Path, *, progress: bool = True, use_cache: bool = True,
                      ) -> QuantizationResult:
-    """Load, calibrate (only what the method needs), quantize and save to ``out``; returns the result."""
-    from fmgauge.core.text_models import load_text_model
-    from fmgauge.quantization.methods import QUANTIZERS
+    """Load, calibrate (only what the method needs), quantize and save to ``out`` in ``cfg.format``.
 
-    QUANTIZERS.get(cfg.quant.method)
+    Everything that can be refused is refused before the calibration pass: the config when it is built (bits,
+    group size, method, format vs grid), the layer widths and architecture right after the model loads.
+    """
+    from fmgauge.core.text_models import load_text_model
+
     tm = load_text_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     layers = linear_layers(tm.model)
-    cfg.quant.validate_for({n: m.in_features for n, m in layers.items()})  # refuse before the expensive pass
+    widths = {n: m.in_features for n, m in layers.items()}
+    cfg.quant.validate_for(widths)
+    fmt, fallback = resolve_format(cfg.format, cfg.quant, widths, getattr(tm.model.config, "model_type", "?"))
+    if fallback:
+        log.warning(fallback)
     q = cfg.quant
-    stats = None  # a full-precision capture, only when the method reads one
-    if q.needs_gradients or not q.sequential_:
+    stats = None  # a full-precision capture, only when the method reads one (never for RTN)
+    if q.needs_gradients or (q.needs_hessian and not q.sequential_):
         stats, _ = calibrate(tm, cfg.calib, gradients=q.needs_gradients,
                              full_hessian=q.needs_hessian and not q.sequential_, use_cache=use_cache,
                              progress=progress)
     seqs = calibration_tokens(tm, cfg.calib) if q.sequential_ else None
     result = quantize_model(tm, cfg.quant, stats, sequences=seqs, progress=progress)
     result.record["run_config"] = cfg.model_dump()
-    save_quantized(result, out)
+    save(result, out, fmt, cfg.quant, note=fallback)
     return result
+
+
+def save(result: QuantizationResult, out: str | Path, fmt: str, quant: QuantConfig, *, note: str | None = None
+         ) -> Path:
+    """Write ``result`` into ``out`` as ``fmt`` with ``quantization.json`` (the record, with the files written and
+    their bytes on disk next to the computed size)."""
+    from fmgauge.quantization.formats import export, weight_files
+
+    out = Path(out)
+    if fmt == "fmgauge":
+        save_quantized(result, out)
+        files = weight_files(out)
+        info = {"format": "fmgauge", "files": files, "on_disk_mb": sum(files.values()) / 1e6}
+    else:
+        info = export(result, out, fmt, quant)
+    if note:
+        info["note"] = note
+    result.record["export"] = info
+    if fmt != "fmgauge":
+        result.record["format"] = fmt
+    (out / "quantization.json").write_text(json.dumps(result.record, indent=2, default=str))
+    return out

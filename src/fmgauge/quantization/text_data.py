@@ -72,13 +72,23 @@ def token_stream(tokenizer, source: TextSource) -> torch.Tensor:  # noqa: ANN001
     return _STREAMS[key]
 
 
-def calibration_sequences(stream: torch.Tensor, n_samples: int, seqlen: int, *, seed: int = 0) -> torch.Tensor:
-    """``n_samples`` windows (n_samples, seqlen) at random offsets of ``stream`` (seeded; GPTQ's sampler)."""
+def calibration_sequences(stream: torch.Tensor, n_samples: int, seqlen: int, *, seed: int = 0,
+                          sampling: str = "random") -> torch.Tensor:
+    """``n_samples`` windows (n_samples, seqlen) of ``stream``: at seeded random offsets (``random``, GPTQ's sampler)
+    or the first ``n_samples`` consecutive windows from the start (``consecutive``, what a chunked dataset loader
+    such as llmcompressor's gives on a concatenated text)."""
     if n_samples < 1 or seqlen < 2:
         raise FmgaugeError(f"calibration needs n_samples >= 1 and seqlen >= 2, got {n_samples} and {seqlen}.")
     if len(stream) <= seqlen:
         raise FmgaugeError(f"calibration text has {len(stream)} tokens, shorter than one sequence of seqlen={seqlen} "
                            "(+1); give more text or a smaller seqlen.")
+    if sampling == "consecutive":
+        if len(stream) < n_samples * seqlen:
+            raise FmgaugeError(f"calibration text has {len(stream)} tokens; {n_samples} consecutive windows of "
+                               f"{seqlen} need {n_samples * seqlen}: use fewer --n-samples or sampling 'random'.")
+        return stream[: n_samples * seqlen].reshape(n_samples, seqlen).clone()
+    if sampling != "random":
+        raise FmgaugeError(f"calibration sampling must be 'random' or 'consecutive', got {sampling!r}.")
     g = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, len(stream) - seqlen, (n_samples,), generator=g)
     return torch.stack([stream[s:s + seqlen] for s in starts.tolist()])

@@ -1,0 +1,218 @@
+"""Deployable checkpoints: `quantize run --format …` end to end on a tiny Llama, read back by the consuming library.
+
+compressed-tensors stores fmgauge's grid exactly (fp32 scales on an fp32 model), so the reloaded logits equal the
+in-memory quantized model's bit for bit; AWQ exports fold 1/s into the previous op (norms, up_proj / v_proj rows),
+exact in real arithmetic, so there the tolerance is float32 rounding (1e-4 on logits of size ~1).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fmgauge.core.validation import FmgaugeError
+from fmgauge.quantization.formats import check_format, check_model, resolve_format
+from fmgauge.quantization.formats.load import artifact_format, load_artifact
+from fmgauge.quantization.methods import QuantConfig
+from fmgauge.quantization.pipeline import RunConfig, run_quantization
+from test_quantization_pipeline import save_tiny_llama
+
+CALIB = {"n_samples": 4, "seqlen": 32}
+IDS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
+
+
+@pytest.fixture(autouse=True)
+def _env(fmgauge_env):
+    return fmgauge_env
+
+
+def _run(tiny_dir, out, fmt, **quant):
+    cfg = RunConfig.model_validate({"model": str(tiny_dir), "quant": {"group_size": 32, **quant}, "calib": CALIB,
+                                    "format": fmt})
+    return run_quantization(cfg, out, progress=False)
+
+
+def _logits(model):
+    with torch.no_grad():
+        return model(IDS).logits
+
+
+@pytest.mark.parametrize("quant", [{"method": "rtn", "bits": 4, "sym": True}, {"method": "gptq", "bits": 3},
+                                   {"method": "rtn", "bits": 2, "group_size": -1}, {"method": "gptq", "bits": 8}])
+def test_compressed_tensors_reloads_exactly(tiny_dir, tmp_path, quant):
+    res = _run(tiny_dir, tmp_path / "ct", "compressed-tensors", **quant)
+    assert artifact_format(tmp_path / "ct") == "compressed-tensors"
+    cfg = json.loads((tmp_path / "ct" / "config.json").read_text())["quantization_config"]
+    w = cfg["config_groups"]["group_0"]["weights"]
+    assert (cfg["quant_method"], cfg["format"], w["num_bits"]) == ("compressed-tensors", "pack-quantized", quant["bits"])
+    assert cfg["ignore"] == ["lm_head"]
+    tm, loader = load_artifact(tmp_path / "ct")
+    assert "compressed-tensors" in loader
+    assert torch.equal(_logits(tm.model), _logits(res.model))
+    # every quantized Linear is stored packed, not as a float weight
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "ct" / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert "model.layers.0.mlp.down_proj.weight_packed" in keys and "model.layers.0.mlp.down_proj.weight" not in keys
+    assert ("model.layers.0.mlp.down_proj.weight_zero_point" in keys) == (not quant.get("sym", False))
+
+
+def test_symmetric_checkpoint_loads_through_from_pretrained(tiny_dir, tmp_path):
+    """The path a user takes: AutoModelForCausalLM.from_pretrained(dir), transformers' compressed-tensors quantizer."""
+    from transformers import AutoModelForCausalLM
+
+    res = _run(tiny_dir, tmp_path / "ct", "compressed-tensors", method="rtn", bits=4, sym=True)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "ct").eval()
+    assert torch.equal(_logits(model), _logits(res.model))
+
+
+def test_packed_size_is_bits_per_weight_plus_scales(tiny_dir, tmp_path):
+    res = _run(tiny_dir, tmp_path / "ct", "compressed-tensors", method="rtn", bits=3)
+    params = dict(res.model.named_parameters())
+    q_bytes = sum(3 / 8 * q.codes.numel() + 4 * q.scale.numel() + 3 / 8 * q.scale.numel() + 16
+                  for q in res.qweights.values())
+    other = sum(4 * p.numel() for n, p in params.items() if n.rsplit(".", 1)[0] not in res.qweights)
+    on_disk = res.record["export"]["files"]["model.safetensors"]
+    header = 8 + int.from_bytes((tmp_path / "ct" / "model.safetensors").read_bytes()[:8], "little")  # JSON index
+    assert on_disk - header == pytest.approx(q_bytes + other, rel=0.03)
+    assert res.record["export"]["on_disk_mb"] == pytest.approx(on_disk / 1e6)
+
+
+@pytest.mark.parametrize("method", ["awq", "sens-awq"])
+def test_awq_scales_fold_into_the_previous_op(tiny_dir, tmp_path, method):
+    """The exported AWQ model (norms / up_proj rows absorb 1/s; o_proj under GQA has no scale, as in AutoAWQ)
+    computes what fmgauge's unfolded model computes."""
+    ref = _run(tiny_dir, tmp_path / "fm", "fmgauge", method=method, bits=4)
+    assert any(q.input_scale is not None and not torch.all(q.input_scale == 1) for q in ref.qweights.values())
+    assert all(ref.qweights[n].input_scale is None for n in ref.qweights if n.endswith("o_proj"))  # 4 heads, 2 kv
+    res = _run(tiny_dir, tmp_path / "ct", "compressed-tensors", method=method, bits=4)
+    assert res.record["export"]["awq_scales_folded"]
+    tm, _ = load_artifact(tmp_path / "ct")
+    want = _logits(ref.model)
+    assert torch.allclose(_logits(tm.model), want, atol=1e-4, rtol=1e-4)
+    norms = [n for n, _ in ref.model.named_modules() if n.endswith("layernorm")]
+    assert any(not torch.allclose(tm.model.get_submodule(n).weight, ref.model.get_submodule(n).weight)
+               for n in norms)  # the scales really moved into the norms
+
+
+def test_fold_covers_o_proj_without_gqa(tmp_path):
+    """With as many kv heads as heads, o_proj's scale folds into v_proj's rows (exact up to rounding)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fmgauge.quantization.formats.fold import fold_input_scales
+    from fmgauge.quantization.grid import rtn
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2)).eval()
+    qweights = {}
+    for n, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and n.startswith("model.layers"):
+            s = torch.rand(m.in_features) + 0.5
+            if n.endswith(("k_proj", "v_proj")):  # a group shares its scale
+                s = qweights[n.replace(n.rsplit(".", 1)[1], "q_proj")].input_scale
+            if n.endswith("gate_proj") is False and n.endswith("up_proj"):
+                s = qweights[n.replace("up_proj", "gate_proj")].input_scale
+            qw = rtn(m.weight.data * s, 4, 32)
+            qw.input_scale = s
+            qweights[n] = qw
+            m.weight.data = qw.dequantize()
+    ids = torch.randint(0, 64, (1, 12))
+    want = _logits_of(model, ids)
+    folded = fold_input_scales(model, qweights)
+    assert all(q.input_scale is None for q in folded.values())
+    for n, q in folded.items():
+        assert torch.allclose(model.get_submodule(n).weight, q.dequantize())
+    assert torch.allclose(_logits_of(model, ids), want, atol=1e-4, rtol=1e-4)
+
+
+def _logits_of(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_rtn_runs_no_calibration_pass(tiny_dir, tmp_path, monkeypatch):
+    import fmgauge.quantization.pipeline as pipeline
+
+    def no_capture(*a, **k):
+        raise AssertionError("RTN must not run a calibration pass")
+
+    monkeypatch.setattr(pipeline, "capture", no_capture)
+    res = _run(tiny_dir, tmp_path / "q", None, method="rtn", bits=4)
+    assert "usage" not in res.record["calibration"] and res.record["export"]["format"] == "compressed-tensors"
+
+
+def test_format_refusals_name_the_format_and_nearest_setting():
+    cases = [("gguf", {"bits": 3, "group_size": 128}, "nearest valid setting: --bits 4 --group-size 32"),
+             ("compressed-tensors", {"method": "mixed", "bits": 3}, "nearest valid setting: --method sens-gptq"),
+             ("gguf", {"actorder": True, "bits": 4, "group_size": 32}, "nearest valid setting: --no-actorder"),
+             ("compressed-tensors", {"actorder": True}, "--format fmgauge")]
+    for fmt, quant, phrase in cases:
+        with pytest.raises(FmgaugeError, match=f"format {fmt}") as e:
+            check_format(fmt, QuantConfig(**quant))
+        assert phrase in str(e.value), (fmt, quant, str(e.value))
+    with pytest.raises(FmgaugeError, match="nearest valid setting: --group-size 32 or -1"):
+        check_model("compressed-tensors", QuantConfig(group_size=64), {"a": 64, "b": 96}, "llama")
+    with pytest.raises(FmgaugeError, match="architecture 'qwen2' is not supported"):
+        check_model("gguf", QuantConfig(bits=4, group_size=32, sym=True), {"a": 64}, "qwen2")
+
+
+def test_default_format_falls_back_with_the_reason():
+    fmt, note = resolve_format(None, QuantConfig(group_size=64), {"a": 64, "b": 96}, "llama")
+    assert fmt == "fmgauge" and "does not divide 96" in note
+    assert resolve_format(None, QuantConfig(method="mixed"), {"a": 64}, "llama") == ("fmgauge", None)
+    assert resolve_format(None, QuantConfig(), {"a": 256}, "llama") == ("compressed-tensors", None)
+
+
+def test_explicit_format_that_does_not_fit_is_refused_before_calibration(tiny_dir, tmp_path, monkeypatch):
+    import fmgauge.quantization.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "capture", lambda *a, **k: pytest.fail("calibrated before refusing"))
+    with pytest.raises(FmgaugeError, match="group size 64 does not divide 96"):
+        _run(tiny_dir, tmp_path / "q", "compressed-tensors", method="gptq", group_size=64, bits=4)
+
+
+def test_consecutive_calibration_windows_are_the_start_of_the_stream():
+    from fmgauge.quantization.text_data import calibration_sequences
+
+    stream = torch.arange(1000)
+    c = calibration_sequences(stream, 5, 32, sampling="consecutive")
+    assert torch.equal(c, stream[:160].reshape(5, 32))
+    r = calibration_sequences(stream, 5, 32, seed=0)
+    assert not torch.equal(r, c) and r.shape == c.shape
+    with pytest.raises(FmgaugeError, match="consecutive windows of 32 need 3200"):
+        calibration_sequences(stream, 100, 32, sampling="consecutive")
+
+
+@pytest.mark.parametrize("method,sym", [("rtn", True), ("awq", False)])
+def test_gguf_run_and_eval_end_to_end(tmp_path, method, sym):
+    """`quantize run --format gguf` on a tiny Llama with a byte-level BPE, read back by transformers' GGUF reader:
+    the logits of the file that ships match the in-memory model's within fp16 scale rounding (GGUF stores fp16
+    block scales: ≤ 2⁻¹¹ relative per weight, 14 quantized Linears; bound as in test_quantization_gguf)."""
+    import transformers
+
+    from test_quantization_gguf import _bpe_tokenizer
+
+    tok, _ = _bpe_tokenizer()
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=128,
+                                   tie_word_embeddings=False, initializer_range=0.1)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "fp")
+    tok.save_pretrained(tmp_path / "fp")
+    res = _run(tmp_path / "fp", tmp_path / "g", "gguf", method=method, bits=4, sym=sym)
+    assert artifact_format(tmp_path / "g") == "gguf" and "model.gguf" in res.record["export"]["files"]
+    tm, loader = load_artifact(tmp_path / "g")
+    assert "GGUF" in loader
+    ids = IDS % len(tok)
+    with torch.no_grad():
+        got, want = tm.model(ids).logits, res.model(ids).logits
+    assert (got - want).abs().max() <= 14 * 2 * 2**-11 * want.abs().max()
