@@ -1,0 +1,1 @@
+"""On-disk formats that other libraries load (GPTQ, ...): writers and independent readers of fmgauge grids."""
