@@ -154,7 +154,7 @@ def test_format_refusals_name_the_format_and_nearest_setting():
     cases = [("gguf", {"bits": 3, "group_size": 128}, "nearest valid setting: --bits 4 --group-size 32"),
              ("compressed-tensors", {"method": "mixed", "bits": 3}, "nearest valid setting: --method sens-gptq"),
              ("gguf", {"actorder": True, "bits": 4, "group_size": 32}, "nearest valid setting: --no-actorder"),
-             ("compressed-tensors", {"actorder": True}, "--format fmgauge")]
+             ("compressed-tensors", {"actorder": True}, "--format gptq")]
     for fmt, quant, phrase in cases:
         with pytest.raises(FmgaugeError, match=f"format {fmt}") as e:
             check_format(fmt, QuantConfig(**quant))
@@ -215,4 +215,17 @@ def test_gguf_run_and_eval_end_to_end(tmp_path, method, sym):
     ids = IDS % len(tok)
     with torch.no_grad():
         got, want = tm.model(ids).logits, res.model(ids).logits
+    assert (got - want).abs().max() <= 14 * 2 * 2**-11 * want.abs().max()
+
+
+def test_gptq_act_order_defaults_to_the_gptq_format_and_reloads(tiny_dir, tmp_path):
+    """act-order's permuted g_idx only fits GPTQ (desc_act); without gptqmodel here, eval reads the directory with
+    fmgauge's independent unpacker (and says so). GPTQ stores fp16 scales: the same fp16 bound as GGUF."""
+    res = _run(tiny_dir, tmp_path / "g", None, method="gptq", bits=4, actorder=True)
+    assert res.record["export"]["format"] == "gptq" and artifact_format(tmp_path / "g") == "gptq"
+    qc = json.loads((tmp_path / "g" / "config.json").read_text())["quantization_config"]
+    assert qc["quant_method"] == "gptq" and qc["desc_act"] and qc["bits"] == 4
+    tm, loader = load_artifact(tmp_path / "g")
+    assert "GPTQ" in loader
+    got, want = _logits(tm.model), _logits(res.model)
     assert (got - want).abs().max() <= 14 * 2 * 2**-11 * want.abs().max()

@@ -115,8 +115,9 @@ def run_cmd(
     mixed_fraction: Annotated[float | None, typer.Option(help="mixed: share of weights at --high-bits.")] = None,
     high_bits: Annotated[int | None, typer.Option(help="mixed: bits of the upgraded groups (default bits+1).")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help=(
-        "compressed-tensors (vLLM / transformers) | gguf (llama.cpp: 4-bit or 8-bit sym, group 32) | fmgauge (any "
-        "grid, mixed precision, act-order). Default: compressed-tensors where the grid fits, else fmgauge."))] = None,
+        "compressed-tensors (vLLM / transformers) | gptq (gptqmodel; act-order) | gguf (llama.cpp: 4-bit or 8-bit "
+        "sym, group 32) | fmgauge (any grid, mixed precision). Default: compressed-tensors where the grid fits, gptq "
+        "with --actorder, else fmgauge."))] = None,
     calib: Calib = None,
     n_samples: NSamples = None,
     seqlen: SeqLen = None,

@@ -217,7 +217,7 @@ class RunConfig(BaseModel):
     model: str = Field("smollm2-135m", description="Registered name, local directory or hub id.")
     quant: QuantConfig = Field(default_factory=QuantConfig)
     calib: CalibConfig = Field(default_factory=CalibConfig)
-    format: FormatName | None = Field(None, description="compressed-tensors | gguf | fmgauge (default: the "
+    format: FormatName | None = Field(None, description="compressed-tensors | gptq | gguf | fmgauge (default: the "
                                                          "deployable one that fits the method).")
     device: DeviceName = Field("auto", description="auto|cpu|cuda|mps")
     dtype: str = Field("float32", description="float32|float16|bfloat16")

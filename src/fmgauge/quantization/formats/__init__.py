@@ -2,6 +2,7 @@
 
 ==================  ====================================================================================
 compressed-tensors  ``pack-quantized`` (llmcompressor's format, vLLM serves it): :mod:`.compressed`
+gptq                qweight / qzeros / scales / g_idx (transformers' GPTQ integration, gptqmodel): :mod:`.gptq`
 gguf                Q4_0 / Q4_1 / Q8_0 blocks for llama.cpp: :mod:`.gguf`
 fmgauge             fp32 dequantized weights + fmgauge's uint8 codes (any grid, mixed precision, AWQ scales)
 ==================  ====================================================================================
@@ -18,17 +19,19 @@ from typing import Literal
 
 from fmgauge.core.validation import FmgaugeError
 
-FormatName = Literal["compressed-tensors", "gguf", "fmgauge"]
-FORMATS: tuple[str, ...] = ("compressed-tensors", "gguf", "fmgauge")
+FormatName = Literal["compressed-tensors", "gptq", "gguf", "fmgauge"]
+FORMATS: tuple[str, ...] = ("compressed-tensors", "gptq", "gguf", "fmgauge")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf")
 GGUF_FILE = "model.gguf"
 
 
 def default_format(cfg) -> str:  # noqa: ANN001  (QuantConfig)
-    """The deployable format that fits the method: compressed-tensors, except fmgauge's own for mixed precision
-    (per-group bits no engine format stores) and act-order's permuted groups (compressed-tensors has no g_idx)."""
-    if cfg.method == "mixed" or (cfg.actorder and not cfg.static_groups):
+    """The deployable format that fits the method: compressed-tensors, GPTQ for act-order (the format with a
+    ``g_idx``), fmgauge's own for mixed precision (per-group bits no engine format stores)."""
+    if cfg.method == "mixed":
         return "fmgauge"
+    if cfg.actorder and not cfg.static_groups:
+        return "gptq"
     return "compressed-tensors"
 
 
@@ -46,9 +49,13 @@ def check_format(fmt: str, cfg) -> None:  # noqa: ANN001  (QuantConfig)
         from fmgauge.quantization.formats.gguf import gguf_type
 
         gguf_type(cfg.bits, cfg.group_size, cfg.sym)
+    if fmt == "gptq":
+        from fmgauge.quantization.formats.gptq import check_gptq
+
+        check_gptq(cfg.bits, cfg.group_size, cfg.sym)
     if fmt in ("compressed-tensors", "gguf") and cfg.actorder and not cfg.static_groups:
         raise FmgaugeError(f"format {fmt} has no g_idx for act-order's permuted groups: nearest valid setting: "
-                           "--no-actorder (or static_groups: true), or --format fmgauge.")
+                           "--no-actorder (or static_groups: true), or --format gptq.")
 
 
 def check_model(fmt: str, cfg, widths: dict[str, int], model_type: str) -> None:  # noqa: ANN001
@@ -114,6 +121,10 @@ def export(result, out: Path, fmt: str, cfg) -> dict:  # noqa: ANN001  (Quantiza
         from fmgauge.quantization.formats.compressed import write
 
         write(model, tok, qweights, out, group_size=cfg.group_size, sym=cfg.sym)
+    elif fmt == "gptq":
+        from fmgauge.quantization.formats.gptq import write_gptq
+
+        write_gptq(model, tok, qweights, out)
     elif fmt == "gguf":
         from fmgauge.quantization.formats.gguf import write_gguf
 

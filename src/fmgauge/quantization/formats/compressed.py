@@ -39,7 +39,7 @@ def check_grid(qw: QuantizedWeight, name: str) -> None:
         raise FmgaugeError(f"format {NAME} needs contiguous groups of equal size, but {name} has "
                            f"{'a permuted g_idx (act-order)' if d_in % n_groups == 0 else 'a shorter last group'}; "
                            "nearest valid setting: --no-actorder (or static_groups: true) and a group size that "
-                           "divides every width (--no-ragged refuses the others), or use --format fmgauge.")
+                           "divides every width (--no-ragged refuses the others), or use --format gptq (act-order) or fmgauge.")
     if qw.input_scale is not None:
         raise FmgaugeError(f"{name} still carries AWQ input scales; fold them first (formats.fold).")
 

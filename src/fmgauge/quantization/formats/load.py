@@ -4,6 +4,8 @@
 compressed-tensors  ``AutoModelForCausalLM.from_pretrained(dir)`` (transformers' compressed-tensors quantizer);
                     asymmetric checkpoints, which transformers 5.23 + compressed-tensors 0.20.1 refuse on load,
                     through compressed-tensors' own decompression (:func:`.compressed.load_decompressed`)
+gptq                ``from_pretrained(dir)`` when a GPTQ kernel library (gptqmodel + optimum) is installed; otherwise
+                    fmgauge's independent unpacker into a float model (the row's ``loader`` says which)
 gguf                transformers' GGUF reader (``from_pretrained(dir, gguf_file=…)``, which dequantizes the blocks
                     with gguf-py, llama.cpp's own Python package); llama-cpp-python is not evaluated here
 fmgauge             ``from_pretrained(dir)`` (fp32 dequantized weights)
@@ -34,7 +36,7 @@ def artifact_format(path: str | Path) -> str | None:
     if cfg.exists():
         qc = json.loads(cfg.read_text()).get("quantization_config") or {}
         method = qc.get("quant_method")
-        if method == "compressed-tensors":
+        if method in ("compressed-tensors", "gptq"):
             return method
     return None
 
@@ -67,6 +69,17 @@ def load_artifact(path: str | Path, *, device: str = "auto", dtype: str = "float
             model = load_decompressed(p, tdtype)
             loader = ("compressed-tensors decompression (transformers' loader refuses asymmetric pack-quantized "
                       "zero points in this version)")
+    elif fmt == "gptq":
+        try:
+            model = transformers.AutoModelForCausalLM.from_pretrained(p, dtype=tdtype, local_files_only=True)
+            loader = "transformers GPTQ integration (from_pretrained)"
+        except (ImportError, ValueError, RuntimeError) as e:
+            from fmgauge.quantization.formats.gptq import load_gptq_float
+
+            log.warning("transformers could not load the GPTQ checkpoint (%s); unpacking it with fmgauge's reader",
+                        str(e).splitlines()[0][:200])
+            model = load_gptq_float(p, dtype=tdtype)
+            loader = "fmgauge GPTQ unpacker (transformers' GPTQ path needs gptqmodel + optimum, not installed)"
     else:
         gguf = sorted(p.glob("*.gguf"))[0]
         model = transformers.AutoModelForCausalLM.from_pretrained(p, gguf_file=gguf.name, dtype=tdtype,
