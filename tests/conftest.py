@@ -29,3 +29,11 @@ def pneumonia():
         mp.setenv("FMGAUGE_DATA", str(SHARED_DATA))
         mp.setenv("FMGAUGE_OFFLINE", "1")
         return load_dataset("pneumoniamnist")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A saved tiny Llama (2 layers, hidden 64, 4 heads / 2 kv heads) with a word-level WikiText-2 tokenizer."""
+    from test_quantization_pipeline import save_tiny_llama
+
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")

@@ -17,15 +17,9 @@ from fmgauge.quantization.formats import check_format, check_model, resolve_form
 from fmgauge.quantization.formats.load import artifact_format, load_artifact
 from fmgauge.quantization.methods import QuantConfig
 from fmgauge.quantization.pipeline import RunConfig, run_quantization
-from test_quantization_pipeline import save_tiny_llama
 
 CALIB = {"n_samples": 4, "seqlen": 32}
 IDS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
 
 
 @pytest.fixture(autouse=True)

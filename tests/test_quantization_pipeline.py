@@ -40,11 +40,6 @@ def save_tiny_llama(path, *, hidden: int = 64, zero_head: bool = False):
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
-
-
 @pytest.fixture(autouse=True)
 def _env(fmgauge_env):
     return fmgauge_env

@@ -159,10 +159,10 @@ def paired_tests(root: Path, df: pd.DataFrame) -> pd.DataFrame:
     q = df[df.method != "fp"]
     for (b, g), d in q.groupby(["bits", "group_size"]):
         d = d.sort_values("ppl")
+        windows = {m: _load_windows(root, _trial_id(m, b, g)) for m in d.method}  # each file read once
         for i, j in itertools.combinations(range(len(d)), 2):
             a, c = d.iloc[i], d.iloc[j]
-            wa = _load_windows(root, _trial_id(a.method, b, g))
-            wc = _load_windows(root, _trial_id(c.method, b, g))
+            wa, wc = windows[a.method], windows[c.method]
             if wa is None or wc is None or len(wa) != len(wc) or len(wa) < 2:
                 continue
             boot = paired_bootstrap(wa, wc, n_boot=5000)

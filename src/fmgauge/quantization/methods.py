@@ -203,45 +203,35 @@ def unfoldable_inputs(weights: dict[str, torch.Tensor]) -> set[str]:
 def _awq(weights, stats, cfg, extra, *, sensitivity: bool):  # noqa: ANN001
     names = list(weights)
     method = "sens-awq" if sensitivity else "awq"
-    if set(names) <= extra.get("unscaled", set()):  # no op to fold a scale into: clipping search + RTN only
-        return _awq_unscaled(weights, stats, cfg, sensitivity=sensitivity)
     if sensitivity:
-        act = torch.stack([_require(stats[n], "fisher", method) for n in names]).sum(0).sqrt()
         hs = [fisher_hessian(stats[n], 1.0) for n in names]
     else:
-        act = _require(stats[names[0]], "act_abs", method)
         hs = [_require(stats[n], "H", method) for n in names]
     ws = [weights[n] for n in names]
-    res = search_scales(ws, act, hs, cfg.bits, cfg.group_size, n_grid=cfg.n_grid, duo_scaling=cfg.duo_scaling,
-                        sym=cfg.sym, ragged=cfg.ragged)
-    s = res.scales
+    s = None  # no op to fold a scale into (o_proj under GQA): clipping search + RTN only
+    info: dict = {"alpha": None, "scale_search": "skipped (input not foldable)"}
+    if not set(names) <= extra.get("unscaled", set()):
+        if sensitivity:
+            act = torch.stack([_require(stats[n], "fisher", method) for n in names]).sum(0).sqrt()
+        else:
+            act = _require(stats[names[0]], "act_abs", method)
+        res = search_scales(ws, act, hs, cfg.bits, cfg.group_size, n_grid=cfg.n_grid, duo_scaling=cfg.duo_scaling,
+                            sym=cfg.sym, ragged=cfg.ragged)
+        s = res.scales
+        info = {"alpha": res.alpha, "identity_loss": res.identity_loss, "best_loss": float(res.losses.min())}
     out = {}
     for n, w, h in zip(names, ws, hs, strict=True):
-        ws_ = w.float() * s
-        info = {"alpha": res.alpha, "identity_loss": res.identity_loss, "best_loss": float(res.losses.min())}
+        ws_ = w.float() if s is None else w.float() * s
+        layer_info = dict(info)
         if cfg.clip:
-            ratio = search_clip(ws_, h / s.unsqueeze(0) / s.unsqueeze(1), cfg.bits, cfg.group_size,
-                                n_grid=cfg.n_grid, max_shrink=cfg.max_shrink, sym=cfg.sym)
-            ws_ = clip_weight(ws_, ratio, cfg.group_size)
-            info["mean_clip"] = float(ratio.mean())
-        qw = rtn(ws_, cfg.bits, cfg.group_size, sym=cfg.sym, ragged=cfg.ragged)
-        qw.input_scale = s.clone()
-        out[n] = (qw, info)
-    return out
-
-
-def _awq_unscaled(weights, stats, cfg, *, sensitivity: bool):  # noqa: ANN001
-    out = {}
-    for n, w in weights.items():
-        h = fisher_hessian(stats[n], 1.0) if sensitivity else _require(stats[n], "H", "awq")
-        ws_ = w.float()
-        info: dict = {"alpha": None, "scale_search": "skipped (input not foldable)"}
-        if cfg.clip:
-            ratio = search_clip(ws_, h, cfg.bits, cfg.group_size, n_grid=cfg.n_grid, max_shrink=cfg.max_shrink,
+            hs_ = h if s is None else h / s.unsqueeze(0) / s.unsqueeze(1)
+            ratio = search_clip(ws_, hs_, cfg.bits, cfg.group_size, n_grid=cfg.n_grid, max_shrink=cfg.max_shrink,
                                 sym=cfg.sym)
             ws_ = clip_weight(ws_, ratio, cfg.group_size)
-            info["mean_clip"] = float(ratio.mean())
-        out[n] = (rtn(ws_, cfg.bits, cfg.group_size, sym=cfg.sym, ragged=cfg.ragged), info)
+            layer_info["mean_clip"] = float(ratio.mean())
+        qw = rtn(ws_, cfg.bits, cfg.group_size, sym=cfg.sym, ragged=cfg.ragged)
+        qw.input_scale = None if s is None else s.clone()
+        out[n] = (qw, layer_info)
     return out
 
 

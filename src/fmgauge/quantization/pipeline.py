@@ -165,7 +165,7 @@ def quantize_model(tm, cfg: QuantConfig, stats: CalibStats | None, *, sequences:
 
 
 def save_quantized(result: QuantizationResult, out: str | Path) -> Path:
-    """Write the HF-loadable directory described in the module docstring."""
+    """Write fmgauge's own format (the directory of the module docstring; :func:`save` adds quantization.json)."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -185,7 +185,6 @@ def save_quantized(result: QuantizationResult, out: str | Path) -> Path:
         "quant_method": f"fmgauge-{cfg['method']}", "format": FORMAT, "bits": cfg["bits"],
         "group_size": cfg["group_size"], "sym": cfg["sym"], "layers": sorted(result.qweights),
         "packed_file": "quantized.safetensors"}, indent=2))
-    (out / "quantization.json").write_text(json.dumps(result.record, indent=2, default=str))
     return out
 
 

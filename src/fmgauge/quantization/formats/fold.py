@@ -55,6 +55,7 @@ def fold_input_scales(model: torch.nn.Module, qweights: dict[str, QuantizedWeigh
     norm_input = _GEMMA_NORM_INPUT if arch.startswith("gemma") else _NORM_INPUT
     out = dict(qweights)
     norms: dict[str, torch.Tensor] = {}  # norm module name -> the s it is divided by (shared by its group)
+    changed = set(scaled)  # Linears whose stored grid (and so weight) the fold changes
     for name, q in scaled.items():
         block, family = _block_and_family(name)
         s = q.input_scale.float()
@@ -71,6 +72,7 @@ def fold_input_scales(model: torch.nn.Module, qweights: dict[str, QuantizedWeigh
                                    f"the {s.numel()} input channels one to one); use --format fmgauge.")
             p = out[src]
             out[src] = replace(p, scale=p.scale / s.to(p.scale).unsqueeze(1))
+            changed.add(src)
         else:
             raise FmgaugeError(f"do not know which op feeds {name} ({family}); cannot fold its AWQ scale: use "
                                "--format fmgauge.")
@@ -82,8 +84,7 @@ def fold_input_scales(model: torch.nn.Module, qweights: dict[str, QuantizedWeigh
                 w.data = ((1 + w.data.float()) / s.to(w.device) - 1).to(w.dtype)
             else:
                 w.data = (w.data.float() / s.to(w.device)).to(w.dtype)
-        for name in scaled.keys() | {f"{_block_and_family(n)[0]}.{_ROW_INPUT[_block_and_family(n)[1]]}"
-                                     for n in scaled if _block_and_family(n)[1] in _ROW_INPUT}:
+        for name in changed:
             lin = model.get_submodule(name).weight
             lin.data = out[name].dequantize().to(lin.dtype).to(lin.device)
     return out
