@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench peers clean
 setup:
 	@scripts/venv.sh >/dev/null
 
@@ -19,6 +19,10 @@ test: setup  ## lint + the fast test suite
 bench: setup  ## slow, honest measurements -> docs/benchmarks.md (never in CI)
 	$(PY) benchmarks/bench_students.py
 	$(PY) benchmarks/bench_sweep.py
+
+peers:  ## the peers' own venvs, for `fmgauge quantize compare --peers llmcompressor,gptqmodel`
+	@scripts/peers-venv.sh llmcompressor
+	@scripts/peers-venv.sh gptqmodel
 
 clean:
 	rm -rf runs/demo .pytest_cache

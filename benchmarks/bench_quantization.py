@@ -11,6 +11,8 @@ typed).
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py gptq-ablation --bits 3 \
         --n-samples 32 --max-windows 16
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py layer-check
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py export-check \
+        --out benchmarks/results/quantization-peers-w3 --checks rtn:3:64,gptq:3:64
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py doc
 """
 
@@ -133,9 +135,71 @@ def run_layer_check(a: argparse.Namespace) -> None:
         {"bits": 3, "group_size": 128, "n_samples": a.n_samples, "rows": rows}, indent=1))
 
 
+def run_export_check(a: argparse.Namespace) -> None:
+    """The shipped file's perplexity vs the in-memory figure of a `quantize compare` run (--out): each
+    ``method:bits:group[:sym]`` of --checks is quantized again exactly as the compare run did it (same calibration
+    config, 1 thread: deterministic), saved in every format of --formats that fits, loaded back the way
+    `quantize eval` loads it, and scored on the compare run's windows. Writes quantization-export-check.json."""
+    import json
+    import tempfile
+
+    from fmgauge.core.store import RunStore
+    from fmgauge.core.text_models import load_text_model
+    from fmgauge.quantization.calibration import linear_layers
+    from fmgauge.quantization.compare import CompareConfig
+    from fmgauge.quantization.evaluate import evaluate, evaluate_model
+    from fmgauge.quantization.formats import check_format, check_model
+    from fmgauge.quantization.methods import QuantConfig
+    from fmgauge.quantization.pipeline import calibrate, calibration_tokens, quantize_model, save
+
+    store = RunStore(a.out)
+    ccfg = CompareConfig.model_validate(store.load_config())
+    rows_in_memory = store.results().set_index("trial_id")
+    path = RESULTS / "quantization-export-check.json"
+    done = json.loads(path.read_text())["rows"] if path.exists() else []
+    for spec in a.checks.split(","):
+        method, bits, group, *sym = spec.split(":")
+        qc = QuantConfig(**{**ccfg.quant, "method": method, "bits": int(bits), "group_size": int(group),
+                            "sym": bool(sym)})
+        tid = f"{method}-w{bits}-g{group}"
+        tm = load_text_model(ccfg.model, device=ccfg.device, dtype=ccfg.dtype)
+        widths = {n: m.in_features for n, m in linear_layers(tm.model).items()}
+        fmts = []
+        for f in a.formats.split(","):
+            try:
+                check_format(f, qc)
+                check_model(f, qc, widths, tm.model.config.model_type)
+                fmts.append(f)
+            except Exception as e:  # noqa: BLE001 - a format that does not fit is reported, not run
+                logging.info("%s: %s skipped (%s)", spec, f, e)
+        stats = None
+        if qc.needs_gradients or (qc.needs_hessian and not qc.sequential_):
+            stats, _ = calibrate(tm, ccfg.calib, gradients=qc.needs_gradients,
+                                 full_hessian=qc.needs_hessian and not qc.sequential_, progress=False)
+        seqs = calibration_tokens(tm, ccfg.calib) if qc.sequential_ else None
+        res = quantize_model(tm, qc, stats, sequences=seqs, progress=False)
+        here = evaluate(res.model, tm.tokenizer, ccfg.eval, progress=False)["ppl"]  # this process, in memory
+        for f in fmts:
+            with tempfile.TemporaryDirectory(prefix="export-check-") as tmp:
+                save(res, tmp, f, qc)
+                ev = evaluate_model(tmp, ccfg.eval, reference=ccfg.model, device=ccfg.device, dtype=ccfg.dtype,
+                                    progress=False)
+            mem = rows_in_memory.loc[tid] if (tid in rows_in_memory.index and not sym) else None
+            done = [r for r in done if (r["check"], r["format"]) != (spec, f)]
+            done.append({"check": spec, "format": f, "loader": ev["loader"], "on_disk_mb": ev["on_disk_mb"],
+                         "ppl_file": ev["ppl"], "ppl_in_memory": here,
+                         "ppl_compare_run": None if mem is None else float(mem.ppl),
+                         "kl_file": ev.get("kl"), "protocol": ev["protocol"]})
+            logging.info("%s as %s: file PPL %.4f, in memory %.4f", spec, f, ev["ppl"], here)
+        path.write_text(json.dumps({"command": " ".join(["benchmarks/bench_quantization.py", *sys.argv[1:]]),
+                                    "compare_run": str(Path(a.out)), "rows": done}, indent=1))
+        del tm, res
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("what", choices=["compare", "gptq-timing", "gptq-ablation", "layer-check", "doc"])
+    p.add_argument("what", choices=["compare", "gptq-timing", "gptq-ablation", "layer-check", "export-check",
+                                        "doc"])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--methods", default="rtn,awq,gptq,sens-awq,sens-gptq")
     p.add_argument("--stages", default="3:128,4:128,3:-1,4:-1", help="bits:group_size, comma-separated, in order")
@@ -146,6 +210,8 @@ def main() -> None:
     p.add_argument("--max-windows", type=int, default=8)
     p.add_argument("--kl-windows", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS / "quantization-compare")
+    p.add_argument("--checks", default="rtn:3:64,gptq:3:64", help="export-check: method:bits:group[:sym], …")
+    p.add_argument("--formats", default="compressed-tensors,gptq,gguf", help="export-check: formats to write")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     if a.what == "compare":
@@ -156,6 +222,8 @@ def main() -> None:
         run_gptq_ablation(a)
     elif a.what == "layer-check":
         run_layer_check(a)
+    elif a.what == "export-check":
+        run_export_check(a)
     else:
         from bench_quantization_doc import write_doc  # noqa: PLC0415 - sibling script
 

@@ -174,6 +174,28 @@ def quant_compare_group_100(tmp: Path) -> list[str]:
     return ["quantize", "compare", "--model", str(tmp / "no-model"), "--group-size", "100", "--out", str(tmp / "c")]
 
 
+def _quant_compare(tmp: Path, *args: str) -> list[str]:
+    return ["quantize", "compare", "--model", str(tmp / "no-model"), "--out", str(tmp / "c"), *args]
+
+
+def quant_compare_unknown_peer(tmp: Path) -> list[str]:
+    return _quant_compare(tmp, "--peers", "autoawq")
+
+
+def quant_compare_peers_without_counterpart(tmp: Path) -> list[str]:
+    return _quant_compare(tmp, "--methods", "rtn,sens-gptq", "--peers", "llmcompressor")
+
+
+def quant_compare_missing_peers_python(tmp: Path) -> list[str]:
+    return _quant_compare(tmp, "--methods", "gptq", "--peers", "llmcompressor", "--peers-python",
+                          str(tmp / "no-venv" / "bin" / "python"))
+
+
+def quant_compare_peers_python_without_peer(tmp: Path) -> list[str]:
+    """fmgauge's own interpreter has no llmcompressor (it pins other versions)."""
+    return _quant_compare(tmp, "--methods", "gptq", "--peers", "llmcompressor", "--peers-python", sys.executable)
+
+
 def masking_single_file_task(tmp: Path) -> list[str]:
     pd.DataFrame({"sentence": [f"text {i}" for i in range(20)], "label": np.arange(20) % 2}).to_csv(
         tmp / "task.csv", index=False)
@@ -341,6 +363,10 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (quant_sampling_typo, "calib.sampling: Input should be 'random' or 'consecutive'"),
     (quant_compare_bits_9, "bits must be an integer in 2..8, got 9"),
     (quant_compare_group_100, "group_size must be one of 32, 64, 128, -1"),
+    (quant_compare_unknown_peer, "unknown peer 'autoawq'; expected one of llmcompressor"),
+    (quant_compare_peers_without_counterpart, "--methods must include gptq or awq"),
+    (quant_compare_missing_peers_python, "does not exist; build it with `make peers`"),
+    (quant_compare_peers_python_without_peer, "cannot import llmcompressor"),
 ]
 
 

@@ -142,6 +142,9 @@ def test_cli_compare_resumes_and_reports(tiny_dir, tmp_path):
     q = df[df.method != "fp"].set_index(["method", "bits"])
     assert (q.kl > 0).all()
     assert q.loc[("rtn", 2), "kl"] > q.loc[("rtn", 4), "kl"]  # fewer bits move the model further from FP
+    # every row's deployable file was written and measured: compressed-tensors, smaller at 2 bits than at 4
+    assert (q.file_format == "compressed-tensors").all() and (q.on_disk_mb > 0).all()
+    assert q.loc[("rtn", 2), "on_disk_mb"] < q.loc[("rtn", 4), "on_disk_mb"]
     assert (tmp_path / "c" / "report.html").exists() and (tmp_path / "c" / "figures" / "ppl_vs_bits.png").exists()
     # paired per-window tests: one per method pair per setting, on the same 3 windows, from the stored window NLLs
     pairs = json.loads((tmp_path / "c" / "summary.json").read_text())["paired"]

@@ -204,12 +204,19 @@ def compare_cmd(
     stride: Annotated[int | None, typer.Option(help="Window step (default = context).")] = None,
     max_windows: Annotated[int | None, typer.Option(help="Score only the first N windows (state it!).")] = None,
     kl_windows: Annotated[int | None, typer.Option(help="Windows for the KL (default 8).")] = None,
+    peers: Annotated[str | None, typer.Option(
+        help="Peer tools run side by side on the same weights, calibration tokens and windows: 'llmcompressor' "
+             "(its GPTQ and AWQ, for the gptq / awq in --methods), 'gptqmodel' (its GPTQ).")] = None,
+    peers_python: Annotated[str | None, typer.Option(
+        help="The peers' interpreters: PATH, or PEER=PATH,… (default $FMGAUGE_PEERS_PYTHON or "
+             "~/.cache/fmgauge/peers/<peer>/bin/python, built by `make peers`).")] = None,
     out: Annotated[Path, typer.Option(help="Run directory (resumes if it exists).")] = Path("runs/quant-compare"),
     config: ConfigOpt = None,
     device: Device = "auto",
     dtype: Dtype = "float32",
 ) -> None:
-    """Compare methods × bits × group sizes from one calibration pass; table + perplexity-vs-bits plot."""
+    """Compare methods × bits × group sizes from one calibration pass (and, with --peers, the same configurations
+    from llmcompressor); table with paired per-window tests + perplexity-vs-bits plot."""
     from fmgauge.core.config import load_config
     from fmgauge.quantization.compare import CompareConfig, compare, table_for_report
 
@@ -220,7 +227,8 @@ def compare_cmd(
     cfg = load_config(CompareConfig, None, {
         **data, "model": model, "methods": [m for m in methods.split(",") if m.strip()],
         "bits": _ints(bits, "--bits"), "group_sizes": _ints(group_size, "--group-size"), "device": device,
-        "dtype": dtype})
+        "dtype": dtype, **({"peers": [p for p in peers.split(",") if p.strip()]} if peers else {}),
+        **({"peers_python": peers_python} if peers_python else {})})
     res = compare(cfg, out)
     t = Table(*table_for_report(res.table, res.summary["fp_ppl"]).columns, title=res.summary["protocol"])
     for row in table_for_report(res.table, res.summary["fp_ppl"]).itertuples(index=False):

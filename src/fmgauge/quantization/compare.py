@@ -24,6 +24,7 @@ from fmgauge.core.report import Report, Section, figure_backend, render_html, re
 from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.quantization.evaluate import EvalConfig, kl_to_reference, perplexity
+from fmgauge.quantization.peers import PEERS
 from fmgauge.quantization.pipeline import (
     CalibConfig,
     calibrate,
@@ -56,6 +57,13 @@ class CompareConfig(BaseModel):
     quant: dict = Field(default_factory=dict, description="Extra QuantConfig fields for every method.")
     device: DeviceName = Field("auto", description="auto|cpu|cuda|mps")
     dtype: str = Field("float32", description="float32|float16|bfloat16")
+    peers: list[str] = Field([], description="Peer tools run side by side (llmcompressor: its GPTQ and AWQ; "
+                                             "gptqmodel: its GPTQ).")
+    peers_python: str | None = Field(None, description="Interpreter(s) with the peers installed: PATH or "
+                                                       "peer=PATH,… (default $FMGAUGE_PEERS_PYTHON or "
+                                                       "~/.cache/fmgauge/peers/<peer>/bin/python).")
+    measure_files: bool = Field(True, description="Write each fmgauge configuration in its deployable format to a "
+                                                  "temporary directory and report the bytes on disk.")
 
     def quant_configs(self) -> list:
         """One QuantConfig per method × bits × group size (each validated: bad values are refused here)."""
@@ -67,7 +75,14 @@ class CompareConfig(BaseModel):
     @model_validator(mode="after")
     def _configs_valid(self) -> CompareConfig:
         self.quant_configs()  # before the run directory or the model is touched
+        for p in self.peers:
+            if p not in PEERS:
+                raise ValueError(f"peers: unknown peer {p!r}; expected one of {', '.join(PEERS)}")
         return self
+
+    def peer_configs(self) -> list[tuple[str, str, object]]:
+        """(peer, method, QuantConfig) for every peer counterpart of a compared method × bits × group size."""
+        return [(p, qc.method, qc) for p in self.peers for qc in self.quant_configs() if qc.method in PEERS[p].methods]
 
 
 @dataclass
@@ -84,8 +99,10 @@ def _trial_id(method: str, bits: int, gs: int) -> str:
 def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> CompareResult:
     """Run (or resume) the comparison into run directory ``out`` and write its report."""
     from fmgauge.core.text_models import TextModel, load_text_model
+    from fmgauge.quantization.peers import check_peers
 
     configs = cfg.quant_configs()
+    peer_versions = check_peers(cfg.peers, cfg.methods, cfg.peers_python)  # before the model loads
     store = RunStore(out)
     store.save_config(cfg.model_dump())
     done = store.done_ids()
@@ -118,6 +135,7 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
             store.record_failure(tid, qc.model_dump(), str(e))
             log.warning("%s failed: %s", tid, e)
             continue
+        files = _measure_files(res, qc, qtm.model, store) if cfg.measure_files else {}
         pres = perplexity(qtm.model, stream, cfg.eval, progress=progress)
         _save_windows(store, tid, pres.window_nll)
         ppl = pres.to_dict()
@@ -132,10 +150,108 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
                "quant_peak_rss_mb": rec["quantization_usage"]["peak_rss_mb"],
                "quant_added_rss_mb": rec["quantization_usage"]["peak_rss_mb"] - rec["quantization_usage"]["start_rss_mb"],
                "calib_seconds": cu.get("seconds"), "calib_peak_rss_mb": cu.get("peak_rss_mb"),
-               "calib_tokens": rec["calibration"]["n_tokens"], "threads": rec["machine"]["threads"]}
+               "calib_tokens": rec["calibration"]["n_tokens"], "threads": rec["machine"]["threads"],
+               "tool": "fmgauge", **files}
         store.record(tid, qc.model_dump(), [row], time.perf_counter() - t0)
         del qtm, res
+    peer_todo = [(p, m, qc) for p, m, qc in cfg.peer_configs()
+                 if _peer_trial_id(p, m, qc.bits, qc.group_size) not in done]
+    if peer_todo:
+        if seqs is None:
+            seqs = calibration_tokens(tm, cfg.calib)
+        run_peers(cfg, tm, stream, seqs, peer_todo, store, peer_versions, progress=progress)
     return write_report(out)
+
+
+def _measure_files(res, qc, model, store: RunStore) -> dict:  # noqa: ANN001  (QuantizationResult, QuantConfig)
+    """Write ``res`` in its deployable format to a temporary directory and measure it: ``file_format`` and
+    ``on_disk_mb`` (None when only fmgauge's own format fits the grid). AWQ scales get folded into the model in the
+    process, so the model evaluated afterwards is the one that ships."""
+    import tempfile
+
+    from fmgauge.quantization.calibration import linear_layers
+    from fmgauge.quantization.formats import resolve_format
+    from fmgauge.quantization.pipeline import save
+
+    widths = {n: m.in_features for n, m in linear_layers(model).items()}
+    fmt, why = resolve_format(None, qc, widths, getattr(model.config, "model_type", "?"))
+    if fmt == "fmgauge":
+        return {"file_format": "fmgauge", "on_disk_mb": None, "file_note": why}
+    with tempfile.TemporaryDirectory(dir=store.root, prefix=".export-") as tmp:
+        save(res, tmp, fmt, qc)
+        return {"file_format": fmt, "on_disk_mb": res.record["export"]["on_disk_mb"], "file_note": None}
+
+
+def _peer_trial_id(peer: str, method: str, bits: int, gs: int) -> str:
+    from fmgauge.quantization.peers import peer_method
+
+    return _trial_id(peer_method(peer, method), bits, gs)
+
+
+def run_peers(cfg: CompareConfig, tm, stream, seqs, todo: list, store: RunStore, versions: dict, *,  # noqa: ANN001
+              progress: bool = True) -> None:
+    """Run each peer configuration in its own interpreter on fmgauge's FP weights and calibration tokens, load
+    its checkpoint back with fmgauge's loader and evaluate it under the same protocol (a failed or impossible
+    configuration is recorded with its reason; the others go on)."""
+    import shutil
+
+    from fmgauge.quantization.calibration import linear_layers
+    from fmgauge.quantization.formats import weight_files
+    from fmgauge.quantization.formats.load import load_artifact
+    from fmgauge.quantization.peers import (
+        indivisible,
+        job_for,
+        nominal_bits,
+        peer_method,
+        run_job,
+        write_calibration,
+    )
+
+    root = store.root / "peers"
+    fp_dir = root / "fp-model"
+    if not (fp_dir / "config.json").exists():  # the FP weights the peers quantize: fmgauge's, as loaded
+        tm.model.save_pretrained(fp_dir)
+        tm.tokenizer.save_pretrained(fp_dir)
+    calib = write_calibration(root / "calib.npy", seqs)
+    layers = linear_layers(tm.model)
+    shapes = {n: (m.out_features, m.in_features) for n, m in layers.items()}
+    n_q = sum(a * b for a, b in shapes.values())
+    other = sum(p.numel() for p in tm.model.parameters()) - n_q
+    for peer, method, qc in todo:
+        name = peer_method(peer, method)
+        tid = _trial_id(name, qc.bits, qc.group_size)
+        bad = indivisible({n: s[1] for n, s in shapes.items()}, qc.group_size)
+        if bad:
+            w = sorted({shapes[n][1] for n in bad})
+            store.record_failure(tid, {"peer": peer, **qc.model_dump()},
+                                 f"{peer} needs a group size that divides every Linear's input width ({w} are "
+                                 f"not multiples of {qc.group_size}); compare at a divisor or -1.")
+            continue
+        log.info("peer: %s", tid)
+        t0 = time.perf_counter()
+        out_dir = root / tid
+        try:
+            info = run_job(peer, cfg.peers_python, job_for(method, qc, fp_dir, calib, out_dir), root / f"{tid}.log")
+        except FmgaugeError as e:
+            store.record_failure(tid, {"peer": peer, **qc.model_dump()}, str(e))
+            log.warning("%s failed: %s", tid, e)
+            continue
+        qtm, loader = load_artifact(out_dir, device=cfg.device, dtype=cfg.dtype)
+        pres = perplexity(qtm.model, stream, cfg.eval, progress=progress)
+        _save_windows(store, tid, pres.window_nll)
+        kl = kl_to_reference(qtm.model, tm.model, stream, cfg.eval) if cfg.eval.kl_windows else {}
+        q_bits = nominal_bits(shapes, qc.bits, qc.group_size)
+        files = weight_files(out_dir)
+        row = {"method": name, "bits": qc.bits, "group_size": qc.group_size, **pres.to_dict(), **kl,
+               "size_mb": (q_bits + 16 * other) / 8 / 1e6, "avg_bits": q_bits / n_q, "code_bits": float(qc.bits),
+               "quant_seconds": info["seconds"], "quant_cpu_seconds": info["cpu_seconds"],
+               "quant_peak_rss_mb": info["peak_rss_mb"], "calib_tokens": info["calib_tokens"],
+               "threads": info["threads"], "tool": f"{peer} {versions.get(peer, '')}".strip(),
+               "file_format": PEERS[peer].file_format, "on_disk_mb": sum(files.values()) / 1e6, "file_note": None,
+               "loader": loader}
+        store.record(tid, {"peer": peer, **qc.model_dump()}, [row], time.perf_counter() - t0)
+        del qtm
+    shutil.rmtree(fp_dir, ignore_errors=True)  # 4 bytes per weight; a resumed run writes it again in seconds
 
 
 def _save_windows(store: RunStore, tid: str, nll: list[float]) -> None:
@@ -233,8 +349,16 @@ def table_for_report(df: pd.DataFrame, fp_ppl: float) -> pd.DataFrame:
             "top-1 agree": f"{r.top1_agreement:.3f}",
             "quant s": "–" if r.method == "fp" else f"{r.quant_seconds:.1f}",
             "peak RSS MB": "–" if r.method == "fp" else f"{r.quant_peak_rss_mb:.0f}",
+            "file MB": _file_cell(r),
         })
     return pd.DataFrame(rows)
+
+
+def _file_cell(r) -> str:  # noqa: ANN001  (a results row)
+    mb, fmt = getattr(r, "on_disk_mb", None), getattr(r, "file_format", None)
+    if mb is None or pd.isna(mb):
+        return "– (fmgauge format only)" if fmt == "fmgauge" else "–"
+    return f"{mb:.1f} ({'CT' if fmt == 'compressed-tensors' else fmt})"
 
 
 def plot_ppl_vs_bits(df: pd.DataFrame, path: Path, fp_ppl: float) -> Path:
