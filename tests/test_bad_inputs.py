@@ -359,7 +359,7 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (quant_method_typo, "Did you mean 'gptq'"),
     (quant_format_unknown, "format: Input should be 'compressed-tensors'"),
     (quant_gguf_3bit, "format gguf cannot store 3-bit weights with group size 128"),
-    (quant_mixed_as_ct, "nearest valid setting: --method sens-gptq --bits 4, or --format fmgauge"),
+    (quant_mixed_as_ct, "nearest valid setting: --mixed-unit layer (or --group-size -1), or --format fmgauge"),
     (quant_sampling_typo, "calib.sampling: Input should be 'random' or 'consecutive'"),
     (quant_compare_bits_9, "bits must be an integer in 2..8, got 9"),
     (quant_compare_group_100, "group_size must be one of 32, 64, 128, -1"),

@@ -59,6 +59,29 @@ def test_compressed_tensors_reloads_exactly(tiny_dir, tmp_path, quant):
     assert ("model.layers.0.mlp.down_proj.weight_zero_point" in keys) == (not quant.get("sym", False))
 
 
+@pytest.mark.parametrize("sym", [True, False])
+def test_per_layer_mixed_precision_ships_as_one_config_group_per_bit_width(tiny_dir, tmp_path, sym):
+    """mixed by whole layers: 2-bit layers with the most sensitive quarter of the weights at 4 bits, stored as two
+    compressed-tensors config groups targeting their layers by name; the reload equals the in-memory model."""
+    res = _run(tiny_dir, tmp_path / "ct", None, method="mixed", mixed_base="rtn", bits=2, high_bits=4,
+               mixed_fraction=0.25, mixed_unit="layer", sym=sym)
+    bits = {n: int(q.bits[0]) for n, q in res.qweights.items()}
+    assert all(len(q.bits.unique()) == 1 for q in res.qweights.values())  # one width per layer
+    assert set(bits.values()) == {2, 4}
+    up = sum(res.qweights[n].codes.numel() for n, b in bits.items() if b == 4)
+    assert 0 < up <= 0.25 * sum(q.codes.numel() for q in res.qweights.values())  # the budget holds
+    cfg = json.loads((tmp_path / "ct" / "config.json").read_text())["quantization_config"]
+    groups = {g["weights"]["num_bits"]: set(g["targets"]) for g in cfg["config_groups"].values()}
+    assert groups == {b: {n for n, x in bits.items() if x == b} for b in (2, 4)}
+    tm, _ = load_artifact(tmp_path / "ct")
+    assert torch.equal(_logits(tm.model), _logits(res.model))
+    if sym:  # the user's path
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / "ct").eval()
+        assert torch.equal(_logits(model), _logits(res.model))
+
+
 def test_symmetric_checkpoint_loads_through_from_pretrained(tiny_dir, tmp_path):
     """The path a user takes: AutoModelForCausalLM.from_pretrained(dir), transformers' compressed-tensors quantizer."""
     from transformers import AutoModelForCausalLM
@@ -146,7 +169,9 @@ def test_rtn_runs_no_calibration_pass(tiny_dir, tmp_path, monkeypatch):
 
 def test_format_refusals_name_the_format_and_nearest_setting():
     cases = [("gguf", {"bits": 3, "group_size": 128}, "nearest valid setting: --bits 4 --group-size 32"),
-             ("compressed-tensors", {"method": "mixed", "bits": 3}, "nearest valid setting: --method sens-gptq"),
+             ("compressed-tensors", {"method": "mixed", "bits": 3}, "nearest valid setting: --mixed-unit layer"),
+             ("gguf", {"method": "mixed", "bits": 4, "group_size": 32, "mixed_unit": "layer"},
+              "use --format compressed-tensors (one config group per bit width)"),
              ("gguf", {"actorder": True, "bits": 4, "group_size": 32}, "nearest valid setting: --no-actorder"),
              ("compressed-tensors", {"actorder": True}, "--format gptq")]
     for fmt, quant, phrase in cases:
@@ -163,6 +188,9 @@ def test_default_format_falls_back_with_the_reason():
     fmt, note = resolve_format(None, QuantConfig(group_size=64), {"a": 64, "b": 96}, "llama")
     assert fmt == "fmgauge" and "does not divide 96" in note
     assert resolve_format(None, QuantConfig(method="mixed"), {"a": 64}, "llama") == ("fmgauge", None)
+    for per_layer in ({"mixed_unit": "layer"}, {"group_size": -1}):  # one bit width per Linear: it ships
+        assert resolve_format(None, QuantConfig(method="mixed", **per_layer), {"a": 256}, "llama")[0] == (
+            "compressed-tensors")
     assert resolve_format(None, QuantConfig(), {"a": 256}, "llama") == ("compressed-tensors", None)
 
 

@@ -114,6 +114,9 @@ def run_cmd(
     fisher_mix: Annotated[float | None, typer.Option(help="sens-gptq: weight of the Fisher Hessian (0..1).")] = None,
     mixed_fraction: Annotated[float | None, typer.Option(help="mixed: share of weights at --high-bits.")] = None,
     high_bits: Annotated[int | None, typer.Option(help="mixed: bits of the upgraded groups (default bits+1).")] = None,
+    mixed_unit: Annotated[str | None, typer.Option(
+        help="mixed: upgrade column 'group's (fmgauge format) or whole 'layer's (one bit width per Linear: "
+             "compressed-tensors, one config group per width).")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help=(
         "compressed-tensors (vLLM / transformers) | gptq (gptqmodel; act-order) | gguf (llama.cpp: 4-bit or 8-bit "
         "sym, group 32) | fmgauge (any grid, mixed precision). Default: compressed-tensors where the grid fits, gptq "
@@ -135,7 +138,7 @@ def run_cmd(
     _merge(data, "calib", _calib(calib, n_samples, seqlen, seed, sampling))
     quant = {"method": method, "bits": bits, "group_size": group_size, "sym": sym, "ragged": ragged,
              "actorder": actorder, "sequential": sequential, "clip": clip, "fisher_mix": fisher_mix, "mixed_fraction": mixed_fraction,
-             "high_bits": high_bits}
+             "high_bits": high_bits, "mixed_unit": mixed_unit}
     _merge(data, "quant", {k: v for k, v in quant.items() if v is not None})
     cfg = load_config(RunConfig, None, {**data, "model": model, "format": fmt, "device": device, "dtype": dtype})
     res = run_quantization(cfg, out)

@@ -65,6 +65,9 @@ class QuantConfig(BaseModel):
     mixed_base: Literal["rtn", "gptq", "sens-gptq"] = Field("sens-gptq", description="Quantizer used by 'mixed'.")
     high_bits: int | None = Field(None, description="mixed: bits of the upgraded groups (default bits + 1).")
     mixed_fraction: float = Field(0.1, description="mixed: fraction of weights kept at high_bits.")
+    mixed_unit: Literal["group", "layer"] = Field(
+        "group", description="mixed: upgrade column groups, or whole layers (one bit width per Linear, which "
+                             "compressed-tensors stores).")
 
     # Everything that can be checked without the model is checked when the config is built (before any load).
     @field_validator("method")
@@ -112,6 +115,11 @@ class QuantConfig(BaseModel):
     @property
     def high_bits_(self) -> int:
         return self.high_bits if self.high_bits is not None else min(8, self.bits + 1)
+
+    @property
+    def per_layer_bits(self) -> bool:
+        """Whether every Linear ends with one bit width (not mixed, or mixed by whole layers / per channel)."""
+        return self.method != "mixed" or self.mixed_unit == "layer" or self.group_size == -1
 
     @property
     def needs_gradients(self) -> bool:
@@ -257,7 +265,7 @@ def prepare(weights: dict[str, torch.Tensor], stats: CalibStats | None, cfg: Qua
         from fmgauge.quantization.mixed import allocate_bits
 
         alloc = allocate_bits(weights, {n: stats.layers[n].fisher for n in weights}, cfg.bits, cfg.group_size,
-                              high_bits=cfg.high_bits_, fraction=cfg.mixed_fraction)
+                              high_bits=cfg.high_bits_, fraction=cfg.mixed_fraction, unit=cfg.mixed_unit)
         extra["group_bits"] = alloc.group_bits
         summary.update(avg_bits=alloc.avg_bits, n_upgraded_groups=alloc.n_upgraded)
     return QUANTIZERS.get(cfg.method), extra, summary

@@ -1,7 +1,8 @@
 """Sensitivity-based mixed precision: keep the most loss-sensitive column groups at higher precision.
 
 Each allocation unit is one (Linear, column group) — ``group_size`` consecutive input channels, or the whole layer
-when ``group_size == -1``. Its score is the second-order Fisher estimate of the loss saved by the upgrade, per
+when ``group_size == -1`` or ``unit == "layer"`` (one bit width per Linear: what compressed-tensors stores, one
+config group per bit width). Its score is the second-order Fisher estimate of the loss saved by the upgrade, per
 weight (Xu 2026, §3: ``ΔL ≈ ½ Σ_ij F_ij Δw_ij²`` with ``F_ij ≈ S_j / d_out``):
 
     gain(u) = Σ_{j ∈ u} S_j · (‖Δw_j^(b)‖² − ‖Δw_j^(b_high)‖²) / (2 d_out) / (d_out · |u|)
@@ -37,12 +38,15 @@ def column_error(w: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
 
 def allocate_bits(
     weights: dict[str, torch.Tensor], sensitivity: dict[str, torch.Tensor], bits: int, group_size: int, *,
-    high_bits: int, fraction: float,
+    high_bits: int, fraction: float, unit: str = "group",
 ) -> Allocation:
-    """Choose which column groups of ``weights`` (name -> (d_out, d_in)) get ``high_bits``.
+    """Choose which column groups (``unit="group"``) or whole Linears (``unit="layer"``) of ``weights``
+    (name -> (d_out, d_in)) get ``high_bits``.
 
     ``sensitivity`` name -> (d_in,) ``S_j``. ``fraction`` in [0, 1] of all weights are upgraded.
     """
+    if unit not in ("group", "layer"):
+        raise FmgaugeError(f"mixed unit must be 'group' or 'layer', got {unit!r}.")
     if not 0 <= fraction <= 1:
         raise FmgaugeError(f"fraction must be in [0, 1], got {fraction}.")
     if high_bits <= bits:
@@ -57,10 +61,13 @@ def allocate_bits(
         group_bits[name] = torch.full((n_groups,), bits, dtype=torch.long)
         saved = sensitivity[name].float().cpu() * (column_error(w, bits, group_size)
                                                    - column_error(w, high_bits, group_size)).cpu() / (2 * d_out)
-        per_group = torch.zeros(n_groups).index_add_(0, g_idx, saved)
-        counts = torch.bincount(g_idx, minlength=n_groups) * d_out
-        for g in range(n_groups):
-            units.append((float(per_group[g]) / int(counts[g]), name, g, int(counts[g])))
+        if unit == "layer":  # the whole layer is one unit: all its groups move together
+            units.append((float(saved.sum()) / (d_out * d_in), name, -1, d_out * d_in))
+        else:
+            per_group = torch.zeros(n_groups).index_add_(0, g_idx, saved)
+            counts = torch.bincount(g_idx, minlength=n_groups) * d_out
+            for g in range(n_groups):
+                units.append((float(per_group[g]) / int(counts[g]), name, g, int(counts[g])))
         total += d_out * d_in
     budget = fraction * total
     used = 0
@@ -68,7 +75,10 @@ def allocate_bits(
     for _, name, g, n in sorted(units, key=lambda u: -u[0]):
         if used + n > budget:
             continue
-        group_bits[name][g] = high_bits
+        if g == -1:
+            group_bits[name][:] = high_bits
+        else:
+            group_bits[name][g] = high_bits
         used += n
         n_up += 1
     return Allocation(group_bits, bits + (high_bits - bits) * used / max(total, 1), n_up)

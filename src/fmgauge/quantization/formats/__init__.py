@@ -27,8 +27,9 @@ GGUF_FILE = "model.gguf"
 
 def default_format(cfg) -> str:  # noqa: ANN001  (QuantConfig)
     """The deployable format that fits the method: compressed-tensors, GPTQ for act-order (the format with a
-    ``g_idx``), fmgauge's own for mixed precision (per-group bits no engine format stores)."""
-    if cfg.method == "mixed":
+    ``g_idx``), fmgauge's own for mixed precision per group (bits no engine format stores); mixed precision by
+    whole layers goes to compressed-tensors (one config group per bit width)."""
+    if not cfg.per_layer_bits:
         return "fmgauge"
     if cfg.actorder and not cfg.static_groups:
         return "gptq"
@@ -42,9 +43,12 @@ def check_format(fmt: str, cfg) -> None:  # noqa: ANN001  (QuantConfig)
         raise FmgaugeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
     if fmt == "fmgauge":
         return
-    if cfg.method == "mixed":
+    if cfg.method == "mixed" and not cfg.per_layer_bits:
         raise FmgaugeError(f"format {fmt} stores one bit width per layer; method mixed varies bits per group: "
-                           f"nearest valid setting: --method {cfg.mixed_base} --bits {cfg.bits}, or --format fmgauge.")
+                           "nearest valid setting: --mixed-unit layer (or --group-size -1), or --format fmgauge.")
+    if cfg.method == "mixed" and fmt != "compressed-tensors":
+        raise FmgaugeError(f"format {fmt} stores one bit width for the whole model; method mixed: use --format "
+                           "compressed-tensors (one config group per bit width) or fmgauge.")
     if fmt == "gguf":
         from fmgauge.quantization.formats.gguf import gguf_type
 

@@ -61,17 +61,25 @@ def module_tensors(qw: QuantizedWeight, dtype: torch.dtype) -> dict[str, torch.T
 
 def quantization_config(qweights: dict[str, QuantizedWeight], all_linears: list[str], *, group_size: int,
                         sym: bool) -> dict:
-    """``quantization_config`` for config.json: one scheme over every Linear, the unquantized ones ignored."""
+    """``quantization_config`` for config.json: one scheme over every Linear (``targets: [Linear]``), the unquantized
+    ones ignored; with per-layer mixed precision one scheme per bit width, each targeting its layers by name."""
     from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
 
-    bits = {int(q.bits[0]) for q in qweights.values()}
-    if len(bits) != 1:
-        raise FmgaugeError(f"format {NAME}: one bit width for all layers expected, got {sorted(bits)}.")
+    by_bits: dict[int, list[str]] = {}
+    for n, q in qweights.items():
+        by_bits.setdefault(int(q.bits[0]), []).append(n)
     strategy = "channel" if group_size == -1 else "group"
-    args = QuantizationArgs(num_bits=bits.pop(), type="int", symmetric=sym, strategy=strategy,
-                            group_size=None if group_size == -1 else group_size)
-    qc = QuantizationConfig(config_groups={"group_0": QuantizationScheme(targets=["Linear"], weights=args)},
-                            format="pack-quantized", quantization_status="compressed",
+
+    def scheme(bits: int, targets: list[str]) -> QuantizationScheme:
+        return QuantizationScheme(targets=targets, weights=QuantizationArgs(
+            num_bits=bits, type="int", symmetric=sym, strategy=strategy,
+            group_size=None if group_size == -1 else group_size))
+
+    if len(by_bits) == 1:
+        groups = {"group_0": scheme(next(iter(by_bits)), ["Linear"])}
+    else:
+        groups = {f"group_{i}": scheme(b, sorted(names)) for i, (b, names) in enumerate(sorted(by_bits.items()))}
+    qc = QuantizationConfig(config_groups=groups, format="pack-quantized", quantization_status="compressed",
                             ignore=sorted(n for n in all_linears if n not in qweights))
     return qc.to_dict()
 
