@@ -9,7 +9,9 @@ detector; spec detector 4):
     flagged fraction = k / N_b with k = Σ flagged_i, and its Wilson score interval
 
 so at most α control images satisfy s_c > τ (fewer under ties) whatever the distribution, and the control's own
-flag count is reported next to the benchmark's. α counts control images (0 <= α < N_c).
+flag count is reported next to the benchmark's. α counts control images (0 <= α < N_c). A new image
+exchangeable with the control images (same distribution, not in the reference) clears τ with probability at most
+(α + 1) / (N_c + 1) (the rank argument of conformal prediction): that is the false-flag rate τ guarantees.
 """
 
 from __future__ import annotations
