@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 import threading
 import urllib.request
 from pathlib import Path
@@ -378,3 +380,19 @@ def test_gallery_marks_survive_a_reload(run, tmp_path):
 def test_unknown_embedder_suggests_near_names():
     with pytest.raises(FmgaugeError, match="Did you mean 'siglip-b16'"):
         make_embedder("siglip-b61")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+def test_gallery_page_script_keeps_marks_across_a_reload(run):
+    """The page's own JavaScript (DOM stubbed): marks survive a reload served (GET/POST /api/marks) and from disk
+    (localStorage)."""
+    out = subprocess.run(["node", str(Path(__file__).parent / "js" / "gallery_page.js"),
+                          str(run.run_dir / "gallery.html")], capture_output=True, text=True, check=True, timeout=60)
+    res = json.loads(out.stdout)
+    pairs = [p["pair"] for p in read_pairs(run.run_dir)]
+    for mode in ("server", "static"):
+        shown = res[mode]["shown"]
+        assert shown[pairs[0]] == "duplicate" and shown[pairs[1]] == "same-source", (mode, res[mode])
+        assert sum(v is not None for v in shown.values()) == 2, mode
+        assert f"unmarked: <b>{len(pairs) - 2}</b>" in res[mode]["counts"]
+    assert "saved to the run" in res["server"]["mode"] and "localStorage" in res["static"]["mode"]

@@ -266,6 +266,7 @@ def write_report(run_dir: str | Path) -> Path:
          "max top-1": c["top1_quantiles"]["q100"]},
         {"set": "reference", "images": r["reference"]["images"], "embedded": r["reference"]["embedded"],
          "skipped": r["reference"]["skipped"]}]).round(4)
+    summary = summary.astype(object).where(summary.notna(), "–")
     how = Section("What was measured", [
         f"Embedder {r['embedder']['name']} (D = {r['embedder']['dim']}), cosine similarity of each image to its nearest "
         f"reference image. τ is the ({r['alpha']} + 1)-th largest control similarity, so at most α control images "
