@@ -173,8 +173,10 @@ class OpenClipEmbedder:
 
         self.prepare()
         model, preprocess, device, dtype = self._loaded
-        if not images:
-            return np.zeros((0, int(model.visual.output_dim)), np.float32)
+        if not images:  # (0, D): D from one grey probe image
+            from PIL import Image
+
+            return self.embed([Image.new("RGB", (32, 32), (128, 128, 128))])[:0]
         with torch.inference_mode():
             batch = torch.stack([preprocess(im) for im in images]).to(device=device, dtype=dtype)  # (B, 3, S, S)
             emb = model.encode_image(batch).float()  # (B, D)
