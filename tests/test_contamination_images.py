@@ -396,3 +396,30 @@ def test_gallery_page_script_keeps_marks_across_a_reload(run):
         assert sum(v is not None for v in shown.values()) == 2, mode
         assert f"unmarked: <b>{len(pairs) - 2}</b>" in res[mode]["counts"]
     assert "saved to the run" in res["server"]["mode"] and "localStorage" in res["static"]["mode"]
+
+
+def _md5s(a: np.ndarray) -> list[str]:
+    import hashlib
+
+    return [hashlib.md5(x.tobytes()).hexdigest() for x in a]
+
+
+def test_known_cross_split_duplicates_in_medmnist_are_found(tmp_path, fmgauge_env):
+    """PneumoniaMNIST's val split holds 8 images pixel-identical to train images (md5): the run counts exactly those
+    as near-identical and puts them at the top of the gallery; used as a control, that split is called out as not
+    disjoint from the reference."""
+    with np.load(MEDMNIST / "pneumoniamnist.npz") as z:
+        train = set(_md5s(z["train_images"]))
+        dup_val = {f"val/{i}" for i, h in enumerate(_md5s(z["val_images"])) if h in train}
+    assert len(dup_val) == 8
+    cfg = ImageOverlapConfig(benchmark=f"{MEDMNIST / 'pneumoniamnist.npz'}:val",
+                             reference=f"{MEDMNIST / 'pneumoniamnist.npz'}:train",
+                             control=f"{MEDMNIST / 'breastmnist.npz'}:test", gallery_max=20)
+    res = run_image_overlap(cfg, tmp_path / "run", progress=False)
+    assert res.results["benchmark"]["near_identical"] == 8
+    top8 = {p["bench_id"] for p in read_pairs(tmp_path / "run")[:8]}
+    assert top8 == dup_val
+    swapped = cfg.model_copy(update={"control": f"{MEDMNIST / 'pneumoniamnist.npz'}:val"})
+    res2 = run_image_overlap(swapped, tmp_path / "run2", progress=False)
+    assert res2.results["control"]["near_identical"] == 8 and res2.tau >= 0.999
+    assert any("not disjoint from the reference" in w for w in res2.results["warnings"])

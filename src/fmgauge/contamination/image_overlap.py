@@ -39,6 +39,7 @@ from fmgauge.core.validation import FmgaugeError
 
 log = logging.getLogger(__name__)
 MIN_RECALL = 0.95
+NEAR_IDENTICAL = 0.999  # top-1 cosine at or above this is counted as a (near-)identical image, whatever τ is
 
 
 class ImageOverlapConfig(BaseModel):
@@ -183,6 +184,13 @@ def run_image_overlap(cfg: ImageOverlapConfig, out: str | Path | None = None, *,
                             "--index exact.")
 
     tau = threshold_from_control(c_s[:, 0], cfg.alpha)
+    same = np.flatnonzero(c_s[:, 0] >= NEAR_IDENTICAL)
+    if len(same):
+        j = same[np.argmax(c_s[same, 0])]
+        warnings.append(f"{len(same)} control image(s) are (near-)identical to reference images (top-1 ≥ "
+                        f"{NEAR_IDENTICAL}; e.g. {inp.control.ids[c_rows[j]]} ~ {inp.reference.ids[ref_rows[c_i[j, 0]]]}"
+                        f", {c_s[j, 0]:.4f}): the control is not disjoint from the reference, so τ = {tau:.4f} is "
+                        "inflated; remove them or raise --alpha.")
     b_flag, c_flag = flags(b_s[:, 0], tau), flags(c_s[:, 0], tau)
     est = flagged_fraction(b_flag, level=cfg.level)
     c_est = wilson_ci(int(c_flag.sum()), len(c_flag), level=cfg.level)
@@ -217,10 +225,10 @@ def run_image_overlap(cfg: ImageOverlapConfig, out: str | Path | None = None, *,
         "tau": tau, "alpha": cfg.alpha,
         "benchmark": {**counts("benchmark", inp.benchmark, b_rows),
                       "flagged": {"k": int(b_flag.sum()), "n": len(b_flag), **est.to_dict()},
-                      "top1_quantiles": _quantiles(b_s[:, 0])},
+                      "top1_quantiles": _quantiles(b_s[:, 0]), "near_identical": int((b_s[:, 0] >= NEAR_IDENTICAL).sum())},
         "control": {**counts("control", inp.control, c_rows),
                     "flagged": {"k": int(c_flag.sum()), "n": len(c_flag), **c_est.to_dict()},
-                    "top1_quantiles": _quantiles(c_s[:, 0])},
+                    "top1_quantiles": _quantiles(c_s[:, 0]), "near_identical": int((c_s[:, 0] >= NEAR_IDENTICAL).sum())},
         "reference": counts("reference", inp.reference, ref_rows),
         "index": {"kind": index.kind, "params": index.params, "memory_bytes": index.memory_bytes(),
                   "build_s": index.build_seconds, "recall": recall},
@@ -259,11 +267,12 @@ def write_report(run_dir: str | Path) -> Path:
     summary = pd.DataFrame([
         {"set": "benchmark", "images": b["images"], "embedded": b["embedded"], "skipped": b["skipped"],
          "flagged": fl["k"], "fraction": fl["value"], "ci_lo": fl["lo"], "ci_hi": fl["hi"],
-         "median top-1": b["top1_quantiles"]["q50"], "max top-1": b["top1_quantiles"]["q100"]},
+         "median top-1": b["top1_quantiles"]["q50"], "max top-1": b["top1_quantiles"]["q100"],
+         f"top-1 ≥ {NEAR_IDENTICAL}": b["near_identical"]},
         {"set": "control", "images": c["images"], "embedded": c["embedded"], "skipped": c["skipped"],
          "flagged": c["flagged"]["k"], "fraction": c["flagged"]["value"], "ci_lo": c["flagged"]["lo"],
          "ci_hi": c["flagged"]["hi"], "median top-1": c["top1_quantiles"]["q50"],
-         "max top-1": c["top1_quantiles"]["q100"]},
+         "max top-1": c["top1_quantiles"]["q100"], f"top-1 ≥ {NEAR_IDENTICAL}": c["near_identical"]},
         {"set": "reference", "images": r["reference"]["images"], "embedded": r["reference"]["embedded"],
          "skipped": r["reference"]["skipped"]}]).round(4)
     summary = summary.astype(object).where(summary.notna(), "–")
@@ -272,7 +281,9 @@ def write_report(run_dir: str | Path) -> Path:
         f"reference image. τ is the ({r['alpha']} + 1)-th largest control similarity, so at most α control images "
         "(known not to be in the reference) clear it; benchmark images strictly above τ are flagged.",
         "A flag means 'as close to the reference as no control image is', not 'the same image': adjudicate the "
-        "pairs in the gallery (duplicate / same source / different) before reporting contamination."
+        "pairs in the gallery (duplicate / same source / different) before reporting contamination. Images "
+        f"whose top-1 similarity is ≥ {NEAR_IDENTICAL} are counted separately: (near-)identical copies under any "
+        "embedder. A control image that is itself that close to the reference is not out of the reference: check it."
         + (" The dct embedder finds near-duplicates (resized, re-encoded, brightness-shifted, slightly cropped or "
            "rotated copies); its similarity between different images of one modality is high, so with an "
            "out-of-domain control its flags mostly say 'same modality'." if r["embedder"]["name"] == "dct" else "")],
