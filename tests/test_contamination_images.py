@@ -360,6 +360,14 @@ def test_gallery_marks_survive_a_reload(run, tmp_path):
             assert b"api/marks" in r.read()
         with urllib.request.urlopen(f"{base}/api/marks") as r:  # what a reloaded page GETs
             got = json.loads(r.read())
+        import http.client
+
+        (run_dir.parent / "secret.txt").write_text("outside the run")
+        for path, status in (("/results.json", 200), ("/../secret.txt", 404)):  # nothing outside the run dir
+            conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
+            conn.request("GET", path)
+            assert conn.getresponse().status == status, path
+            conn.close()
     finally:
         server.shutdown()
         server.server_close()

@@ -196,7 +196,7 @@ def make_handler(run_dir: Path, *, on_change=None) -> type[BaseHTTPRequestHandle
                 return self._json(200, {"marks": load_marks(root), "counts": mark_counts(root)})
             rel = "gallery.html" if path in ("/", "") else path.lstrip("/")
             f = (root / rel).resolve()
-            if root not in f.parents and f != root or not f.is_file():
+            if root not in f.parents or not f.is_file():  # nothing outside the run directory
                 return self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
             ctype = {".html": "text/html; charset=utf-8", ".png": "image/png", ".json": "application/json",
                      ".md": "text/markdown; charset=utf-8", ".csv": "text/csv"}.get(f.suffix, "application/octet-stream")

@@ -22,7 +22,6 @@ min-max scaled to 0..255) are normalised; sizes are left to the embedder.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,11 +269,3 @@ def _npz(spec: str, path: Path, split: str, option: str) -> ImageSet:
     if len(ids) == 0:
         raise FmgaugeError(f"{option} {path}:{split or 'all'} holds no images.")
     return ImageSet(spec, "npz", ids, npz=str(path.resolve()), npz_keys=tuple(f"{s}_images" for s in splits))
-
-
-def skipped_table(skipped: list[Skipped]) -> list[dict]:
-    return [s.to_dict() for s in skipped]
-
-
-def dumps_skipped(skipped: list[Skipped]) -> str:
-    return json.dumps(skipped_table(skipped))
