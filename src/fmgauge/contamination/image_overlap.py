@@ -268,11 +268,11 @@ def write_report(run_dir: str | Path) -> Path:
         {"set": "benchmark", "images": b["images"], "embedded": b["embedded"], "skipped": b["skipped"],
          "flagged": fl["k"], "fraction": fl["value"], "ci_lo": fl["lo"], "ci_hi": fl["hi"],
          "median top-1": b["top1_quantiles"]["q50"], "max top-1": b["top1_quantiles"]["q100"],
-         f"top-1 ≥ {NEAR_IDENTICAL}": b["near_identical"]},
+         f"top-1 ≥ {NEAR_IDENTICAL}": b.get("near_identical")},
         {"set": "control", "images": c["images"], "embedded": c["embedded"], "skipped": c["skipped"],
          "flagged": c["flagged"]["k"], "fraction": c["flagged"]["value"], "ci_lo": c["flagged"]["lo"],
          "ci_hi": c["flagged"]["hi"], "median top-1": c["top1_quantiles"]["q50"],
-         "max top-1": c["top1_quantiles"]["q100"], f"top-1 ≥ {NEAR_IDENTICAL}": c["near_identical"]},
+         "max top-1": c["top1_quantiles"]["q100"], f"top-1 ≥ {NEAR_IDENTICAL}": c.get("near_identical")},
         {"set": "reference", "images": r["reference"]["images"], "embedded": r["reference"]["embedded"],
          "skipped": r["reference"]["skipped"]}]).round(4)
     summary = summary.astype(object).where(summary.notna(), "–")
