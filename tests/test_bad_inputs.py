@@ -316,6 +316,86 @@ def decide_text_column_without_dataset(tmp: Path) -> list[str]:
     return [*_decide(_gold_files(tmp)), "--text-column", "body"]
 
 
+MEDMNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "medmnist"
+
+
+def _overlap(tmp: Path, **over: str) -> list[str]:
+    """image-overlap on real MedMNIST npz sets (a few images written as a folder for the benchmark)."""
+    from PIL import Image
+
+    bench = tmp / "bench"
+    if not bench.exists():
+        bench.mkdir()
+        with np.load(MEDMNIST / "pneumoniamnist.npz") as z:
+            for i, a in enumerate(z["test_images"][:4]):
+                Image.fromarray(a).save(bench / f"b{i}.png")
+    args = {"benchmark": str(bench), "reference": f"{MEDMNIST / 'pneumoniamnist.npz'}:val",
+            "control": f"{MEDMNIST / 'breastmnist.npz'}:test", "out": str(tmp / "run"), **over}
+    return ["contamination", "image-overlap", *[x for k, v in args.items() for x in (f"--{k}", v)]]
+
+
+def overlap_embedder_typo(tmp: Path) -> list[str]:
+    return _overlap(tmp, embedder="dtc")
+
+
+def overlap_embedder_offline(tmp: Path) -> list[str]:
+    return _overlap(tmp, embedder="siglip-so400m")
+
+
+def overlap_missing_benchmark(tmp: Path) -> list[str]:
+    return _overlap(tmp, benchmark=str(tmp / "nowhere"))
+
+
+def overlap_listing_without_path(tmp: Path) -> list[str]:
+    pd.DataFrame({"file": ["a.png"]}).to_csv(tmp / "ref.csv", index=False)
+    return _overlap(tmp, reference=str(tmp / "ref.csv"))
+
+
+def overlap_npz_bad_split(tmp: Path) -> list[str]:
+    return _overlap(tmp, control=f"{MEDMNIST / 'breastmnist.npz'}:dev")
+
+
+def overlap_empty_reference_folder(tmp: Path) -> list[str]:
+    (tmp / "empty").mkdir()
+    return _overlap(tmp, reference=str(tmp / "empty"))
+
+
+def overlap_unreadable_reference(tmp: Path) -> list[str]:
+    (tmp / "broken").mkdir()
+    for i in range(3):
+        (tmp / "broken" / f"x{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return _overlap(tmp, reference=str(tmp / "broken"))
+
+
+def overlap_alpha_too_large(tmp: Path) -> list[str]:
+    return _overlap(tmp, alpha="156")
+
+
+def overlap_index_typo(tmp: Path) -> list[str]:
+    return _overlap(tmp, index="hnws")
+
+
+def overlap_top_k_zero(tmp: Path) -> list[str]:
+    return _overlap(tmp, **{"top-k": "0"})
+
+
+def gallery_not_a_run(tmp: Path) -> list[str]:
+    return ["contamination", "gallery", str(tmp)]
+
+
+def gallery_import_bad_mark(tmp: Path) -> list[str]:
+    (tmp / "gallery").mkdir()
+    (tmp / "gallery" / "pairs.json").write_text(json.dumps([{"pair": "b0.png|r1.png"}]))
+    (tmp / "marks.json").write_text(json.dumps({"marks": {"b0.png|r1.png": {"mark": "dupe"}}}))
+    return ["contamination", "gallery", str(tmp), "--import", str(tmp / "marks.json")]
+
+
+def gallery_port_out_of_range(tmp: Path) -> list[str]:
+    (tmp / "gallery").mkdir()
+    (tmp / "gallery" / "pairs.json").write_text("[]")
+    return ["contamination", "gallery", str(tmp), "--port", "70000"]
+
+
 BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (masking_single_file_task, "has splits ['train'], not ['dev', 'test']"),
     (masking_headerless_task, "a file without a header row needs --no-header"),
@@ -367,6 +447,19 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (quant_compare_peers_without_counterpart, "--methods must include gptq or awq"),
     (quant_compare_missing_peers_python, "does not exist; build it with `make peers`"),
     (quant_compare_peers_python_without_peer, "cannot import llmcompressor"),
+    (overlap_embedder_typo, "unknown embedder 'dtc'. Did you mean 'dct'?"),
+    (overlap_embedder_offline, "needs the weights of hf-hub:timm/ViT-SO400M-14-SigLIP, which are not in the Hugging"),
+    (overlap_missing_benchmark, "nowhere' does not exist; give a folder of images, a .csv/.tsv/.parquet listing"),
+    (overlap_listing_without_path, "has no 'path' column; it has ['file']"),
+    (overlap_npz_bad_split, "has no split 'dev'; it has ['train', 'val', 'test']"),
+    (overlap_empty_reference_folder, "holds no image files"),
+    (overlap_unreadable_reference, "none of its 3 images could be read (empty reference set)"),
+    (overlap_alpha_too_large, "--alpha 156 must be below the number of control images (156)"),
+    (overlap_index_typo, "--index must be exact, ivf, hnsw or auto, got 'hnws'"),
+    (overlap_top_k_zero, "--top-k: Input should be greater than or equal to 1"),
+    (gallery_not_a_run, "has no gallery/pairs.json: run `fmgauge contamination image-overlap"),
+    (gallery_import_bad_mark, "must be one of ['duplicate', 'same-source', 'different']"),
+    (gallery_port_out_of_range, "--port must be in 0..65535"),
 ]
 
 

@@ -160,3 +160,32 @@ def test_plant_power_separates_members_from_clean(planted, fmgauge_env):
     assert row[("planted", "clean", "minkpp")]["lo"] < 0.5 < row[("planted", "clean", "minkpp")]["hi"]
     assert row[("base", "dup32", "minkpp")]["lo"] < 0.5  # the un-fine-tuned model cannot tell them apart
     assert (planted["out"] / "power.json").is_file()
+
+
+def test_audit_includes_image_overlap_beside_the_text_detectors(planted, fmgauge_env, tmp_path):
+    """config.images runs the image side into <run>/image-overlap; the report shows benchmark and control flags
+    side by side and links the gallery. A bad image input is refused before any model loads."""
+    from PIL import Image
+
+    med = SHARED_DATA / "medmnist"
+    with np.load(med / "pneumoniamnist.npz") as z:
+        (tmp_path / "imgs").mkdir()
+        for i, a in enumerate(z["train_images"][:3]):  # exact copies of reference images
+            Image.fromarray(a).save(tmp_path / "imgs" / f"copy{i}.png")
+    images = {"benchmark": str(tmp_path / "imgs"), "reference": f"{med / 'pneumoniamnist.npz'}:train",
+              "control": f"{med / 'breastmnist.npz'}:test", "embedder": "dct"}
+    cfg = AuditConfig(models=[str(planted["out"])], baseline=str(planted["base"]), benchmark="slake-en",
+                      split="test", max_items=24, cohort="glue-mrpc", cohort_split="dev", cohort_max_items=24,
+                      detectors=["loss"], device="cpu", images=images)
+    res = run_audit(cfg, tmp_path / "audit", progress=False)
+    b = res.image_overlap["benchmark"]["flagged"]
+    assert (b["k"], b["n"]) == (3, 3) and res.image_overlap["control"]["flagged"]["k"] == 0
+    md = (tmp_path / "audit" / "report.md").read_text()
+    assert "Image-side near-neighbour overlap" in md and "image-overlap/gallery.html" in md
+    assert "Images: 3 / 3 flagged" in md and "vs control 0 / 156" in md
+    assert (tmp_path / "audit" / "image-overlap" / "gallery.html").is_file()
+    assert json.loads((tmp_path / "audit" / "summary.json").read_text())["image_overlap"]["tau"] == res.image_overlap["tau"]
+    bad = cfg.model_copy(update={"models": ["no-such-model"],
+                                 "images": cfg.images.model_copy(update={"embedder": "siglip-b61"})})
+    with pytest.raises(FmgaugeError, match="Did you mean 'siglip-b16'"):
+        run_audit(bad, tmp_path / "audit2", progress=False)

@@ -1,4 +1,4 @@
-"""Contamination audit for language models: did the model already see this benchmark?
+"""Contamination audit for language models and image benchmarks: did the model already see this benchmark?
 
 Library entry points (each behind a ``fmgauge contamination`` command):
 
@@ -9,6 +9,8 @@ Library entry points (each behind a ``fmgauge contamination`` command):
   and a verdict per detector × model (``signal`` / ``no signal`` / ``signal not specific``);
 - :func:`plant` / :func:`plant_power` — positive controls: fine-tune on a benchmark split at duplication counts
   and measure each detector's power.
+- :func:`run_image_overlap` — image-side near-neighbour overlap with a reference corpus, τ from a control set,
+  Wilson CI and an adjudication gallery (:mod:`~fmgauge.contamination.gallery`).
 
 Imports are lazy: ``import fmgauge.contamination`` does not import torch.
 """
@@ -28,6 +30,8 @@ _EXPORTS = {
     "plant_power": "fmgauge.contamination.plant",
     "PlantConfig": "fmgauge.contamination.plant",
     "load_benchmark": "fmgauge.contamination.benchmarks",
+    "run_image_overlap": "fmgauge.contamination.image_overlap",
+    "ImageOverlapConfig": "fmgauge.contamination.image_overlap",
 }
 __all__ = sorted(_EXPORTS)
 

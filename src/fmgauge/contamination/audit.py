@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from fmgauge.contamination.benchmarks import TextBenchmark, load_benchmark
 from fmgauge.contamination.cohort import tail_enrichment
 from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
+from fmgauge.contamination.image_overlap import ImageOverlapConfig
 from fmgauge.contamination.mink import DEFAULT_K, K_SWEEP, detectors, item_scores, k_column, member_scores
 from fmgauge.contamination.scoring import token_stats
 from fmgauge.contamination.topk import pairwise_overlap
@@ -70,6 +71,9 @@ class AuditConfig(BaseModel):
     max_batch_tokens: int = Field(2048, ge=1, description="Padded tokens per scoring forward.")
     device: DeviceName = Field("auto", description="auto|cpu|cuda|mps.")
     dtype: str = Field("float32", description="float32|float16|bfloat16|auto.")
+    images: ImageOverlapConfig | None = Field(None, description="The benchmark's images: image-side near-neighbour "
+                                              "overlap (benchmark, reference, control, embedder, alpha, ...), run "
+                                              "into <run>/image-overlap/ and reported beside the text detectors.")
 
 
 @dataclass
@@ -85,6 +89,7 @@ class AuditResult:
     scores: pd.DataFrame
     run_dir: Path | None = None
     meta: dict = field(default_factory=dict)
+    image_overlap: dict | None = None  # results.json of the image-side run (config.images), None without images
 
     def verdicts(self) -> pd.DataFrame:
         """Audited models only: model, detector, p, p_adjusted, baseline_p, verdict."""
@@ -94,7 +99,7 @@ class AuditResult:
     def to_dict(self) -> dict:
         return {"config": self.config, "tests": _records(self.tests), "enrichment": _records(self.enrichment),
                 "overlaps": _records(self.overlaps), "sweep": _records(self.sweep),
-                "exchangeability": self.exchangeability, "meta": self.meta}
+                "exchangeability": self.exchangeability, "meta": self.meta, "image_overlap": self.image_overlap}
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -142,6 +147,12 @@ def run_audit(cfg: AuditConfig, out: str | Path | None = None, *, progress: bool
     _check_disjoint(bench, cohort)
     if cfg.baseline in cfg.models:
         raise FmgaugeError(f"the baseline {cfg.baseline!r} is also an audited model; pick an external baseline.")
+    image_inputs = None
+    if cfg.images is not None:  # checked before any model loads
+        from fmgauge.contamination.image_overlap import prepare
+
+        image_inputs = prepare(cfg.images)
+    root = Path(out) if out is not None else Path("runs") / cfg.name
     run_ex = "exchangeability" in cfg.detectors
     models = [*cfg.models, cfg.baseline]
     scores, exch = [], {}
@@ -160,10 +171,15 @@ def run_audit(cfg: AuditConfig, out: str | Path | None = None, *, progress: bool
             "benchmark": bench.identity | {"source": bench.source, "template": bench.template},
             "cohort": cohort.identity | {"source": cohort.source}}
     res = AuditResult(cfg.model_dump(), tests, enrich, overlaps, sweep, exch, scores_df, None, meta)
+    if image_inputs is not None:
+        from fmgauge.contamination.image_overlap import run_image_overlap
+
+        res.image_overlap = run_image_overlap(cfg.images, root / "image-overlap", inputs=image_inputs,
+                                              progress=progress).results
     if write_report:
         from fmgauge.contamination.report import write_audit
 
-        res.run_dir = write_audit(res, Path(out) if out is not None else Path("runs") / cfg.name)
+        res.run_dir = write_audit(res, root)
     return res
 
 

@@ -199,3 +199,97 @@ def plant_cmd(
                 if c in t]
         console.print(_table(t[cols], "detector power (AUROC members vs clean; exchangeability p)"))
         console.print(f"wrote {out / 'power.json'}")
+
+
+ImageSetOpt = "a folder of images, a .csv/.tsv/.parquet listing (path[, caption, source_id|pmcid]), a PMC-OA .jsonl " \
+              "(image, caption, pmcid) or a MedMNIST <name>.npz[:split]"
+
+
+@app.command("image-overlap")
+def image_overlap_cmd(
+    benchmark: Annotated[str, typer.Option(help=f"Benchmark images: {ImageSetOpt}.")],
+    reference: Annotated[str, typer.Option(help="Reference corpus (e.g. PMC-OA), same forms; streamed and cached.")],
+    control: Annotated[str, typer.Option(help="Out-of-domain control images (not in the reference); they set τ.")],
+    embedder: Annotated[str, typer.Option(help="dct (offline near-duplicates), siglip-b16, siglip-so400m, biomedclip, "
+                                               "hf-hub:org/repo or local-dir:<path>.")] = "dct",
+    alpha: Annotated[int, typer.Option(help="Control images allowed above τ (0: τ = max control similarity).")] = 0,
+    top_k: Annotated[int, typer.Option(help="Neighbours kept per image.")] = 5,
+    index: Annotated[str, typer.Option(help="exact|ivf|hnsw|auto (auto: exact below --exact-below vectors).")] = "auto",
+    exact_below: Annotated[int, typer.Option(help="auto switches to IVF at this many reference vectors.")] = 200_000,
+    nprobe: Annotated[int | None, typer.Option(help="IVF cells searched per query (default max(16, nlist/8)).")] = None,
+    ef_search: Annotated[int, typer.Option(help="HNSW candidates per query.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Images per embedder call.")] = 64,
+    device: Device = "auto", dtype: Dtype = "float32",
+    gallery_max: Annotated[int, typer.Option(help="Flagged pairs shown in the gallery, most similar first.")] = 500,
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/image-overlap"),
+    progress: Annotated[bool, typer.Option(help="Progress bars while embedding.")] = True,
+) -> None:
+    """Near-neighbour overlap of benchmark images with a reference corpus, τ from a control, adjudication gallery."""
+    from pydantic import ValidationError
+
+    from fmgauge.contamination.image_overlap import ImageOverlapConfig, prepare, run_image_overlap
+    from fmgauge.contamination.neighbours import IndexConfig
+
+    try:
+        cfg = ImageOverlapConfig(
+            benchmark=benchmark, reference=reference, control=control, embedder=embedder, alpha=alpha, top_k=top_k,
+            index=IndexConfig(kind=index, exact_below=exact_below, nprobe=nprobe, ef_search=ef_search),
+            batch_size=batch_size, device=device, dtype=dtype, gallery_max=gallery_max)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise FmgaugeError(f"--{'-'.join(map(str, err['loc'][-1:])).replace('_', '-')}: {err['msg']} "
+                           f"(got {err.get('input')!r}).") from None
+    if cfg.index.kind not in ("exact", "ivf", "hnsw", "auto"):
+        raise FmgaugeError(f"--index must be exact, ivf, hnsw or auto, got {cfg.index.kind!r}.")
+    _validate_device(cfg.device)
+    inputs = prepare(cfg)  # every input checked before anything is embedded
+    res = run_image_overlap(cfg, out, inputs=inputs, progress=progress)
+    r = res.results
+    f = r["benchmark"]["flagged"]
+    console.print(f"{f['k']} / {f['n']} benchmark images flagged ({100 * f['value']:.1f} %, 95 % CI "
+                  f"{100 * f['lo']:.1f}–{100 * f['hi']:.1f} %) at τ = {r['tau']:.4f}; control {r['control']['flagged']['k']}"
+                  f" / {r['control']['flagged']['n']}; index {r['index']['kind']}"
+                  + (f" (recall@1 {r['index']['recall']['recall_at_1']:.3f})" if r["index"]["recall"] else ""))
+    skipped = sum(r[s]["skipped"] for s in ("benchmark", "reference", "control"))
+    if skipped:
+        console.print(f"{skipped} unreadable image(s) skipped: {res.run_dir / 'skipped.csv'}")
+    console.print(f"Report: [bold]{res.run_dir / 'report.html'}[/]; gallery: [bold]{res.run_dir / 'gallery.html'}[/]")
+
+
+@app.command("gallery")
+def gallery_cmd(
+    run: Annotated[Path, typer.Argument(help="An image-overlap run directory.")],
+    port: Annotated[int, typer.Option(help="Port to serve on (127.0.0.1).")] = 8765,
+    import_marks: Annotated[Path | None, typer.Option("--import", help="Merge a marks.json downloaded from the "
+                                                                       "static gallery, then exit.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve a run's adjudication gallery (marks saved to RUN/marks.json), or import marks from the static page."""
+    from fmgauge.contamination.gallery import import_marks as do_import
+    from fmgauge.contamination.gallery import mark_counts, read_pairs, serve
+    from fmgauge.contamination.image_overlap import write_report
+
+    if not run.is_dir():
+        raise FmgaugeError(f"RUN {run} is not a directory; give an image-overlap run directory.")
+    read_pairs(run)
+    if import_marks is not None:
+        do_import(run, import_marks)
+        write_report(run)
+        console.print(f"marks: {mark_counts(run)}; report: {run / 'report.html'}")
+        return
+    if not 0 <= port <= 65535:
+        raise FmgaugeError(f"--port must be in 0..65535 (0 picks a free port), got {port}.")
+    try:
+        server = serve(run, host=host, port=port, on_change=write_report)
+    except OSError as e:
+        raise FmgaugeError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); pick another "
+                           "port or 0 for a free one.") from None
+    console.print(f"Gallery of {run} at [bold]http://{host}:{server.server_address[1]}/[/] (Ctrl-C to stop); "
+                  f"marks: {mark_counts(run)}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        write_report(run)

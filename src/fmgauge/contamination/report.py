@@ -96,8 +96,13 @@ def lead_line(res: AuditResult) -> str:
         ns = g[g.verdict == NOT_SPECIFIC].detector.tolist()
         parts.append(f"{label(m)}: signal from {', '.join(sig) or 'no detector'}"
                      + (f"; not specific (baseline reproduces it): {', '.join(ns)}" if ns else ""))
+    img = ""
+    if res.image_overlap is not None:
+        b, c = res.image_overlap["benchmark"]["flagged"], res.image_overlap["control"]["flagged"]
+        img = (f" Images: {b['k']} / {b['n']} flagged ({100 * b['value']:.1f} %, CI {100 * b['lo']:.1f}–"
+               f"{100 * b['hi']:.1f} %) vs control {c['k']} / {c['n']}.")
     return (f"Contamination audit of {res.meta['benchmark']['benchmark']} ({res.meta['n_benchmark']} items) — "
-            + " | ".join(parts) + f". Baseline: {label(res.config['baseline'])}.")
+            + " | ".join(parts) + f". Baseline: {label(res.config['baseline'])}." + img)
 
 
 def build_report(res: AuditResult, root: Path) -> Report:
@@ -142,9 +147,35 @@ def build_report(res: AuditResult, root: Path) -> Report:
             "Overlap of the K most member-like items (Min-K%++) between models, against the hypergeometric null "
             "(expected K²/N); pairs with the baseline show how much overlap any LM produces."],
             [("pairwise overlaps", _pretty(o))]))
+    if res.image_overlap is not None:
+        rep.sections.append(image_overlap_section(res.image_overlap, root))
     rep.footer = (f"fmgauge contamination audit; benchmark template: {res.meta['benchmark']['template']!r}; "
                   f"run time {res.meta['seconds']:.0f} s.")
     return rep
+
+
+def image_overlap_section(r: dict, root: Path) -> Section:
+    """The image side in the audit report: benchmark and control flag counts side by side, links to the gallery."""
+    from fmgauge.contamination.gallery import mark_counts
+
+    sub = root / "image-overlap"
+    rows = []
+    for name in ("benchmark", "control"):
+        f = r[name]["flagged"]
+        rows.append({"set": name, "images": r[name]["embedded"], "flagged": f["k"], "fraction": f["value"],
+                     "ci_lo": f["lo"], "ci_hi": f["hi"], "max top-1": r[name]["top1_quantiles"]["q100"]})
+    marks = mark_counts(sub)
+    rec = r["index"]["recall"]
+    return Section("Image-side near-neighbour overlap", [
+        f"Embedder {r['embedder']['name']}; reference {r['reference']['spec']} ({r['reference']['embedded']} images); "
+        f"τ = {r['tau']:.4f} set on the control {r['control']['spec']} so that at most α = {r['alpha']} control "
+        f"images clear it. Index {r['index']['kind']}"
+        + (f" (recall@1 vs exact {rec['recall_at_1']:.3f})" if rec else "") + ".",
+        "Adjudication gallery: image-overlap/gallery.html (serve with `fmgauge contamination gallery "
+        f"{sub}` to save marks); full report: image-overlap/report.html. Marks so far: "
+        + ", ".join(f"{k} {v}" for k, v in marks.items()) + "."],
+        [("flagged fraction (Wilson 95% CI), benchmark beside control", _pretty(pd.DataFrame(rows)))],
+        [("top-1 similarity, benchmark vs control", "image-overlap/figures/similarity_hist.png")])
 
 
 def write_audit(res: AuditResult, root: Path) -> Path:

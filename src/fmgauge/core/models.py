@@ -48,6 +48,9 @@ MODELS.add("biomedclip", ModelSpec(
 MODELS.add("siglip-b16", ModelSpec(
     "siglip-b16", "open_clip", "hf-hub:timm/ViT-B-16-SigLIP",
     "SigLIP ViT-B/16 trained on WebLI (sigmoid loss; context length 64)"))
+MODELS.add("siglip-so400m", ModelSpec(
+    "siglip-so400m", "open_clip", "hf-hub:timm/ViT-SO400M-14-SigLIP",
+    "SigLIP shape-optimised ViT-SO400M/14 trained on WebLI (1152-d embeddings; context length 16)"))
 
 
 def resolve_model(name: str) -> ModelSpec:

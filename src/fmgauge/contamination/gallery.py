@@ -1,0 +1,229 @@
+"""The adjudication gallery: flagged (benchmark, reference) pairs side by side, marked by a reviewer.
+
+A run directory holds ``gallery.html`` (the page), ``gallery/pairs.json`` (the pairs shown, each with a stable
+``pair`` id ``<benchmark id>|<reference id>``), ``gallery/thumbs/*.png`` and, once someone has marked a pair,
+``marks.json``::
+
+    {"marks": {"<pair id>": {"mark": "duplicate" | "same-source" | "different", "at": "<UTC time>"}}}
+
+Two ways to mark: ``fmgauge contamination gallery RUN`` serves the run over a local HTTP server (stdlib
+``http.server``, 127.0.0.1) whose page loads the marks on every page load (``GET /api/marks``) and saves each
+mark at once (``POST /api/marks``) into ``marks.json``; or open ``gallery.html`` from disk, where marks live in the
+browser's localStorage and a button downloads them, and ``fmgauge contamination gallery RUN --import marks.json``
+merges them into the run. Either way the run's report is re-rendered with the counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from fmgauge.core.validation import FmgaugeError
+
+log = logging.getLogger(__name__)
+MARKS = ("duplicate", "same-source", "different")
+MARKS_FILE = "marks.json"
+PAIRS_FILE = Path("gallery") / "pairs.json"
+THUMB_PX = 160  # thumbnails are at most this many pixels a side; smaller images are enlarged (nearest)
+
+
+def pair_id(benchmark_id: str, reference_id: str) -> str:
+    return f"{benchmark_id}|{reference_id}"
+
+
+def _thumb(im, path: Path) -> Path:
+    from PIL import Image
+
+    w, h = im.size
+    scale = THUMB_PX / max(w, h)
+    im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                   Image.NEAREST if scale > 1 else Image.LANCZOS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+    return path
+
+
+def write_gallery(run_dir: Path, pairs: list[dict], benchmark, reference, *, title: str = "") -> Path:
+    """Write thumbnails, ``gallery/pairs.json`` and ``gallery.html`` for ``pairs`` into ``run_dir``.
+
+    Each pair dict has ``bench_row``, ``ref_row`` (rows of the ``benchmark`` / ``reference`` ImageSets),
+    ``bench_id``, ``ref_id``, ``similarity`` and optional ``bench_caption``, ``ref_caption``, ``ref_source``.
+    """
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    run_dir = Path(run_dir)
+    out = []
+    for n, p in enumerate(pairs):
+        q = dict(p, pair=pair_id(p["bench_id"], p["ref_id"]))
+        for side, imgset, row in (("bench", benchmark, p["bench_row"]), ("ref", reference, p["ref_row"])):
+            im = imgset.load(int(row))
+            rel = Path("gallery") / "thumbs" / f"{n:05d}-{side}.png"
+            q[f"{side}_thumb"] = ""
+            if im is not None:
+                _thumb(im, run_dir / rel)
+                q[f"{side}_thumb"] = rel.as_posix()
+        out.append(q)
+    (run_dir / PAIRS_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / PAIRS_FILE).write_text(json.dumps(out, indent=1, default=str))
+    env = Environment(loader=PackageLoader("fmgauge.contamination", "templates"),
+                      autoescape=select_autoescape(("html", "html.j2")))
+    html = env.get_template("gallery.html.j2").render(
+        title=title or "Adjudication gallery", pairs=out, marks=MARKS, storage_key=f"fmgauge-marks:{run_dir.name}",
+        pairs_json=json.dumps([p["pair"] for p in out]))
+    path = run_dir / "gallery.html"
+    path.write_text(html)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- marks
+
+def read_pairs(run_dir: Path) -> list[dict]:
+    f = Path(run_dir) / PAIRS_FILE
+    if not f.is_file():
+        raise FmgaugeError(f"{run_dir} has no {PAIRS_FILE}: run `fmgauge contamination image-overlap --out "
+                           f"{run_dir}` first.")
+    return json.loads(f.read_text())
+
+
+def load_marks(run_dir: Path) -> dict[str, dict]:
+    """``{pair id: {"mark": ..., "at": ...}}`` saved in the run (empty before any mark)."""
+    f = Path(run_dir) / MARKS_FILE
+    if not f.is_file():
+        return {}
+    try:
+        return dict(json.loads(f.read_text()).get("marks", {}))
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise FmgaugeError(f"{f} is not a marks file ({e}); move it away to start the marks afresh.") from None
+
+
+def _write_marks(run_dir: Path, marks: dict[str, dict]) -> None:
+    f = Path(run_dir) / MARKS_FILE
+    tmp = f.with_name(f".{f.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"marks": marks}, indent=1, sort_keys=True))
+    os.replace(tmp, f)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check(pairs: set[str], pid: Any, mark: Any, where: str) -> None:
+    if pid not in pairs:
+        raise FmgaugeError(f"{where}: pair {pid!r} is not in this run's gallery ({len(pairs)} pairs, e.g. "
+                           f"{sorted(pairs)[:2]}).")
+    if mark is not None and mark not in MARKS:
+        raise FmgaugeError(f"{where}: mark of pair {pid!r} must be one of {list(MARKS)} (or null to clear), "
+                           f"got {mark!r}.")
+
+
+def set_marks(run_dir: Path, updates: dict[str, str | None], *, where: str = "marks") -> dict[str, dict]:
+    """Apply ``{pair id: mark or None}`` (None clears) to the run's marks; validated first, saved atomically."""
+    pairs = {p["pair"] for p in read_pairs(run_dir)}
+    for pid, mark in updates.items():
+        _check(pairs, pid, mark, where)
+    marks = load_marks(run_dir)
+    for pid, mark in updates.items():
+        if mark is None:
+            marks.pop(pid, None)
+        else:
+            marks[pid] = {"mark": mark, "at": _now()}
+    _write_marks(run_dir, marks)
+    return marks
+
+
+def import_marks(run_dir: Path, file: Path) -> dict[str, dict]:
+    """Merge a marks file downloaded from the static page (``{"marks": {pair: {"mark": m}}}`` or ``{pair: m}``)."""
+    file = Path(file)
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise FmgaugeError(f"--import {file} does not exist.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FmgaugeError(f"--import {file} is not JSON ({e}).") from None
+    raw = data.get("marks", data) if isinstance(data, dict) else None
+    if not isinstance(raw, dict):
+        raise FmgaugeError(f"--import {file} must hold {{\"marks\": {{pair: {{\"mark\": ...}}}}}}, got "
+                           f"{type(data).__name__}.")
+    updates = {pid: (m.get("mark") if isinstance(m, dict) else m) for pid, m in raw.items()}
+    return set_marks(run_dir, updates, where=f"--import {file}")
+
+
+def mark_counts(run_dir: Path) -> dict[str, int]:
+    """Pairs in the gallery per mark, plus ``unmarked``."""
+    pairs = [p["pair"] for p in read_pairs(run_dir)]
+    marks = load_marks(run_dir)
+    out = dict.fromkeys((*MARKS, "unmarked"), 0)
+    for pid in pairs:
+        m = marks.get(pid, {}).get("mark")
+        out[m if m in MARKS else "unmarked"] += 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- server
+
+def make_handler(run_dir: Path, *, on_change=None) -> type[BaseHTTPRequestHandler]:
+    """A request handler serving ``run_dir`` read-only plus ``GET/POST /api/marks``.
+
+    POST takes ``{"pair": id, "mark": m|null}`` or ``{"marks": {id: m, ...}}``; ``on_change(run_dir)`` runs
+    after each saved change (the CLI re-renders the report).
+    """
+    root = Path(run_dir).resolve()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt: str, *args) -> None:  # quiet: through logging, not stderr
+            log.debug("gallery %s", fmt % args)
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, code: int, obj: Any) -> None:
+            self._send(code, json.dumps(obj).encode(), "application/json")
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = self.path.split("?", 1)[0]
+            if path == "/api/marks":
+                return self._json(200, {"marks": load_marks(root), "counts": mark_counts(root)})
+            rel = "gallery.html" if path in ("/", "") else path.lstrip("/")
+            f = (root / rel).resolve()
+            if root not in f.parents or not f.is_file():  # nothing outside the run directory
+                return self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+            ctype = {".html": "text/html; charset=utf-8", ".png": "image/png", ".json": "application/json",
+                     ".md": "text/markdown; charset=utf-8", ".csv": "text/csv"}.get(f.suffix, "application/octet-stream")
+            self._send(200, f.read_bytes(), ctype)
+
+        def do_POST(self) -> None:  # noqa: N802
+            if self.path.split("?", 1)[0] != "/api/marks":
+                return self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if isinstance(body, dict) and "pair" in body:
+                    updates = {body["pair"]: body.get("mark")}
+                elif isinstance(body, dict) and isinstance(body.get("marks"), dict):
+                    updates = {k: (v.get("mark") if isinstance(v, dict) else v) for k, v in body["marks"].items()}
+                else:
+                    raise FmgaugeError('POST /api/marks takes {"pair": id, "mark": m} or {"marks": {id: m}}.')
+                marks = set_marks(root, updates, where="POST /api/marks")
+            except (FmgaugeError, json.JSONDecodeError, ValueError) as e:
+                return self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+            if on_change is not None:
+                on_change(root)
+            self._json(200, {"marks": marks, "counts": mark_counts(root)})
+
+    return Handler
+
+
+def serve(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8765, on_change=None) -> ThreadingHTTPServer:
+    """A server for the gallery of ``run_dir`` (call ``serve_forever()``; port 0 picks a free port)."""
+    read_pairs(run_dir)  # refuse a directory that is not an image-overlap run
+    return ThreadingHTTPServer((host, port), make_handler(run_dir, on_change=on_change))
