@@ -3,6 +3,11 @@
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py throughput
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py exchangeability
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py power
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py power-method \
+        --method full --items 64 [--with-base]
+
+``power-method`` (LoRA vs full fine-tuning) writes ``contamination_power_<method>_n<items>.json``; run one process
+per method side by side (one thread each), ``--with-base`` on one of them for the un-fine-tuned model's rows.
 
 Each part writes ``benchmarks/results/contamination_<part>.json`` (partial results as they go; a rerun skips what is
 there) and ``docs/bench-parts/contamination.md`` is rendered from those files by the ``markdown`` part.
@@ -193,6 +198,40 @@ def power() -> None:
     print(json.dumps(summary["table"], indent=1), flush=True)
 
 
+def power_method(argv: list[str]) -> None:
+    """Plant SLAKE-en test items into smollm2-135m with one method (its default lr) at duplication 1, 4, 16 and
+    measure every detector's power on the planted model (and, ``--with-base``, on the base model)."""
+    import argparse
+
+    from fmgauge.contamination.plant import PlantConfig, plant, plant_power
+
+    ap = argparse.ArgumentParser(prog="bench_contamination.py power-method")
+    ap.add_argument("--method", choices=["lora", "full"], required=True)
+    ap.add_argument("--items", type=int, default=64, help="Distinct items per group.")
+    ap.add_argument("--permutations", type=int, default=10, help="Exchangeability permutations per shard.")
+    ap.add_argument("--with-base", action="store_true", help="Also the un-fine-tuned model's rows.")
+    a = ap.parse_args(argv)
+    part = f"power_{a.method}_n{a.items}"
+    res = _load(part) or {"machine": _machine()}
+    out = Path(os.environ.get("FMGAUGE_CACHE", Path.home() / ".cache" / "fmgauge")) / f"contamination-{part}"
+    cfg = PlantConfig(model=MODEL, benchmark="slake-en", split="test", items_per_group=a.items,
+                      duplications=[1, 4, 16], method=a.method, batch_size=4, device="cpu")
+    if not (out / "plant.json").exists():
+        plant(cfg, out, progress=False)
+    res["plant"] = {k: v for k, v in json.loads((out / "plant.json").read_text()).items() if k != "losses"}
+    res["command"] = f"benchmarks/bench_contamination.py power-method {' '.join(argv)}"
+    _save(part, res)
+    print(part, "planted in", res["plant"]["seconds"], "s", flush=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    summary = plant_power(out, exchangeability_permutations=a.permutations, device="cpu", progress=False,
+                          roles=("planted", "base") if a.with_base else ("planted",))
+    res["power_seconds"] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+    res["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+    res["power"] = summary
+    _save(part, res)
+    print(part, json.dumps(summary["table"], indent=1), flush=True)
+
+
 def audit() -> None:
     """Audit the planted smollm2 (from the power part) on its dup16 group: cohort = the cohort group, baseline = the
     base smollm2-135m (which never saw the planted fine-tuning). Token statistics and shards come from the cache."""
@@ -340,6 +379,9 @@ def markdown() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["power-method"]:
+        power_method(sys.argv[2:])
+        sys.exit(0)
     parts = sys.argv[1:] or ["throughput", "exchangeability", "power", "audit", "markdown"]
     for part in parts:
         {"throughput": throughput, "exchangeability": exchangeability, "power": power, "audit": audit,

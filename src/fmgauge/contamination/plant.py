@@ -24,12 +24,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from fmgauge.contamination.benchmarks import TextBenchmark, load_benchmark
 from fmgauge.contamination.scoring import _progress
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 Method = Literal["lora", "last-layers", "full"]
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: AdamW learning rate of each method when ``lr`` is unset. Full fine-tuning at 3e-5 for one pass (each document
+#: seen exactly its duplication count) memorises more than LoRA r=16 at 1e-3 (docs/benchmarks.md §4).
+DEFAULT_LR: dict[str, float] = {"lora": 1e-3, "last-layers": 1e-3, "full": 3e-5}
 
 
 class PlantConfig(BaseModel):
@@ -56,11 +60,18 @@ class PlantConfig(BaseModel):
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: float = Field(32.0, description="LoRA scaling numerator (scale = alpha / r).")
     last_layers: int = Field(2, ge=1, description="Decoder layers trained by method last-layers.")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (constant).")
+    lr: float | None = Field(None, gt=0, description="AdamW learning rate (constant); unset = the method's "
+                             "default (DEFAULT_LR: lora and last-layers 1e-3, full 3e-5). Recorded resolved.")
     batch_size: int = Field(4, ge=1, description="Documents per optimiser step.")
     seed: int = Field(0, description="Seed of the document order and of LoRA init.")
     device: DeviceName = Field("auto", description="auto|cpu|cuda|mps.")
     dtype: str = Field("float32", description="Weights dtype for training (float32 on CPU).")
+
+    @model_validator(mode="after")
+    def _resolve_lr(self) -> PlantConfig:
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.method]
+        return self
 
 
 def unique_texts(bench: TextBenchmark) -> TextBenchmark:
@@ -213,13 +224,15 @@ def read_manifest(path: str | Path) -> dict:
 
 
 def plant_power(out: str | Path, *, k: float = 0.2, q: float = 0.95, exchangeability_permutations: int = 20,
-                items_per_shard: int = 4, device: str = "auto", progress: bool = True) -> dict:
+                items_per_shard: int = 4, roles: Sequence[str] = ("planted", "base"), device: str = "auto",
+                progress: bool = True) -> dict:
     """Power of each detector on a :func:`plant` output: planted model vs its base model, every group.
 
     Per model and group: AUROC (95% bootstrap CI) of each per-item detector, group (members) vs ``clean``
     (matched non-members), the tail-enrichment p-value against the ``clean`` group, and the exchangeability test
     of the group (shards of ``items_per_shard`` items). Rows of ``clean`` vs ``cohort`` give the false-positive
-    side. Written to ``out/power.json`` and returned.
+    side. ``roles``: which of the two models to measure (the base model's rows are the same for every plant of the
+    same groups, so a comparison of methods needs them once). Written to ``out/power.json`` and returned.
     """
     from fmgauge.contamination.cohort import tail_enrichment
     from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
@@ -233,7 +246,12 @@ def plant_power(out: str | Path, *, k: float = 0.2, q: float = 0.95, exchangeabi
     groups = {g: load_benchmark(v["benchmark"], "all") for g, v in man["groups"].items()}
     dets = detectors(k)
     rows = []
+    unknown = set(roles) - {"planted", "base"}
+    if unknown or not roles:
+        raise FmgaugeError(f"roles must be a non-empty subset of ['planted', 'base'], got {list(roles)}.")
     for role, name in (("planted", str(out)), ("base", man["base_model"])):
+        if role not in roles:
+            continue
         tm = load_text_model(name, device=device)
         scores = {g: item_scores(token_stats(tm, b.texts, progress=progress), b.texts, b.ids, ks=(k, 1.0))
                   for g, b in groups.items()}
@@ -255,7 +273,7 @@ def plant_power(out: str | Path, *, k: float = 0.2, q: float = 0.95, exchangeabi
             rows.append(base | {"detector": "exchangeability", "auroc": None, "lo": None, "hi": None,
                                 "enrichment_p": None, "t": ex.t, "p": ex.p, "shards": n_shards})
         del tm
-    summary = {"plant": {k2: v for k2, v in man.items() if k2 != "losses"}, "k": k, "q": q,
+    summary = {"plant": {k2: v for k2, v in man.items() if k2 != "losses"}, "k": k, "q": q, "roles": list(roles),
                "exchangeability_permutations": exchangeability_permutations, "table": rows}
     (out / "power.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary
