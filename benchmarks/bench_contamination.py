@@ -218,13 +218,18 @@ def power_method(argv: list[str]) -> None:
                       duplications=[1, 4, 16], method=a.method, batch_size=4, device="cpu")
     if not (out / "plant.json").exists():
         plant(cfg, out, progress=False)
-    res["plant"] = {k: v for k, v in json.loads((out / "plant.json").read_text()).items() if k != "losses"}
+    man = json.loads((out / "plant.json").read_text())
+    res["plant"] = {k: v for k, v in man.items() if k != "losses"}
+    res["loss_first_last"] = [float(np.mean(man["losses"][:5])), float(np.mean(man["losses"][-5:]))]
     res["command"] = f"benchmarks/bench_contamination.py power-method {' '.join(argv)}"
     _save(part, res)
     print(part, "planted in", res["plant"]["seconds"], "s", flush=True)
+    roles = ["planted", "base"] if a.with_base else ["planted"]
+    if res.get("power", {}).get("roles") == roles:
+        return
     t0, c0 = time.perf_counter(), time.process_time()
     summary = plant_power(out, exchangeability_permutations=a.permutations, device="cpu", progress=False,
-                          roles=("planted", "base") if a.with_base else ("planted",))
+                          roles=roles)
     res["power_seconds"] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
     res["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     res["power"] = summary
@@ -266,6 +271,61 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1e-2 or abs(v) >= 1e4 else f"{v:.3f}".rstrip("0").rstrip(".")
     return str(v)
+
+
+def _power_methods_md(py: str) -> list[str]:
+    """The LoRA vs full fine-tuning power table from ``contamination_power_<method>_n<items>.json``."""
+    runs = {m: r for m in ("lora", "full") for p in sorted(RESULTS.glob(f"contamination_power_{m}_n*.json"))
+            if "power" in (r := json.loads(p.read_text()))}
+    if not runs:
+        return []
+    any_run = next(iter(runs.values()))
+    c = any_run["plant"]["config"]
+    n = c["items_per_group"]
+    lines = ["## Planting method: LoRA vs full fine-tuning", "",
+             "Commands (run side by side, one torch thread each):  ",
+             *[f"`{py.format(t=r['machine']['torch_threads'], part=r['command'].split(' ', 1)[1])}`  "
+               for r in runs.values()],
+             f"Planted: {c['benchmark']}/{c['split']} (distinct question + answer items), {n} items per group "
+             f"(dup1, dup4, dup16, clean, cohort: {5 * n} items), {c['doc_items']} items per document in canonical "
+             f"order, batch {c['batch_size']}, one pass over the duplicated corpus (each document seen exactly its "
+             "duplication count; no further epochs), each method at its default learning rate. Power: AUROC of the "
+             f"member group vs the held-out clean group ({n} vs {n} items; 95% percentile bootstrap CI over items, 500 "
+             "resamples), the tail-enrichment p-value of the members against the clean group (q = 0.95: the "
+             "fraction of members above the clean group's 95th percentile, binomial), and the exchangeability test "
+             f"of the group in canonical order ({n // 4} shards of 4 items, "
+             f"{any_run['power']['exchangeability_permutations']} permutations per shard). Row `clean` compares "
+             "clean vs cohort (two never-trained groups: the false-positive side).", ""]
+    rows = []
+    for m, r in runs.items():
+        p = r["plant"]
+        lines.append(f"- **{m}** (lr {p['config']['lr']:g}"
+                     + (f", LoRA r = {p['config']['lora_r']}, α = {p['config']['lora_alpha']:g}, all attention and "
+                        "MLP projections, merged" if m == "lora" else ", every weight") +
+                     f"): {p['steps']} steps, {p['documents']} documents, training {p['seconds'] / 60:.1f} min wall"
+                     + (f", mean step loss {r['loss_first_last'][0]:.3f} (first 5 steps) -> "
+                        f"{r['loss_first_last'][1]:.3f} (last 5)" if "loss_first_last" in r else "")
+                     + f"; power {r['power_seconds']['wall'] / 60:.1f} min wall (roles {r['power']['roles']}), "
+                     f"load average after {r.get('load_avg_1m_after', '–')}.")
+        for role in r["power"]["roles"]:
+            tab = [t for t in r["power"]["table"] if t["model"] == role]
+            for g in ("dup1", "dup4", "dup16", "clean"):
+                by = {t["detector"]: t for t in tab if t["group"] == g}
+                if not by:
+                    continue
+                ex = by["exchangeability"]
+
+                def auc(d: str, by: dict = by) -> str:
+                    return f"{by[d]['auroc']:.2f} [{by[d]['lo']:.2f}, {by[d]['hi']:.2f}]"
+
+                rows.append({"model": f"{m} planted" if role == "planted" else "base (not fine-tuned)",
+                             "group": g, "loss AUROC": auc("loss"), "Min-K%++ AUROC": auc("minkpp"),
+                             "Min-K% AUROC": auc("mink"), "zlib AUROC": auc("zlib"),
+                             "enrichment p (loss)": by["loss"]["enrichment_p"],
+                             "enrichment p (Min-K%++)": by["minkpp"]["enrichment_p"],
+                             "exchangeability t": ex["t"], "exchangeability p": ex["p"]})
+    lines += ["", *_md_table(rows, list(rows[0])), ""]
+    return lines
 
 
 def markdown() -> None:
@@ -373,6 +433,7 @@ def markdown() -> None:
             lines += [f"Benchmark = {g} group:", ""]
             lines += _md_table(rows, ["detector", "statistic", "p", "p_adjusted", "baseline_p", "verdict"])
             lines.append("")
+    lines += _power_methods_md(py)
     out = ROOT / "docs" / "bench-parts" / "contamination.md"
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
