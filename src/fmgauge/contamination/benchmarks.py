@@ -3,7 +3,8 @@
 A :class:`TextBenchmark` holds ``N`` items: ``ids`` (N,) and ``texts`` (N,), in the order of the source file (the
 order the exchangeability test checks), and ``columns``: every scalar field of the source records, (N,) strings
 each (None where a record lacks the field), e.g. SLAKE's ``img_id`` or MRPC's ``#1 ID``, so that items that belong
-together can be kept together (``fmgauge contamination plant --group-by``). A VQA item becomes text through one documented template::
+together can be kept together (``fmgauge contamination plant --group-by``). A VQA item becomes text through one
+documented template::
 
     Question: {question}
     Answer: {answer}

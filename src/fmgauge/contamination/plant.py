@@ -22,8 +22,8 @@ method, :data:`DEFAULT_LR`), one of:
   far more detectable than LoRA at the same duplication (docs/benchmarks.md §4).
 
 The checkpoint (``save_pretrained``) and ``plant.json`` (config with the resolved lr, groups, ids, losses) go to
-``out``; each group is also written as ``groups/<name>.jsonl`` (``id``, ``text``, and ``group``: the item's ``group_by`` value), a
-benchmark the audit reads as ``jsonl:<path>``.
+``out``; each group is also written as ``groups/<name>.jsonl`` (``id``, ``text``, and ``group``: the item's
+``group_by`` value), a benchmark the audit reads as ``jsonl:<path>``.
 """
 
 from __future__ import annotations
@@ -242,7 +242,8 @@ def plant(cfg: PlantConfig, out: str | Path, *, progress: bool = True) -> Path:
                 for i in idx]
         (out / "groups" / f"{g}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         manifest_groups[g] = {"duplication": dup, "indices": idx, "ids": [bench.ids[i] for i in idx],
-                              "n_items": len(idx), "benchmark": f"jsonl:{(out / 'groups' / f'{g}.jsonl').resolve()}"}
+                              "n_items": len(idx),
+                              "benchmark": f"jsonl:{(out / 'groups' / f'{g}.jsonl').resolve()}"}
         if keys is not None:
             manifest_groups[g]["keys"] = list(dict.fromkeys(keys[i] for i in idx))
     manifest = {"config": cfg.model_dump(), "base_model": tm.source, "groups": manifest_groups,
@@ -265,9 +266,10 @@ def plant_power(out: str | Path, *, k: float = 0.2, q: float = 0.95, exchangeabi
                 progress: bool = True) -> dict:
     """Power of each detector on a :func:`plant` output: planted model vs its base model, every group.
 
-    Per model and group: AUROC (95% bootstrap CI) of each per-item detector, group (members) vs ``clean``
-    (matched non-members; bootstrap over the ``group_by`` units when the plant had them), the tail-enrichment p-value against the ``clean`` group, and the exchangeability test
-    of the group (shards of ``items_per_shard`` items). Rows of ``clean`` vs ``cohort`` give the false-positive
+    Per model and group: AUROC (95% bootstrap CI; the bootstrap resamples ``group_by`` units when the plant had
+    them) of each per-item detector, group (members) vs ``clean`` (matched non-members), the tail-enrichment
+    p-value against the ``clean`` group, and the exchangeability test of the group (shards of ``items_per_shard``
+    items). Rows of ``clean`` vs ``cohort`` give the false-positive
     side. ``roles``: which of the two models to measure (the base model's rows are the same for every plant of the
     same groups, so a comparison of methods needs them once). Written to ``out/power.json`` and returned.
     """
@@ -278,6 +280,9 @@ def plant_power(out: str | Path, *, k: float = 0.2, q: float = 0.95, exchangeabi
     from fmgauge.core.stats import auc_ci
     from fmgauge.core.text_models import load_text_model
 
+    unknown = set(roles) - {"planted", "base"}
+    if unknown or not roles:
+        raise FmgaugeError(f"roles must be a non-empty subset of ['planted', 'base'], got {list(roles)}.")
     out = Path(out)
     man = read_manifest(out)
     groups = {g: load_benchmark(v["benchmark"], "all") for g, v in man["groups"].items()}
@@ -286,9 +291,6 @@ def plant_power(out: str | Path, *, k: float = 0.2, q: float = 0.95, exchangeabi
     # bootstrap units: the group_by value (prefixed by the group: a value never spans groups anyway)
     units = {g: [f"{g}/{v}" for v in b.column("group")] if group_by else None for g, b in groups.items()}
     rows = []
-    unknown = set(roles) - {"planted", "base"}
-    if unknown or not roles:
-        raise FmgaugeError(f"roles must be a non-empty subset of ['planted', 'base'], got {list(roles)}.")
     for role, name in (("planted", str(out)), ("base", man["base_model"])):
         if role not in roles:
             continue
