@@ -183,3 +183,33 @@ def test_power_json_of_a_group_by_plant_bootstraps_units(tiny_dir, tmp_path, fmg
     assert json.loads((out / "power.json").read_text())["roles"] == ["planted"]
     with pytest.raises(FmgaugeError, match="roles must be"):
         plant_power(out, roles=("planted", "teacher"))
+
+
+def test_cli_plant_and_audit_read_a_headerless_benchmark(tiny_dir, tmp_path, fmgauge_env):
+    """--no-header --text-column (and --group-by by position) reach the library on plant and audit."""
+    from typer.testing import CliRunner
+
+    from fmgauge.cli import app
+
+    rows = [f"p{i // 2},{t}" for i, t in enumerate(_sentences(40))]  # column 0 = pair, column 1 = text
+    (tmp_path / "raw.csv").write_text("\n".join(rows) + "\n")
+    bench = f"csv:{tmp_path / 'raw.csv'}"
+    runner = CliRunner()
+    res = runner.invoke(app, ["contamination", "plant", "--model", str(tiny_dir), "--benchmark", bench, "--split",
+                              "all", "--no-header", "--text-column", "1", "--group-by", "0", "--items-per-group",
+                              "4", "--duplications", "2", "--method", "full", "--device", "cpu", "--out",
+                              str(tmp_path / "planted"), "--no-power"])
+    assert res.exit_code == 0, res.output
+    man = read_manifest(tmp_path / "planted")
+    assert man["config"]["benchmark"] == bench + "?text_column=1&header=none" and man["config"]["lr"] == 3e-5
+    assert all(len(v["keys"]) == 2 for v in man["groups"].values())  # 4 items = 2 whole pairs
+    (tmp_path / "other.csv").write_text("\n".join(f"x,{t} other" for t in _sentences(40, seed=1)) + "\n")
+    (tmp_path / "audit.yaml").write_text(json.dumps({
+        "models": [str(tmp_path / "planted")], "baseline": str(tiny_dir), "benchmark": bench, "split": "all",
+        "cohort": f"csv:{tmp_path / 'other.csv'}?header=none&text_column=1", "cohort_split": "all",
+        "detectors": ["loss"], "device": "cpu"}))
+    res = runner.invoke(app, ["contamination", "audit", "--config", str(tmp_path / "audit.yaml"), "--no-header",
+                              "--text-column", "1", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["benchmark"].endswith("?text_column=1&header=none")
