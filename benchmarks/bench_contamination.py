@@ -210,12 +210,13 @@ def power_method(argv: list[str]) -> None:
     ap.add_argument("--items", type=int, default=64, help="Distinct items per group.")
     ap.add_argument("--permutations", type=int, default=10, help="Exchangeability permutations per shard.")
     ap.add_argument("--with-base", action="store_true", help="Also the un-fine-tuned model's rows.")
+    ap.add_argument("--lr", type=float, default=None, help="Learning rate (default: the method's).")
     a = ap.parse_args(argv)
-    part = f"power_{a.method}_n{a.items}"
+    part = f"power_{a.method}_n{a.items}" + ("" if a.lr is None else f"_lr{a.lr:g}")
     res = _load(part) or {"machine": _machine()}
     out = Path(os.environ.get("FMGAUGE_CACHE", Path.home() / ".cache" / "fmgauge")) / f"contamination-{part}"
     cfg = PlantConfig(model=MODEL, benchmark="slake-en", split="test", items_per_group=a.items,
-                      duplications=[1, 4, 16], method=a.method, batch_size=4, device="cpu")
+                      duplications=[1, 4, 16], method=a.method, lr=a.lr, batch_size=4, device="cpu")
     if not (out / "plant.json").exists():
         plant(cfg, out, progress=False)
     man = json.loads((out / "plant.json").read_text())
@@ -275,8 +276,12 @@ def _fmt(v: object) -> str:
 
 def _power_methods_md(py: str) -> list[str]:
     """The LoRA vs full fine-tuning power table from ``contamination_power_<method>_n<items>.json``."""
-    runs = {m: r for m in ("lora", "full") for p in sorted(RESULTS.glob(f"contamination_power_{m}_n*.json"))
-            if "power" in (r := json.loads(p.read_text()))}
+    runs = {}
+    for m in ("lora", "full"):
+        for p in sorted(RESULTS.glob(f"contamination_power_{m}_n*.json")):
+            if "power" in (r := json.loads(p.read_text())):
+                lr = r["plant"]["config"]["lr"]
+                runs[m if "_lr" not in p.stem else f"{m} lr {lr:g}"] = r
     if not runs:
         return []
     any_run = next(iter(runs.values()))
@@ -289,7 +294,8 @@ def _power_methods_md(py: str) -> list[str]:
              f"Planted: {c['benchmark']}/{c['split']} (distinct question + answer items), {n} items per group "
              f"(dup1, dup4, dup16, clean, cohort: {5 * n} items), {c['doc_items']} items per document in canonical "
              f"order, batch {c['batch_size']}, one pass over the duplicated corpus (each document seen exactly its "
-             "duplication count; no further epochs), each method at its default learning rate. Power: AUROC of the "
+             "duplication count; no further epochs), each method at its default learning rate unless the row says "
+             "otherwise. Power: AUROC of the "
              f"member group vs the held-out clean group ({n} vs {n} items; 95% percentile bootstrap CI over items, 500 "
              "resamples), the tail-enrichment p-value of the members against the clean group (q = 0.95: the "
              "fraction of members above the clean group's 95th percentile, binomial), and the exchangeability test "
@@ -301,7 +307,7 @@ def _power_methods_md(py: str) -> list[str]:
         p = r["plant"]
         lines.append(f"- **{m}** (lr {p['config']['lr']:g}"
                      + (f", LoRA r = {p['config']['lora_r']}, α = {p['config']['lora_alpha']:g}, all attention and "
-                        "MLP projections, merged" if m == "lora" else ", every weight") +
+                        "MLP projections, merged" if p["config"]["method"] == "lora" else ", every weight") +
                      f"): {p['steps']} steps, {p['documents']} documents, training {p['seconds'] / 60:.1f} min wall"
                      + (f", mean step loss {r['loss_first_last'][0]:.3f} (first 5 steps) -> "
                         f"{r['loss_first_last'][1]:.3f} (last 5)" if "loss_first_last" in r else "")
