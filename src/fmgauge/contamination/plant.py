@@ -18,8 +18,8 @@ method, :data:`DEFAULT_LR`), one of:
 - ``lora``: LoRA adapters (peft) on every attention and MLP projection, merged into the weights after training
   (lr 1e-3);
 - ``last-layers``: only the last ``last_layers`` decoder layers and the final norm train (lr 1e-3);
-- ``full``: every weight trains (lr 3e-5); the stronger contamination: on smollm2-135m it makes the planted items
-  far more detectable than LoRA at the same duplication (docs/benchmarks.md §4).
+- ``full``: every weight trains (lr 3e-5). On smollm2-135m its loss AUROCs match LoRA's within their CIs, and
+  its tail enrichment is stronger at low duplication (docs/benchmarks.md §4, "Planting method").
 
 The checkpoint (``save_pretrained``) and ``plant.json`` (config with the resolved lr, groups, ids, losses) go to
 ``out``; each group is also written as ``groups/<name>.jsonl`` (``id``, ``text``, and ``group``: the item's
@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 
 Method = Literal["lora", "last-layers", "full"]
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-#: AdamW learning rate of each method when ``lr`` is unset. Full fine-tuning at 3e-5 for one pass (each document
-#: seen exactly its duplication count) memorises more than LoRA r=16 at 1e-3 (docs/benchmarks.md §4).
+#: AdamW learning rate of each method when ``lr`` is unset (full: 3e-5, one pass, as in issue 13's measurement).
+#: Measured on smollm2-135m / SLAKE-en (docs/benchmarks.md §4): the two give loss AUROCs within each other's CIs;
+#: full fine-tuning has the stronger tail enrichment at duplication 1 and 4.
 DEFAULT_LR: dict[str, float] = {"lora": 1e-3, "last-layers": 1e-3, "full": 3e-5}
 
 
