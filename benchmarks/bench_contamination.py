@@ -199,8 +199,8 @@ def power() -> None:
 
 
 def power_method(argv: list[str]) -> None:
-    """Plant SLAKE-en test items into smollm2-135m with one method (its default lr) at duplication 1, 4, 16 and
-    measure every detector's power on the planted model (and, ``--with-base``, on the base model)."""
+    """Plant SLAKE-en test items into smollm2-135m with one method (its default lr unless ``--lr``) at duplication
+    1, 4, 16 and measure every detector's power on the planted model (and, ``--with-base``, on the base model)."""
     import argparse
 
     from fmgauge.contamination.plant import PlantConfig, plant, plant_power
@@ -288,7 +288,8 @@ def _power_methods_md(py: str) -> list[str]:
     c = any_run["plant"]["config"]
     n = c["items_per_group"]
     lines = ["## Planting method: LoRA vs full fine-tuning", "",
-             "Commands (run side by side, one torch thread each):  ",
+             "Commands (one torch thread each; the lora and full default-lr runs side by side, any other run after "
+             "them):  ",
              *[f"`{py.format(t=r['machine']['torch_threads'], part=r['command'].split(' ', 1)[1])}`  "
                for r in runs.values()],
              f"Planted: {c['benchmark']}/{c['split']} (distinct question + answer items), {n} items per group "
