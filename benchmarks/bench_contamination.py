@@ -356,7 +356,8 @@ def _power_methods_prose(runs: dict) -> list[str]:
     overlap = all(inside("lora", "full", g) and inside("full", "lora", g) for g in dups)
     base_null = all(t["lo"] <= 0.5 <= t["hi"] for t in runs["lora"]["power"]["table"]
                     if t["model"] == "base" and t["auroc"] is not None)
-    out = [f"Whole table: {max(walls['lora'], walls['full']):.0f} min wall, the two processes side by side (training "
+    out = [f"LoRA and full at their default lr: {max(walls['lora'], walls['full']):.0f} min wall, the two processes "
+           "side by side (training "
            f"+ power: lora {walls['lora']:.0f} min including the base model's rows, full {walls['full']:.0f} min), on "
            f"the shared 2-core machine. With {runs['lora']['plant']['config']['items_per_group']} items per group a "
            f"loss AUROC's 95% interval is up to ±{half:.2f} wide.", "",
@@ -381,7 +382,8 @@ def _power_methods_prose(runs: dict) -> list[str]:
     for m in runs:
         if m not in ("lora", "full"):
             out += ["", f"{m}: loss AUROC {au[m]} at duplication 1 / 4 / 16, loss tail-enrichment p {enr[m]}, "
-                        f"exchangeability p {exch[m]} (same groups, same schedule)."]
+                        f"exchangeability p {exch[m]} (same groups, same schedule; {walls[m]:.0f} min wall, run after the "
+                        "others)."]
     return out + [""]
 
 
