@@ -3,6 +3,11 @@
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py throughput
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py exchangeability
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py power
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py power-method \
+        --method full --items 64 [--with-base]
+
+``power-method`` (LoRA vs full fine-tuning) writes ``contamination_power_<method>_n<items>.json``; run one process
+per method side by side (one thread each), ``--with-base`` on one of them for the un-fine-tuned model's rows.
 
 Each part writes ``benchmarks/results/contamination_<part>.json`` (partial results as they go; a rerun skips what is
 there) and ``docs/bench-parts/contamination.md`` is rendered from those files by the ``markdown`` part.
@@ -193,6 +198,46 @@ def power() -> None:
     print(json.dumps(summary["table"], indent=1), flush=True)
 
 
+def power_method(argv: list[str]) -> None:
+    """Plant SLAKE-en test items into smollm2-135m with one method (its default lr unless ``--lr``) at duplication
+    1, 4, 16 and measure every detector's power on the planted model (and, ``--with-base``, on the base model)."""
+    import argparse
+
+    from fmgauge.contamination.plant import PlantConfig, plant, plant_power
+
+    ap = argparse.ArgumentParser(prog="bench_contamination.py power-method")
+    ap.add_argument("--method", choices=["lora", "full"], required=True)
+    ap.add_argument("--items", type=int, default=64, help="Distinct items per group.")
+    ap.add_argument("--permutations", type=int, default=10, help="Exchangeability permutations per shard.")
+    ap.add_argument("--with-base", action="store_true", help="Also the un-fine-tuned model's rows.")
+    ap.add_argument("--lr", type=float, default=None, help="Learning rate (default: the method's).")
+    a = ap.parse_args(argv)
+    part = f"power_{a.method}_n{a.items}" + ("" if a.lr is None else f"_lr{a.lr:g}")
+    res = _load(part) or {"machine": _machine()}
+    out = Path(os.environ.get("FMGAUGE_CACHE", Path.home() / ".cache" / "fmgauge")) / f"contamination-{part}"
+    cfg = PlantConfig(model=MODEL, benchmark="slake-en", split="test", items_per_group=a.items,
+                      duplications=[1, 4, 16], method=a.method, lr=a.lr, batch_size=4, device="cpu")
+    if not (out / "plant.json").exists():
+        plant(cfg, out, progress=False)
+    man = json.loads((out / "plant.json").read_text())
+    res["plant"] = {k: v for k, v in man.items() if k != "losses"}
+    res["loss_first_last"] = [float(np.mean(man["losses"][:5])), float(np.mean(man["losses"][-5:]))]
+    res["command"] = f"benchmarks/bench_contamination.py power-method {' '.join(argv)}"
+    _save(part, res)
+    print(part, "planted in", res["plant"]["seconds"], "s", flush=True)
+    roles = ["planted", "base"] if a.with_base else ["planted"]
+    if res.get("power", {}).get("roles") == roles:
+        return
+    t0, c0 = time.perf_counter(), time.process_time()
+    summary = plant_power(out, exchangeability_permutations=a.permutations, device="cpu", progress=False,
+                          roles=roles)
+    res["power_seconds"] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+    res["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+    res["power"] = summary
+    _save(part, res)
+    print(part, json.dumps(summary["table"], indent=1), flush=True)
+
+
 def audit() -> None:
     """Audit the planted smollm2 (from the power part) on its dup16 group: cohort = the cohort group, baseline = the
     base smollm2-135m (which never saw the planted fine-tuning). Token statistics and shards come from the cache."""
@@ -227,6 +272,119 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1e-2 or abs(v) >= 1e4 else f"{v:.3f}".rstrip("0").rstrip(".")
     return str(v)
+
+
+def _power_methods_md(py: str) -> list[str]:
+    """The LoRA vs full fine-tuning power table from ``contamination_power_<method>_n<items>.json``."""
+    runs = {}
+    for m in ("lora", "full"):
+        for p in sorted(RESULTS.glob(f"contamination_power_{m}_n*.json")):
+            if "power" in (r := json.loads(p.read_text())):
+                lr = r["plant"]["config"]["lr"]
+                runs[m if "_lr" not in p.stem else f"{m} lr {lr:g}"] = r
+    if not runs:
+        return []
+    any_run = next(iter(runs.values()))
+    c = any_run["plant"]["config"]
+    n = c["items_per_group"]
+    lines = ["## Planting method: LoRA vs full fine-tuning", "",
+             "Commands (one torch thread each; the lora and full default-lr runs side by side, any other run after "
+             "them):  ",
+             *[f"`{py.format(t=r['machine']['torch_threads'], part=r['command'].split(' ', 1)[1])}`  "
+               for r in runs.values()],
+             f"Planted: {c['benchmark']}/{c['split']} (distinct question + answer items), {n} items per group "
+             f"(dup1, dup4, dup16, clean, cohort: {5 * n} items), {c['doc_items']} items per document in canonical "
+             f"order, batch {c['batch_size']}, one pass over the duplicated corpus (each document seen exactly its "
+             "duplication count; no further epochs), each method at its default learning rate unless the row says "
+             "otherwise. Power: AUROC of the "
+             f"member group vs the held-out clean group ({n} vs {n} items; 95% percentile bootstrap CI over items, 500 "
+             "resamples), the tail-enrichment p-value of the members against the clean group (q = 0.95: the "
+             "fraction of members above the clean group's 95th percentile, binomial), and the exchangeability test "
+             f"of the group in canonical order ({n // 4} shards of 4 items, "
+             f"{any_run['power']['exchangeability_permutations']} permutations per shard). Row `clean` compares "
+             "clean vs cohort (two never-trained groups: the false-positive side).", ""]
+    rows = []
+    for m, r in runs.items():
+        p = r["plant"]
+        lines.append(f"- **{m}** (lr {p['config']['lr']:g}"
+                     + (f", LoRA r = {p['config']['lora_r']}, α = {p['config']['lora_alpha']:g}, all attention and "
+                        "MLP projections, merged" if p["config"]["method"] == "lora" else ", every weight") +
+                     f"): {p['steps']} steps, {p['documents']} documents, training {p['seconds'] / 60:.1f} min wall"
+                     + (f", mean step loss {r['loss_first_last'][0]:.3f} (first 5 steps) -> "
+                        f"{r['loss_first_last'][1]:.3f} (last 5)" if "loss_first_last" in r else "")
+                     + f"; power {r['power_seconds']['wall'] / 60:.1f} min wall (roles {r['power']['roles']}), "
+                     f"load average after {r.get('load_avg_1m_after', '–')}.")
+        for role in r["power"]["roles"]:
+            tab = [t for t in r["power"]["table"] if t["model"] == role]
+            for g in ("dup1", "dup4", "dup16", "clean"):
+                by = {t["detector"]: t for t in tab if t["group"] == g}
+                if not by:
+                    continue
+                ex = by["exchangeability"]
+
+                def auc(d: str, by: dict = by) -> str:
+                    return f"{by[d]['auroc']:.2f} [{by[d]['lo']:.2f}, {by[d]['hi']:.2f}]"
+
+                rows.append({"model": f"{m} planted" if role == "planted" else "base (not fine-tuned)",
+                             "group": g, "loss AUROC": auc("loss"), "Min-K%++ AUROC": auc("minkpp"),
+                             "Min-K% AUROC": auc("mink"), "zlib AUROC": auc("zlib"),
+                             "enrichment p (loss)": by["loss"]["enrichment_p"],
+                             "enrichment p (Min-K%++)": by["minkpp"]["enrichment_p"],
+                             "exchangeability t": ex["t"], "exchangeability p": ex["p"]})
+    lines += ["", *_md_table(rows, list(rows[0])), ""]
+    return lines + _power_methods_prose(runs)
+
+
+def _power_methods_prose(runs: dict) -> list[str]:
+    """What the table says, every number read from the results (the issue's figures quoted as the issue's)."""
+    def get(label: str, group: str, det: str, key: str = "auroc", role: str = "planted"):  # noqa: ANN202
+        return next(t[key] for t in runs[label]["power"]["table"]
+                    if t["model"] == role and t["group"] == group and t["detector"] == det)
+
+    if not {"lora", "full"} <= set(runs):
+        return []
+    dups = ("dup1", "dup4", "dup16")
+    walls = {m: (r["plant"]["seconds"] + r["power_seconds"]["wall"]) / 60 for m, r in runs.items()}
+    au = {m: " / ".join(f"{get(m, g, 'loss'):.2f}" for g in dups) for m in runs}
+    half = max((get(m, g, "loss", "hi") - get(m, g, "loss", "lo")) / 2 for m in ("lora", "full") for g in dups)
+    enr = {m: " / ".join(f"{get(m, g, 'loss', 'enrichment_p'):.2g}" for g in dups) for m in runs}
+    exch = {m: " / ".join(f"{get(m, g, 'exchangeability', 'p'):.2g}" for g in dups) for m in runs}
+
+    def inside(m: str, other: str, g: str) -> bool:
+        return get(other, g, "loss", "lo") <= get(m, g, "loss") <= get(other, g, "loss", "hi")
+
+    overlap = all(inside("lora", "full", g) and inside("full", "lora", g) for g in dups)
+    base_null = all(t["lo"] <= 0.5 <= t["hi"] for t in runs["lora"]["power"]["table"]
+                    if t["model"] == "base" and t["auroc"] is not None)
+    out = [f"LoRA and full at their default lr: {max(walls['lora'], walls['full']):.0f} min wall, the two processes "
+           "side by side (training "
+           f"+ power: lora {walls['lora']:.0f} min including the base model's rows, full {walls['full']:.0f} min), on "
+           f"the shared 2-core machine. With {runs['lora']['plant']['config']['items_per_group']} items per group a "
+           f"loss AUROC's 95% interval is up to ±{half:.2f} wide.", "",
+           f"Loss AUROC at duplication 1 / 4 / 16: LoRA {au['lora']}, full fine-tuning (lr 3e-5, one pass) "
+           f"{au['full']}. The issue reported 0.62 / 0.85 / 1.00 for LoRA and 0.79 / 0.99 / 1.00 for a full "
+           "fine-tune at lr 3e-5, one pass, from a measurement whose item counts and schedule it does not record; "
+           + ("this run does not reproduce that gap: at each duplication the two AUROCs lie inside each other's "
+              "intervals. " if overlap else "at some duplication here the two AUROCs' intervals exclude each "
+                                            "other's point. ") + "Where full fine-tuning is stronger here is the tail: the loss tail-enrichment p at "
+           f"duplication 1 / 4 / 16 is {enr['full']} (full) against {enr['lora']} (LoRA), i.e. full fine-tuning "
+           "pushes a few items far above the clean group's 95th percentile already when they are seen once, "
+           "while LoRA shifts the members less at low duplication. The exchangeability p is "
+           f"{exch['full']} (full) and {exch['lora']} (LoRA). LoRA at lr 1e-3 fits the training documents far "
+           f"more tightly (mean step loss over the last 5 steps {runs['lora']['loss_first_last'][1]:.3f} vs "
+           f"{runs['full']['loss_first_last'][1]:.3f}).", "",
+           f"Base model (never fine-tuned): {'every' if base_null else 'not every'} AUROC interval contains 0.5; "
+           "its exchangeability test on the "
+           f"clean group gives p = {get('lora', 'clean', 'exchangeability', 'p', 'base'):.2g}: SLAKE lists the "
+           "questions of one image together, so even a sampled group's canonical order is not exchangeable for "
+           "any LM (see the exchangeability cost table above) — the false positive the audit's baseline model is "
+           "there to catch."]
+    for m in runs:
+        if m not in ("lora", "full"):
+            out += ["", f"{m}: loss AUROC {au[m]} at duplication 1 / 4 / 16, loss tail-enrichment p {enr[m]}, "
+                        f"exchangeability p {exch[m]} (same groups, same schedule; {walls[m]:.0f} min wall, run after the "
+                        "others)."]
+    return out + [""]
 
 
 def markdown() -> None:
@@ -334,12 +492,16 @@ def markdown() -> None:
             lines += [f"Benchmark = {g} group:", ""]
             lines += _md_table(rows, ["detector", "statistic", "p", "p_adjusted", "baseline_p", "verdict"])
             lines.append("")
+    lines += _power_methods_md(py)
     out = ROOT / "docs" / "bench-parts" / "contamination.md"
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["power-method"]:
+        power_method(sys.argv[2:])
+        sys.exit(0)
     parts = sys.argv[1:] or ["throughput", "exchangeability", "power", "audit", "markdown"]
     for part in parts:
         {"throughput": throughput, "exchangeability": exchangeability, "power": power, "audit": audit,

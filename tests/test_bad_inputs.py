@@ -302,6 +302,74 @@ def plant_empty_benchmark(tmp: Path) -> list[str]:
             str(tmp / "planted")]
 
 
+def _plant(tmp: Path, *args: str, bench: str | None = None) -> list[str]:
+    return ["contamination", "plant", "--model", "smollm2-135m", "--benchmark", bench or _bench_csv(tmp), "--out",
+            str(tmp / "planted"), *args]
+
+
+def plant_method_typo(tmp: Path) -> list[str]:
+    return _plant(tmp, "--method", "ful", "--text-column", "body")
+
+
+def plant_lr_zero(tmp: Path) -> list[str]:
+    return _plant(tmp, "--method", "full", "--lr", "0")
+
+
+def plant_group_by_missing(tmp: Path) -> list[str]:
+    return _plant(tmp, "--text-column", "body", "--group-by", "pair", "--items-per-group", "4")
+
+
+def plant_group_by_one_value(tmp: Path) -> list[str]:
+    rows = "".join(f"question {i},p{i // 20}\n" for i in range(40))
+    return _plant(tmp, "--text-column", "body", "--group-by", "x", "--items-per-group", "4", "--method", "full",
+                  bench=_bench_csv(tmp, "body,x\n" + rows))
+
+
+def plant_text_column_missing(tmp: Path) -> list[str]:
+    return _plant(tmp, "--text-column", "nope", "--method", "full")
+
+
+def plant_no_header_on_fixed_layout(tmp: Path) -> list[str]:
+    return _plant(tmp, "--no-header", bench="slake-en")
+
+
+def plant_benchmark_typo(tmp: Path) -> list[str]:
+    return _plant(tmp, bench="slake")
+
+
+def _audit_yaml(tmp: Path, **over: str) -> str:
+    cfg = {"models": ["smollm2-135m"], "baseline": "gemma3-270m", "benchmark": _bench_csv(tmp), "split": "all",
+           "cohort": _bench_csv(tmp) + "?text_column=body", "cohort_split": "all", **over}
+    (tmp / "audit.yaml").write_text(json.dumps(cfg))
+    return str(tmp / "audit.yaml")
+
+
+def audit_text_column_missing(tmp: Path) -> list[str]:
+    return ["contamination", "audit", "--config", _audit_yaml(tmp), "--text-column", "nope", "--out",
+            str(tmp / "run")]
+
+
+def audit_no_header_on_fixed_layout(tmp: Path) -> list[str]:
+    return ["contamination", "audit", "--config", _audit_yaml(tmp, benchmark="slake-en"), "--no-header", "--out",
+            str(tmp / "run")]
+
+
+def audit_benchmark_typo(tmp: Path) -> list[str]:
+    return ["contamination", "audit", "--config", _audit_yaml(tmp, benchmark="vqa-rad2"), "--out", str(tmp / "run")]
+
+
+def score_empty_model_dir(tmp: Path) -> list[str]:
+    (tmp / "model").mkdir()
+    return ["contamination", "score", "--model", str(tmp / "model"), "--benchmark", _bench_csv(tmp), "--text-column",
+            "body"]
+
+
+def exchangeability_empty_model_dir(tmp: Path) -> list[str]:
+    (tmp / "model").mkdir()
+    return ["contamination", "exchangeability", "--model", str(tmp / "model"), "--benchmark", _bench_csv(tmp),
+            "--text-column", "body"]
+
+
 def label_no_header_on_registered(tmp: Path) -> list[str]:
     return ["weak-labels", "label", "--dataset", "pneumoniamnist", "--labeler", "simulated:random", "--no-header"]
 
@@ -419,6 +487,22 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (audit_config_missing, "missing.yaml does not exist"),
     (audit_config_incomplete, "models: Field required"),
     (plant_empty_benchmark, "holds no items (empty benchmark)"),
+    (plant_method_typo, "method: Input should be 'lora', 'last-layers' or 'full' (got 'ful')"),
+    (plant_lr_zero, "lr: Input should be greater than 0"),
+    (plant_group_by_missing, "has no such column; available columns: ['body', 'x']"),
+    (plant_group_by_one_value, "group_by 'x': the benchmark's 40 items form 2 groups of that column; kept whole, "
+                               "they fill 2 of 5 groups of 4 items"),
+    (plant_text_column_missing, "missing required field(s) ['nope']; it has ['body', 'x']"),
+    (plant_no_header_on_fixed_layout, "--no-header applies to a benchmark file named jsonl|csv|tsv:<path>"),
+    (plant_benchmark_typo, "Did you mean 'slake-en'? Known: glue-mrpc, omnimedvqa, pathvqa, slake-en, vqa-rad, "
+                           "vqamed2019. Or a file: csv:<path>, jsonl:<path>, mevf:<path>"),
+    (audit_text_column_missing, "missing required field(s) ['nope']; it has ['body', 'x']"),
+    (audit_no_header_on_fixed_layout, "--no-header applies to a benchmark file named jsonl|csv|tsv:<path>"),
+    (audit_benchmark_typo, "unknown benchmark 'vqa-rad2'. Did you mean 'vqa-rad', 'vqamed2019'? Known: glue-mrpc, "
+                           "omnimedvqa, pathvqa, slake-en, vqa-rad, vqamed2019. Or a file: csv:<path>, jsonl:<path>"),
+    (score_empty_model_dir, "has no config.json; save the model with save_pretrained() or give a registered name "
+                            "['gemma3-270m', 'minilm-l6', 'smollm2-135m']"),
+    (exchangeability_empty_model_dir, "or give a registered name ['gemma3-270m', 'minilm-l6', 'smollm2-135m']"),
     (label_no_header_on_registered, "--no-header: only for a text:<file> dataset; 'pneumoniamnist'"),
     (label_option_twice, "option 'header' is given twice"),
     (decide_text_column_without_dataset, "describe a --dataset text:<file>"),

@@ -1,7 +1,10 @@
 """Benchmarks as ordered lists of text items, in their canonical (file) order.
 
 A :class:`TextBenchmark` holds ``N`` items: ``ids`` (N,) and ``texts`` (N,), in the order of the source file (the
-order the exchangeability test checks). A VQA item becomes text through one documented template::
+order the exchangeability test checks), and ``columns``: every scalar field of the source records, (N,) strings
+each (None where a record lacks the field), e.g. SLAKE's ``img_id`` or MRPC's ``#1 ID``, so that items that belong
+together can be kept together (``fmgauge contamination plant --group-by``). A VQA item becomes text through one
+documented template::
 
     Question: {question}
     Answer: {answer}
@@ -22,8 +25,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -41,7 +44,8 @@ PAIR_TEMPLATE = "{sentence1}\n{sentence2}"
 
 @dataclass(frozen=True)
 class TextBenchmark:
-    """``N`` text items in canonical order: ``ids`` (N,) str, ``texts`` (N,) str."""
+    """``N`` text items in canonical order: ``ids`` (N,) str, ``texts`` (N,) str, ``columns`` name -> (N,) str or
+    None (the source records' scalar fields)."""
 
     name: str
     split: str
@@ -49,6 +53,7 @@ class TextBenchmark:
     texts: tuple[str, ...]
     source: str  # file or directory read
     template: str  # how an item became text
+    columns: Mapping[str, tuple[str | None, ...]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -62,7 +67,21 @@ class TextBenchmark:
         """Items at ``index`` (in that order)."""
         idx = [int(i) for i in index]
         return TextBenchmark(name or self.name, self.split, tuple(self.ids[i] for i in idx),
-                             tuple(self.texts[i] for i in idx), self.source, self.template)
+                             tuple(self.texts[i] for i in idx), self.source, self.template,
+                             {c: tuple(v[i] for i in idx) for c, v in self.columns.items()})
+
+    def column(self, name: str, *, option: str = "column") -> tuple[str, ...]:
+        """Values (N,) of source column ``name``; refuses a column the benchmark lacks (naming those it has) or an
+        item without a value (naming the item). ``option`` is the argument named in the message."""
+        if name not in self.columns:
+            raise FmgaugeError(f"{option} {name!r}: benchmark {self.name!r} ({self.source}) has no such column; "
+                               f"available columns: {sorted(self.columns) or 'none (a fixed layout)'}.")
+        values = self.columns[name]
+        missing = [i for i, v in enumerate(values) if v is None or not str(v).strip()]
+        if missing:
+            raise FmgaugeError(f"{option} {name!r}: {len(missing)} item(s) of benchmark {self.name!r} have no value "
+                               f"in that column (first: item {missing[0]}, id {self.ids[missing[0]]!r}).")
+        return tuple(str(v) for v in values)
 
     def head(self, n: int | None) -> TextBenchmark:
         """The first ``n`` items in canonical order (all when ``n`` is None)."""
@@ -137,14 +156,28 @@ def _need_fields(rec: object, fields: Sequence[str], where: str) -> dict:
     return rec
 
 
+def _is_scalar(v: object) -> bool:
+    return isinstance(v, (str, int, float, bool, np.generic)) and not (isinstance(v, (float, np.floating))
+                                                                        and not np.isfinite(v))
+
+
+def _columns(rows: Sequence[object]) -> dict[str, tuple[str | None, ...]]:
+    """Every scalar field of the records ``rows`` (dicts), as (N,) strings, None where a record lacks it."""
+    recs = [r if isinstance(r, dict) else {} for r in rows]
+    keys = dict.fromkeys(str(k) for r in recs for k, v in r.items() if _is_scalar(v))
+    return {k: tuple(str(r[k]) if k in r and _is_scalar(r[k]) else None for r in recs) for k in keys}
+
+
 def _finish(name: str, split: str, ids: list[str], texts: list[str], source: Path | str,
-            template: str) -> TextBenchmark:
+            template: str, rows: Sequence[object] = ()) -> TextBenchmark:
+    """The benchmark, ``rows`` (the N source records, optional) becoming its ``columns``."""
     if not texts:
         raise FmgaugeError(f"benchmark {name!r} split {split!r} from {source} holds no items (empty benchmark).")
     dup = len(ids) - len(set(ids))
     if dup:
         ids = [f"{i}#{k}" for k, i in enumerate(ids)]  # keep every item; ids must be unique
-    return TextBenchmark(name, split, tuple(ids), tuple(texts), str(source), template)
+    return TextBenchmark(name, split, tuple(ids), tuple(texts), str(source), template,
+                         _columns(rows) if rows else {})
 
 
 def _read_json_list(path: Path) -> list:
@@ -187,7 +220,7 @@ def _vqa_items(name: str, split: str, rows: list, path: Path, *, id_field: str |
         a = _nonempty(answer_field, rec[answer_field], where)
         texts.append(VQA_TEMPLATE.format(question=q, answer=a))
         ids.append(str(rec.get(id_field, i)) if id_field else str(i))
-    return _finish(name, split, ids, texts, path, VQA_TEMPLATE)
+    return _finish(name, split, ids, texts, path, VQA_TEMPLATE, rows)
 
 
 # ------------------------------------------------------------------------------------------------ SLAKE
@@ -300,7 +333,7 @@ def read_omnimedvqa(root: Path, split: str = "all") -> TextBenchmark:
     if not files:
         raise FmgaugeError(f"no OmniMedVQA json under {qa} (expected QA_information/Open-access/<dataset>.json)"
                            + ("" if split == "all" else f" for sub-dataset {split!r}") + ".")
-    ids, texts = [], []
+    ids, texts, recs = [], [], []
     for path in files:
         for i, rec in enumerate(_read_json_list(path)):
             where = f"{path} item {i}"
@@ -312,7 +345,8 @@ def read_omnimedvqa(root: Path, split: str = "all") -> TextBenchmark:
             texts.append(MCQ_TEMPLATE.format(question=q, options=" ".join(opts), answer=a) if opts
                          else VQA_TEMPLATE.format(question=q, answer=a))
             ids.append(str(rec["question_id"]))
-    return _finish("omnimedvqa", split, ids, texts, qa, MCQ_TEMPLATE)
+            recs.append(rec)
+    return _finish("omnimedvqa", split, ids, texts, qa, MCQ_TEMPLATE, recs)
 
 
 BENCHMARKS.add("omnimedvqa", lambda split: read_omnimedvqa(find_data_file(
@@ -345,7 +379,7 @@ def read_mrpc(path: Path, split: str = "test") -> TextBenchmark:
         s2 = _nonempty("#2 String", rec["#2 String"], where)
         texts.append(PAIR_TEMPLATE.format(sentence1=s1, sentence2=s2))
         ids.append(f"{rec['#1 ID']}-{rec['#2 ID']}")
-    return _finish("glue-mrpc", split, ids, texts, path, PAIR_TEMPLATE)
+    return _finish("glue-mrpc", split, ids, texts, path, PAIR_TEMPLATE, rows)
 
 
 BENCHMARKS.add("glue-mrpc", lambda split: read_mrpc(find_data_file(
@@ -417,7 +451,7 @@ def read_text_table(path: Path, split: str = "all", *, kind: str = "jsonl", text
         _need_fields(rec, [text_column] + ([id_column] if id_column else []), where)
         texts.append(_nonempty(text_column, rec[text_column], where))
         ids.append(str(rec[id_column]) if id_column else str(rec.get("id") or i))
-    return _finish(path.stem, split, ids, texts, path, "{" + text_column + "}")
+    return _finish(path.stem, split, ids, texts, path, "{" + text_column + "}", rows)
 
 
 LAYOUTS.add("jsonl", lambda p, split: read_text_table(p, split, kind="jsonl"))

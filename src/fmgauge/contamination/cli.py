@@ -151,12 +151,17 @@ def audit_cmd(
     device: Annotated[str | None, typer.Option(help="Override the config's device (auto|cpu|cuda|mps).")] = None,
     dtype: Annotated[str | None, typer.Option(help="Override the config's dtype.")] = None,
     max_items: Annotated[int | None, typer.Option(help="Override the benchmark's max_items.")] = None,
+    text_column: TextColumn = None, no_header: NoHeader = False,
 ) -> None:
-    """All detectors, with a known-non-member cohort, a baseline model and multiple-testing correction."""
+    """All detectors, with a known-non-member cohort, a baseline model and multiple-testing correction.
+
+    --text-column / --no-header apply to the config's benchmark; a table cohort takes the same options in its
+    name (``cohort: csv:items.csv?text_column=body&header=none``)."""
     from fmgauge.contamination.audit import AuditConfig, label, run_audit
     from fmgauge.core.config import load_config
 
     cfg = load_config(AuditConfig, config, {"device": device, "dtype": dtype, "max_items": max_items})
+    cfg = cfg.model_copy(update={"benchmark": _bench_name(cfg.benchmark, text_column, no_header)})
     _validate_device(cfg.device)
     res = run_audit(cfg, out)
     console.print(_table(res.verdicts().assign(model=lambda d: d.model.map(label)), "verdicts"))
@@ -171,8 +176,14 @@ def plant_cmd(
     split: Annotated[str | None, typer.Option(help="Split the groups come from.")] = None,
     items_per_group: Annotated[int | None, typer.Option(help="Items per group.")] = None,
     duplications: Annotated[str | None, typer.Option(help="Comma-separated counts, e.g. 1,4,16.")] = None,
-    method: Annotated[str | None, typer.Option(help="lora|last-layers|full.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    text_column: TextColumn = None, no_header: NoHeader = False,
+    group_by: Annotated[str | None, typer.Option(
+        help="Benchmark column whose equal values stay in one group (e.g. a pair id): member and clean groups are "
+             "dealt out whole sets, never splitting one.")] = None,
+    method: Annotated[str | None, typer.Option(
+        help="lora (adapters r=16, merged) | full (every weight) | last-layers. Default lora.")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="AdamW learning rate (default per method: lora 1e-3, full 3e-5, last-layers 1e-3).")] = None,
     device: Annotated[str | None, typer.Option(help="auto|cpu|cuda|mps.")] = None,
     out: Annotated[Path, typer.Option(help="Output directory (checkpoint + plant.json + groups/).")] = Path(
         "runs/planted"),
@@ -188,10 +199,11 @@ def plant_cmd(
     dups = None if duplications is None else [int(float(v)) for v in _csv_floats(duplications, "--duplications")]
     cfg = load_config(PlantConfig, config, {"model": model, "benchmark": benchmark, "split": split,
                                             "items_per_group": items_per_group, "duplications": dups,
-                                            "method": method, "lr": lr, "device": device})
+                                            "method": method, "lr": lr, "device": device, "group_by": group_by})
+    cfg = cfg.model_copy(update={"benchmark": _bench_name(cfg.benchmark, text_column, no_header)})
     _validate_device(cfg.device)
     plant(cfg, out)
-    console.print(f"planted checkpoint: [bold]{out}[/] (method {cfg.method})")
+    console.print(f"planted checkpoint: [bold]{out}[/] (method {cfg.method}, lr {cfg.lr:g})")
     if power:
         summary = plant_power(out, exchangeability_permutations=permutations, device=cfg.device)
         t = pd.DataFrame(summary["table"])

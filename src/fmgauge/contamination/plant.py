@@ -1,22 +1,29 @@
 """Positive controls: plant a benchmark split into a causal LM at chosen duplication counts, keep matched clean
 splits, and measure each detector's power before anyone trusts it.
 
-Groups. Of the benchmark's distinct texts (first occurrences, canonical order), item ``i`` goes to group ``i mod G`` (interleaved, so
-every group is a matched sample of the same benchmark and keeps the canonical relative order), ``n`` items per
-group. Groups: one per duplication count ``d`` (``dup<d>``), then ``clean`` (never trained: the matched
-non-members) and ``cohort`` (never trained: known non-members for the audit's cohort test).
+Groups. Of the benchmark's distinct texts (first occurrences, canonical order), item ``i`` goes to group ``i mod G``
+(interleaved, so every group is a matched sample of the same benchmark and keeps the canonical relative order), ``n``
+items per group. Groups: one per duplication count ``d`` (``dup<d>``), then ``clean`` (never trained: the matched
+non-members) and ``cohort`` (never trained: known non-members for the audit's cohort test). With ``group_by`` (a
+benchmark column, e.g. the pair id the two questions of a paraphrase pair share) the interleave deals out whole
+sets of items sharing a value instead of single items (:func:`make_groups`): a member and a clean item never share
+one, and the power's bootstrap resamples those sets.
 
 Training documents. A group's items are concatenated, in canonical order, ``doc_items`` at a time (the separator is
 the exchangeability test's, so the memorised order is the order the test checks); document of group ``dup<d>``
-appears ``d`` times, spread over ``max(d)`` epochs, shuffled within each epoch. Fine-tuning is causal-LM loss with
-AdamW at a constant learning rate, one of:
+appears ``d`` times, spread over ``max(d)`` epochs, shuffled within each epoch: one pass over the duplicated
+corpus, no further epochs. Fine-tuning is causal-LM loss with AdamW at a constant learning rate (default per
+method, :data:`DEFAULT_LR`), one of:
 
-- ``lora``: LoRA adapters (peft) on every attention and MLP projection, merged into the weights after training;
-- ``last-layers``: only the last ``last_layers`` decoder layers and the final norm train;
-- ``full``: every weight trains (tiny models in tests).
+- ``lora``: LoRA adapters (peft) on every attention and MLP projection, merged into the weights after training
+  (lr 1e-3);
+- ``last-layers``: only the last ``last_layers`` decoder layers and the final norm train (lr 1e-3);
+- ``full``: every weight trains (lr 3e-5). On smollm2-135m its loss AUROCs match LoRA's within their CIs, and
+  its tail enrichment is stronger at low duplication (docs/benchmarks.md §4, "Planting method").
 
-The checkpoint (``save_pretrained``) and ``plant.json`` (groups, ids, method, losses) go to ``out``; each group is
-also written as ``groups/<name>.jsonl`` (``id``, ``text``), a benchmark the audit reads as ``jsonl:<path>``.
+The checkpoint (``save_pretrained``) and ``plant.json`` (config with the resolved lr, groups, ids, losses) go to
+``out``; each group is also written as ``groups/<name>.jsonl`` (``id``, ``text``, and ``group``: the item's
+``group_by`` value), a benchmark the audit reads as ``jsonl:<path>``.
 """
 
 from __future__ import annotations
@@ -24,12 +31,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from fmgauge.contamination.benchmarks import TextBenchmark, load_benchmark
 from fmgauge.contamination.scoring import _progress
@@ -40,6 +48,10 @@ log = logging.getLogger(__name__)
 
 Method = Literal["lora", "last-layers", "full"]
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: AdamW learning rate of each method when ``lr`` is unset (full: 3e-5, one pass, as in issue 13's measurement).
+#: Measured on smollm2-135m / SLAKE-en (docs/benchmarks.md §4): the two give loss AUROCs within each other's CIs;
+#: full fine-tuning has the stronger tail enrichment at duplication 1 and 4.
+DEFAULT_LR: dict[str, float] = {"lora": 1e-3, "last-layers": 1e-3, "full": 3e-5}
 
 
 class PlantConfig(BaseModel):
@@ -56,11 +68,20 @@ class PlantConfig(BaseModel):
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: float = Field(32.0, description="LoRA scaling numerator (scale = alpha / r).")
     last_layers: int = Field(2, ge=1, description="Decoder layers trained by method last-layers.")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (constant).")
+    lr: float | None = Field(None, gt=0, description="AdamW learning rate (constant); unset = the method's "
+                             "default (DEFAULT_LR: lora and last-layers 1e-3, full 3e-5). Recorded resolved.")
     batch_size: int = Field(4, ge=1, description="Documents per optimiser step.")
     seed: int = Field(0, description="Seed of the document order and of LoRA init.")
+    group_by: str | None = Field(None, description="Benchmark column whose equal values must stay in one group "
+                                 "(e.g. a pair id); unset = every item is its own unit.")
     device: DeviceName = Field("auto", description="auto|cpu|cuda|mps.")
     dtype: str = Field("float32", description="Weights dtype for training (float32 on CPU).")
+
+    @model_validator(mode="after")
+    def _resolve_lr(self) -> PlantConfig:
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.method]
+        return self
 
 
 def unique_texts(bench: TextBenchmark) -> TextBenchmark:
@@ -71,16 +92,40 @@ def unique_texts(bench: TextBenchmark) -> TextBenchmark:
     return bench.subset(keep)
 
 
-def make_groups(n_total: int, cfg: PlantConfig) -> dict[str, list[int]]:
-    """Interleaved groups of benchmark indices: ``dup<d>`` for each d, ``clean``, ``cohort``."""
+def make_groups(n_total: int, cfg: PlantConfig, keys: Sequence[str] | None = None) -> dict[str, list[int]]:
+    """Groups of benchmark indices (each sorted, canonical order): ``dup<d>`` for each d, ``clean``, ``cohort``.
+
+    Units are the items (``keys`` None) or the sets of items sharing a key (``keys`` (n_total,) str, e.g. a pair
+    id), taken in order of first appearance; each unit goes whole to the least-filled group that still has fewer
+    than ``items_per_group`` items (ties: the first such group), until every group is full. With one item per unit
+    this is the interleave item ``i`` -> group ``i mod G``; with keys a group holds at least ``items_per_group``
+    items and at most ``items_per_group + (largest unit − 1)``, and no key is ever split across groups.
+    """
     if any(d < 1 for d in cfg.duplications) or len(set(cfg.duplications)) != len(cfg.duplications):
         raise FmgaugeError(f"duplications must be distinct positive integers, got {cfg.duplications}.")
     names = [f"dup{d}" for d in cfg.duplications] + ["clean", "cohort"]
-    need = len(names) * cfg.items_per_group
+    n = cfg.items_per_group
+    need = len(names) * n
     if n_total < need:
-        raise FmgaugeError(f"the benchmark has {n_total} items; {len(names)} groups of {cfg.items_per_group} need "
+        raise FmgaugeError(f"the benchmark has {n_total} items; {len(names)} groups of {n} need "
                            f"{need}. Lower items_per_group or use a larger split.")
-    return {g: list(range(k, need, len(names))) for k, g in enumerate(names)}
+    if keys is not None and len(keys) != n_total:
+        raise FmgaugeError(f"keys has {len(keys)} entries for {n_total} items.")
+    units: dict[str, list[int]] = {}
+    for i in range(n_total):
+        units.setdefault(str(i) if keys is None else keys[i], []).append(i)
+    groups: list[list[int]] = [[] for _ in names]
+    for members in units.values():
+        open_ = [g for g in range(len(names)) if len(groups[g]) < n]
+        if not open_:
+            break
+        groups[min(open_, key=lambda g: len(groups[g]))].extend(members)
+    if any(len(g) < n for g in groups):
+        used = sum(map(len, groups))
+        raise FmgaugeError(f"group_by {cfg.group_by!r}: the benchmark's {n_total} items form {len(units)} groups of "
+                           f"that column; kept whole, they fill {sum(len(g) >= n for g in groups)} of {len(names)} "
+                           f"groups of {n} items ({used} items placed). Lower items_per_group or use a larger split.")
+    return {name: sorted(g) for name, g in zip(names, groups, strict=True)}
 
 
 def training_documents(bench: TextBenchmark, groups: dict[str, list[int]], cfg: PlantConfig) -> list[list[str]]:
@@ -180,7 +225,8 @@ def plant(cfg: PlantConfig, out: str | Path, *, progress: bool = True) -> Path:
 
     out = Path(out)
     bench = unique_texts(load_benchmark(cfg.benchmark, cfg.split))
-    groups = make_groups(len(bench), cfg)
+    keys = None if cfg.group_by is None else bench.column(cfg.group_by, option="group_by")
+    groups = make_groups(len(bench), cfg, keys)
     epochs = training_documents(bench, groups, cfg)
     tm = load_text_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     t0 = time.perf_counter()
@@ -193,10 +239,14 @@ def plant(cfg: PlantConfig, out: str | Path, *, progress: bool = True) -> Path:
     manifest_groups = {}
     for g, idx in groups.items():
         dup = int(g[3:]) if g.startswith("dup") else 0
-        rows = [{"id": bench.ids[i], "text": bench.texts[i]} for i in idx]
+        rows = [{"id": bench.ids[i], "text": bench.texts[i]} | ({} if keys is None else {"group": keys[i]})
+                for i in idx]
         (out / "groups" / f"{g}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         manifest_groups[g] = {"duplication": dup, "indices": idx, "ids": [bench.ids[i] for i in idx],
+                              "n_items": len(idx),
                               "benchmark": f"jsonl:{(out / 'groups' / f'{g}.jsonl').resolve()}"}
+        if keys is not None:
+            manifest_groups[g]["keys"] = list(dict.fromkeys(keys[i] for i in idx))
     manifest = {"config": cfg.model_dump(), "base_model": tm.source, "groups": manifest_groups,
                 "steps": len(losses), "losses": losses, "seconds": seconds,
                 "documents": sum(map(len, epochs)), "threads": torch.get_num_threads()}
@@ -213,13 +263,16 @@ def read_manifest(path: str | Path) -> dict:
 
 
 def plant_power(out: str | Path, *, k: float = 0.2, q: float = 0.95, exchangeability_permutations: int = 20,
-                items_per_shard: int = 4, device: str = "auto", progress: bool = True) -> dict:
+                items_per_shard: int = 4, roles: Sequence[str] = ("planted", "base"), device: str = "auto",
+                progress: bool = True) -> dict:
     """Power of each detector on a :func:`plant` output: planted model vs its base model, every group.
 
-    Per model and group: AUROC (95% bootstrap CI) of each per-item detector, group (members) vs ``clean``
-    (matched non-members), the tail-enrichment p-value against the ``clean`` group, and the exchangeability test
-    of the group (shards of ``items_per_shard`` items). Rows of ``clean`` vs ``cohort`` give the false-positive
-    side. Written to ``out/power.json`` and returned.
+    Per model and group: AUROC (95% bootstrap CI; the bootstrap resamples ``group_by`` units when the plant had
+    them) of each per-item detector, group (members) vs ``clean`` (matched non-members), the tail-enrichment
+    p-value against the ``clean`` group, and the exchangeability test of the group (shards of ``items_per_shard``
+    items). Rows of ``clean`` vs ``cohort`` give the false-positive
+    side. ``roles``: which of the two models to measure (the base model's rows are the same for every plant of the
+    same groups, so a comparison of methods needs them once). Written to ``out/power.json`` and returned.
     """
     from fmgauge.contamination.cohort import tail_enrichment
     from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
@@ -228,12 +281,20 @@ def plant_power(out: str | Path, *, k: float = 0.2, q: float = 0.95, exchangeabi
     from fmgauge.core.stats import auc_ci
     from fmgauge.core.text_models import load_text_model
 
+    unknown = set(roles) - {"planted", "base"}
+    if unknown or not roles:
+        raise FmgaugeError(f"roles must be a non-empty subset of ['planted', 'base'], got {list(roles)}.")
     out = Path(out)
     man = read_manifest(out)
     groups = {g: load_benchmark(v["benchmark"], "all") for g, v in man["groups"].items()}
     dets = detectors(k)
+    group_by = man["config"].get("group_by")
+    # bootstrap units: the group_by value (prefixed by the group: a value never spans groups anyway)
+    units = {g: [f"{g}/{v}" for v in b.column("group")] if group_by else None for g, b in groups.items()}
     rows = []
     for role, name in (("planted", str(out)), ("base", man["base_model"])):
+        if role not in roles:
+            continue
         tm = load_text_model(name, device=device)
         scores = {g: item_scores(token_stats(tm, b.texts, progress=progress), b.texts, b.ids, ks=(k, 1.0))
                   for g, b in groups.items()}
@@ -248,14 +309,15 @@ def plant_power(out: str | Path, *, k: float = 0.2, q: float = 0.95, exchangeabi
             base = {"model": role, "group": g, "duplication": man["groups"][g]["duplication"], "vs": ref}
             for dname, det in dets.items():
                 a, c = member_scores(scores[g], det), member_scores(scores[ref], det)
-                est = auc_ci(np.r_[np.ones(len(a)), np.zeros(len(c))].astype(int), np.r_[a, c], n_boot=500)
+                est = auc_ci(np.r_[np.ones(len(a)), np.zeros(len(c))].astype(int), np.r_[a, c], n_boot=500,
+                             clusters=None if group_by is None else np.r_[units[g], units[ref]])
                 enr = tail_enrichment(a, c, q=q) if len(c) >= int(np.ceil(1 / (1 - q))) else None
                 rows.append(base | {"detector": dname, "auroc": est.value, "lo": est.lo, "hi": est.hi,
                                     "enrichment_p": enr.p if enr else None})
             rows.append(base | {"detector": "exchangeability", "auroc": None, "lo": None, "hi": None,
                                 "enrichment_p": None, "t": ex.t, "p": ex.p, "shards": n_shards})
         del tm
-    summary = {"plant": {k2: v for k2, v in man.items() if k2 != "losses"}, "k": k, "q": q,
+    summary = {"plant": {k2: v for k2, v in man.items() if k2 != "losses"}, "k": k, "q": q, "roles": list(roles),
                "exchangeability_permutations": exchangeability_permutations, "table": rows}
     (out / "power.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary

@@ -64,18 +64,38 @@ def binary_auc_batch(y: np.ndarray, s: np.ndarray, idx: np.ndarray) -> np.ndarra
 
 
 def auc_ci(
-    y: np.ndarray, scores: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+    y: np.ndarray, scores: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+    clusters: np.ndarray | None = None,
 ) -> Estimate:
-    """AUC with a percentile bootstrap CI over items (resamples with a single class are skipped)."""
+    """AUC with a percentile bootstrap CI over items (resamples with a single class are skipped).
+
+    ``clusters`` (N,) any hashable labels: resample whole clusters (items that belong together, e.g. the two
+    questions of a pair) with replacement instead of single items, so correlated items do not narrow the interval.
+    """
     if n_boot < 1:
         raise FmgaugeError(f"auc_ci needs n_boot >= 1 resamples, got {n_boot}.")
     y = np.asarray(y)
     s = np.asarray(scores, dtype=float)
     point = auc(y, s)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
     if s.ndim == 2 and s.shape[1] == 2:
         s = s[:, 1]
+    if clusters is not None:
+        if len(clusters) != len(y):
+            raise FmgaugeError(f"clusters has {len(clusters)} labels for {len(y)} items.")
+        _, first, codes = np.unique(np.asarray(clusters).astype(str), return_index=True, return_inverse=True)
+        rank = np.empty(len(first), dtype=int)
+        rank[np.argsort(first)] = np.arange(len(first))  # clusters numbered in order of first appearance
+        members = [np.flatnonzero(rank[codes] == c) for c in range(len(first))]
+        picks = rng.integers(0, len(members), size=(n_boot, len(members)))
+        yb = (y == y.max()).astype(float)
+        boots = np.array([(binary_auc_batch(yb, s, i[None])[0] if s.ndim == 1 else
+                           auc(y[i], s[i]) if len(np.unique(y[i])) > 1 else np.nan)
+                          for i in (np.concatenate([members[c] for c in row]) for row in picks)])
+        boots = boots[np.isfinite(boots)]
+        a = (1 - level) / 2
+        return Estimate(point, float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)), level)
+    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
     if s.ndim == 1:
         boots = binary_auc_batch((y == y.max()).astype(float), s, idx)
     else:

@@ -1,0 +1,215 @@
+"""Planting methods and groups: full fine-tuning changes every weight while LoRA changes only the projections it
+adapts, each method's default learning rate lands in the manifest, ``group_by`` never splits a unit, every planted
+item is trained exactly its duplication count, and the cluster bootstrap of the power's AUROC intervals."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fmgauge.contamination.benchmarks import load_benchmark
+from fmgauge.contamination.plant import (
+    DEFAULT_LR,
+    LORA_TARGETS,
+    PlantConfig,
+    finetune,
+    make_groups,
+    plant,
+    read_manifest,
+    training_documents,
+)
+from fmgauge.core.stats import auc_ci
+from fmgauge.core.text_models import load_text_model
+from fmgauge.core.validation import FmgaugeError
+
+SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+WORDS = ["the", "of", "and", "in", "to", "a", "was", "is", "for", "on", "as", "by", "with", "that", "from", "at",
+         "his", "it", "an", "were", "are", "which", "this", "be"]
+
+
+def _sentences(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=12)) + f" item {i}" for i in range(n)]
+
+
+def _weights(model) -> dict[str, np.ndarray]:  # noqa: ANN001
+    return {k: v.detach().float().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def test_default_lr_follows_the_method_unless_given():
+    assert PlantConfig(method="full").lr == DEFAULT_LR["full"] == 3e-5
+    assert PlantConfig().method == "lora" and PlantConfig().lr == DEFAULT_LR["lora"] == 1e-3
+    assert PlantConfig(method="full", lr=1e-4).lr == 1e-4
+    assert PlantConfig.model_validate(PlantConfig(method="full").model_dump()).lr == 3e-5  # round-trips
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_full_changes_every_weight_lora_only_the_adapted_projections(tiny_dir, method):
+    tm = load_text_model(str(tiny_dir), device="cpu")
+    before = _weights(tm.model)
+    docs = ["\n".join(_sentences(4, seed=s)) + "\n" for s in range(4)]
+    model, losses = finetune(tm.model, tm.tokenizer, [docs], PlantConfig(method=method, batch_size=2),
+                             progress=False)
+    after = _weights(model)
+    assert set(after) == set(before) and len(losses) == 2  # LoRA merged away: the same tensors as the base
+    changed = {k for k in before if not np.array_equal(before[k], after[k])}
+    if method == "full":
+        assert changed == set(before)
+    else:
+        adapted = {k for k in before if k.rsplit(".", 2)[-2] in LORA_TARGETS}
+        assert adapted and changed == adapted  # embeddings, norms and the LM head untouched
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+
+
+def _pairs_csv(tmp: Path, n: int = 48) -> str:
+    rows = ["body,pair"] + [f"{t},p{i // 2}" for i, t in enumerate(_sentences(n))]
+    (tmp / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return f"csv:{tmp / 'pairs.csv'}?text_column=body"
+
+
+def test_plant_full_records_method_lr_and_keeps_pairs_whole(tiny_dir, tmp_path, fmgauge_env):
+    cfg = PlantConfig(model=str(tiny_dir), benchmark=_pairs_csv(tmp_path), split="all", items_per_group=6,
+                      duplications=[1, 3], doc_items=2, method="full", group_by="pair", batch_size=2, device="cpu")
+    out = plant(cfg, tmp_path / "planted", progress=False)
+    man = read_manifest(out)
+    assert man["config"]["method"] == "full" and man["config"]["lr"] == 3e-5
+    assert man["config"]["group_by"] == "pair"
+    keys = {g: v["keys"] for g, v in man["groups"].items()}
+    assert all(len(k) == 3 for k in keys.values())  # 6 items = 3 whole pairs per group
+    flat = [k for ks in keys.values() for k in ks]
+    assert len(flat) == len(set(flat))  # no pair in two groups
+    clean = load_benchmark(man["groups"]["clean"]["benchmark"], "all")
+    assert Counter(clean.column("group")) == dict.fromkeys(keys["clean"], 2)
+    assert man["documents"] == 3 * 1 + 3 * 3  # 6 items / 2 per document, seen 1 and 3 times
+
+
+def test_every_planted_item_is_trained_exactly_its_duplication_count():
+    texts = tuple(_sentences(60))
+    bench = type("B", (), {"texts": texts})()
+    cfg = PlantConfig(items_per_group=12, duplications=[1, 4, 16], doc_items=5)
+    groups = make_groups(len(texts), cfg)
+    seen = Counter(t for ep in training_documents(bench, groups, cfg) for doc in ep for t in doc.split("\n") if t)
+    for g, idx in groups.items():
+        want = int(g[3:]) if g.startswith("dup") else 0
+        assert {seen[texts[i]] for i in idx} == {want}, g
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.integers(1, 5), min_size=1, max_size=60), n=st.integers(4, 8),
+       dups=st.sampled_from([[1], [1, 4], [1, 4, 16]]), seed=st.integers(0, 10_000))
+def test_groups_never_split_a_group_by_key(sizes, n, dups, seed):
+    rng = np.random.default_rng(seed)
+    keys = [f"k{u}" for u, s in enumerate(sizes) for _ in range(s)]
+    keys = [keys[i] for i in rng.permutation(len(keys))]  # a key's items need not be adjacent
+    cfg = PlantConfig(items_per_group=n, duplications=dups)
+    try:
+        groups = make_groups(len(keys), cfg, keys)
+    except FmgaugeError as e:
+        assert "Lower items_per_group" in str(e)
+        return
+    assert len(groups) == len(dups) + 2
+    where: dict[str, set[str]] = {}
+    for g, idx in groups.items():
+        assert idx == sorted(idx) and n <= len(idx) <= n + max(sizes) - 1
+        for i in idx:
+            where.setdefault(keys[i], set()).add(g)
+    assert all(len(gs) == 1 for gs in where.values())  # one group per key
+    used = [i for idx in groups.values() for i in idx]
+    assert len(used) == len(set(used))
+    assert Counter(keys[i] for i in used) == {k: keys.count(k) for k in where}  # every used key whole
+
+
+def test_groups_without_keys_are_the_interleave():
+    cfg = PlantConfig(items_per_group=5, duplications=[1, 4])
+    assert make_groups(40, cfg) == {g: list(range(k, 20, 4)) for k, g in enumerate(["dup1", "dup4", "clean",
+                                                                                     "cohort"])}
+    assert make_groups(40, cfg, [str(i) for i in range(40)]) == make_groups(40, cfg)
+    with pytest.raises(FmgaugeError, match="form 2 groups of that column"):
+        make_groups(40, cfg.model_copy(update={"group_by": "half"}), ["a"] * 20 + ["b"] * 20)
+
+
+def test_benchmarks_carry_their_columns(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMGAUGE_DATA", str(SHARED_DATA))
+    mrpc = load_benchmark("glue-mrpc", "dev", max_items=5)
+    assert mrpc.column("#1 ID")[0] == mrpc.ids[0].split("-")[0]
+    sub = mrpc.subset([3, 1])
+    assert sub.column("#2 ID") == (mrpc.column("#2 ID")[3], mrpc.column("#2 ID")[1])
+    slake = load_benchmark("slake-en", "test", max_items=20)
+    assert len(set(slake.column("img_id"))) < 20  # several questions per image
+    pairs = load_benchmark(_pairs_csv(tmp_path), "all")
+    assert pairs.column("pair")[:3] == ("p0", "p0", "p1")
+    with pytest.raises(FmgaugeError, match=r"has no such column; available columns: \['body', 'pair'\]"):
+        pairs.column("pairs", option="group_by")
+    (tmp_path / "gap.jsonl").write_text('{"text": "a", "pair": 1}\n{"text": "b"}\n')
+    with pytest.raises(FmgaugeError, match="1 item.* no value in that column .*item 1"):
+        load_benchmark(f"jsonl:{tmp_path / 'gap.jsonl'}", "all").column("pair")
+
+
+def test_cluster_bootstrap_of_duplicated_items_equals_item_bootstrap():
+    """Every item twice, resampled as pairs: the AUC of each resample equals the item resample's of the originals
+    (same generator draws), so the interval is the original one; resampling the copies singly narrows it."""
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(30), np.zeros(30)].astype(int)
+    s = rng.normal(size=60) + 0.5 * y
+    one = auc_ci(y, s, n_boot=300, seed=3)
+    y2, s2, c2 = np.repeat(y, 2), np.repeat(s, 2), np.repeat(np.arange(60), 2)
+    two = auc_ci(y2, s2, n_boot=300, seed=3, clusters=c2)
+    assert (two.value, two.lo, two.hi) == pytest.approx((one.value, one.lo, one.hi))
+    naive = auc_ci(y2, s2, n_boot=300, seed=3)
+    assert naive.hi - naive.lo < 0.85 * (one.hi - one.lo)
+    with pytest.raises(FmgaugeError, match="clusters has 3 labels for 60 items"):
+        auc_ci(y, s, clusters=np.arange(3))
+
+
+def test_power_json_of_a_group_by_plant_bootstraps_units(tiny_dir, tmp_path, fmgauge_env):
+    """plant_power on a grouped plant: rows for each group, AUROCs in [0, 1] inside their CIs."""
+    from fmgauge.contamination.plant import plant_power
+
+    cfg = PlantConfig(model=str(tiny_dir), benchmark=_pairs_csv(tmp_path, 40), split="all", items_per_group=8,
+                      duplications=[4], doc_items=4, method="full", lr=1e-2, group_by="pair", batch_size=2,
+                      device="cpu")
+    out = plant(cfg, tmp_path / "planted", progress=False)
+    summary = plant_power(out, exchangeability_permutations=4, items_per_shard=4, roles=("planted",),
+                          device="cpu", progress=False)
+    rows = [r for r in summary["table"] if r["detector"] == "loss"]
+    assert {r["group"] for r in rows} == {"dup4", "clean"} and {r["model"] for r in rows} == {"planted"}
+    assert all(r["lo"] <= r["auroc"] <= r["hi"] for r in rows)
+    assert json.loads((out / "power.json").read_text())["roles"] == ["planted"]
+    with pytest.raises(FmgaugeError, match="roles must be"):
+        plant_power(out, roles=("planted", "teacher"))
+
+
+def test_cli_plant_and_audit_read_a_headerless_benchmark(tiny_dir, tmp_path, fmgauge_env):
+    """--no-header --text-column (and --group-by by position) reach the library on plant and audit."""
+    from typer.testing import CliRunner
+
+    from fmgauge.cli import app
+
+    rows = [f"p{i // 2},{t}" for i, t in enumerate(_sentences(40))]  # column 0 = pair, column 1 = text
+    (tmp_path / "raw.csv").write_text("\n".join(rows) + "\n")
+    bench = f"csv:{tmp_path / 'raw.csv'}"
+    runner = CliRunner()
+    res = runner.invoke(app, ["contamination", "plant", "--model", str(tiny_dir), "--benchmark", bench, "--split",
+                              "all", "--no-header", "--text-column", "1", "--group-by", "0", "--items-per-group",
+                              "4", "--duplications", "2", "--method", "full", "--device", "cpu", "--out",
+                              str(tmp_path / "planted"), "--no-power"])
+    assert res.exit_code == 0, res.output
+    man = read_manifest(tmp_path / "planted")
+    assert man["config"]["benchmark"] == bench + "?text_column=1&header=none" and man["config"]["lr"] == 3e-5
+    assert all(len(v["keys"]) == 2 for v in man["groups"].values())  # 4 items = 2 whole pairs
+    (tmp_path / "other.csv").write_text("\n".join(f"x,{t} other" for t in _sentences(40, seed=1)) + "\n")
+    (tmp_path / "audit.yaml").write_text(json.dumps({
+        "models": [str(tmp_path / "planted")], "baseline": str(tiny_dir), "benchmark": bench, "split": "all",
+        "cohort": f"csv:{tmp_path / 'other.csv'}?header=none&text_column=1", "cohort_split": "all",
+        "detectors": ["loss"], "device": "cpu"}))
+    res = runner.invoke(app, ["contamination", "audit", "--config", str(tmp_path / "audit.yaml"), "--no-header",
+                              "--text-column", "1", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["benchmark"].endswith("?text_column=1&header=none")
