@@ -262,6 +262,18 @@ def test_cli_score_topk_and_audit_on_tiny_vlms(tmp_path, slake_with_images, fmga
                                                       for a in answers]
     assert np.isfinite(df.minkpp_20).all()
 
+    (tmp_path / "empty").mkdir()
+    code, err = run_cli(["contamination", "score", "--model", str(blip), "--benchmark", "slake-en", "--max-items",
+                         "6", "--image-root", str(tmp_path / "empty"), "--blank-images", "--device", "cpu",
+                         "--out", str(tmp_path / "blank.csv")], capsys)
+    assert code == 0, err
+    assert len(pd.read_csv(tmp_path / "blank.csv")) == 6
+    from fmgauge.contamination.detect import score
+
+    res = score(str(blip), "slake-en", max_items=6, image_root=tmp_path / "empty", blank_images=True, device="cpu",
+                progress=False)  # served from the cache the CLI run filled
+    assert res.meta["n_blank_images"] == 6 and res.meta["scored"].startswith("answer tokens given image")
+
     code, err = run_cli(["contamination", "topk", "--models", f"{qwen},{blip}", "--benchmark", "slake-en",
                          "--max-items", "6", "--image-root", str(slake_with_images), "--device", "cpu"], capsys)
     assert code == 0, err
