@@ -51,9 +51,12 @@ def make_tiny_lm(path: str | Path, corpus: Sequence[str], *, hidden: int = 32, l
 
 
 QWEN_SPECIAL = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
-# The Qwen2.5-VL Instruct prompt layout (system turn omitted): what vlm_scoring builds its prompts with.
+# The Qwen2.5-VL Instruct prompt layout (default system turn, image placeholder, generation prompt), as
+# vlm_scoring renders it through the processor's apply_chat_template.
 TINY_QWEN_CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+    "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}<|im_start|>system\nYou are a helpful "
+    "assistant.<|im_end|>\n{% endif %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}"
     "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 VLM_KINDS = ("qwen2.5-vl", "blip2-opt", "blip2-t5")

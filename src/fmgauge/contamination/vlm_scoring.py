@@ -23,7 +23,8 @@ Prompts, per family (:mod:`fmgauge.core.vlm_models`):
 Prompt and answer are tokenised separately and concatenated (the answer's tokens do not depend on the prompt).
 
 Batching, caching: items are sorted by sequence length (image tokens included) and batched under a token budget,
-right-padded with an attention mask; padding never changes a score (tested: batched == one at a time). Images are
+right-padded with an attention mask; padding never changes a score (tested: batched == one at a time); only the
+positions that predict answer tokens go through the LM head (``logits_to_keep``). Images are
 decoded and preprocessed per batch (a Qwen image at default resolution is megabytes of patches). Results are
 cached under (model identity + weight-file fingerprints, processor, prompt format, questions, answers, image
 content hashes).
@@ -206,8 +207,13 @@ def forward_answer_stats(vm: Any, batch: Sequence[_Encoded], *, pad_id: int) -> 
         if vm.family == "qwen-vl":
             kwargs["image_grid_thw"] = torch.cat([e.vision["image_grid_thw"] for e in batch]).to(dev)
             kwargs["mm_token_type_ids"] = (ids == model.config.image_token_id).long().to(dev)  # 1 = image token
-        logits = model(**kwargs).logits  # (B, L, V); position j predicts token j + 1
-        spans = [(len(e.ids) - 1, len(e.ids) - 1 + len(e.answer)) for e in batch]
+        spans = [(len(e.ids) - 1, len(e.ids) - 1 + len(e.answer)) for e in batch]  # positions predicting answers
+        lo, hi = min(a for a, _ in spans), max(z for _, z in spans)
+        try:  # form the logits of positions lo..hi-1 only (the LM head over a 150k vocabulary dominates otherwise)
+            logits = model(**kwargs, logits_to_keep=torch.arange(lo, hi, device=dev)).logits  # (B, hi − lo, V)
+        except TypeError:  # a model without logits_to_keep: form all logits, keep the span
+            logits = model(**kwargs).logits[:, lo:hi]
+        spans = [(a - lo, z - lo) for a, z in spans]
     out = []
     for b, (e, (a, z)) in enumerate(zip(batch, spans, strict=True)):
         tgt = torch.tensor(e.answer, dtype=torch.long, device=logits.device)
