@@ -5,13 +5,14 @@
 No VLM weights are reachable offline, so this builds random-init models with the exact widths, vocabularies and
 vision towers of Qwen2.5-VL-3B-Instruct and BLIP-2 OPT-2.7B but only a few layers, times the scoring forward of
 :func:`fmgauge.contamination.vlm_scoring.forward_answer_stats` (image tower + language model + the answer tokens'
-full-vocabulary statistics) on a SLAKE-like item at three depths (language layers L_t, vision layers L_v), fits
-``seconds = c + a·L_t + b·L_v`` and projects to the full depth (Qwen2.5-VL-3B: 36 / 32; BLIP-2: 32 OPT layers,
-39 ViT layers and the 12-layer Q-Former, whose cost sits in c here as it is built at full depth). It also times
+full-vocabulary statistics) on a SLAKE-like item at three depths (language layers L_t, vision layers L_v), takes the
+per-layer costs from the differences and projects to the full depth (Qwen2.5-VL-3B: 36 / 32; BLIP-2: 32 OPT
+layers, 39 ViT layers; its 12-layer Q-Former is built at full depth throughout). It also times
 the same forward forming the logits of every position instead of the answer's (``logits_to_keep``). Random weights
 cost the same FLOPs as trained ones; the projection assumes cost linear in depth (true of a transformer stack).
 
-Writes ``benchmarks/results/vlm_scoring.json``; the markdown of docs/benchmarks.md §10 is printed at the end.
+Writes ``benchmarks/results/vlm_scoring.json`` row by row (a rerun keeps measured rows and only re-renders when
+all are there); the markdown of docs/benchmarks.md §10 is printed at the end.
 """
 
 from __future__ import annotations
@@ -133,11 +134,18 @@ def measure(family: str, done: list[dict], save) -> dict:  # noqa: ANN001
         save(family, rows)
         print(family, row, flush=True)
         del model
-    t = np.array([[1, r["text_layers"], r["vision_layers"]] for r in rows], float)
-    c, a, b = np.linalg.solve(t, np.array([r["seconds"] for r in rows]))
-    return {"rows": rows, "fit": {"c": c, "per_text_layer": a, "per_vision_layer": b},
+    return project(rows, full)
+
+
+def project(rows: list[dict], full: tuple[int, int]) -> dict:
+    """Per-layer costs from the (4, 2) and (2, 4) rows against (2, 2); a negative slope (timing noise on the
+    shared machine exceeding that layer's cost) counts as 0; full depth = (2, 2) + slopes × the missing layers."""
+    t = {(r["text_layers"], r["vision_layers"]): r["seconds"] for r in rows}
+    a = (t[(4, 2)] - t[(2, 2)]) / 2
+    b = (t[(2, 4)] - t[(2, 2)]) / 2
+    return {"rows": rows, "fit": {"per_text_layer": a, "per_vision_layer": b},
             "full_depth": {"text_layers": full[0], "vision_layers": full[1]},
-            "projected_seconds_per_item": c + a * full[0] + b * full[1]}
+            "projected_seconds_per_item": t[(2, 2)] + max(a, 0) * (full[0] - 2) + max(b, 0) * (full[1] - 2)}
 
 
 def markdown(res: dict) -> str:
@@ -146,8 +154,9 @@ def markdown(res: dict) -> str:
            f"torch {m['torch']}, {m['torch_threads']} threads, load average at start {m['load_avg_1m_at_start']} "
            f"(machine shared with other jobs), peak RSS {res['peak_rss_gb']:.1f} GB. Random-init models at the real "
            f"widths and vocabularies with few layers; one SLAKE-like item ({IMAGE_PX}x{IMAGE_PX} image, "
-           f"{PROMPT_TOKENS}-token question, {ANSWER_TOKENS}-token answer), median of {REPS} forwards; projected to "
-           "full depth by the fit seconds = c + a·L_text + b·L_vision.", "",
+           f"{PROMPT_TOKENS}-token question, {ANSWER_TOKENS}-token answer), one forward after a warm-up (the first "
+           "two Qwen rows: median of 3); per-layer costs from the differences between rows, a negative one (timing "
+           "noise larger than that layer's cost) counted as 0, projected to full depth.", "",
            "| model | L_text | L_vision | sequence tokens | params (M) | s / item | s / item, all logits |",
            "|---|---|---|---|---|---|---|"]
     for fam, name in (("qwen-vl", "Qwen2.5-VL-3B shape"), ("blip2", "BLIP-2 OPT-2.7B shape")):
@@ -158,8 +167,8 @@ def markdown(res: dict) -> str:
     for fam, name, n in (("qwen-vl", "Qwen2.5-VL-3B", 1061), ("blip2", "BLIP-2 OPT-2.7B", 1061)):
         f, s = res[fam]["fit"], res[fam]["projected_seconds_per_item"]
         d = res[fam]["full_depth"]
-        out.append(f"- {name}: c = {f['c']:.2f} s, {f['per_text_layer']:.3f} s per language layer, "
-                   f"{f['per_vision_layer']:.3f} s per vision layer -> **{s:.1f} s per item** at full depth "
+        out.append(f"- {name}: {f['per_text_layer']:.2f} s per language layer, "
+                   f"{f['per_vision_layer']:.2f} s per vision layer -> **{s:.0f} s per item** at full depth "
                    f"({d['text_layers']} / {d['vision_layers']} layers), about {s * n / 3600:.1f} h for the 1,061 "
                    "SLAKE-En test items on this CPU (float32).")
     return "\n".join(out)
