@@ -114,7 +114,7 @@ def resolve_images(bench: TextBenchmark, image_root: str | Path | None = None, *
     paths: list[Path | None] = []
     missing: list[str] = []
     for n in vqa.images:
-        p = None if n is None else (Path(n) if Path(n).is_absolute() or root is None else root / n)
+        p = None if n is None else (Path(n) if Path(n).is_absolute() else None if root is None else root / n)
         if p is None or not p.is_file():
             missing.append(str(p) if p is not None else "(no image named)")
             p = None
