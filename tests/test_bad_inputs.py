@@ -462,6 +462,60 @@ def gallery_port_out_of_range(tmp: Path) -> list[str]:
     (tmp / "gallery").mkdir()
     (tmp / "gallery" / "pairs.json").write_text("[]")
     return ["contamination", "gallery", str(tmp), "--port", "70000"]
+def _vqa_csv(tmp: Path, *, images: bool = True) -> str:
+    """A question/answer csv benchmark, with an image column of real PNG files next to it when ``images``."""
+    from PIL import Image
+
+    rows = ["question,answer" + (",image" if images else "")]
+    for i in range(4):
+        if images:
+            Image.new("RGB", (28, 28), (i * 40, 0, 0)).save(tmp / f"im{i}.png")
+        rows.append(f"what organ {i}?,lung" + (f",im{i}.png" if images else ""))
+    (tmp / "vqa.csv").write_text("\n".join(rows) + "\n")
+    return f"csv:{tmp / 'vqa.csv'}"
+
+
+def vlm_on_text_benchmark(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--model", "qwen2.5-vl-3b", "--benchmark", _bench_csv(tmp, "text\na\nb\n")]
+
+
+def vlm_on_benchmark_without_images(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--model", "qwen2.5-vl-3b", "--benchmark", _vqa_csv(tmp, images=False)]
+
+
+def vlm_without_image_root(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--model", "qwen2.5-vl-3b", "--benchmark", "slake-en", "--max-items", "5"]
+
+
+def vlm_image_root_without_the_images(tmp: Path) -> list[str]:
+    (tmp / "imgs").mkdir()
+    return ["contamination", "topk", "--models", "qwen2.5-vl-3b,blip2-opt-2.7b", "--benchmark", "slake-en",
+            "--image-root", str(tmp / "imgs")]
+
+
+def vlm_image_root_not_a_dir(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--model", "blip2-opt-2.7b", "--benchmark", "vqamed2019", "--image-root",
+            str(tmp / "nope")]
+
+
+def vlm_offline_without_weights(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--model", "blip2-opt-2.7b", "--benchmark", _vqa_csv(tmp)]
+
+
+def vlm_reference_is_a_text_lm(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--model", "qwen2.5-vl-3b", "--reference-model", "smollm2-135m",
+            "--benchmark", _vqa_csv(tmp)]
+
+
+def vlm_name_typo(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--model", "qwen2.5-vl-3", "--benchmark", _vqa_csv(tmp)]
+
+
+def vlm_audit_without_image_root(tmp: Path) -> list[str]:
+    cfg = {"name": "v", "models": ["qwen2.5-vl-3b"], "baseline": "blip2-opt-2.7b", "benchmark": "slake-en",
+           "cohort": "vqamed2019", "image_root": None}
+    (tmp / "a.yaml").write_text(json.dumps(cfg))
+    return ["contamination", "audit", "--config", str(tmp / "a.yaml"), "--out", str(tmp / "run")]
 
 
 BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
@@ -544,6 +598,16 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (gallery_not_a_run, "has no gallery/pairs.json: run `fmgauge contamination image-overlap"),
     (gallery_import_bad_mark, "must be one of ['duplicate', 'same-source', 'different']"),
     (gallery_port_out_of_range, "--port must be in 0..65535"),
+    (vlm_on_text_benchmark, "has no question/answer fields; a vision-language model scores the answer given image"),
+    (vlm_on_benchmark_without_images, "names no image for its items"),
+    (vlm_without_image_root, "--image-root: benchmark 'slake-en' names its images relative to a folder"),
+    (vlm_image_root_without_the_images, "1061 of 1061 images of 'slake-en' are missing"),
+    (vlm_image_root_not_a_dir, "is not a directory; point it at the folder holding the benchmark's images"),
+    (vlm_offline_without_weights, "huggingface-cli download Salesforce/blip2-opt-2.7b --local-dir DIR`), copy DIR "
+                                  "here and pass --model DIR"),
+    (vlm_reference_is_a_text_lm, "the reference ratio needs two models scoring the same tokens"),
+    (vlm_name_typo, "unknown model 'qwen2.5-vl-3'. Did you mean 'qwen2.5-vl-3b'"),
+    (vlm_audit_without_image_root, "--image-root: benchmark 'slake-en' names its images relative to a folder"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Contamination audit for language models and image benchmarks: did the model already see this benchmark?
+"""Contamination audit for language models, vision-language models and image benchmarks: did the model already
+see this benchmark?
 
 Library entry points (each behind a ``fmgauge contamination`` command):
 
@@ -8,7 +9,10 @@ Library entry points (each behind a ``fmgauge contamination`` command):
 - :func:`run_audit` — every detector with a known-non-member cohort, a baseline model, multiple-testing correction
   and a verdict per detector × model (``signal`` / ``no signal`` / ``signal not specific``);
 - :func:`plant` / :func:`plant_power` — positive controls: fine-tune on a benchmark split at duplication counts
-  and measure each detector's power.
+  and measure each detector's power;
+- :func:`vlm_token_stats` — the same token statistics from a vision-language model (Qwen2.5-VL, BLIP-2) over the
+  answer tokens given image + question (:func:`resolve_images` finds each item's image), so every detector above
+  also runs on VLMs; ``score``, ``topk_overlap`` and ``run_audit`` take VLM names directly;
 - :func:`run_image_overlap` — image-side near-neighbour overlap with a reference corpus, τ from a control set,
   Wilson CI and an adjudication gallery (:mod:`~fmgauge.contamination.gallery`).
 
@@ -32,6 +36,8 @@ _EXPORTS = {
     "load_benchmark": "fmgauge.contamination.benchmarks",
     "run_image_overlap": "fmgauge.contamination.image_overlap",
     "ImageOverlapConfig": "fmgauge.contamination.image_overlap",
+    "vlm_token_stats": "fmgauge.contamination.vlm_scoring",
+    "resolve_images": "fmgauge.contamination.vlm_scoring",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -11,6 +11,12 @@ detector Min-K%++ at k = 0.2; the k sweep is reported as AUROC benchmark vs coho
 al.; optional, it is the expensive one) and ``topk`` (overlap of the model's top-K items with each other audited
 model's, hypergeometric null, Bonferroni over partners; needs ≥ 2 audited models).
 
+Models may be causal LMs or vision-language models (Qwen2.5-VL audited, BLIP-2 as the external baseline, as in
+Xu et al.): a VLM scores each item's answer tokens given its image and question
+(:mod:`~fmgauge.contamination.vlm_scoring`), reading the benchmark's images from ``image_root`` and the cohort's
+from ``cohort_image_root``; both are checked for every VLM before the first model loads. Exchangeability on a VLM
+runs on its own language model over the items' text (see docs/contamination.md for why).
+
 Output: ``<out>/config.yaml``, ``summary.json`` (config, tests with verdicts, enrichment, overlaps, exchangeability),
 ``scores.parquet`` (per-item scores, benchmark and cohort, every model), ``report.html`` / ``report.md`` and
 ``figures/`` (see :mod:`fmgauge.contamination.report`).
@@ -30,10 +36,10 @@ from pydantic import BaseModel, Field
 
 from fmgauge.contamination.benchmarks import TextBenchmark, load_benchmark
 from fmgauge.contamination.cohort import tail_enrichment
+from fmgauge.contamination.detect import check_model_data, load_scorer, scorer_stats
 from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
 from fmgauge.contamination.image_overlap import ImageOverlapConfig
 from fmgauge.contamination.mink import DEFAULT_K, K_SWEEP, detectors, item_scores, k_column, member_scores
-from fmgauge.contamination.scoring import token_stats
 from fmgauge.contamination.topk import pairwise_overlap
 from fmgauge.contamination.verdict import adjust_pvalues, verdict
 from fmgauge.core.models import DeviceName
@@ -67,6 +73,10 @@ class AuditConfig(BaseModel):
                                                    description="Options of the sharded permutation test.")
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level after correction.")
     correction: Literal["holm", "bh", "bonferroni", "none"] = Field("holm", description="Across detector × model.")
+    image_root: str | None = Field(None, description="Folder of the benchmark's images (for VLMs).")
+    cohort_image_root: str | None = Field(None, description="Folder of the cohort's images (for VLMs).")
+    blank_images: bool = Field(False, description="VLMs: score items whose image is missing with a blank image "
+                                                  "(text prior only) instead of refusing.")
     context: int | None = Field(None, ge=2, description="Scoring window (default: the model's context).")
     max_batch_tokens: int = Field(2048, ge=1, description="Padded tokens per scoring forward.")
     device: DeviceName = Field("auto", description="auto|cpu|cuda|mps.")
@@ -120,20 +130,29 @@ def _check_disjoint(bench: TextBenchmark, cohort: TextBenchmark) -> None:
                            f"benchmark items (e.g. {next(iter(shared))[:60]!r}); use a disjoint cohort.")
 
 
-def _score_model(model: str, bench: TextBenchmark, cohort: TextBenchmark, cfg: AuditConfig,
-                 run_exchangeability: bool, progress: bool) -> tuple[pd.DataFrame, dict | None]:
-    from fmgauge.core.text_models import load_text_model
+def _check_models_data(models: list[str], bench: TextBenchmark, cohort: TextBenchmark,
+                       cfg: AuditConfig) -> dict[str, tuple]:
+    """Per model, (benchmark items, cohort items) for a VLM (images resolved) or (None, None): before any load."""
+    return {m: (check_model_data(m, bench, image_root=cfg.image_root, blank_images=cfg.blank_images),
+                check_model_data(m, cohort, image_root=cfg.cohort_image_root, blank_images=cfg.blank_images))
+            for m in models}
 
-    tm = load_text_model(model, device=cfg.device, dtype=cfg.dtype)
+
+def _score_model(model: str, bench: TextBenchmark, cohort: TextBenchmark, cfg: AuditConfig,
+                 run_exchangeability: bool, progress: bool, items: tuple = (None, None)) -> tuple[pd.DataFrame,
+                                                                                                 dict | None]:
+    tm = load_scorer(model, device=cfg.device, dtype=cfg.dtype)
     frames = []
-    for role, b in (("benchmark", bench), ("cohort", cohort)):
-        st = token_stats(tm, b.texts, context=cfg.context, max_batch_tokens=cfg.max_batch_tokens, progress=progress)
-        df = item_scores(st, b.texts, b.ids, ks=sorted(set(K_SWEEP) | {cfg.k}))
+    for role, b, it in (("benchmark", bench, items[0]), ("cohort", cohort, items[1])):
+        st, texts = scorer_stats(tm, b, it, context=cfg.context, max_batch_tokens=cfg.max_batch_tokens,
+                                 progress=progress)
+        df = item_scores(st, texts, b.ids, ks=sorted(set(K_SWEEP) | {cfg.k}))
         df.insert(0, "set", role)
         frames.append(df)
     ex = None
     if run_exchangeability:
-        ex = exchangeability_test(tm, bench.texts, cfg.exchangeability, progress=progress).to_dict()
+        lm = tm if items[0] is None else tm.text_model()  # a VLM: its own language model on the items' text
+        ex = exchangeability_test(lm, bench.texts, cfg.exchangeability, progress=progress).to_dict()
     del tm
     return pd.concat(frames, ignore_index=True), ex
 
@@ -155,11 +174,12 @@ def run_audit(cfg: AuditConfig, out: str | Path | None = None, *, progress: bool
     root = Path(out) if out is not None else Path("runs") / cfg.name
     run_ex = "exchangeability" in cfg.detectors
     models = [*cfg.models, cfg.baseline]
+    items = _check_models_data(models, bench, cohort, cfg)
     scores, exch = [], {}
     for m in models:
         log.info("scoring %s on %s (%d items) and the cohort (%d items)", label(m), bench.name, len(bench),
                  len(cohort))
-        df, ex = _score_model(m, bench, cohort, cfg, run_ex, progress)
+        df, ex = _score_model(m, bench, cohort, cfg, run_ex, progress, items[m])
         df.insert(0, "model", m)
         scores.append(df)
         if ex is not None:

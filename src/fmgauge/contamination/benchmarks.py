@@ -19,6 +19,12 @@ an explicit path: ``slake:<file.json>``, ``mevf:<file.json>``, ``pathvqa:<dir>``
 ``jsonl:<file>``, ``csv:<file>`` (``tsv:`` too), the table layouts taking options
 (:data:`TABLE_OPTIONS`) like ``csv:items.csv?text_column=body&header=none``. Empty benchmarks and items with a missing or empty required
 field are refused with the file, the item and the field named.
+
+VQA layouts also keep, in :attr:`TextBenchmark.vqa` (:class:`VQAFields`), each item's question, answer and image
+file name (SLAKE ``img_name``, VQA-RAD/MEVF ``image_name``, OmniMedVQA ``image_path``, a table's ``image`` column
+or ``image_column=``): what a vision-language model scores (the answer given image + question, see
+:mod:`fmgauge.contamination.vlm_scoring`). The json files name images but hold none; the images are read from
+``--image-root`` (a table's relative names default to the table's own folder).
 """
 
 from __future__ import annotations
@@ -43,9 +49,28 @@ PAIR_TEMPLATE = "{sentence1}\n{sentence2}"
 
 
 @dataclass(frozen=True)
+class VQAFields:
+    """The parts of ``N`` VQA items a vision-language model scores: ``questions`` (N,) (with the options of a
+    multiple-choice item), ``answers`` (N,) and ``images`` (N,) file names as the source gives them (absolute, or
+    relative to ``--image-root``; None = the item names no image). ``image_dir``: the folder relative names are
+    read from when no ``--image-root`` is given (a table's own folder; None when the images live apart from the
+    file, as SLAKE's and VQA-RAD's json do)."""
+
+    questions: tuple[str, ...]
+    answers: tuple[str, ...]
+    images: tuple[str | None, ...]
+    image_dir: str | None = None
+
+    def subset(self, idx: Sequence[int]) -> VQAFields:
+        return VQAFields(tuple(self.questions[i] for i in idx), tuple(self.answers[i] for i in idx),
+                         tuple(self.images[i] for i in idx), self.image_dir)
+
+
+@dataclass(frozen=True)
 class TextBenchmark:
     """``N`` text items in canonical order: ``ids`` (N,) str, ``texts`` (N,) str, ``columns`` name -> (N,) str or
-    None (the source records' scalar fields)."""
+    None (the source records' scalar fields); ``vqa``: their question, answer and image name for VQA layouts (None
+    otherwise)."""
 
     name: str
     split: str
@@ -54,6 +79,7 @@ class TextBenchmark:
     source: str  # file or directory read
     template: str  # how an item became text
     columns: Mapping[str, tuple[str | None, ...]] = field(default_factory=dict)
+    vqa: VQAFields | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -68,7 +94,8 @@ class TextBenchmark:
         idx = [int(i) for i in index]
         return TextBenchmark(name or self.name, self.split, tuple(self.ids[i] for i in idx),
                              tuple(self.texts[i] for i in idx), self.source, self.template,
-                             {c: tuple(v[i] for i in idx) for c, v in self.columns.items()})
+                             {c: tuple(v[i] for i in idx) for c, v in self.columns.items()},
+                             None if self.vqa is None else self.vqa.subset(idx))
 
     def column(self, name: str, *, option: str = "column") -> tuple[str, ...]:
         """Values (N,) of source column ``name``; refuses a column the benchmark lacks (naming those it has) or an
@@ -169,7 +196,7 @@ def _columns(rows: Sequence[object]) -> dict[str, tuple[str | None, ...]]:
 
 
 def _finish(name: str, split: str, ids: list[str], texts: list[str], source: Path | str,
-            template: str, rows: Sequence[object] = ()) -> TextBenchmark:
+            template: str, rows: Sequence[object] = (), vqa: VQAFields | None = None) -> TextBenchmark:
     """The benchmark, ``rows`` (the N source records, optional) becoming its ``columns``."""
     if not texts:
         raise FmgaugeError(f"benchmark {name!r} split {split!r} from {source} holds no items (empty benchmark).")
@@ -177,7 +204,7 @@ def _finish(name: str, split: str, ids: list[str], texts: list[str], source: Pat
     if dup:
         ids = [f"{i}#{k}" for k, i in enumerate(ids)]  # keep every item; ids must be unique
     return TextBenchmark(name, split, tuple(ids), tuple(texts), str(source), template,
-                         _columns(rows) if rows else {})
+                         _columns(rows) if rows else {}, vqa)
 
 
 def _read_json_list(path: Path) -> list:
@@ -210,9 +237,15 @@ def _read_jsonl(path: Path) -> list:
     return rows
 
 
+def _image_name(rec: dict, field: str | None) -> str | None:
+    v = rec.get(field) if field else None
+    return str(v).strip() if isinstance(v, str | int) and str(v).strip() else None
+
+
 def _vqa_items(name: str, split: str, rows: list, path: Path, *, id_field: str | None,
-               answer_field: str = "answer") -> TextBenchmark:
-    ids, texts = [], []
+               answer_field: str = "answer", image_field: str | None = None,
+               image_dir: Path | None = None) -> TextBenchmark:
+    ids, texts, qs, ans, imgs = [], [], [], [], []
     for i, rec in enumerate(rows):
         where = f"{path} item {i}"
         _need_fields(rec, ["question", answer_field], where)
@@ -220,7 +253,11 @@ def _vqa_items(name: str, split: str, rows: list, path: Path, *, id_field: str |
         a = _nonempty(answer_field, rec[answer_field], where)
         texts.append(VQA_TEMPLATE.format(question=q, answer=a))
         ids.append(str(rec.get(id_field, i)) if id_field else str(i))
-    return _finish(name, split, ids, texts, path, VQA_TEMPLATE, rows)
+        qs.append(q)
+        ans.append(a)
+        imgs.append(_image_name(rec, image_field))
+    vqa = VQAFields(tuple(qs), tuple(ans), tuple(imgs), None if image_dir is None else str(image_dir))
+    return _finish(name, split, ids, texts, path, VQA_TEMPLATE, rows, vqa)
 
 
 # ------------------------------------------------------------------------------------------------ SLAKE
@@ -245,7 +282,7 @@ def read_slake(path: Path, split: str = "test", *, lang: str = "en") -> TextBenc
         _need_fields(rec, ["question", "answer", "q_lang"], f"{path} item {i}")
         if rec["q_lang"] == lang and not (rec.get("qid") == 1622 and not str(rec["answer"]).strip()):
             keep.append(rec)
-    return _vqa_items(f"slake-{lang}", split, keep, path, id_field="qid")
+    return _vqa_items(f"slake-{lang}", split, keep, path, id_field="qid", image_field="img_name")
 
 
 def _slake_dir() -> Path:
@@ -268,7 +305,7 @@ def read_mevf(path: Path, split: str = "test", *, name: str = "vqa-rad") -> Text
         if split not in MEVF_FILES:
             raise FmgaugeError(f"VQA-RAD/MEVF split must be one of {sorted(MEVF_FILES)}, got {split!r}.")
         path = path / MEVF_FILES[split]
-    return _vqa_items(name, split, _read_json_list(path), path, id_field="qid")
+    return _vqa_items(name, split, _read_json_list(path), path, id_field="qid", image_field="image_name")
 
 
 BENCHMARKS.add("vqa-rad", lambda split: read_mevf(find_data_file(
@@ -305,7 +342,8 @@ def read_pathvqa(root: Path, split: str = "test") -> TextBenchmark:
         else:
             raise FmgaugeError(f"no PathVQA split {split!r} under {root}: expected data/{split}-*.parquet, "
                                f"{split}.jsonl or {split}.json.")
-    return _vqa_items("pathvqa", split, rows, path, id_field=None)
+    return _vqa_items("pathvqa", split, rows, path, id_field=None, image_field="image",
+                      image_dir=path.parent)
 
 
 BENCHMARKS.add("pathvqa", lambda split: read_pathvqa(find_data_file(
@@ -333,7 +371,7 @@ def read_omnimedvqa(root: Path, split: str = "all") -> TextBenchmark:
     if not files:
         raise FmgaugeError(f"no OmniMedVQA json under {qa} (expected QA_information/Open-access/<dataset>.json)"
                            + ("" if split == "all" else f" for sub-dataset {split!r}") + ".")
-    ids, texts, recs = [], [], []
+    ids, texts, recs, qs, ans, imgs = [], [], [], [], [], []
     for path in files:
         for i, rec in enumerate(_read_json_list(path)):
             where = f"{path} item {i}"
@@ -346,7 +384,12 @@ def read_omnimedvqa(root: Path, split: str = "all") -> TextBenchmark:
                          else VQA_TEMPLATE.format(question=q, answer=a))
             ids.append(str(rec["question_id"]))
             recs.append(rec)
-    return _finish("omnimedvqa", split, ids, texts, qa, MCQ_TEMPLATE, recs)
+            qs.append(f"{q}\nOptions: {' '.join(opts)}" if opts else q)
+            ans.append(a)
+            imgs.append(_image_name(rec, "image_path"))
+    root_dir = qa.parent if qa.name == "QA_information" else qa  # image_path is relative to the dataset root
+    return _finish("omnimedvqa", split, ids, texts, qa, MCQ_TEMPLATE, recs,
+                   VQAFields(tuple(qs), tuple(ans), tuple(imgs), str(root_dir)))
 
 
 BENCHMARKS.add("omnimedvqa", lambda split: read_omnimedvqa(find_data_file(
@@ -394,6 +437,8 @@ TABLE_OPTIONS = {  # option of a ``csv:<path>?<option>=<value>&...`` benchmark -
     "text_column": "the column holding each item's text (default 'text', else question + answer; position 0 with "
                    "header=none)",
     "id_column": "the column holding item ids (default 'id', else the row number)",
+    "image_column": "the column holding each item's image file (default 'image'; relative names are read from "
+                    "--image-root, else the table's folder)",
     "header": "'none' for a CSV/TSV without a header row (columns are then positions 0, 1, ...), or 'first' (the "
               "default)",
 }
@@ -404,7 +449,7 @@ def _table_kwargs(opts: dict[str, str]) -> dict:
     if header not in ("none", "first"):
         raise FmgaugeError(f"benchmark option header must be 'none' or 'first', got {opts['header']!r}.")
     out: dict = {"header": header == "first"}
-    for key in ("text_column", "id_column"):
+    for key in ("text_column", "id_column", "image_column"):
         if key in opts:
             value = opts[key].strip()
             if header == "none" and not value.isdigit():
@@ -414,7 +459,8 @@ def _table_kwargs(opts: dict[str, str]) -> dict:
 
 
 def read_text_table(path: Path, split: str = "all", *, kind: str = "jsonl", text_column: str | None = None,
-                    id_column: str | None = None, header: bool = True) -> TextBenchmark:
+                    id_column: str | None = None, header: bool = True,
+                    image_column: str | None = None) -> TextBenchmark:
     """Generic JSONL / CSV / TSV: a ``text`` column (or ``text_column``), else ``question`` + ``answer`` (VQA
     template). Optional ``id`` (or ``id_column``) and ``split`` columns (``split`` filters unless ``split ==
     "all"``). ``header=False``: a CSV/TSV without a header row, its columns named by position ("0", "1", ...;
@@ -443,7 +489,10 @@ def read_text_table(path: Path, split: str = "all", *, kind: str = "jsonl", text
     if rows and isinstance(rows[0], dict) and text_column is None and "text" not in rows[0]:
         _need_fields(rows[0], ["question", "answer"], f"{path} item 0 (no 'text' field; name the text column "
                                                       "with --text-column or ?text_column=)")
-        return _vqa_items(path.stem, split, rows, path, id_field=id_column or "id")
+        if image_column is not None and image_column not in rows[0]:
+            _need_fields(rows[0], [image_column], f"{path} item 0 (image_column)")
+        return _vqa_items(path.stem, split, rows, path, id_field=id_column or "id",
+                          image_field=image_column or "image", image_dir=path.parent)
     text_column = text_column or "text"
     ids, texts = [], []
     for i, rec in enumerate(rows):

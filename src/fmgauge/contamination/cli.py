@@ -16,7 +16,9 @@ app = typer.Typer(help="Did the model already see this benchmark? Min-K%++ famil
                        "overlap, audits with controls, planted positive controls.", no_args_is_help=True)
 console = Console()
 
-Model = Annotated[str, typer.Option(help="Causal LM: smollm2-135m, gemma3-270m, a local directory or a hub id.")]
+Model = Annotated[str, typer.Option(help="Causal LM (smollm2-135m, gemma3-270m) or vision-language model "
+                                          "(qwen2.5-vl-3b, qwen2.5-vl-7b, blip2-opt-2.7b, blip2-flan-t5-xl: scores "
+                                          "the answer given image + question), a local directory or a hub id.")]
 Bench = Annotated[str, typer.Option(help="slake-en, vqa-rad, vqamed2019, pathvqa, omnimedvqa, glue-mrpc, or "
                                          "<layout>:<path> (slake, mevf, pathvqa, omnimedvqa, mrpc, jsonl, csv, tsv).")]
 Split = Annotated[str, typer.Option(help="Benchmark split (test, train, validate/dev, all).")]
@@ -28,6 +30,12 @@ TextColumn = Annotated[str | None, typer.Option(
          "--no-header).")]
 NoHeader = Annotated[bool, typer.Option("--no-header", help="The csv:/tsv: benchmark has no header row (columns "
                                                             "are positions 0, 1, ...; text in column 0).")]
+ImageRoot = Annotated[Path | None, typer.Option(
+    help="Vision-language models: the folder holding the benchmark's images (SLAKE/VQA-RAD json name them but "
+         "hold none; a table's relative names default to its own folder).")]
+BlankImages = Annotated[bool, typer.Option(
+    "--blank-images", help="Vision-language models: score items whose image is missing with a blank 224x224 "
+                           "image (the answer's text prior only) instead of refusing. Reported in the output.")]
 
 
 def _bench_name(benchmark: str, text_column: str | None, no_header: bool) -> str:
@@ -67,18 +75,24 @@ def score_cmd(
     ks: Annotated[str, typer.Option(help="k sweep, comma-separated.")] = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
     context: Annotated[int | None, typer.Option(help="Window length (default: the model's context).")] = None,
     stride: Annotated[int | None, typer.Option(help="Window step for long items (default context/2).")] = None,
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward.")] = 2048,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward (image tokens included).")] = 2048,
+    image_root: ImageRoot = None, blank_images: BlankImages = False,
     device: Device = "auto", dtype: Dtype = "float32",
     out: Annotated[Path | None, typer.Option(help="Write per-item scores (.csv or .parquet).")] = None,
 ) -> None:
-    """Per-item scores: loss, zlib, Min-K%, Min-K%++ (k sweep) and the reference ratio. Cached token log-probs."""
+    """Per-item scores: loss, zlib, Min-K%, Min-K%++ (k sweep) and the reference ratio. Cached token log-probs.
+    A vision-language model scores the answer tokens given image + question."""
     from fmgauge.contamination.detect import score
 
     res = score(model, _bench_name(benchmark, text_column, no_header), split=split, max_items=max_items,
                 reference_model=reference_model, k=k,
                 ks=_csv_floats(ks, "--ks"), context=context, stride=stride, max_batch_tokens=batch_tokens,
-                device=_validate_device(device), dtype=dtype)
-    console.print(_table(res.summary(), f"{model} on {res.benchmark}/{res.split} ({len(res.scores)} items)"))
+                device=_validate_device(device), dtype=dtype, image_root=image_root, blank_images=blank_images)
+    console.print(_table(res.summary(), f"{model} on {res.benchmark}/{res.split} ({len(res.scores)} items; "
+                                        f"scored: {res.meta['scored']})"))
+    if res.meta.get("n_blank_images"):
+        console.print(f"[yellow]{res.meta['n_blank_images']} of {len(res.scores)} items were scored with a blank "
+                      "image (no image file): their scores are the answer's text prior only.[/]")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         (res.scores.to_parquet if out.suffix == ".parquet" else res.scores.to_csv)(out, index=False)
@@ -99,15 +113,21 @@ def exchangeability_cmd(
     device: Device = "auto", dtype: Dtype = "float32",
     out: Annotated[Path | None, typer.Option(help="Write the result as JSON.")] = None,
 ) -> None:
-    """Oren et al.'s sharded permutation test: is the canonical order more likely than shuffles?"""
+    """Oren et al.'s sharded permutation test: is the canonical order more likely than shuffles? On a
+    vision-language model it runs on the VLM's own language model over the items' text (docs/contamination.md)."""
     from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.detect import load_scorer
     from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
-    from fmgauge.core.text_models import load_text_model
+    from fmgauge.core.vlm_models import vlm_family
 
     cfg = ExchangeabilityConfig(shards=shards, permutations=permutations, context=context, stride=stride,
                                 max_examples=max_examples, seed=seed, max_batch_tokens=batch_tokens)
     bench = load_benchmark(_bench_name(benchmark, text_column, no_header), split)
-    tm = load_text_model(model, device=_validate_device(device), dtype=dtype)
+    tm = load_scorer(model, device=_validate_device(device), dtype=dtype)
+    if vlm_family(model) is not None:
+        tm = tm.text_model()
+        console.print(f"{model} is a vision-language model: exchangeability scores the item texts with its own "
+                      "language model (text only; the image set is the same in every order).")
     res = exchangeability_test(tm, bench.texts, cfg)
     console.print(f"{model} on {bench.name}/{split}: {res.n_examples} examples in {len(res.shard_sizes)} shards, "
                   f"{permutations} permutations each: t = {res.t:.3f}, p = {res.p:.4g} (one-sided, df = "
@@ -126,16 +146,18 @@ def topk_cmd(
     top: Annotated[int | None, typer.Option(help="K (default 10% of the items).")] = None,
     detector: Annotated[str, typer.Option(help="loss|zlib|mink|minkpp.")] = "minkpp",
     k: Annotated[float, typer.Option(help="Min-K% fraction.")] = 0.2,
+    image_root: ImageRoot = None, blank_images: BlankImages = False,
     device: Device = "auto", dtype: Dtype = "float32",
 ) -> None:
-    """Cross-model top-K overlap of the most member-like items, against the hypergeometric null."""
+    """Cross-model top-K overlap of the most member-like items, against the hypergeometric null (causal LMs
+    and vision-language models may be mixed)."""
     import pandas as pd
 
     from fmgauge.contamination.detect import topk_overlap
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     ov = topk_overlap(names, _bench_name(benchmark, text_column, no_header), split=split, max_items=max_items,
-                      top=top, detector=detector, k=k,
+                      top=top, detector=detector, k=k, image_root=image_root, blank_images=blank_images,
                       device=_validate_device(device), dtype=dtype)
     from fmgauge.contamination.audit import label
 
@@ -152,6 +174,11 @@ def audit_cmd(
     dtype: Annotated[str | None, typer.Option(help="Override the config's dtype.")] = None,
     max_items: Annotated[int | None, typer.Option(help="Override the benchmark's max_items.")] = None,
     text_column: TextColumn = None, no_header: NoHeader = False,
+    image_root: Annotated[Path | None, typer.Option(help="Override the config's image_root (benchmark images, "
+                                                         "for VLMs).")] = None,
+    cohort_image_root: Annotated[Path | None, typer.Option(help="Override the config's cohort_image_root.")] = None,
+    blank_images: Annotated[bool | None, typer.Option(
+        "--blank-images/--no-blank-images", help="Override the config's blank_images (VLMs).")] = None,
 ) -> None:
     """All detectors, with a known-non-member cohort, a baseline model and multiple-testing correction.
 
@@ -160,7 +187,10 @@ def audit_cmd(
     from fmgauge.contamination.audit import AuditConfig, label, run_audit
     from fmgauge.core.config import load_config
 
-    cfg = load_config(AuditConfig, config, {"device": device, "dtype": dtype, "max_items": max_items})
+    cfg = load_config(AuditConfig, config, {
+        "device": device, "dtype": dtype, "max_items": max_items, "blank_images": blank_images,
+        "image_root": None if image_root is None else str(image_root),
+        "cohort_image_root": None if cohort_image_root is None else str(cohort_image_root)})
     cfg = cfg.model_copy(update={"benchmark": _bench_name(cfg.benchmark, text_column, no_header)})
     _validate_device(cfg.device)
     res = run_audit(cfg, out)

@@ -30,7 +30,13 @@ import torch
 from pydantic import BaseModel, Field
 from scipy import stats as sps
 
-from fmgauge.contamination.scoring import _progress, check_tokenizer_matches, model_identity, windows
+from fmgauge.contamination.scoring import (
+    _progress,
+    check_tokenizer_matches,
+    config_context,
+    model_identity,
+    windows,
+)
 from fmgauge.core.cache import cached_arrays, stable_hash
 from fmgauge.core.validation import FmgaugeError
 
@@ -146,7 +152,7 @@ def exchangeability_test(tm: Any, texts: Sequence[str], config: ExchangeabilityC
     texts = list(texts)[: cfg.max_examples]
     if not texts:
         raise FmgaugeError("no examples for the exchangeability test (empty benchmark).")
-    ctx = min(cfg.context, int(getattr(tm.model.config, "max_position_embeddings", cfg.context) or cfg.context))
+    ctx = min(cfg.context, config_context(tm.model.config) or cfg.context)
     stride = min(cfg.stride, ctx - 1)
     bounds = shard_bounds(len(texts), cfg.shards)
     enc = tm.tokenizer([t + cfg.separator for t in texts], add_special_tokens=False)["input_ids"]

@@ -121,11 +121,19 @@ def windows(length: int, context: int, stride: int) -> list[tuple[int, int, int]
     return out
 
 
+def config_context(config: Any) -> int | None:
+    """``max_position_embeddings`` of a config, or of its text config (Qwen2.5-VL keeps it there); None if absent."""
+    n = getattr(config, "max_position_embeddings", None)
+    if not n and hasattr(config, "get_text_config"):
+        n = getattr(config.get_text_config(), "max_position_embeddings", None)
+    return int(n) if n else None
+
+
 def model_context(model: Any, context: int | None) -> int:
-    """``context`` or the model's ``max_position_embeddings``."""
+    """``context`` or the model's ``max_position_embeddings`` (of its text config for a multimodal model)."""
     if context is not None:
         return int(context)
-    n = getattr(model.config, "max_position_embeddings", None)
+    n = config_context(model.config)
     if not n:
         raise FmgaugeError("the model config has no max_position_embeddings; pass context= explicitly.")
     return int(n)
