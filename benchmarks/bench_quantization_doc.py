@@ -88,9 +88,10 @@ def _compare_section(run: Path, title: str) -> list[str]:
 
 PEER_RUNS = ("quantization-peers-w3", "quantization-peers-w4")
 PEER_COMMAND = ("`OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/fmgauge quantize compare --model smollm2-135m --methods "
-                "rtn,gptq,awq,sens-gptq --bits B --group-size 64,-1 --n-samples 32 --seqlen 512 --context 512 "
+                "rtn,gptq,awq,sens-gptq --bits B --group-size G --n-samples 32 --seqlen 512 --context 512 "
                 "--max-windows 40 --kl-windows 8 --peers llmcompressor --out benchmarks/results/quantization-peers-wB`"
-                " for B = 3 and 4 (two processes)")
+                " with B = 3, G = 64,-1 and, in a second process, B = 4, G = 64 (its first invocation with G = 64,-1 "
+                "was cut after the RTN rows to fit the session; the 4-bit per-channel RTN row is from it)")
 
 
 def _pair(pairs: pd.DataFrame, b: int, g: int, x: str, y: str) -> str:
