@@ -145,17 +145,50 @@ def _peers_section() -> list[str]:
         for own, peer in (("gptq", "llmc-gptq"), ("awq", "llmc-awq")):
             if own in d.index and peer in d.index:
                 rel = d.ppl[own] / d.ppl[peer] - 1
-                t = d.quant_seconds[own] / d.quant_seconds[peer]
+                t = d.quant_cpu_seconds[own] / d.quant_cpu_seconds[peer]
                 lines.append(f"- {setting}: fmgauge {own} PPL {d.ppl[own]:.2f} vs llmcompressor {d.ppl[peer]:.2f} "
-                             f"({rel:+.1%}; goal ≤ +1 %: {'met' if rel <= 0.01 else 'NOT met'}), time "
-                             f"{d.quant_seconds[own]:.0f} s vs {d.quant_seconds[peer]:.0f} s ({t:.2f}×); "
+                             f"({rel:+.1%}; goal ≤ +1 %: {'met' if rel <= 0.01 else 'NOT met'}); CPU time "
+                             f"{d.quant_cpu_seconds[own]:.0f} s vs {d.quant_cpu_seconds[peer]:.0f} s ({t:.2f}×; wall "
+                             f"{d.quant_seconds[own]:.0f} s vs {d.quant_seconds[peer]:.0f} s on shared cores); "
                              + _pair(pairs, b, g, own, peer))
         if "sens-gptq" in d.index:
             for other in ("awq", "gptq", "llmc-awq", "llmc-gptq"):
                 if other in d.index:
                     lines.append(f"- {setting}: " + _pair(pairs, b, g, "sens-gptq", other))
     lines.append("")
-    return lines + _export_check()
+    return lines + _peer_timing() + _export_check()
+
+
+PEER_TIMING = "quantization-peers-timing"
+
+
+def _peer_timing() -> list[str]:
+    """GPTQ time and memory of both tools measured back to back on an otherwise idle machine."""
+    run = RESULTS / PEER_TIMING
+    if not (run / "results.parquet").exists():
+        return []
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    df = pd.read_parquet(run / "results.parquet")
+    q = df[df.method != "fp"].set_index("method")
+    rows = pd.DataFrame([{"tool": "fmgauge" if m == "gptq" else "llmcompressor", "method": m,
+                          "setting": f"w{int(r.bits)} g{int(r.group_size)}", "threads": int(r.threads),
+                          "quant s (calibration + GPTQ)": round(float(r.quant_seconds), 1),
+                          "CPU s": round(float(r.quant_cpu_seconds), 1),
+                          "peak RSS MB": round(float(r.quant_peak_rss_mb))} for m, r in q.iterrows()])
+    c = cfg["calib"]
+    ratio = q.quant_seconds.get("gptq", float("nan")) / q.quant_seconds.get("llmc-gptq", float("nan"))
+    return ["### GPTQ time, both tools alone on the machine", "",
+            f"Command: `OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/fmgauge quantize compare --model {cfg['model']} "
+            f"--methods gptq --bits {cfg['bits'][0]} --group-size {cfg['group_sizes'][0]} --n-samples "
+            f"{c['n_samples']} --seqlen {c['seqlen']} --max-windows {cfg['eval']['max_windows']} --kl-windows 0 "
+            f"--peers llmcompressor --out benchmarks/results/{PEER_TIMING}` with every other job stopped: the two "
+            f"GPTQs ran one after the other, each on {int(q.threads.iloc[0])} threads, on the same {c['n_samples']} "
+            f"× {c['seqlen']} calibration tokens. Peak RSS is each process's whole peak (fmgauge's includes the FP "
+            "model it keeps for the comparison).", "", rows.to_markdown(index=False), "",
+            f"fmgauge / llmcompressor time: **{ratio:.2f}×** ({'no more time' if ratio <= 1 else 'MORE time'} than "
+            "the peer).", ""]
 
 
 def _export_check() -> list[str]:
