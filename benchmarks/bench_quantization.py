@@ -145,12 +145,13 @@ def run_export_check(a: argparse.Namespace) -> None:
 
     from fmgauge.core.store import RunStore
     from fmgauge.core.text_models import load_text_model
+    from fmgauge.core.validation import FmgaugeError
     from fmgauge.quantization.calibration import linear_layers
     from fmgauge.quantization.compare import CompareConfig
     from fmgauge.quantization.evaluate import evaluate, evaluate_model
-    from fmgauge.quantization.formats import check_format, check_model
+    from fmgauge.quantization.formats import resolve_format
     from fmgauge.quantization.methods import QuantConfig
-    from fmgauge.quantization.pipeline import calibrate, calibration_tokens, quantize_model, save
+    from fmgauge.quantization.pipeline import calibration_for, quantize_model, save
 
     store = RunStore(a.out)
     ccfg = CompareConfig.model_validate(store.load_config())
@@ -167,16 +168,11 @@ def run_export_check(a: argparse.Namespace) -> None:
         fmts = []
         for f in a.formats.split(","):
             try:
-                check_format(f, qc)
-                check_model(f, qc, widths, tm.model.config.model_type)
+                resolve_format(f, qc, widths, tm.model.config.model_type)
                 fmts.append(f)
-            except Exception as e:  # noqa: BLE001 - a format that does not fit is reported, not run
+            except FmgaugeError as e:  # a format that does not fit is reported, not run
                 logging.info("%s: %s skipped (%s)", spec, f, e)
-        stats = None
-        if qc.needs_gradients or (qc.needs_hessian and not qc.sequential_):
-            stats, _ = calibrate(tm, ccfg.calib, gradients=qc.needs_gradients,
-                                 full_hessian=qc.needs_hessian and not qc.sequential_, progress=False)
-        seqs = calibration_tokens(tm, ccfg.calib) if qc.sequential_ else None
+        stats, seqs = calibration_for(tm, qc, ccfg.calib, progress=False)
         res = quantize_model(tm, qc, stats, sequences=seqs, progress=False)
         here = evaluate(res.model, tm.tokenizer, ccfg.eval, progress=False)["ppl"]  # this process, in memory
         for f in fmts:

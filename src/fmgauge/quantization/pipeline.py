@@ -228,6 +228,17 @@ class RunConfig(BaseModel):
         return self
 
 
+def calibration_for(tm, q: QuantConfig, calib: CalibConfig, *, use_cache: bool = True, progress: bool = True,  # noqa: ANN001
+                    ) -> tuple[CalibStats | None, torch.Tensor | None]:
+    """What method ``q`` reads: a full-precision capture only when it needs one (never for RTN), and the
+    calibration token ids (n_samples, seqlen) when it calibrates block by block."""
+    stats = None
+    if q.needs_gradients or (q.needs_hessian and not q.sequential_):
+        stats, _ = calibrate(tm, calib, gradients=q.needs_gradients, full_hessian=q.needs_hessian and not q.sequential_,
+                             use_cache=use_cache, progress=progress)
+    return stats, calibration_tokens(tm, calib) if q.sequential_ else None
+
+
 def run_quantization(cfg: RunConfig, out: str | Path, *, progress: bool = True, use_cache: bool = True,
                      ) -> QuantizationResult:
     """Load, calibrate (only what the method needs), quantize and save to ``out`` in ``cfg.format``.
@@ -244,13 +255,7 @@ def run_quantization(cfg: RunConfig, out: str | Path, *, progress: bool = True, 
     fmt, fallback = resolve_format(cfg.format, cfg.quant, widths, getattr(tm.model.config, "model_type", "?"))
     if fallback:
         log.warning(fallback)
-    q = cfg.quant
-    stats = None  # a full-precision capture, only when the method reads one (never for RTN)
-    if q.needs_gradients or (q.needs_hessian and not q.sequential_):
-        stats, _ = calibrate(tm, cfg.calib, gradients=q.needs_gradients,
-                             full_hessian=q.needs_hessian and not q.sequential_, use_cache=use_cache,
-                             progress=progress)
-    seqs = calibration_tokens(tm, cfg.calib) if q.sequential_ else None
+    stats, seqs = calibration_for(tm, cfg.quant, cfg.calib, use_cache=use_cache, progress=progress)
     result = quantize_model(tm, cfg.quant, stats, sequences=seqs, progress=progress)
     result.record["run_config"] = cfg.model_dump()
     save(result, out, fmt, cfg.quant, note=fallback)
