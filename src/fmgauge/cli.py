@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from fmgauge.core.console import configure_logging, stderr_console
 from fmgauge.core.validation import FmgaugeError
 
-console = Console(stderr=True)
+console = stderr_console()
 app = typer.Typer(
     help="fmgauge: measure whether a foundation-model pipeline can be trusted, one question at a time.",
     no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
@@ -38,8 +37,7 @@ for _module, _name in (("contamination", "contamination"), ("quantization", "qua
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+    configure_logging(verbose=verbose)
 
 
 def _csv_ints(text: str | None, option: str) -> list[int] | None:

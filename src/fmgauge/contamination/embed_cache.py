@@ -79,7 +79,7 @@ def embed_image_set(images: ImageSet, embedder, *, batch_size: int = 64, chunk: 
     ``batch_size`` images go through ``embedder.embed`` at once; ``chunk``
     rows make one shard (the unit of resumption). A rich progress bar counts rows when ``progress``.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from fmgauge.core.progress import progress as progress_tracker
 
     desc = {"images": images.fingerprint(), "embedder": embedder.identity(), "chunk": chunk}
     root = cache_root() / "image-embeddings" / stable_hash(desc)
@@ -89,10 +89,8 @@ def embed_image_set(images: ImageSet, embedder, *, batch_size: int = 64, chunk: 
     if len(todo) < out.n_chunks:
         log.info("%s: %d of %d embedding chunks cached in %s", label, out.n_chunks - len(todo), out.n_chunks, root)
     dim = None
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True, disable=not progress or not todo) as bar:
-        total = sum(min((c + 1) * chunk, len(images)) - c * chunk for c in todo)
-        task = bar.add_task(f"embedding {label}", total=total)
+    total = sum(min((c + 1) * chunk, len(images)) - c * chunk for c in todo)
+    with progress_tracker(f"embedding {label}", total, unit="image", enabled=progress and bool(todo)) as bar:
         for c in todo:
             start, stop = c * chunk, min((c + 1) * chunk, len(images))
             rows, embs, skipped = [], [], []
@@ -104,7 +102,7 @@ def embed_image_set(images: ImageSet, embedder, *, batch_size: int = 64, chunk: 
                     embs.append(e)
                     dim = e.shape[1]
                 skipped += sk
-                bar.advance(task, min(s + batch_size, stop) - s)
+                bar.advance(min(s + batch_size, stop) - s)
             if dim is None:  # a chunk where nothing decoded: learn D from one probe image
                 dim = _probe_dim(embedder)
             emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)

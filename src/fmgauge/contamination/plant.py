@@ -196,7 +196,7 @@ def finetune(model: Any, tokenizer: Any, epochs: list[list[str]], cfg: PlantConf
                 out.loss.backward()
                 opt.step()
                 losses.append(out.loss.detach().item())
-                advance(1)
+                advance(1, loss=float(np.mean(losses[-20:])))
     if cfg.method == "lora":
         model = model.merge_and_unload()
     model.eval()

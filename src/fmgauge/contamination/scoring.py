@@ -246,21 +246,15 @@ def _compute(tm: Any, ids: list[list[int]], ctx: int, stride: int, max_batch_tok
 
 
 class _progress:
-    """Context manager yielding ``advance(n)``: a rich progress bar with ETA, or a no-op."""
+    """Context manager yielding ``advance(n, **metrics)`` from :func:`fmgauge.core.progress.progress`."""
 
     def __init__(self, enabled: bool, what: str, total: int) -> None:
-        self.enabled, self.what, self.total = enabled, what, total
+        from fmgauge.core.progress import progress
+
+        self._cm = progress(what, total, enabled=enabled)
 
     def __enter__(self):  # noqa: ANN204
-        if not self.enabled:
-            return lambda n=1: None
-        from fmgauge.core.runner import progress_bar
-
-        self.bar = progress_bar()
-        self.bar.start()
-        task = self.bar.add_task(self.what, total=self.total)
-        return lambda n=1: self.bar.advance(task, n)
+        return self._cm.__enter__().advance
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.stop()
+        self._cm.__exit__(*exc)

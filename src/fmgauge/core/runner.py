@@ -22,16 +22,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 from fmgauge.core.cache import stable_hash
+from fmgauge.core.progress import progress as progress_tracker
 from fmgauge.core.store import RunStore, run_lock
 from fmgauge.core.validation import FmgaugeError, check_choice
 
@@ -99,12 +91,6 @@ def _set_threads(n: int) -> None:
         pass
 
 
-def progress_bar(*, disable: bool = False, transient: bool = False) -> Progress:
-    """The rich progress bar every long loop shows: description, bar, done/total, elapsed, ETA."""
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), disable=disable, transient=transient)
-
-
 def run_trials(
     trials: Sequence[Trial],
     fn: TrialFn,
@@ -153,8 +139,10 @@ def _execute(trials: Sequence[Trial], fn: TrialFn, store: RunStore, backend: Bac
     todo = [t for t in trials if t.id not in done]
     t0 = time.perf_counter()
     failures: list[tuple[Trial, str]] = []
-    with progress_bar(disable=not progress) as bar:
-        task = bar.add_task(description, total=len(trials), completed=len(trials) - len(todo))
+    with progress_tracker(description, total=len(todo), unit="trial", enabled=progress and bool(todo)) as bar:
+        if len(todo) < len(trials):
+            log.info("%s: %d of %d trials already saved; running the other %d", description,
+                     len(trials) - len(todo), len(trials), len(todo))
 
         def on_done(t: Trial, rows: list[dict] | None, secs: float, err: str | None, fatal: bool = False) -> None:
             if err is None:
@@ -166,7 +154,7 @@ def _execute(trials: Sequence[Trial], fn: TrialFn, store: RunStore, backend: Bac
                 failures.append((t, err))
                 log.error("trial %s failed: %s (traceback saved in %s)", t.id, err.strip().splitlines()[-1],
                           store.root / "trials.sqlite")
-            bar.advance(task)
+            bar.advance(1)
 
         if todo:
             if backend.backend == "ray":

@@ -216,11 +216,10 @@ def capture(
     was_training = model.training
     model.eval()
     total_loss, total_tok = 0.0, 0
-    from rich.progress import Progress
+    from fmgauge.core.progress import progress as progress_tracker
 
     try:
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task("calibration", total=len(sequences))
+        with progress_tracker("calibration", len(sequences), enabled=progress) as bar:
             for b0 in range(0, len(sequences), batch_size):
                 ids = sequences[b0:b0 + batch_size].to(dev)
                 n_pred = ids.numel() - ids.shape[0]
@@ -243,7 +242,7 @@ def capture(
                     st.n += t
                 total_loss += float(loss_sum.detach())
                 total_tok += n_pred
-                bar.advance(task, len(ids))
+                bar.advance(len(ids))
     finally:
         for h in handles:
             h.remove()

@@ -63,7 +63,7 @@ class PerplexityResult:
 @torch.no_grad()
 def perplexity(model, stream: torch.Tensor, cfg: EvalConfig, *, progress: bool = True) -> PerplexityResult:  # noqa: ANN001
     """Perplexity of ``model`` on ``stream`` (1-D token ids) under the protocol of ``cfg``."""
-    from rich.progress import Progress
+    from fmgauge.core.progress import progress as progress_tracker
 
     windows = eval_windows(stream, cfg.context, cfg.step)
     total = len(windows)
@@ -71,8 +71,7 @@ def perplexity(model, stream: torch.Tensor, cfg: EvalConfig, *, progress: bool =
         windows = windows[:cfg.max_windows]
     dev = next(model.parameters()).device
     nll_sum, n_tok, per_window = 0.0, 0, []
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("perplexity", total=len(windows))
+    with progress_tracker("perplexity", len(windows), enabled=progress) as bar:
         for begin, end, n_target in windows:
             ids = stream[begin:end].unsqueeze(0).to(dev)
             logits = model(ids, use_cache=False).logits[0, :-1].float()  # (T-1, V) predicts ids[1:]
@@ -82,7 +81,7 @@ def perplexity(model, stream: torch.Tensor, cfg: EvalConfig, *, progress: bool =
             nll_sum += float(nll.sum())
             n_tok += n_target
             per_window.append(float(nll.mean()))
-            bar.advance(task)
+            bar.advance(1)
     m = nll_sum / n_tok
     ci = mean_ci(np.array(per_window))
     lo, hi = (ci.lo, ci.hi) if len(per_window) > 1 else (m, m)

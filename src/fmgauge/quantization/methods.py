@@ -294,16 +294,15 @@ def quantize_weights(
         layer_stats = stats.layers
     qweights: dict[str, QuantizedWeight] = {}
     infos: dict[str, dict] = {}
-    from rich.progress import Progress
+    from fmgauge.core.progress import progress as progress_tracker
 
     todo = [[n for n in members if n in weights] for members in groups.values()]
     todo = [t for t in todo if t]
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"{cfg.method} {cfg.bits}-bit g{cfg.group_size}", total=len(todo))
+    with progress_tracker(f"{cfg.method} {cfg.bits}-bit g{cfg.group_size}", len(todo), enabled=progress) as bar:
         for members in todo:
             res = fn({n: weights[n] for n in members}, layer_stats, cfg, extra)
             for n, (qw, info) in res.items():
                 qweights[n] = qw
                 infos[n] = info
-            bar.advance(task)
+            bar.advance(1)
     return qweights, infos, summary

@@ -146,7 +146,7 @@ def analyse(
     gt_group: int = 64, gt_bits: int = 2, progress: bool = True, n_boot: int = 1000,
 ) -> SensitivityResult:
     """Metrics for every captured Linear; with ``heldout`` (N, T) also ground truth on the sampled blocks."""
-    from rich.progress import Progress
+    from fmgauge.core.progress import progress as progress_tracker
 
     if not stats.gradients:
         raise FmgaugeError("the sensitivity analysis needs gradients in the calibration pass (gradients=True).")
@@ -165,8 +165,7 @@ def analyse(
     if heldout is not None:
         sampled = sample_layers(names, gt_blocks)
         recs = []
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task("ground truth (ΔL per channel group)", total=len(sampled))
+        with progress_tracker("ground truth (ΔL per channel group)", len(sampled), enabled=progress) as bar:
             for n in sampled:
                 W = layers[n].weight.data
                 gm = group_metrics(W, stats.layers[n], gt_group, bits=gt_bits)
@@ -175,7 +174,7 @@ def analyse(
                     recs.append({"layer": n, "type": layer_type(n), "block": layer_block(n), "group": g,
                                  "delta_loss": float(dl[g]), "delta_loss_rms": float(rms[g]),
                                  **{k: float(v[g]) for k, v in gm.items()}})
-                bar.advance(task)
+                bar.advance(1)
         truth = pd.DataFrame(recs)
         corr = correlation_table(truth, n_boot=n_boot)
         meta.update(gt_layers=sampled, heldout_shape=list(heldout.shape),

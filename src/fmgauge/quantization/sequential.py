@@ -158,14 +158,13 @@ def quantize_sequential(
     if weighted and fp_stats.n_sequences != len(sequences):
         raise FmgaugeError(f"fp_stats covers {fp_stats.n_sequences} sequences, the sequential pass got "
                            f"{len(sequences)}; both must use the same calibration sequences.")
-    from rich.progress import Progress
+    from fmgauge.core.progress import progress as progress_tracker
 
     inputs = block_inputs(model, sequences, batch_size)
     hs = inputs.hidden
     results: dict[str, tuple] = {}
     used: dict[str, LayerStats] = {}
-    with Progress(disable=not progress, transient=True) as bar, torch.no_grad():
-        task = bar.add_task("sequential quantization", total=len(blocks))
+    with progress_tracker("sequential quantization", len(blocks), enabled=progress) as bar, torch.no_grad():
         for i, block in enumerate(blocks):
             names = {f"{prefix}.{i}.{n}": m for n, m in block.named_modules() if f"{prefix}.{i}.{n}" in targets}
             stats = {n: LayerStats(n, m.in_features, m.out_features) for n, m in names.items()}
@@ -180,7 +179,7 @@ def quantize_sequential(
                 st.H = st.HF = None
                 used[st.name] = st
             hs = [run_block(block, h, inputs.kwargs[tuple(h.shape[:2])][i]) for h in hs]
-            bar.advance(task)
+            bar.advance(1)
     return results, used
 
 

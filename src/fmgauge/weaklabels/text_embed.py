@@ -99,14 +99,14 @@ def model_identity(model: str) -> dict[str, str]:
 def mean_pooled(encoder, tokenizer, texts: list[str], *, max_length: int, batch_size: int,
                 device: torch.device, progress: str | None = None) -> np.ndarray:
     """(N, D) float32 unit-length mean-pooled embeddings of ``texts``, batched in order of token length."""
-    from rich.progress import track
+    from fmgauge.core.progress import track
 
     enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
     order = np.argsort([len(ids) for ids in enc], kind="stable")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
     starts = range(0, len(texts), batch_size)
-    for s in track(starts, description=progress or "embedding", transient=True, disable=progress is None):
+    for s in track(starts, progress or "embedding", unit="batch", enabled=progress is not None):
         idx = order[s:s + batch_size]
         width = max(len(enc[i]) for i in idx)
         ids = torch.full((len(idx), width), pad, dtype=torch.long)

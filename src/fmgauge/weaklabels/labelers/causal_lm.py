@@ -237,26 +237,19 @@ def score_texts(model, prompts: Prompts, *, pad_id: int, device: torch.device, b
                 check: bool = True, progress: str | None = None) -> np.ndarray:
     """(N, M) summed verbaliser-token log-probs of every prompt, batched by prompt length (the first batch
     self-checked against :func:`reference_scores` when ``check``)."""
-    from fmgauge.core.runner import progress_bar
+    from fmgauge.core.progress import progress as progress_tracker
 
     n = len(prompts.prompts)
     order = np.argsort([len(p) for p in prompts.prompts], kind="stable")
     out = np.zeros((n, len(prompts.verbalisers)))
-    t0, next_log = time.perf_counter(), n // 10
-    with progress_bar(transient=True, disable=progress is None) as bar:
-        task = bar.add_task(progress or "", total=n)
+    with progress_tracker(progress or "scoring", n, unit="text", enabled=progress is not None) as bar:
         for s in range(0, n, batch_size):
             idx = order[s:s + batch_size]
             batch = [prompts.prompts[i] for i in idx]
             out[idx] = score_batch(model, batch, prompts.verbalisers, pad_id=pad_id, device=device).numpy()
             if check and s == 0:
                 _self_check(model, batch, prompts.verbalisers, out[idx[0]], device=device)
-            bar.advance(task, len(idx))
-            done = s + len(idx)
-            if progress is not None and done >= next_log and done < n:  # for logs of background runs (no TTY)
-                rate = done / (time.perf_counter() - t0)
-                log.info("%s: %d/%d texts, %.2f texts/s, ETA %.0f s", progress, done, n, rate, (n - done) / rate)
-                next_log = done + max(n // 10, 1)
+            bar.advance(len(idx))
     return out
 
 

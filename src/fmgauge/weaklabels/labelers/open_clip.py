@@ -171,10 +171,10 @@ def encode_classes(model, tokenizer, class_names: list[str], templates: list[str
 def encode_images(model, preprocess: Callable, x: np.ndarray, *, device: torch.device, dtype: torch.dtype,
                   batch_size: int = 64) -> torch.Tensor:
     """(N, C, H, W) uint8 -> (N, D) float32 L2-normalised image embeddings, ``batch_size`` images at a time."""
-    from rich.progress import track
+    from fmgauge.core.progress import track
 
     out = []
-    for s in track(range(0, len(x), batch_size), description="open_clip images", transient=True):
+    for s in track(range(0, len(x), batch_size), "open_clip images", unit="batch"):
         batch = torch.stack([preprocess(to_pil(im)) for im in x[s:s + batch_size]])  # (B, 3, S, S)
         emb = model.encode_image(batch.to(device=device, dtype=dtype)).float()  # (B, D)
         out.append(torch.nn.functional.normalize(emb, dim=-1).cpu())
