@@ -101,8 +101,12 @@ def run_cmd(
     model: Model = None,
     method: Annotated[str | None, typer.Option(help="rtn | awq | gptq (default) | sens-awq | sens-gptq | mixed")] = None,
     bits: Annotated[int | None, typer.Option(help="Bits per weight, 2..8 (default 4).")] = None,
-    group_size: Annotated[int | None, typer.Option(help="32 | 64 | 128 (default) | -1 (per channel).")] = None,
-    sym: Annotated[bool | None, typer.Option("--sym/--no-sym", help="Symmetric grid (default asymmetric).")] = None,
+    group_size: Annotated[int | None, typer.Option(help=(
+        "32 | 64 | 128 | -1 (per channel). Default: the largest of 128/64/32 dividing every quantized width "
+        "(GGUF: 32); the output states it."))] = None,
+    sym: Annotated[bool | None, typer.Option("--sym/--no-sym", help=(
+        "Symmetric grid. Default: what the format's consumer loads (symmetric for compressed-tensors and GGUF, "
+        "asymmetric for gptq / fmgauge)."))] = None,
     ragged: Annotated[bool | None, typer.Option("--ragged/--no-ragged", help=(
         "Allow a shorter last group if the group size does not divide a layer's width (default), else refuse."))] = None,
     actorder: Annotated[bool | None, typer.Option("--actorder/--no-actorder", help="GPTQ act-order (default off).")] = None,
@@ -119,8 +123,11 @@ def run_cmd(
              "compressed-tensors, one config group per width).")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help=(
         "compressed-tensors (vLLM / transformers) | gptq (gptqmodel; act-order) | gguf (llama.cpp: 4-bit or 8-bit "
-        "sym, group 32) | fmgauge (any grid, mixed precision). Default: compressed-tensors where the grid fits, gptq "
-        "with --actorder, else fmgauge."))] = None,
+        "sym, group 32) | fmgauge (any grid, mixed precision; an fp32 copy plus codes, only on request). Default: "
+        "compressed-tensors, gptq with --actorder."))] = None,
+    embeddings: Annotated[str | None, typer.Option(help=(
+        "GGUF: 'quantize' (default: output head / tied embedding as llama-quantize does, Q8_0 or Q6_K) or 'keep' "
+        "(16 bits)."))] = None,
     calib: Calib = None,
     n_samples: NSamples = None,
     seqlen: SeqLen = None,
@@ -140,20 +147,28 @@ def run_cmd(
              "actorder": actorder, "sequential": sequential, "clip": clip, "fisher_mix": fisher_mix, "mixed_fraction": mixed_fraction,
              "high_bits": high_bits, "mixed_unit": mixed_unit}
     _merge(data, "quant", {k: v for k, v in quant.items() if v is not None})
-    cfg = load_config(RunConfig, None, {**data, "model": model, "format": fmt, "device": device, "dtype": dtype})
+    cfg = load_config(RunConfig, None, {**data, "model": model, "format": fmt, "device": device, "dtype": dtype,
+                                        **({"embeddings": embeddings} if embeddings is not None else {})})
     res = run_quantization(cfg, out)
     r = res.record
     c = r["calibration"]
+    q = r["config"]
     fp_pass = (f"full-precision calibration {(c.get('usage') or {}).get('seconds', 0):.1f} s"
                f"{' (cached)' if c.get('cached') else ''}, " if "usage" in c else "")
     seq = " (sequential, block-by-block calibration included)" if c["sequential"] else ""
-    console.print(f"{cfg.quant.method} {cfg.quant.bits}-bit g{cfg.quant.group_size}: {len(res.qweights)} layers, "
-                  f"{r['size']['bits_per_quantized_weight']:.3f} bits/weight, {r['size']['size_mb']:.1f} MB; "
-                  f"{fp_pass}quantization {r['quantization_usage']['seconds']:.1f} s{seq}, peak RSS "
+    d = r.get("defaults", {})
+    chosen = "; ".join(v for v in (f"group size {q['group_size']} by default ({d['group_size_rule']})"
+                                   if "group_size" in d else "", f"{d['sym_rule']} grid by default"
+                                   if "sym" in d else "") if v)
+    console.print(f"{q['method']} {q['bits']}-bit g{q['group_size']} {'sym' if q['sym'] else 'asym'}: "
+                  f"{len(res.qweights)} layers{f' ({chosen})' if chosen else ''}; {fp_pass}quantization "
+                  f"{r['quantization_usage']['seconds']:.1f} s{seq}, peak RSS "
                   f"{r['quantization_usage']['peak_rss_mb']:.0f} MB")
     ex = r["export"]
-    console.print(f"Saved: [bold]{out}[/] as {ex['format']}: {ex['on_disk_mb']:.1f} MB of weight files on disk "
-                  f"({', '.join(ex['files'])}); `fmgauge quantize eval {out}` loads it as a user would.")
+    console.print(f"Saved: [bold]{out}[/] as {ex['format']}: {ex['on_disk_mb']:.1f} MB on disk "
+                  f"({', '.join(ex['files'])}), {ex['bits_per_weight']:.3f} bits per weight (tensor bytes × 8 / "
+                  f"{ex['n_params']:,} parameters, as llama.cpp counts); `fmgauge quantize eval {out}` loads it as "
+                  "a user would.")
     if ex.get("note"):
         console.print(f"[yellow]note:[/] {ex['note']}")
 

@@ -42,8 +42,11 @@ class QuantConfig(BaseModel):
 
     method: str = Field("gptq", description="rtn | gptq | sens-gptq | awq | sens-awq | mixed")
     bits: int = Field(4, description="Bits per weight, 2..8.")
-    group_size: int = Field(128, description="Input channels per quantization group (32/64/128), -1 = per row.")
-    sym: bool = Field(False, description="Symmetric grid (zero point fixed at the middle); default asymmetric.")
+    group_size: int | None = Field(None, description="Input channels per quantization group (32/64/128), -1 = per "
+                                   "row; None: the largest of 128/64/32 dividing every quantized width (GGUF: 32).")
+    sym: bool | None = Field(None, description="Symmetric grid (zero point fixed at the middle); None: what the "
+                                               "output format's consumer loads (symmetric for compressed-tensors "
+                                               "and GGUF, asymmetric otherwise).")
     ragged: bool = Field(True, description="Allow a shorter last group when group_size does not divide the width.")
     # GPTQ (IST-DASLab/gptq defaults)
     percdamp: float = Field(0.01, description="GPTQ damping, as a fraction of mean(diag H).")
@@ -88,8 +91,8 @@ class QuantConfig(BaseModel):
 
     @field_validator("group_size")
     @classmethod
-    def _group_size(cls, v: int) -> int:
-        if v not in GROUP_SIZES:
+    def _group_size(cls, v: int | None) -> int | None:
+        if v is not None and v not in GROUP_SIZES:
             raise ValueError(f"group_size must be one of {', '.join(map(str, GROUP_SIZES))} (-1 = per channel), "
                              f"got {v}")
         return v
@@ -107,8 +110,21 @@ class QuantConfig(BaseModel):
             raise ValueError(f"high_bits ({self.high_bits_}) must exceed bits ({self.bits})")
         return self
 
+    def resolved(self, widths: dict[str, int], fmt: str | None) -> QuantConfig:
+        """This config with the defaults that depend on the model and the output format filled in: the group size
+        (:func:`auto_group_size`) and the grid's symmetry (symmetric where the consumer of ``fmt`` needs it:
+        transformers refuses asymmetric compressed-tensors zero points; GGUF's Q4_0 / Q5_0 / Q8_0 are symmetric)."""
+        update: dict = {}
+        if self.group_size is None:
+            update["group_size"] = auto_group_size(widths, fmt)
+        if self.sym is None:
+            update["sym"] = fmt in SYMMETRIC_FORMATS
+        return self.model_copy(update=update) if update else self
+
     def validate_for(self, widths: dict[str, int]) -> None:
         """The checks that need the model: the group size against every layer's input width."""
+        if self.group_size is None:
+            raise FmgaugeError("group_size is not resolved yet; call QuantConfig.resolved(widths, fmt) first.")
         for name, d_in in widths.items():
             check_group_size(self.group_size, d_in, ragged=self.ragged, layer=name)
 
@@ -143,6 +159,21 @@ class QuantConfig(BaseModel):
     def weighted(self) -> bool:
         """Whether the method reads the loss-weighted statistics S_j / H_F."""
         return self.method in ("sens-gptq", "sens-awq") or (self.method == "mixed" and self.mixed_base == "sens-gptq")
+
+
+SYMMETRIC_FORMATS = ("compressed-tensors", "gguf")
+AUTO_GROUPS = (128, 64, 32)
+
+
+def auto_group_size(widths: dict[str, int], fmt: str | None = None) -> int:
+    """The default group size for layers of input widths ``widths`` (name -> d_in): 32 for GGUF (its blocks), else
+    the largest of 128 / 64 / 32 that divides every width (smollm2-135m's 576 and 1536: 64), else -1 (per channel)."""
+    if fmt == "gguf":
+        return 32
+    for g in AUTO_GROUPS:
+        if all(w % g == 0 for w in widths.values()):
+            return g
+    return -1
 
 
 Method = Callable[[dict[str, torch.Tensor], dict[str, LayerStats], QuantConfig, dict], dict]

@@ -27,7 +27,7 @@ from fmgauge.core.cache import cache_root, stable_hash
 from fmgauge.core.models import DeviceName
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.quantization.calibration import CalibStats, capture, linear_layers
-from fmgauge.quantization.formats import FormatName, check_format, resolve_format
+from fmgauge.quantization.formats import FormatName, check_format, default_format, resolve_format
 from fmgauge.quantization.grid import QuantizedWeight
 from fmgauge.quantization.methods import QuantConfig, quantize_weights
 from fmgauge.quantization.resources import Usage, measure
@@ -126,6 +126,8 @@ def quantize_model(tm, cfg: QuantConfig, stats: CalibStats | None, *, sequences:
     from fmgauge.quantization.sequential import quantize_sequential
 
     layers = linear_layers(tm.model)
+    if cfg.group_size is None or cfg.sym is None:  # defaults that depend on the model (run_quantization resolves
+        cfg = cfg.resolved({n: m.in_features for n, m in layers.items()}, default_format(cfg))  # them per format)
     with measure() as usage:
         if cfg.sequential_:
             if sequences is None:
@@ -219,12 +221,23 @@ class RunConfig(BaseModel):
     format: FormatName | None = Field(None, description="compressed-tensors | gptq | gguf | fmgauge (default: the "
                                                          "deployable one that fits the method).")
     device: DeviceName = Field("auto", description="auto|cpu|cuda|mps")
-    dtype: str = Field("float32", description="float32|float16|bfloat16")
+    dtype: str = Field("float32", description="float32|float16|bfloat16 (compute; a 16-bit value is also the "
+                                               "dtype unquantized tensors are saved in, else the model's own 16-bit "
+                                               "dtype or float16).")
+    embeddings: Literal["quantize", "keep"] = Field(
+        "quantize", description="GGUF: quantize the output head / tied token embedding as llama-quantize does by "
+                                "default for the file's type (Q8_0 or Q6_K), or keep them in 16 bits.")
 
     @model_validator(mode="after")
     def _format_fits(self) -> RunConfig:
         if self.format is not None:
             check_format(self.format, self.quant)
+        elif default_format(self.quant) == "fmgauge":
+            from fmgauge.quantization.formats import FMGAUGE_FORMAT_SIZE
+
+            raise ValueError(f"method {self.quant.method} with per-group bits is stored only by "
+                             f"{FMGAUGE_FORMAT_SIZE}: pass --format fmgauge explicitly, or --mixed-unit layer "
+                             "(compressed-tensors)")
         return self
 
 
@@ -246,35 +259,45 @@ def run_quantization(cfg: RunConfig, out: str | Path, *, progress: bool = True, 
     Everything that can be refused is refused before the calibration pass: the config when it is built (bits,
     group size, method, format vs grid), the layer widths and architecture right after the model loads.
     """
+    from fmgauge.core.progress import progress as progress_tracker
     from fmgauge.core.text_models import load_text_model
 
-    tm = load_text_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    with progress_tracker(f"loading {cfg.model}", 1, enabled=progress) as bar:
+        tm = load_text_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        bar.advance(1)
     layers = linear_layers(tm.model)
     widths = {n: m.in_features for n, m in layers.items()}
-    cfg.quant.validate_for(widths)
-    fmt, fallback = resolve_format(cfg.format, cfg.quant, widths, getattr(tm.model.config, "model_type", "?"))
-    if fallback:
-        log.warning(fallback)
-    stats, seqs = calibration_for(tm, cfg.quant, cfg.calib, use_cache=use_cache, progress=progress)
-    result = quantize_model(tm, cfg.quant, stats, sequences=seqs, progress=progress)
+    chosen = {"group_size": cfg.quant.group_size, "sym": cfg.quant.sym}
+    quant = cfg.quant.resolved(widths, cfg.format or default_format(cfg.quant))
+    quant.validate_for(widths)
+    fmt, _ = resolve_format(cfg.format, quant, widths, getattr(tm.model.config, "model_type", "?"), fallback=False)
+    defaults = {k: getattr(quant, k) for k, v in chosen.items() if v is None}
+    stats, seqs = calibration_for(tm, quant, cfg.calib, use_cache=use_cache, progress=progress)
+    result = quantize_model(tm, quant, stats, sequences=seqs, progress=progress)
     result.record["run_config"] = cfg.model_dump()
-    save(result, out, fmt, cfg.quant, note=fallback)
+    result.record["defaults"] = {**defaults, **({"group_size_rule": "largest of 128/64/32 dividing every quantized "
+                                                 "width (GGUF: 32)"} if "group_size" in defaults else {}),
+                                 **({"sym_rule": f"symmetric for {fmt}" if quant.sym else f"asymmetric for {fmt}"}
+                                    if "sym" in defaults else {})}
+    with progress_tracker(f"writing {fmt}", 1, enabled=progress) as bar:
+        save(result, out, fmt, quant, dtype=cfg.dtype, embeddings=cfg.embeddings)
+        bar.advance(1)
     return result
 
 
-def save(result: QuantizationResult, out: str | Path, fmt: str, quant: QuantConfig, *, note: str | None = None
-         ) -> Path:
-    """Write ``result`` into ``out`` as ``fmt`` with ``quantization.json`` (the record, with the files written and
-    their bytes on disk next to the computed size)."""
-    from fmgauge.quantization.formats import export, weight_files
+def save(result: QuantizationResult, out: str | Path, fmt: str, quant: QuantConfig, *, note: str | None = None,
+         dtype: str | None = None, embeddings: str = "quantize") -> Path:
+    """Write ``result`` into ``out`` as ``fmt`` with ``quantization.json`` (the record, with the files written, their
+    bytes on disk and the bits per weight counted from them, next to the computed size). ``dtype`` / ``embeddings``:
+    see :func:`fmgauge.quantization.formats.export`."""
+    from fmgauge.quantization.formats import export, file_sizes
 
     out = Path(out)
     if fmt == "fmgauge":
         save_quantized(result, out)
-        files = weight_files(out)
-        info = {"format": "fmgauge", "files": files, "on_disk_mb": sum(files.values()) / 1e6}
+        info = {"format": "fmgauge", **file_sizes(out, result.model)}
     else:
-        info = export(result, out, fmt, quant)
+        info = export(result, out, fmt, quant, dtype=dtype, embeddings=embeddings)
     if note:
         info["note"] = note
     result.record["export"] = info

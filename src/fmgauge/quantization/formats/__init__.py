@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from fmgauge.core.validation import FmgaugeError
 
 FormatName = Literal["compressed-tensors", "gptq", "gguf", "fmgauge"]
@@ -52,11 +54,11 @@ def check_format(fmt: str, cfg) -> None:  # noqa: ANN001  (QuantConfig)
     if fmt == "gguf":
         from fmgauge.quantization.formats.gguf import gguf_type
 
-        gguf_type(cfg.bits, cfg.group_size, cfg.sym)
-    if fmt == "gptq":
+        gguf_type(cfg.bits, 32 if cfg.group_size is None else cfg.group_size, True if cfg.sym is None else cfg.sym)
+    if fmt == "gptq" and cfg.group_size is not None:
         from fmgauge.quantization.formats.gptq import check_gptq
 
-        check_gptq(cfg.bits, cfg.group_size, cfg.sym)
+        check_gptq(cfg.bits, cfg.group_size, bool(cfg.sym))
     if fmt in ("compressed-tensors", "gguf") and cfg.actorder and not cfg.static_groups:
         raise FmgaugeError(f"format {fmt} has no g_idx for act-order's permuted groups: nearest valid setting: "
                            "--no-actorder (or static_groups: true), or --format gptq.")
@@ -68,7 +70,7 @@ def check_model(fmt: str, cfg, widths: dict[str, int], model_type: str) -> None:
     if fmt == "fmgauge":
         return
     g = cfg.group_size
-    bad = {n: d for n, d in widths.items() if g != -1 and d % g}
+    bad = {n: d for n, d in widths.items() if g not in (None, -1) and d % g}  # None: the default fits
     if bad:
         n, d = next(iter(bad.items()))
         fits = [s for s in (32, 64, 128) if all(w % s == 0 for w in widths.values())]
@@ -87,19 +89,31 @@ def check_model(fmt: str, cfg, widths: dict[str, int], model_type: str) -> None:
                                "fmgauge.")
 
 
-def resolve_format(fmt: str | None, cfg, widths: dict[str, int], model_type: str) -> tuple[str, str | None]:  # noqa: ANN001
+FMGAUGE_FORMAT_SIZE = ("fmgauge's own format (an fp32 copy of the model plus the codes: bigger than the original "
+                       "model, only for analysis)")
+
+
+def resolve_format(fmt: str | None, cfg, widths: dict[str, int], model_type: str, *,  # noqa: ANN001
+                   fallback: bool = True) -> tuple[str, str | None]:
     """The format to write and, when the default had to fall back to fmgauge's, why. An explicit ``fmt`` that does
-    not fit is refused; the default falls back (with the reason) rather than refusing a run the user did not
-    constrain."""
+    not fit is refused. With ``fallback`` (what ``compare`` uses to label a row) the default falls back to fmgauge's
+    format with the reason; without it (``quantize run``) that is refused too, naming the settings that deploy:
+    no default writes a file bigger than the original model."""
     if fmt is not None:
         check_format(fmt, cfg)
         check_model(fmt, cfg, widths, model_type)
         return fmt, None
     fmt = default_format(cfg)
     try:
+        if fmt == "fmgauge":
+            raise FmgaugeError(f"method {cfg.method} with per-group bits is stored only by {FMGAUGE_FORMAT_SIZE}: "
+                               "nearest deployable setting: --mixed-unit layer (compressed-tensors)")
         check_format(fmt, cfg)
         check_model(fmt, cfg, widths, model_type)
     except FmgaugeError as e:
+        if not fallback:
+            raise FmgaugeError(f"{str(e).rstrip('.')}; or pass --format fmgauge explicitly for {FMGAUGE_FORMAT_SIZE}."
+                               ) from None
         return "fmgauge", f"saved in fmgauge's format because {e}"
     return fmt, None
 
@@ -109,11 +123,96 @@ def weight_files(out: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in sorted(Path(out).iterdir()) if p.suffix in WEIGHT_SUFFIXES}
 
 
-def export(result, out: Path, fmt: str, cfg) -> dict:  # noqa: ANN001  (QuantizationResult, QuantConfig)
-    """Write ``result`` as ``fmt`` into directory ``out``; returns what was written (files and bytes on disk).
+SIXTEEN_BIT = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
-    For the deployable formats AWQ scales are folded into the model first (in place: the model in memory is then
-    the model that ships)."""
+
+def storage_dtype(model, requested: str | None = None) -> str:  # noqa: ANN001
+    """The 16-bit dtype unquantized tensors are written in: ``requested`` (``--dtype``) when it is 16-bit, else the
+    model's own dtype (``config.dtype``) when that is 16-bit, else float16 (what ``convert_hf_to_gguf.py`` writes by
+    default)."""
+    if requested in SIXTEEN_BIT:
+        return requested
+    own = getattr(model.config, "dtype", None) or getattr(model.config, "torch_dtype", None)
+    own = str(own).replace("torch.", "") if own is not None else None
+    return own if own in SIXTEEN_BIT else "float16"
+
+
+def round_for_storage(model, qweights: dict, dtype: str, *, scale_dtype: str | None = None) -> dict:  # noqa: ANN001
+    """Make the model in memory the model the file holds: every parameter that is not a quantized Linear's weight
+    rounded to ``dtype`` (kept in the model's compute dtype), every grid's scale rounded to ``scale_dtype``
+    (default ``dtype``) and the quantized Linears set to the rounded grids. Returns the rounded ``qweights``."""
+    from dataclasses import replace
+
+    tdt, sdt = SIXTEEN_BIT[dtype], SIXTEEN_BIT[scale_dtype or dtype]
+    q_params = {f"{n}.weight" for n in qweights}
+    out = {n: replace(q, scale=q.scale.to(sdt).to(q.scale.dtype)) for n, q in qweights.items()}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name not in q_params and p.is_floating_point():
+                p.data = p.data.to(tdt).to(p.dtype)
+        for n, q in out.items():
+            w = model.get_submodule(n).weight
+            w.data = q.dequantize().to(w.dtype).to(w.device)
+    return out
+
+
+def cast_safetensors(out: Path, dtype: str) -> None:
+    """Rewrite every floating tensor of 32 bits in the directory's safetensors files in ``dtype`` and record it in
+    config.json (``dtype``), as llmcompressor writes a 16-bit model's checkpoint. Exact when the values were first
+    rounded with :func:`round_for_storage`."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    tdt = SIXTEEN_BIT[dtype]
+    for f in sorted(Path(out).glob("*.safetensors")):
+        with safe_open(f, "pt") as fh:
+            metadata = fh.metadata() or {"format": "pt"}
+        tensors = load_file(f)
+        tensors = {k: v.to(tdt) if v.dtype == torch.float32 else v for k, v in tensors.items()}
+        save_file(tensors, f, metadata=metadata)
+    cfg_path = Path(out) / "config.json"
+    if cfg_path.exists():
+        config = json.loads(cfg_path.read_text())
+        config["dtype"] = dtype
+        config.pop("torch_dtype", None)
+        cfg_path.write_text(json.dumps(config, indent=2))
+
+
+def file_sizes(out: Path, model) -> dict:  # noqa: ANN001
+    """Sizes read from the written files: ``on_disk_mb`` (all weight files), ``tensor_bytes`` (their tensor data,
+    without headers and metadata), ``n_params`` (the model's parameters, a tied embedding once) and
+    ``bits_per_weight`` = 8 · tensor_bytes / n_params, which is how llama.cpp counts "BPW" when it loads a file."""
+    import json
+
+    out = Path(out)
+    files = weight_files(out)
+    n_params = sum(p.numel() for p in model.parameters())
+    tensor_bytes = 0
+    for name in files:
+        p = out / name
+        if p.suffix == ".gguf":
+            from fmgauge.quantization.formats.gguf import file_sizes as gguf_sizes
+
+            tensor_bytes += gguf_sizes(p)["tensor_bytes"]
+        else:
+            with open(p, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n))
+            tensor_bytes += sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items()
+                                if k != "__metadata__")
+    return {"files": files, "on_disk_mb": sum(files.values()) / 1e6, "tensor_bytes": tensor_bytes,
+            "n_params": n_params, "bits_per_weight": 8 * tensor_bytes / max(n_params, 1)}
+
+
+def export(result, out: Path, fmt: str, cfg, *, dtype: str | None = None, embeddings: str = "quantize") -> dict:  # noqa: ANN001
+    """Write ``result`` as ``fmt`` into directory ``out``; returns what was written (files, bytes on disk, bits per
+    weight counted from them).
+
+    Unquantized tensors are written in 16 bits (:func:`storage_dtype` of ``dtype``); GGUF also quantizes the output
+    head / tied embedding as llama-quantize does unless ``embeddings='keep'``. The model in memory is changed to what
+    the file holds (AWQ scales folded, 16-bit rounding, quantized embeddings), so it is the model that ships."""
     from fmgauge.quantization.formats.fold import fold_input_scales
 
     out = Path(out)
@@ -121,22 +220,29 @@ def export(result, out: Path, fmt: str, cfg) -> dict:  # noqa: ANN001  (Quantiza
     folded = any(q.input_scale is not None for q in result.qweights.values())
     qweights = fold_input_scales(result.model, result.qweights)
     model, tok = result.model, result.tokenizer
+    sdt = storage_dtype(model, dtype)
+    info: dict = {"format": fmt, "awq_scales_folded": folded, "dtype": sdt}
     if fmt == "compressed-tensors":
         from fmgauge.quantization.formats.compressed import write
 
+        qweights = round_for_storage(model, qweights, sdt)
         write(model, tok, qweights, out, group_size=cfg.group_size, sym=cfg.sym)
+        cast_safetensors(out, sdt)
     elif fmt == "gptq":
         from fmgauge.quantization.formats.gptq import write_gptq
 
+        qweights = round_for_storage(model, qweights, sdt, scale_dtype="float16")
         write_gptq(model, tok, qweights, out)
+        cast_safetensors(out, sdt)
     elif fmt == "gguf":
+        from fmgauge.quantization.formats.gguf import file_sizes as gguf_sizes
         from fmgauge.quantization.formats.gguf import write_gguf
 
-        write_gguf(model, tok, qweights, out / GGUF_FILE)
+        write_gguf(model, tok, qweights, out / GGUF_FILE, dtype=sdt, embeddings=embeddings, update_model=True)
         tok.save_pretrained(out)
+        info.update(embeddings=embeddings, gguf_types=gguf_sizes(out / GGUF_FILE)["types"])
     else:
         raise FmgaugeError(f"export: unknown format {fmt!r} (fmgauge's own is written by save_quantized).")
     result.qweights = qweights
-    files = weight_files(out)
-    return {"format": fmt, "awq_scales_folded": folded, "files": files,
-            "on_disk_mb": sum(files.values()) / 1e6}
+    info.update(file_sizes(out, model))
+    return info

@@ -1,24 +1,37 @@
-"""GGUF export: a llama model quantized by fmgauge, written as a file llama.cpp loads, storing fmgauge's codes.
+"""GGUF export: a llama model quantized by fmgauge, written as the file llama.cpp loads, storing fmgauge's codes.
 
 fmgauge's grid (see :mod:`fmgauge.quantization.grid`) reads a weight back as ``scale * (q - zero)`` per (row, group).
-ggml's legacy 32-weight block types store three such grids exactly, up to rounding the per-block floats to fp16:
+ggml's 32-weight block types store five such grids exactly, up to rounding the per-block floats to fp16:
 
-=======  ==========================  =====================================  ===========================
-type     fmgauge grid                block bytes (32 weights)               value of element j
-=======  ==========================  =====================================  ===========================
-Q4_0     4 bits, sym, group 32       fp16 d, 16 B nibbles (18 B)            ``d * (nib_j - 8)``
-Q4_1     4 bits, asym, group 32      fp16 d, fp16 m, 16 B nibbles (20 B)    ``d * nib_j + m``
-Q8_0     8 bits, sym, group 32       fp16 d, 32 int8 (34 B)                 ``d * i8_j``
-=======  ==========================  =====================================  ===========================
+=======  ==========================  ==========================================  ===========================
+type     fmgauge grid                block bytes (32 weights)                    value of element j
+=======  ==========================  ==========================================  ===========================
+Q4_0     4 bits, sym, group 32       fp16 d, 16 B nibbles (18 B)                 ``d * (nib_j - 8)``
+Q4_1     4 bits, asym, group 32      fp16 d, fp16 m, 16 B nibbles (20 B)         ``d * nib_j + m``
+Q5_0     5 bits, sym, group 32       fp16 d, 4 B high bits, 16 B nibbles (22 B)  ``d * (q_j - 16)``
+Q5_1     5 bits, asym, group 32      fp16 d, fp16 m, 4 B high bits, 16 B (24 B)  ``d * q_j + m``
+Q8_0     8 bits, sym, group 32       fp16 d, 32 int8 (34 B)                      ``d * i8_j``
+=======  ==========================  ==========================================  ===========================
 
-so ``d = scale``, the nibbles are fmgauge's codes (sym zero is 8), ``m = -scale * zero`` and ``i8 = q - 128`` (sym
-zero is 128). Nibble byte ``k`` (0..15) of a block holds element ``k`` in its low and element ``k + 16`` in its high
-half. Nothing is re-quantized: the only difference from fmgauge's dequantized weight is the fp16 rounding of ``d``
-(and ``m``), a relative error of at most 2**-11 on each.
+so ``d = scale``, the codes are fmgauge's codes (sym zero is 2**(bits-1)), ``m = -scale * zero`` and
+``i8 = q - 128``. Nibble byte ``k`` (0..15) of a block holds element ``k`` in its low and element ``k + 16`` in its
+high half; bit ``j`` of the little-endian 32-bit ``qh`` is bit 4 of element ``j``. Nothing is re-quantized: the only
+difference from fmgauge's dequantized weight is the fp16 rounding of ``d`` (and ``m``), at most 2**-11 relative.
+
+Everything else is written as llama.cpp's own tools write it (``convert_hf_to_gguf.py`` then ``llama-quantize``):
+
+- 1-D tensors (norms, biases) as F32; other unquantized matrices in 16 bits (``dtype``: F16 or BF16);
+- the output head, and the token embedding when it is tied to it, quantized the way ``llama-quantize`` does by
+  default for the file's type (``llama_tensor_get_type``): Q8_0 for a Q8_0 file or a width that is not a multiple of
+  256 (smollm2's 576), Q6_K otherwise; an untied token embedding in the file's own type. ``embeddings='keep'``
+  writes them in 16 bits instead. These are round-to-nearest of the full-precision weight (Q8_0 bit-exact with
+  ggml's reference, through gguf-py; Q6_K by :func:`quantize_q6_k`).
+
+With ``update_model=True`` the in-memory model gets the weights the file holds (16-bit rounded matrices, quantized
+embeddings), so the model fmgauge evaluates is the model that ships.
 
 Tensor names and the rotary row order of q/k follow llama.cpp's ``convert_hf_to_gguf.py`` for ``LlamaModel``
-(transformers' GGUF loader undoes that permutation); every tensor that is not a quantized Linear (embeddings, norms,
-an unquantized ``lm_head``, biases) is stored as F32.
+(transformers' GGUF loader undoes that permutation).
 """
 
 from __future__ import annotations
@@ -38,10 +51,13 @@ from fmgauge.quantization.grid import QuantizedWeight
 log = logging.getLogger(__name__)
 
 BLOCK = 32  # weights per ggml block: consecutive input columns of one row
-BLOCK_TYPES: dict[str, tuple[int, bool]] = {"Q4_0": (4, True), "Q4_1": (4, False), "Q8_0": (8, True)}  # bits, sym
-TYPE_SIZE = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}  # bytes per block of 32 weights
+QK_K = 256  # weights per K-quant super-block
+BLOCK_TYPES: dict[str, tuple[int, bool]] = {"Q4_0": (4, True), "Q4_1": (4, False), "Q5_0": (5, True),
+                                            "Q5_1": (5, False), "Q8_0": (8, True)}  # bits, sym
+TYPE_SIZE = {"Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24, "Q8_0": 34}  # bytes per block of 32 weights
 FP16_MAX = 65504.0
-FILE_TYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7}  # llama.cpp's LlamaFileType.MOSTLY_*; 0 = ALL_F32
+FLOAT_TYPES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
+EMBEDDINGS = ("quantize", "keep")
 ALTERNATIVE = "--format compressed-tensors"
 
 # gguf.TokenType values (llama.cpp's llama_token_type)
@@ -54,16 +70,16 @@ def _flags(bits: int, group_size: int, sym: bool) -> str:
 
 def gguf_type(bits: int, group_size: int, sym: bool) -> str:
     """The ggml type that stores fmgauge's grid exactly (up to fp16 scales): 4-bit sym g32 -> 'Q4_0',
-    4-bit asym g32 -> 'Q4_1', 8-bit sym g32 -> 'Q8_0'.
+    4-bit asym g32 -> 'Q4_1', 5-bit sym / asym g32 -> 'Q5_0' / 'Q5_1', 8-bit sym g32 -> 'Q8_0'.
 
     Anything else raises :class:`FmgaugeError` with one line naming the format and the nearest valid setting: never
-    fewer bits (2-4 bits -> 4 bits, 5-8 bits -> Q8_0, which is symmetric), group size 32, the same symmetry where
-    the bit width allows it.
+    fewer bits (2-4 bits -> 4, 5 -> 5, 6-8 -> Q8_0, which is symmetric), group size 32, the same symmetry where the
+    bit width allows it.
     """
     for name, (b, s) in BLOCK_TYPES.items():
         if bits == b and group_size == BLOCK and bool(sym) == s:
             return name
-    near_bits = 4 if bits <= 4 else 8
+    near_bits = 4 if bits <= 4 else 5 if bits == 5 else 8
     near_sym = True if near_bits == 8 else bool(sym)
     kinds = ", ".join(f"{n} = {_flags(b, BLOCK, s)}" for n, (b, s) in BLOCK_TYPES.items())
     grid = f"{bits}-bit weights" if bits != 8 else f"8-bit {'symmetric' if sym else 'asymmetric'} weights"
@@ -78,7 +94,7 @@ def block_type(name: str, qw: QuantizedWeight) -> str:
     """The ggml type of layer ``name``'s quantized weight, or :class:`FmgaugeError` saying why GGUF cannot hold it.
 
     Refused: AWQ input scales not folded into the previous op, mixed per-group bits, groups that are not
-    contiguous runs of columns (GPTQ act-order), grids other than the three of :func:`gguf_type`, and input widths
+    contiguous runs of columns (GPTQ act-order), grids other than those of :func:`gguf_type`, and input widths
     ``d_in`` that are not a multiple of 32.
     """
     where = f"format gguf: layer {name!r}"
@@ -118,29 +134,111 @@ def _fp16_bytes(x: np.ndarray, what: str) -> np.ndarray:
 
 def _nibbles(codes: np.ndarray) -> np.ndarray:
     """Codes (..., 32) in 0..15 -> (..., 16) bytes: element k in the low nibble of byte k, k + 16 in its high."""
-    return (codes[..., :16] | (codes[..., 16:] << 4)).astype(np.uint8)
+    return ((codes[..., :16] & 0xF) | ((codes[..., 16:] & 0xF) << 4)).astype(np.uint8)
+
+
+def _high_bits(codes: np.ndarray) -> np.ndarray:
+    """Bit 4 of each of 32 codes (..., 32) -> (..., 4) bytes of a little-endian uint32 (bit j = element j)."""
+    return np.packbits((codes >> 4) & 1, axis=-1, bitorder="little").astype(np.uint8)
 
 
 def pack_blocks(kind: str, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> np.ndarray:
     """The ggml bytes of one weight: codes (d_out, d_in) in 0..2**bits-1, scale/zero (d_out, d_in / 32), one
     (scale, zero) per block -> (d_out, d_in / 32 * TYPE_SIZE[kind]) uint8, row-major as ggml reads it.
 
-    The codes are stored as they are (``Q4_0``/``Q8_0`` assume the symmetric zero 8/128; see the module docstring).
+    The codes are stored as they are (the symmetric types assume the zero 2**(bits-1); see the module docstring).
     """
     c = codes.detach().cpu().numpy().astype(np.uint8)
     s = scale.detach().cpu().double().numpy()
     d_out, d_in = c.shape
     blocks = c.reshape(d_out, d_in // BLOCK, BLOCK)
+    if kind in ("Q4_1", "Q5_1"):
+        m = -s * zero.detach().cpu().double().numpy()
     if kind == "Q4_0":
         parts = [_fp16_bytes(s, "scale"), _nibbles(blocks)]
     elif kind == "Q4_1":
-        m = -s * zero.detach().cpu().double().numpy()
-        parts = [_fp16_bytes(s, "scale"), _fp16_bytes(m, "minimum"), _nibbles(blocks)]
+        parts = [_fp16_bytes(s, "scale"), _fp16_bytes(m, "min"), _nibbles(blocks)]
+    elif kind == "Q5_0":
+        parts = [_fp16_bytes(s, "scale"), _high_bits(blocks), _nibbles(blocks)]
+    elif kind == "Q5_1":
+        parts = [_fp16_bytes(s, "scale"), _fp16_bytes(m, "min"), _high_bits(blocks), _nibbles(blocks)]
     elif kind == "Q8_0":
         parts = [_fp16_bytes(s, "scale"), (blocks.astype(np.int16) - 128).astype(np.int8).view(np.uint8)]
     else:
         raise FmgaugeError(f"unknown GGUF block type {kind!r}; expected one of {sorted(BLOCK_TYPES)}.")
     return np.ascontiguousarray(np.concatenate(parts, axis=-1).reshape(d_out, -1))
+
+
+def stored_grid(kind: str, qw: QuantizedWeight) -> QuantizedWeight:
+    """``qw`` with the scale (and zero) the block of ``kind`` stores: ``fp16(scale)``, and for Q4_1 / Q5_1 the zero
+    ``-fp16(m) / fp16(scale)`` that reproduces the stored ``m = fp16(-scale * zero)``. Codes are unchanged."""
+    from dataclasses import replace
+
+    s16 = qw.scale.double().half().double()
+    if kind in ("Q4_1", "Q5_1"):
+        m16 = (-(qw.scale.double() * qw.zero.double())).half().double()
+        zero = torch.where(s16 != 0, -m16 / torch.where(s16 != 0, s16, 1.0), qw.zero.double())
+        return replace(qw, scale=s16.float(), zero=zero.float())
+    return replace(qw, scale=s16.float())
+
+
+def quantize_q6_k(x: np.ndarray) -> np.ndarray:
+    """Round-to-nearest Q6_K of ``x`` (rows, width) float, width a multiple of 256 -> (rows, width / 256 * 210) bytes.
+
+    Per 16 weights a 6-bit symmetric grid ``d * sc * (q - 32)``: the sub-block scale maps its largest-magnitude
+    weight to -32 (as ggml's ``Q4_0`` maps its block), the 16 sub-block scales of a super-block are int8 multiples
+    ``sc`` of one fp16 ``d``. (llama.cpp's own Q6_K searches each sub-block scale; this is the plain grid.)
+    Layout (``block_q6_K``): ``ql`` 128 B low nibbles, ``qh`` 64 B high 2-bit pairs, ``scales`` 16 int8, fp16 ``d``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    rows, width = x.shape
+    if width % QK_K:
+        raise FmgaugeError(f"Q6_K needs a width that is a multiple of {QK_K}; got {width}.")
+    b = x.reshape(-1, QK_K // 16, 16)  # (n_super, 16 sub-blocks, 16)
+    imax = np.abs(b).argmax(-1)[..., None]
+    sub = np.take_along_axis(b, imax, -1)[..., 0] / -32.0  # (n_super, 16) signed sub-block scales
+    big = np.abs(sub).argmax(-1)[..., None]
+    max_scale = np.take_along_axis(sub, big, -1)  # (n_super, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iscale = np.where(max_scale != 0, -128.0 / max_scale, 0.0)
+    d = (1.0 / np.where(iscale != 0, iscale, np.inf)).astype(np.float16)
+    sc = np.clip(np.round(iscale * sub), -128, 127).astype(np.int8)
+    dl = d.astype(np.float32) * sc.astype(np.float32)  # (n_super, 16)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(dl[..., None] != 0, np.round(b / dl[..., None]), 0.0)
+    q = (np.clip(q, -32, 31) + 32).astype(np.uint8).reshape(-1, QK_K)  # (n_super, 256) in 0..63
+    n = q.shape[0]
+    h = q.reshape(n, 2, 4, 32)  # two halves of 128: elements l + 32 k
+    ql = np.concatenate([(h[:, :, 0] & 0xF) | ((h[:, :, 2] & 0xF) << 4),
+                         (h[:, :, 1] & 0xF) | ((h[:, :, 3] & 0xF) << 4)], axis=-1).reshape(n, 128)
+    qh = ((h[:, :, 0] >> 4) | ((h[:, :, 1] >> 4) << 2) | ((h[:, :, 2] >> 4) << 4) | ((h[:, :, 3] >> 4) << 6))
+    out = np.concatenate([ql.astype(np.uint8), qh.reshape(n, 64).astype(np.uint8), sc.view(np.uint8),
+                          d.view(np.uint8).reshape(n, 2)], axis=-1)
+    return np.ascontiguousarray(out.reshape(rows, -1))
+
+
+def head_types(file_kind: str | None, width: int, tied: bool) -> tuple[str | None, str | None]:
+    """(token embedding type, output head type) ``llama-quantize`` picks by default for a file of ``file_kind``
+    whose embedding width is ``width`` (``llama_tensor_get_type``): the output head (and a tied embedding) Q8_0 for a
+    Q8_0 file or a width that is not a multiple of 256, else Q6_K; an untied embedding in the file's own type (16
+    bits when the width is not a multiple of 32). None: nothing is quantized (no quantized Linear)."""
+    if file_kind is None:
+        return None, None
+    out = "Q8_0" if file_kind == "Q8_0" or width % QK_K else "Q6_K"
+    emb = out if tied else (file_kind if width % BLOCK == 0 else None)
+    return emb, out
+
+
+def quantize_rows(kind: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Round-to-nearest of ``x`` (rows, width) into ggml ``kind`` -> (bytes (rows, n), what the file holds as
+    float32 (rows, width)), through gguf-py (bit-exact with ggml's reference for the 32-blocks) or
+    :func:`quantize_q6_k`."""
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[kind]
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    raw = quantize_q6_k(x) if kind == "Q6_K" else gguf.quants.quantize(x, qtype)
+    return raw, gguf.quants.dequantize(raw, qtype).reshape(x.shape).astype(np.float32)
 
 
 def rope_row_order(n_rows: int, n_head: int) -> torch.Tensor:
@@ -340,16 +438,26 @@ def _write_vocab(writer, v: GGUFVocab) -> None:  # noqa: ANN001
         writer.add_chat_template(v.chat_template)
 
 
-def write_gguf(model, tokenizer, qweights: dict[str, QuantizedWeight], path) -> Path:  # noqa: ANN001
-    """Write a llama.cpp-loadable GGUF file at `path` for a HF LlamaForCausalLM `model` whose quantized Linears
-    are `qweights` (name -> QuantizedWeight, e.g. 'model.layers.0.self_attn.q_proj'), every other tensor F32.
+@dataclass
+class PlannedTensor:
+    """One tensor of the file: its HF parameter, GGUF name and ggml type, and where its bytes come from
+    ('codes': fmgauge's quantized Linear; 'rtn': round-to-nearest of the weight; 'float': F32/F16/BF16)."""
 
-    Every layer is checked (:func:`block_type`) before anything is written. The quantized Linears are written from
-    their codes/scales/zeros (the model's own weight for them is not read); q/k rows are put in llama.cpp's rotary
-    order (:func:`rope_row_order`). Returns the path.
-    """
+    hf: str
+    name: str
+    kind: str
+    source: str
+
+
+def tensor_plan(model, qweights: dict[str, QuantizedWeight], *, dtype: str = "float16",  # noqa: ANN001
+                embeddings: str = "quantize") -> list[PlannedTensor]:
+    """What :func:`write_gguf` writes for ``model``: every tensor with its type (checks every layer first)."""
     import gguf
 
+    if dtype not in FLOAT_TYPES:
+        raise FmgaugeError(f"format gguf: unquantized matrices are written as {', '.join(FLOAT_TYPES)}; got {dtype!r}.")
+    if embeddings not in EMBEDDINGS:
+        raise FmgaugeError(f"format gguf: embeddings must be one of {', '.join(EMBEDDINGS)}; got {embeddings!r}.")
     shape = llama_shape(model.config)
     kinds = {n: block_type(n, qw) for n, qw in qweights.items()}
     params = dict(model.named_parameters())
@@ -361,13 +469,54 @@ def write_gguf(model, tokenizer, qweights: dict[str, QuantizedWeight], path) -> 
             raise FmgaugeError(f"format gguf: layer {n!r} has codes {tuple(qw.codes.shape)} but weight "
                                f"{tuple(params[f'{n}.weight'].shape)}.")
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, shape.n_layers)
-
-    def gguf_name(hf: str) -> str:
+    file_kind = file_type_kind(kinds)
+    emb_kind, out_kind = head_types(file_kind, shape.hidden, shape.tied) if embeddings == "quantize" else (None, None)
+    plan = []
+    for hf, p in params.items():
+        if hf == "lm_head.weight" and shape.tied:
+            continue  # llama.cpp reuses token_embd when there is no output tensor
         base, suffix = hf.rsplit(".", 1)
         mapped = names.get_name(base)
         if mapped is None:
             raise FmgaugeError(f"format gguf: tensor {hf!r} has no llama.cpp name for arch llama.")
-        return f"{mapped}.{suffix}"
+        name = f"{mapped}.{suffix}"
+        if base in qweights and suffix == "weight":
+            plan.append(PlannedTensor(hf, name, kinds[base], "codes"))
+        elif name == "token_embd.weight" and emb_kind is not None:
+            plan.append(PlannedTensor(hf, name, emb_kind, "rtn"))
+        elif name == "output.weight" and out_kind is not None:
+            plan.append(PlannedTensor(hf, name, out_kind, "rtn"))
+        else:
+            plan.append(PlannedTensor(hf, name, FLOAT_TYPES[dtype] if p.dim() >= 2 else "F32", "float"))
+    return plan
+
+
+def file_type_kind(kinds: dict[str, str]) -> str | None:
+    """The block type a file is named after (``general.file_type``): the most common one of its Linears."""
+    common = Counter(kinds.values()).most_common(1)
+    return common[0][0] if common else None
+
+
+def write_gguf(model, tokenizer, qweights: dict[str, QuantizedWeight], path, *, dtype: str = "float16",  # noqa: ANN001
+               embeddings: str = "quantize", update_model: bool = False) -> Path:
+    """Write a llama.cpp-loadable GGUF file at `path` for a HF LlamaForCausalLM `model` whose quantized Linears
+    are `qweights` (name -> QuantizedWeight, e.g. 'model.layers.0.self_attn.q_proj').
+
+    Quantized Linears are written from their codes/scales/zeros (the model's own weight for them is not read);
+    q/k rows are put in llama.cpp's rotary order (:func:`rope_row_order`); the other tensors as the module docstring
+    says (``dtype`` for unquantized matrices, ``embeddings`` 'quantize' or 'keep'). Every layer is checked
+    (:func:`tensor_plan`) before anything is written. With ``update_model`` the model's parameters are set to what
+    the file holds (the quantized Linears to their fp16-scale grids). Returns the path.
+    """
+    import gguf
+
+    shape = llama_shape(model.config)
+    plan = tensor_plan(model, qweights, dtype=dtype, embeddings=embeddings)
+    if shape.vocab != model.get_input_embeddings().weight.shape[0]:
+        raise FmgaugeError(f"format gguf: config.vocab_size {shape.vocab} != embedding rows "
+                           f"{model.get_input_embeddings().weight.shape[0]}.")
+    vocab = gguf_vocab(tokenizer, shape.vocab)
+    params = dict(model.named_parameters())
 
     def row_order(module: str, n_rows: int) -> torch.Tensor | None:
         if module.endswith("self_attn.q_proj"):
@@ -377,58 +526,92 @@ def write_gguf(model, tokenizer, qweights: dict[str, QuantizedWeight], path) -> 
         return None
 
     tensors: list[tuple[str, np.ndarray, str]] = []  # gguf name, data, ggml type
-    for hf, p in params.items():
-        if hf == "lm_head.weight" and shape.tied:
-            continue  # llama.cpp reuses token_embd when there is no output tensor
-        module = hf.rsplit(".", 1)[0]
+    new_values: dict[str, torch.Tensor] = {}  # hf parameter -> what the file holds (update_model)
+    for t in plan:
+        p = params[t.hf]
+        module = t.hf.rsplit(".", 1)[0]
         order = row_order(module, p.shape[0])
-        if module in qweights and hf.endswith(".weight"):
+        if t.source == "codes":
             qw = qweights[module]
             codes, scale, zero = qw.codes, qw.scale, qw.zero
             if order is not None:
                 codes, scale, zero = codes[order], scale[order], zero[order]
-            tensors.append((gguf_name(hf), pack_blocks(kinds[module], codes, scale, zero), kinds[module]))
+            tensors.append((t.name, pack_blocks(t.kind, codes, scale, zero), t.kind))
+            if update_model:
+                new_values[t.hf] = stored_grid(t.kind, qw).dequantize()
+            continue
+        data = p.detach().float().cpu()
+        data = data[order] if order is not None else data
+        if t.source == "rtn":
+            raw, held = quantize_rows(t.kind, data.numpy())
+            tensors.append((t.name, raw, t.kind))
+            held = torch.from_numpy(held)
+            if order is not None:
+                held = held[torch.argsort(order)]
+            new_values[t.hf] = held
+        elif t.kind == "F32":
+            tensors.append((t.name, np.ascontiguousarray(data.numpy()), "F32"))
         else:
-            data = p.detach().float().cpu()
-            data = data[order] if order is not None else data
-            tensors.append((gguf_name(hf), np.ascontiguousarray(data.numpy()), "F32"))
-    if shape.vocab != model.get_input_embeddings().weight.shape[0]:
-        raise FmgaugeError(f"format gguf: config.vocab_size {shape.vocab} != embedding rows "
-                           f"{model.get_input_embeddings().weight.shape[0]}.")
-    vocab = gguf_vocab(tokenizer, shape.vocab)
-    common = Counter(kinds.values()).most_common(1)
-    file_type = FILE_TYPES[common[0][0]] if common else 0
+            tdt = torch.float16 if t.kind == "F16" else torch.bfloat16
+            held = data.to(tdt)
+            arr = held.numpy() if t.kind == "F16" else held.view(torch.int16).numpy().view(np.uint8).reshape(
+                data.shape[0], -1)
+            tensors.append((t.name, np.ascontiguousarray(arr), t.kind))
+            new_values[t.hf] = held.float()[torch.argsort(order)] if order is not None else held.float()
+    kinds = {t.hf: t.kind for t in plan if t.source == "codes"}
+    kind = file_type_kind(kinds)
+    file_type = int(gguf.LlamaFileType[f"MOSTLY_{kind}"]) if kind else int(
+        gguf.LlamaFileType["ALL_F32" if dtype == "float32" else f"MOSTLY_{FLOAT_TYPES[dtype]}"])
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(path, "llama")
     _write_metadata(writer, shape, file_type, str(getattr(model.config, "_name_or_path", "") or "fmgauge-quantized"))
     _write_vocab(writer, vocab)
-    for name, data, kind in tensors:
-        raw = None if kind == "F32" else gguf.GGMLQuantizationType[kind]
+    for name, data, k in tensors:
+        raw = None if k in ("F32", "F16") else gguf.GGMLQuantizationType[k]
         writer.add_tensor(name, data, raw_dtype=raw)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file(progress=False)
     writer.close()
+    if update_model:
+        with torch.no_grad():
+            for hf, v in new_values.items():
+                params[hf].data = v.to(params[hf].dtype).to(params[hf].device)
     return path
 
 
-def expected_tensor_bytes(model, qweights: dict[str, QuantizedWeight]) -> int:  # noqa: ANN001
-    """Bytes of tensor data :func:`write_gguf` stores (before alignment padding and metadata): 18/20/34 bytes per
-    32 quantized weights (Q4_0/Q4_1/Q8_0), 4 bytes per other parameter (a tied ``lm_head`` is not stored)."""
+def expected_tensor_bytes(model, qweights: dict[str, QuantizedWeight], *, dtype: str = "float16",  # noqa: ANN001
+                          embeddings: str = "quantize") -> int:
+    """Bytes of tensor data :func:`write_gguf` stores (before alignment padding and metadata): ggml's bytes per
+    block for every quantized tensor (18/20/22/24/34 per 32 weights, 210 per 256 for Q6_K), 2 per 16-bit and 4 per
+    F32 element (a tied ``lm_head`` is not stored)."""
+    import gguf
+
+    params = dict(model.named_parameters())
     total = 0
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    for hf, p in model.named_parameters():
-        module = hf.rsplit(".", 1)[0]
-        if hf == "lm_head.weight" and tied:
-            continue
-        if module in qweights and hf.endswith(".weight"):
-            total += p.numel() // BLOCK * TYPE_SIZE[block_type(module, qweights[module])]
-        else:
-            total += 4 * p.numel()
+    for t in tensor_plan(model, qweights, dtype=dtype, embeddings=embeddings):
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t.kind]]
+        total += params[t.hf].numel() // block * size
     return total
 
 
-__all__ = ["BLOCK", "BLOCK_TYPES", "TYPE_SIZE", "GGUFVocab", "LlamaShape", "block_type", "expected_tensor_bytes",
-           "gguf_type", "gguf_vocab", "llama_shape", "pack_blocks", "rope_row_order", "write_gguf"]
+def file_sizes(path: str | Path) -> dict:
+    """What a GGUF file holds, read back from it: ``file_bytes`` on disk, ``tensor_bytes`` and ``n_elements`` of its
+    tensors, ``bpw`` = 8 · tensor_bytes / n_elements (the "BPW" llama.cpp prints when it loads the file), and the
+    tensor count per ggml type."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    tb = sum(int(t.n_bytes) for t in reader.tensors)
+    ne = sum(int(t.n_elements) for t in reader.tensors)
+    types = Counter(t.tensor_type.name for t in reader.tensors)
+    return {"file_bytes": Path(path).stat().st_size, "tensor_bytes": tb, "n_elements": ne,
+            "bpw": 8 * tb / max(ne, 1), "types": dict(sorted(types.items()))}
+
+
+__all__ = ["BLOCK", "BLOCK_TYPES", "TYPE_SIZE", "GGUFVocab", "LlamaShape", "PlannedTensor", "block_type",
+           "expected_tensor_bytes", "file_sizes", "gguf_type", "gguf_vocab", "head_types", "llama_shape",
+           "pack_blocks", "quantize_q6_k", "quantize_rows", "rope_row_order", "stored_grid", "tensor_plan",
+           "write_gguf"]
