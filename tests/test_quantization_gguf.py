@@ -40,7 +40,7 @@ from fmgauge.quantization.formats.gguf import (  # noqa: E402
 from fmgauge.quantization.grid import rtn  # noqa: E402
 
 U = 2.0**-11  # unit roundoff of fp16
-GRIDS = {"Q4_0": (4, True), "Q4_1": (4, False), "Q8_0": (8, True)}
+GRIDS = {"Q4_0": (4, True), "Q4_1": (4, False), "Q5_0": (5, True), "Q5_1": (5, False), "Q8_0": (8, True)}
 
 
 def _bpe_tokenizer(vocab_size: int = 300):
@@ -86,14 +86,15 @@ def _stored(qw, kind: str) -> torch.Tensor:
     """What a ggml block of ``kind`` holds, computed independently of the exporter (fp16-rounded floats)."""
     s16 = qw.scale.double().half().double()[:, qw.g_idx]
     q, z = qw.codes.double(), qw.zero.double()[:, qw.g_idx]
-    if kind == "Q4_1":
+    if kind in ("Q4_1", "Q5_1"):
         return (s16 * q + (-(qw.scale.double() * qw.zero.double())).half().double()[:, qw.g_idx]).float()
     return (s16 * (q - z)).float()
 
 
 @pytest.fixture(scope="module", params=sorted(GRIDS))
 def exported(request, tiny, tmp_path_factory):
-    """Per block type: quantize a copy of the tiny model, write GGUF, load it back with transformers."""
+    """Per block type: quantize a copy of the tiny model, write GGUF (every other tensor kept in F32, so only the
+    block scales are rounded), load it back with transformers."""
     import copy
 
     model, tokenizer, ids = tiny
@@ -101,14 +102,15 @@ def exported(request, tiny, tmp_path_factory):
     qmodel = copy.deepcopy(model)
     qweights = _quantize(qmodel, *GRIDS[kind])
     out = tmp_path_factory.mktemp(kind)
-    path = write_gguf(qmodel, tokenizer, qweights, out / "model.gguf")
+    path = write_gguf(qmodel, tokenizer, qweights, out / "model.gguf", dtype="float32", embeddings="keep")
     loaded = transformers.AutoModelForCausalLM.from_pretrained(out, gguf_file="model.gguf", dtype=torch.float32)
     return kind, qmodel, qweights, path, loaded.eval(), ids
 
 
-def test_gguf_type_accepts_the_three_block_grids():
+def test_gguf_type_accepts_the_five_block_grids():
     assert gguf_type(4, 32, True) == "Q4_0"
     assert gguf_type(4, 32, False) == "Q4_1"
+    assert gguf_type(5, 32, True) == "Q5_0" and gguf_type(5, 32, False) == "Q5_1"
     assert gguf_type(8, 32, True) == "Q8_0"
 
 
@@ -136,9 +138,11 @@ def test_pack_blocks_matches_gguf_py_dequantize(kind):
     assert raw.shape == (8, 128 // 32 * TYPE_SIZE[kind]) and raw.dtype == np.uint8
     back = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind])
     np.testing.assert_allclose(back, _stored(qw, kind).numpy(), rtol=0, atol=1e-6)
-    # a single code moved: only its own element moves (element j low nibble, j + 16 high nibble of byte j)
+    # a single code moved: only its own element moves (element j low nibble, j + 16 high nibble of byte j; for the
+    # 5-bit types bit 4 in bit j of qh: 15 -> 16 flips it)
     codes = qw.codes.clone()
-    codes[3, 37] = (int(codes[3, 37]) + 1) % 2**bits
+    codes[3, 37] = 16 if bits == 5 else (int(codes[3, 37]) + 1) % 2**bits
+    codes[3, 37] = 15 if bits == 5 and int(qw.codes[3, 37]) == 16 else codes[3, 37]
     moved = gguf.quants.dequantize(pack_blocks(kind, codes, qw.scale, qw.zero), gguf.GGMLQuantizationType[kind])
     assert np.argwhere(moved != back).tolist() == [[3, 37]]
 
@@ -207,7 +211,7 @@ def test_file_metadata_and_size(exported):
     assert types["blk.0.attn_q.weight"] == kind and types["blk.1.ffn_down.weight"] == kind
     assert types["token_embd.weight"] == "F32" and types["output.weight"] == "F32"
     assert len(types) == 2 + 2 * 9 + 1  # embeddings, output, output_norm; 7 Linears + 2 norms per block
-    expected = expected_tensor_bytes(qmodel, qweights)
+    expected = expected_tensor_bytes(qmodel, qweights, dtype="float32", embeddings="keep")
     n_q = sum(qw.codes.numel() for qw in qweights.values())
     n_other = sum(p.numel() for p in qmodel.parameters()) - n_q
     assert expected == n_q // 32 * TYPE_SIZE[kind] + 4 * n_other
@@ -303,7 +307,7 @@ def test_sentencepiece_style_tokenizer_is_written_as_llama(tmp_path):
     tokens = reader.fields["tokenizer.ggml.tokens"].contents()
     types = reader.fields["tokenizer.ggml.token_type"].contents()
     assert reader.fields["tokenizer.ggml.model"].contents() == "llama"
-    assert reader.fields["general.file_type"].contents() == 0  # nothing quantized: all F32
+    assert reader.fields["general.file_type"].contents() == 1  # nothing quantized: F16 matrices (MOSTLY_F16)
     assert len(tokens) == cfg.vocab_size and tokens[-1] == f"[PAD{cfg.vocab_size - 1}]" and types[-1] == 5
     assert types[tokens.index("<0x41>")] == 6 and types[tokens.index("<unk>")] == 2
     scores = reader.fields["tokenizer.ggml.scores"].contents()
@@ -313,3 +317,61 @@ def test_sentencepiece_style_tokenizer_is_written_as_llama(tmp_path):
     back = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="spm.gguf")
     sample = "The lobster is blue"
     assert back.convert_ids_to_tokens(back(sample, add_special_tokens=False)["input_ids"]) == tokenizer.tokenize(sample)
+
+
+@pytest.fixture(scope="module")
+def shipped(tiny, tmp_path_factory):
+    """The default file (as `quantize run --format gguf` writes it): 16-bit matrices, output head quantized, the
+    model in memory updated to what the file holds; Q4_0 codes."""
+    import copy
+
+    model, tokenizer, ids = tiny
+    qmodel = copy.deepcopy(model)
+    qweights = _quantize(qmodel, 4, True)
+    path = write_gguf(qmodel, tokenizer, qweights, tmp_path_factory.mktemp("ship") / "model.gguf", update_model=True)
+    return qmodel, qweights, path, ids
+
+
+def test_default_file_quantizes_the_head_like_llama_quantize(shipped):
+    """Untied tiny llama (width 64: not a multiple of 256): output Q8_0, token embedding in the file's type (Q4_0),
+    norms F32; tensor bytes = what the plan says; the BPW read back is tensor bytes × 8 / elements."""
+    from fmgauge.quantization.formats.gguf import file_sizes, head_types
+
+    qmodel, qweights, path, _ = shipped
+    reader = gguf.GGUFReader(path)
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["output.weight"] == "Q8_0" and types["token_embd.weight"] == "Q4_0"
+    assert types["blk.0.attn_norm.weight"] == "F32" and types["blk.0.ffn_down.weight"] == "Q4_0"
+    tb = sum(int(t.n_bytes) for t in reader.tensors)
+    assert tb == expected_tensor_bytes(qmodel, qweights)
+    sizes = file_sizes(path)
+    n = sum(p.numel() for p in qmodel.parameters())
+    assert sizes["tensor_bytes"] == tb and sizes["n_elements"] == n and sizes["bpw"] == pytest.approx(8 * tb / n)
+    assert sizes["file_bytes"] == path.stat().st_size
+    assert head_types("Q4_0", 576, True) == ("Q8_0", "Q8_0")  # smollm2: tied, width 576
+    assert head_types("Q4_0", 2048, True) == ("Q6_K", "Q6_K") and head_types("Q8_0", 2048, False) == ("Q8_0", "Q8_0")
+    assert head_types("Q4_1", 4096, False) == ("Q4_1", "Q6_K")
+
+
+def test_default_file_loads_as_the_model_in_memory(shipped):
+    """With update_model the in-memory model holds the file's weights: transformers' GGUF reader gives its logits
+    up to float32 reordering."""
+    qmodel, _, path, ids = shipped
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, qmodel(ids).logits, rtol=0, atol=1e-4)
+
+
+def test_q6_k_blocks_read_back_by_gguf_py():
+    """Q6_K (the output head of widths that are multiples of 256): gguf-py's dequantizer reads the 6-bit grid back
+    within half a step of each sub-block; 210 bytes per 256 weights."""
+    from fmgauge.quantization.formats.gguf import quantize_q6_k, quantize_rows
+
+    x = np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32)
+    raw = quantize_q6_k(x)
+    assert raw.shape == (3, 2 * 210)
+    back = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q6_K)
+    step = np.abs(x.reshape(-1, 16)).max(1, keepdims=True) / 32  # sub-block step (before the int8 scale rounding)
+    assert (np.abs(back.reshape(-1, 16) - x.reshape(-1, 16)) <= 0.5 * step * (1 + 2 / 127) + 1e-6).all()
+    _, held = quantize_rows("Q6_K", x)
+    np.testing.assert_array_equal(held, back)
