@@ -364,7 +364,8 @@ def test_default_file_loads_as_the_model_in_memory(shipped):
 
 def test_q6_k_blocks_read_back_by_gguf_py():
     """Q6_K (the output head of widths that are multiples of 256): gguf-py's dequantizer reads the 6-bit grid back
-    within half a step of each sub-block; 210 bytes per 256 weights."""
+    within one step of each sub-block (half a step, or a full one where a weight of the sign opposite to the largest
+    one clips at +31, as ggml's symmetric blocks do); a layout error would misplace weights by ~30 steps."""
     from fmgauge.quantization.formats.gguf import quantize_q6_k, quantize_rows
 
     x = np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32)
@@ -372,6 +373,7 @@ def test_q6_k_blocks_read_back_by_gguf_py():
     assert raw.shape == (3, 2 * 210)
     back = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q6_K)
     step = np.abs(x.reshape(-1, 16)).max(1, keepdims=True) / 32  # sub-block step (before the int8 scale rounding)
-    assert (np.abs(back.reshape(-1, 16) - x.reshape(-1, 16)) <= 0.5 * step * (1 + 2 / 127) + 1e-6).all()
+    err = np.abs(back.reshape(-1, 16) - x.reshape(-1, 16))
+    assert (err <= step * (1 + 2 / 127) + 1e-6).all() and np.median(err / step) < 0.3
     _, held = quantize_rows("Q6_K", x)
     np.testing.assert_array_equal(held, back)
