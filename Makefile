@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint bench peers clean
+.PHONY: setup demo test lint bench peers llama clean
 setup:
 	@scripts/venv.sh >/dev/null
 
@@ -23,6 +23,9 @@ bench: setup  ## slow, honest measurements -> docs/benchmarks.md (never in CI)
 peers:  ## the peers' own venvs, for `fmgauge quantize compare --peers llmcompressor,gptqmodel`
 	@scripts/peers-venv.sh llmcompressor
 	@scripts/peers-venv.sh gptqmodel
+
+llama:  ## llama.cpp (llama-quantize, llama-imatrix, llama-perplexity + llama-cpp-python) from the PyPI sdist, cached in ~/.cache/fmgauge/llama-cpp, for `quantize eval --engine llama.cpp` / `compare --peers llama.cpp`
+	@scripts/llama-build.sh
 
 clean:
 	rm -rf runs/demo .pytest_cache

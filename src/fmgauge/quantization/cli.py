@@ -183,6 +183,11 @@ def eval_cmd(
     kl_windows: Annotated[int, typer.Option(help="Held-out windows for the KL (0 = skip).")] = 8,
     text: Annotated[str, typer.Option(help="'wikitext2' (test split) or a UTF-8 text file.")] = "wikitext2",
     out: Annotated[Path | None, typer.Option(help="Also write the result as JSON here.")] = None,
+    engine: Annotated[str, typer.Option(help=(
+        "transformers (default) | llama.cpp: score the directory's GGUF file through llama.cpp on fmgauge's token "
+        "ids and windows (no KL; needs `make llama`)."))] = "transformers",
+    llama_root: Annotated[str | None, typer.Option(help="A llama.cpp build (default $FMGAUGE_LLAMA_ROOT or "
+                                                        "~/.cache/fmgauge/llama-cpp/<version>).")] = None,
     device: Device = "auto",
     dtype: Dtype = "float32",
 ) -> None:
@@ -191,15 +196,16 @@ def eval_cmd(
 
     cfg = EvalConfig(text=text, context=context, stride=stride or context, max_windows=max_windows,
                      kl_windows=kl_windows)
-    row = evaluate_model(model, cfg, reference=reference, device=device, dtype=dtype)
+    row = evaluate_model(model, cfg, reference=reference, device=device, dtype=dtype, engine=engine,
+                         llama_root=llama_root)
     t = Table("quantity", "value", title=f"{model}")
     t.add_row("protocol", row["protocol"])
     t.add_row("perplexity [95% CI]", f"{row['ppl']:.3f} [{row['ppl_lo']:.3f}, {row['ppl_hi']:.3f}]")
     if "kl" in row:
         t.add_row("KL to FP (nats/token)", f"{row['kl']:.4f} [{row['kl_lo']:.4f}, {row['kl_hi']:.4f}]")
         t.add_row("top-1 agreement", f"{row['top1_agreement']:.3f}")
-    for k in ("format", "loader", "method", "bits", "group_size", "avg_bits", "size_mb", "on_disk_mb", "quant_seconds",
-              "quant_peak_rss_mb"):
+    for k in ("engine", "format", "loader", "method", "bits", "group_size", "avg_bits", "size_mb", "on_disk_mb",
+              "file_bpw", "gguf_types", "eval_seconds", "quant_seconds", "quant_peak_rss_mb"):
         if k in row:
             t.add_row(k, f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]))
     console.print(t)
@@ -224,7 +230,16 @@ def compare_cmd(
     kl_windows: Annotated[int | None, typer.Option(help="Windows for the KL (default 8).")] = None,
     peers: Annotated[str | None, typer.Option(
         help="Peer tools run side by side on the same weights, calibration tokens and windows: 'llmcompressor' "
-             "(its GPTQ and AWQ, for the gptq / awq in --methods), 'gptqmodel' (its GPTQ).")] = None,
+             "(its GPTQ and AWQ, for the gptq / awq in --methods), 'gptqmodel' (its GPTQ), 'llama.cpp' "
+             "(llama-quantize's types without and with importance matrices; every GGUF, fmgauge's included, scored "
+             "by llama.cpp; needs `make llama`).")] = None,
+    llama_types: Annotated[str | None, typer.Option(
+        help="--peers llama.cpp: llama-quantize types (default Q4_0,Q4_K_M,Q3_K_M,Q2_K).")] = None,
+    llama_imatrix: Annotated[str | None, typer.Option(
+        help="--peers llama.cpp: importance matrices, some of none,llama,act2,fisher (default all four: none, "
+             "llama-imatrix's, fmgauge's E[x²], fmgauge's S_j).")] = None,
+    llama_root: Annotated[str | None, typer.Option(help="A llama.cpp build (default $FMGAUGE_LLAMA_ROOT or "
+                                                        "~/.cache/fmgauge/llama-cpp/<version>).")] = None,
     peers_python: Annotated[str | None, typer.Option(
         help="The peers' interpreters: PATH, or PEER=PATH,… (default $FMGAUGE_PEERS_PYTHON or "
              "~/.cache/fmgauge/peers/<peer>/bin/python, built by `make peers`).")] = None,
@@ -246,7 +261,10 @@ def compare_cmd(
         **data, "model": model, "methods": [m for m in methods.split(",") if m.strip()],
         "bits": _ints(bits, "--bits"), "group_sizes": _ints(group_size, "--group-size"), "device": device,
         "dtype": dtype, **({"peers": [p for p in peers.split(",") if p.strip()]} if peers else {}),
-        **({"peers_python": peers_python} if peers_python else {})})
+        **({"peers_python": peers_python} if peers_python else {}),
+        **({"llama_types": [t for t in llama_types.split(",") if t.strip()]} if llama_types else {}),
+        **({"llama_imatrix": [t for t in llama_imatrix.split(",") if t.strip()]} if llama_imatrix else {}),
+        **({"llama_root": llama_root} if llama_root else {})})
     res = compare(cfg, out)
     t = Table(*table_for_report(res.table, res.summary["fp_ppl"]).columns, title=res.summary["protocol"])
     for row in table_for_report(res.table, res.summary["fp_ppl"]).itertuples(index=False):

@@ -24,6 +24,14 @@ from fmgauge.core.report import Report, Section, figure_backend, render_html, re
 from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.quantization.evaluate import EvalConfig, kl_to_reference, perplexity
+from fmgauge.quantization.llama_peer import (
+    fmgauge_trial_id,
+    is_llama,
+    llama_pairs,
+    llama_table,
+    run_llama_peer,
+    score_fmgauge,
+)
 from fmgauge.quantization.peers import PEERS
 from fmgauge.quantization.pipeline import (
     CalibConfig,
@@ -58,7 +66,15 @@ class CompareConfig(BaseModel):
     device: DeviceName = Field("auto", description="auto|cpu|cuda|mps")
     dtype: str = Field("float32", description="float32|float16|bfloat16")
     peers: list[str] = Field([], description="Peer tools run side by side (llmcompressor: its GPTQ and AWQ; "
-                                             "gptqmodel: its GPTQ).")
+                                             "gptqmodel: its GPTQ; llama.cpp: llama-quantize's types without and "
+                                             "with importance matrices, every GGUF scored by llama.cpp).")
+    llama_types: list[str] = Field(["Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K"], description="llama.cpp peer: the "
+                                   "llama-quantize types.")
+    llama_imatrix: list[str] = Field(["none", "llama", "act2", "fisher"], description="llama.cpp peer: importance "
+                                     "matrices: none, llama (llama-imatrix), act2 (fmgauge E[x²]), fisher (fmgauge "
+                                     "S_j).")
+    llama_root: str | None = Field(None, description="llama.cpp build (default $FMGAUGE_LLAMA_ROOT or "
+                                                     "~/.cache/fmgauge/llama-cpp/<version>, from `make llama`).")
     peers_python: str | None = Field(None, description="Interpreter(s) with the peers installed: PATH or "
                                                        "peer=PATH,… (default $FMGAUGE_PEERS_PYTHON or "
                                                        "~/.cache/fmgauge/peers/<peer>/bin/python).")
@@ -74,15 +90,26 @@ class CompareConfig(BaseModel):
 
     @model_validator(mode="after")
     def _configs_valid(self) -> CompareConfig:
+        from fmgauge.quantization.llama_peer import IMATRIX, KNOWN_TYPES
+
         self.quant_configs()  # before the run directory or the model is touched
         for p in self.peers:
-            if p not in PEERS:
-                raise ValueError(f"peers: unknown peer {p!r}; expected one of {', '.join(PEERS)}")
+            if p not in PEERS and p != "llama.cpp":
+                raise ValueError(f"peers: unknown peer {p!r}; expected one of {', '.join([*PEERS, 'llama.cpp'])}")
+        bad = [t for t in self.llama_types if t not in KNOWN_TYPES]
+        if bad:
+            raise ValueError(f"llama_types: unknown llama-quantize type {bad[0]!r}; expected some of "
+                             f"{', '.join(KNOWN_TYPES)}")
+        bad = [m for m in self.llama_imatrix if m not in IMATRIX]
+        if bad:
+            raise ValueError(f"llama_imatrix: unknown importance matrix {bad[0]!r}; expected some of "
+                             f"{', '.join(IMATRIX)}")
         return self
 
     def peer_configs(self) -> list[tuple[str, str, object]]:
         """(peer, method, QuantConfig) for every peer counterpart of a compared method × bits × group size."""
-        return [(p, qc.method, qc) for p in self.peers for qc in self.quant_configs() if qc.method in PEERS[p].methods]
+        return [(p, qc.method, qc) for p in self.peers if p in PEERS for qc in self.quant_configs()
+                if qc.method in PEERS[p].methods]
 
 
 @dataclass
@@ -98,15 +125,27 @@ def _trial_id(method: str, bits: int, gs: int) -> str:
 
 def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> CompareResult:
     """Run (or resume) the comparison into run directory ``out`` and write its report."""
+    from fmgauge.core.progress import progress as progress_tracker
     from fmgauge.core.text_models import TextModel, load_text_model
+    from fmgauge.quantization.calibration import linear_layers
+    from fmgauge.quantization.formats import default_format
     from fmgauge.quantization.peers import check_peers
 
     configs = cfg.quant_configs()
-    peer_versions = check_peers(cfg.peers, cfg.methods, cfg.peers_python)  # before the model loads
+    peer_versions = check_peers([p for p in cfg.peers if p in PEERS], cfg.methods, cfg.peers_python)  # before load
+    llama = None
+    if "llama.cpp" in cfg.peers:
+        from fmgauge.quantization.llamacpp import find_llama
+
+        llama = find_llama(cfg.llama_root, option="--peers llama.cpp")
     store = RunStore(out)
     store.save_config(cfg.model_dump())
     done = store.done_ids()
-    tm = load_text_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    with progress_tracker(f"loading {cfg.model}", 1, enabled=progress) as bar:
+        tm = load_text_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        bar.advance(1)
+    widths = {n: m.in_features for n, m in linear_layers(tm.model).items()}
+    configs = [qc.resolved(widths, default_format(qc)) for qc in configs]  # symmetric where the format needs it
     stream = token_stream(tm.tokenizer, TextSource(cfg.eval.text, cfg.eval.split))
     if "fp" not in done:
         t0 = time.perf_counter()
@@ -129,8 +168,9 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
         log.info("quantizing: %s", tid)
         t0 = time.perf_counter()
         qtm = TextModel(copy.deepcopy(tm.model), tm.tokenizer, tm.name, tm.source, tm.device)
+        reads_capture = qc.needs_gradients or (qc.needs_hessian and not qc.sequential_)
         try:
-            res = quantize_model(qtm, qc, stats, sequences=seqs, progress=progress)
+            res = quantize_model(qtm, qc, stats if reads_capture else None, sequences=seqs, progress=progress)
         except FmgaugeError as e:
             store.record_failure(tid, qc.model_dump(), str(e))
             log.warning("%s failed: %s", tid, e)
@@ -151,8 +191,10 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
                "quant_added_rss_mb": rec["quantization_usage"]["peak_rss_mb"] - rec["quantization_usage"]["start_rss_mb"],
                "calib_seconds": cu.get("seconds"), "calib_peak_rss_mb": cu.get("peak_rss_mb"),
                "calib_tokens": rec["calibration"]["n_tokens"], "threads": rec["machine"]["threads"],
-               "tool": "fmgauge", **files}
+               "tool": "fmgauge", "engine": "transformers", **files}
         store.record(tid, qc.model_dump(), [row], time.perf_counter() - t0)
+        if llama is not None and fmgauge_trial_id(tid) not in done:
+            score_fmgauge(cfg, res, qc, tid, stream, store, llama, row)
         del qtm, res
     peer_todo = [(p, m, qc) for p, m, qc in cfg.peer_configs()
                  if _peer_trial_id(p, m, qc.bits, qc.group_size) not in done]
@@ -160,6 +202,10 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
         if seqs is None:
             seqs = calibration_tokens(tm, cfg.calib)
         run_peers(cfg, tm, stream, seqs, peer_todo, store, peer_versions, progress=progress)
+    if llama is not None:
+        if seqs is None:
+            seqs = calibration_tokens(tm, cfg.calib)
+        run_llama_peer(cfg, tm, stream, seqs, store, llama, progress=progress)
     return write_report(out)
 
 
@@ -179,7 +225,9 @@ def _measure_files(res, qc, model, store: RunStore) -> dict:  # noqa: ANN001  (Q
         return {"file_format": "fmgauge", "on_disk_mb": None, "file_note": why}
     with tempfile.TemporaryDirectory(dir=store.root, prefix=".export-") as tmp:
         save(res, tmp, fmt, qc)
-        return {"file_format": fmt, "on_disk_mb": res.record["export"]["on_disk_mb"], "file_note": None}
+        ex = res.record["export"]
+        return {"file_format": fmt, "on_disk_mb": ex["on_disk_mb"], "file_bpw": ex["bits_per_weight"],
+                "file_note": None}
 
 
 def _peer_trial_id(peer: str, method: str, bits: int, gs: int) -> str:
@@ -310,7 +358,8 @@ def write_report(out: str | Path) -> CompareResult:
     df = store.results()
     if df.empty:
         raise FmgaugeError(f"{out} has no finished trials yet.")
-    df = df.drop(columns=["trial_id"])
+    llama_df = df[is_llama(df)].reset_index(drop=True)  # scored by llama.cpp: their own table and pairs
+    df = df[~is_llama(df)].drop(columns=["trial_id"])
     df = df.assign(_fp=df.method != "fp", _g=df.group_size.replace(-1, 10**9)).sort_values(
         ["_fp", "bits", "_g", "method"]).drop(columns=["_fp", "_g"]).reset_index(drop=True)
     store.write_results(df)
@@ -328,28 +377,47 @@ def write_report(out: str | Path) -> CompareResult:
         summary["best_at"][f"w{b}-g{g}"] = {"method": best.method, "ppl": float(best.ppl)}
     pairs = paired_tests(store.root, df)
     summary["paired"] = pairs.to_dict(orient="records")
+    if len(llama_df):
+        store.write_json("llama_cpp.json", {"rows": llama_df.to_dict(orient="records"),
+                                            "table": llama_table(llama_df).to_dict(orient="records"),
+                                            "paired": llama_pairs(store.root, llama_df).to_dict(orient="records")})
+        summary["llama_cpp"] = "llama_cpp.json"
     store.write_json("summary.json", summary)
     fig_path = plot_ppl_vs_bits(df, store.root / "figures" / "ppl_vs_bits.png", fp_ppl)
-    report = build_report(cfg, df, summary, fig_path.relative_to(store.root))
+    report = build_report(cfg, df, summary, fig_path.relative_to(store.root), llama_df=llama_df,
+                          root=store.root)
     render_html(report, store.root / "report.html")
     render_markdown(report, store.root / "report.md")
     return CompareResult(store.root, df, summary)
 
 
+def _num(r, key: str) -> float | None:  # noqa: ANN001  (a results row)
+    v = getattr(r, key, None)
+    return None if v is None or pd.isna(v) else float(v)
+
+
 def table_for_report(df: pd.DataFrame, fp_ppl: float) -> pd.DataFrame:
+    """One row per configuration. Sizes are the written files' (``file MB``; ``BPW`` = tensor bytes × 8 /
+    parameters, as llama.cpp counts); ``capture s`` is the full-precision capture the method reads (AWQ, the
+    sensitivity methods), counted in ``total s`` with the quantization itself."""
     rows = []
     for r in df.itertuples():
-        gs = "–" if r.method == "fp" else ("per-channel" if r.group_size == -1 else str(r.group_size))
+        fp = r.method == "fp"
+        gs = "–" if fp else ("per-channel" if r.group_size == -1 else str(r.group_size))
+        quant, capture = _num(r, "quant_seconds"), _num(r, "calib_seconds")
+        bpw = _num(r, "file_bpw")
         rows.append({
-            "method": r.method, "bits": r.bits, "group": gs, "bits/weight": round(float(r.avg_bits), 3),
-            "size MB": round(float(r.size_mb), 1),
-            "PPL [95% CI]": f"{r.ppl:.2f} [{r.ppl_lo:.2f}, {r.ppl_hi:.2f}]",
-            "ΔPPL vs FP": "–" if r.method == "fp" else f"{r.ppl - fp_ppl:+.2f}",
-            "KL to FP (nats)": "–" if r.method == "fp" else f"{r.kl:.4f} [{max(0.0, r.kl_lo):.4f}, {r.kl_hi:.4f}]",
-            "top-1 agree": f"{r.top1_agreement:.3f}",
-            "quant s": "–" if r.method == "fp" else f"{r.quant_seconds:.1f}",
-            "peak RSS MB": "–" if r.method == "fp" else f"{r.quant_peak_rss_mb:.0f}",
+            "method": r.method, "bits": r.bits, "group": gs,
+            "BPW (file)": "–" if fp else (f"{bpw:.3f}" if bpw is not None else f"{float(r.avg_bits):.3f} (computed)"),
             "file MB": _file_cell(r),
+            "PPL [95% CI]": f"{r.ppl:.2f} [{r.ppl_lo:.2f}, {r.ppl_hi:.2f}]",
+            "ΔPPL vs FP": "–" if fp else f"{r.ppl - fp_ppl:+.2f}",
+            "KL to FP (nats)": "–" if fp else f"{r.kl:.4f} [{max(0.0, r.kl_lo):.4f}, {r.kl_hi:.4f}]",
+            "top-1 agree": f"{r.top1_agreement:.3f}",
+            "quant s": "–" if fp or quant is None else f"{quant:.1f}",
+            "capture s": "–" if fp or capture is None else f"{capture:.1f}",
+            "total s": "–" if fp or quant is None else f"{quant + (capture or 0.0):.1f}",
+            "peak RSS MB": "–" if fp else f"{r.quant_peak_rss_mb:.0f}",
         })
     return pd.DataFrame(rows)
 
@@ -361,12 +429,23 @@ def _file_cell(r) -> str:  # noqa: ANN001  (a results row)
     return f"{mb:.1f} ({'CT' if fmt == 'compressed-tensors' else fmt})"
 
 
+def method_colors(methods) -> dict[str, tuple]:  # noqa: ANN001
+    """One fixed colour per method name (sorted, tab10 / tab20), the same in every panel and figure."""
+    import matplotlib.pyplot as plt
+
+    names = sorted(set(methods))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {m: cmap(i % cmap.N) for i, m in enumerate(names)}
+
+
 def plot_ppl_vs_bits(df: pd.DataFrame, path: Path, fp_ppl: float) -> Path:
-    """Perplexity vs bits per method, one panel per group size, FP as a dashed line (log y)."""
+    """Perplexity vs bits per method, one panel per group size, FP as a dashed line (log y). Each method keeps one
+    colour in every panel; the legend lists every method drawn in any panel."""
     import matplotlib.pyplot as plt
 
     figure_backend()
     q = df[df.method != "fp"]
+    colors = method_colors(q.method)
     groups = sorted(q.group_size.unique(), key=lambda g: (g == -1, g))
     fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4.4 * max(len(groups), 1), 3.4), squeeze=False,
                              sharey=True, layout="constrained")
@@ -375,7 +454,7 @@ def plot_ppl_vs_bits(df: pd.DataFrame, path: Path, fp_ppl: float) -> Path:
         for m, dm in d.groupby("method"):
             dm = dm.sort_values("bits")
             ax.errorbar(dm.bits, dm.ppl, yerr=[dm.ppl - dm.ppl_lo, dm.ppl_hi - dm.ppl], marker="o", ms=4, capsize=2,
-                        label=m)
+                        label=m, color=colors[m])
         ax.axhline(fp_ppl, color="k", ls="--", lw=1, label="FP")
         ax.set_yscale("log")
         ax.set_xlabel("bits")
@@ -383,11 +462,16 @@ def plot_ppl_vs_bits(df: pd.DataFrame, path: Path, fp_ppl: float) -> Path:
         ax.set_title("per-channel" if g == -1 else f"group {g}", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("perplexity")
-    axes[0, 0].legend(fontsize=7)
+    handles: dict[str, object] = {}
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    axes[0, -1].legend(list(handles.values()), list(handles), fontsize=7)
     return save_figure(fig, path)
 
 
-def build_report(cfg: CompareConfig, df: pd.DataFrame, summary: dict, fig: Path) -> Report:
+def build_report(cfg: CompareConfig, df: pd.DataFrame, summary: dict, fig: Path, *,
+                 llama_df: pd.DataFrame | None = None, root: Path | None = None) -> Report:
     fp_ppl = summary["fp_ppl"]
     wins = [f"{k}: {v['method']} (PPL {v['ppl']:.2f})" for k, v in summary["best_at"].items()]
     lead = f"Weight-only PTQ of {cfg.model}: perplexity on {summary['protocol']}."
@@ -414,6 +498,19 @@ def build_report(cfg: CompareConfig, df: pd.DataFrame, summary: dict, fig: Path)
             "two-sided, 80% power) for the number of windows run. A claim that one method beats another needs a CI "
             "that excludes 0; differences below the MDE are ones this run could not see."],
             [("Paired comparisons", paired_table(pd.DataFrame(summary["paired"])))]))
+    if llama_df is not None and len(llama_df) and root is not None:
+        lp = llama_pairs(root, llama_df)
+        sections.append(Section("llama.cpp: llama-quantize beside fmgauge's GGUF, all scored by llama.cpp", [
+            "Every row here is a GGUF file scored by llama.cpp (llama-cpp-python over the libraries `make llama` "
+            "builds) on the same windows and token ids as above; pairs are per window. 'lq TYPE' rows are "
+            "llama-quantize of the full-precision F32 GGUF, without an importance matrix, with llama-imatrix's "
+            "(run on fmgauge's calibration windows), with fmgauge's E[x²] and with fmgauge's S_j. K-quant types "
+            "need widths that are multiples of 256; the 'fallbacks' column lists the types llama-quantize used "
+            "instead. Time: llama-quantize's wall seconds, plus the importance matrix's (llama-imatrix, or fmgauge's "
+            "capture) in 'total s'; fmgauge GGUF rows: quantization plus the capture it reads."],
+            [("llama.cpp rows", llama_table(llama_df))]
+            + ([("Paired per window (llama.cpp NLLs)", lp.drop(columns=[c for c in lp.columns if c.startswith("_")]))]
+               if len(lp) else [])))
     if summary["failed"]:
         sections.append(Section("Failed configurations", [f"{r['id']}: {r['error']}" for r in summary["failed"]]))
     return Report(f"fmgauge quantize compare — {cfg.model}", lead, sections,

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from fmgauge.core.stats import mean_ci
+from fmgauge.core.validation import FmgaugeError
 from fmgauge.quantization.text_data import TextSource, eval_windows, token_stream
 
 
@@ -89,6 +91,65 @@ def perplexity(model, stream: torch.Tensor, cfg: EvalConfig, *, progress: bool =
                             cfg.protocol(len(windows), total), per_window)
 
 
+def perplexity_from_windows(window_nll: list[float], n_targets: list[int], total: int, cfg: EvalConfig
+                            ) -> PerplexityResult:
+    """The :class:`PerplexityResult` of per-window mean NLLs scored elsewhere (e.g. by llama.cpp): PPL =
+    exp(Σ_w n_w · nll_w / Σ_w n_w), the interval from the windows' t-interval, as :func:`perplexity` computes it."""
+    w = np.asarray(window_nll, dtype=float)
+    n = np.asarray(n_targets, dtype=float)
+    m = float((w * n).sum() / n.sum())
+    ci = mean_ci(w)
+    lo, hi = (ci.lo, ci.hi) if len(w) > 1 else (m, m)
+    return PerplexityResult(math.exp(m), math.exp(lo), math.exp(hi), m, int(n.sum()), len(w), total,
+                            cfg.protocol(len(w), total), [float(x) for x in w])
+
+
+ENGINES = ("transformers", "llama.cpp")
+
+
+def gguf_file(model: str) -> Path:
+    """The GGUF file of ``model`` (a ``.gguf`` path or a directory holding one), or FmgaugeError."""
+    p = Path(model)
+    if p.is_file() and p.suffix == ".gguf":
+        return p
+    found = sorted(p.glob("*.gguf")) if p.is_dir() else []
+    if not found:
+        raise FmgaugeError(f"--engine llama.cpp scores a GGUF file; {model} is neither a .gguf file nor a directory "
+                           "holding one (write one with `quantize run --format gguf`).")
+    return found[0]
+
+
+def evaluate_llamacpp(model: str, cfg: EvalConfig, *, llama_root: str | None = None, progress: bool = True) -> dict:
+    """Perplexity of a GGUF through llama.cpp on fmgauge's token ids and windows (the tokenizer saved beside the
+    file, else the one inside it). No KL: llama.cpp's logits are not compared with a reference here."""
+    import transformers
+
+    from fmgauge.quantization import llamacpp
+    from fmgauge.quantization.formats.gguf import file_sizes
+
+    llama = llamacpp.find_llama(llama_root)
+    path = gguf_file(model)
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(path.parent, local_files_only=True)
+    except (OSError, ValueError):
+        tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+    stream = token_stream(tok, TextSource(cfg.text, cfg.split))
+    windows = eval_windows(stream, cfg.context, cfg.step)
+    total = len(windows)
+    windows = windows[: cfg.max_windows] if cfg.max_windows is not None else windows
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fmgauge-llama-") as tmp:
+        res = llamacpp.score(llama, path, stream, windows, Path(tmp), n_ctx=cfg.context,
+                             threads=torch.get_num_threads())
+    ppl = perplexity_from_windows(res["window_nll"], [w[2] for w in windows], total, cfg)
+    sizes = file_sizes(path)
+    return {"model": model, "engine": "llama.cpp", "loader": f"llama.cpp ({llama.describe()})",
+            "format": "gguf", **ppl.to_dict(), "on_disk_mb": sizes["file_bytes"] / 1e6, "file_bpw": sizes["bpw"],
+            "gguf_types": sizes["types"], "eval_seconds": res["process"]["seconds"],
+            "eval_cpu_seconds": res["process"]["cpu_seconds"], "window_nll": res["window_nll"]}
+
+
 @torch.no_grad()
 def kl_to_reference(model, reference, stream: torch.Tensor, cfg: EvalConfig) -> dict:  # noqa: ANN001
     """Mean token ``KL(P_ref ‖ P_model)`` (nats) with a 95% CI over windows, and top-1 agreement."""
@@ -119,18 +180,25 @@ def evaluate(model, tokenizer, cfg: EvalConfig, *, reference=None, progress: boo
 
 
 def evaluate_model(model: str, cfg: EvalConfig, *, reference: str | None = None, device: str = "auto",
-                   dtype: str = "float32", progress: bool = True) -> dict:
+                   dtype: str = "float32", progress: bool = True, engine: str = "transformers",
+                   llama_root: str | None = None) -> dict:
     """Evaluate ``model`` (a saved quantized directory, or any model name) and, with ``reference``, its KL to it.
 
     For a directory written by ``fmgauge quantize run`` the reference defaults to the model it was made from, and
-    the row carries its size, time and memory from ``quantization.json``.
+    the row carries its size, time and memory from ``quantization.json``. ``engine='llama.cpp'`` scores its GGUF
+    file through llama.cpp instead (:func:`evaluate_llamacpp`; no KL).
     """
-    from pathlib import Path
-
     from fmgauge.core.text_models import load_text_model
     from fmgauge.quantization.formats import weight_files
     from fmgauge.quantization.formats.load import artifact_format, load_artifact
 
+    if engine not in ENGINES:
+        raise FmgaugeError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
+    if engine == "llama.cpp":
+        gguf_file(model)  # refusals before any work
+        row = evaluate_llamacpp(model, cfg, llama_root=llama_root, progress=progress)
+        row.pop("window_nll")
+        return row
     record = None
     if (Path(model) / "quantization.json").exists():
         from fmgauge.quantization.pipeline import read_record
