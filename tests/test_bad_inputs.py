@@ -196,6 +196,42 @@ def quant_compare_peers_python_without_peer(tmp: Path) -> list[str]:
     return _quant_compare(tmp, "--methods", "gptq", "--peers", "llmcompressor", "--peers-python", sys.executable)
 
 
+def quant_mixed_default_format(tmp: Path) -> list[str]:
+    """Per-group mixed precision only fits fmgauge's big format: never written by default."""
+    return _quantize_run(tmp, "--method", "mixed")
+
+
+def quant_embeddings_typo(tmp: Path) -> list[str]:
+    return _quantize_run(tmp, "--format", "gguf", "--embeddings", "drop")
+
+
+def quant_eval_engine_typo(tmp: Path) -> list[str]:
+    return ["quantize", "eval", str(tmp / "no-model"), "--engine", "vllm"]
+
+
+def quant_eval_llama_without_gguf(tmp: Path) -> list[str]:
+    (tmp / "ct").mkdir()
+    return ["quantize", "eval", str(tmp / "ct"), "--engine", "llama.cpp"]
+
+
+def quant_eval_llama_without_build(tmp: Path) -> list[str]:
+    (tmp / "g").mkdir()
+    (tmp / "g" / "model.gguf").write_bytes(b"GGUF")
+    return ["quantize", "eval", str(tmp / "g"), "--engine", "llama.cpp", "--llama-root", str(tmp / "no-build")]
+
+
+def quant_compare_llama_type_typo(tmp: Path) -> list[str]:
+    return _quant_compare(tmp, "--peers", "llama.cpp", "--llama-types", "Q4_0,Q4_K_X")
+
+
+def quant_compare_llama_imatrix_typo(tmp: Path) -> list[str]:
+    return _quant_compare(tmp, "--peers", "llama.cpp", "--llama-imatrix", "none,sensitivity")
+
+
+def quant_compare_llama_without_build(tmp: Path) -> list[str]:
+    return _quant_compare(tmp, "--peers", "llama.cpp", "--llama-root", str(tmp / "no-build"))
+
+
 def masking_single_file_task(tmp: Path) -> list[str]:
     pd.DataFrame({"sentence": [f"text {i}" for i in range(20)], "label": np.arange(20) % 2}).to_csv(
         tmp / "task.csv", index=False)
@@ -576,7 +612,7 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (quant_group_100, "group_size must be one of 32, 64, 128, -1"),
     (quant_method_typo, "Did you mean 'gptq'"),
     (quant_format_unknown, "format: Input should be 'compressed-tensors'"),
-    (quant_gguf_3bit, "format gguf cannot store 3-bit weights with group size 128"),
+    (quant_gguf_3bit, "format gguf cannot store 3-bit weights with group size 32"),
     (quant_mixed_as_ct, "nearest valid setting: --mixed-unit layer (or --group-size -1), or --format fmgauge"),
     (quant_sampling_typo, "calib.sampling: Input should be 'random' or 'consecutive'"),
     (quant_compare_bits_9, "bits must be an integer in 2..8, got 9"),
@@ -585,6 +621,14 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (quant_compare_peers_without_counterpart, "--methods must include gptq or awq"),
     (quant_compare_missing_peers_python, "does not exist; build it with `make peers`"),
     (quant_compare_peers_python_without_peer, "cannot import llmcompressor"),
+    (quant_mixed_default_format, "pass --format fmgauge explicitly, or --mixed-unit layer"),
+    (quant_embeddings_typo, "embeddings: Input should be 'quantize' or 'keep'"),
+    (quant_eval_engine_typo, "--engine must be one of transformers, llama.cpp, got 'vllm'"),
+    (quant_eval_llama_without_gguf, "--engine llama.cpp scores a GGUF file"),
+    (quant_eval_llama_without_build, "--engine llama.cpp: no llama.cpp build at"),
+    (quant_compare_llama_type_typo, "unknown llama-quantize type 'Q4_K_X'"),
+    (quant_compare_llama_imatrix_typo, "unknown importance matrix 'sensitivity'"),
+    (quant_compare_llama_without_build, "--peers llama.cpp: no llama.cpp build at"),
     (overlap_embedder_typo, "unknown embedder 'dtc'. Did you mean 'dct'?"),
     (overlap_embedder_offline, "needs the weights of hf-hub:timm/ViT-SO400M-14-SigLIP, which are not in the Hugging"),
     (overlap_missing_benchmark, "nowhere' does not exist; give a folder of images, a .csv/.tsv/.parquet listing"),
