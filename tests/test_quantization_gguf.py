@@ -31,6 +31,7 @@ from fmgauge.core.validation import FmgaugeError  # noqa: E402
 from fmgauge.quantization.formats.gguf import (  # noqa: E402
     BLOCK_TYPES,
     TYPE_SIZE,
+    block_type,
     expected_tensor_bytes,
     gguf_type,
     pack_blocks,
@@ -377,3 +378,61 @@ def test_q6_k_blocks_read_back_by_gguf_py():
     assert (err <= step * (1 + 2 / 127) + 1e-6).all() and np.median(err / step) < 0.3
     _, held = quantize_rows("Q6_K", x)
     np.testing.assert_array_equal(held, back)
+
+
+@pytest.mark.parametrize("bits,kind", [(3, "Q3_K"), (6, "Q6_K")])
+def test_kquant_grid_round_trips_bit_exactly(bits, kind):
+    """fmgauge's K-quant grid (16-column sub-blocks, scales d · sc per 256 columns) written as ggml's Q3_K / Q6_K
+    blocks reads back through gguf-py's reference dequantizer bit for bit; one moved code moves one element."""
+    from fmgauge.quantization.grid import rtn_kquant
+
+    torch.manual_seed(2)
+    qw = rtn_kquant(torch.randn(4, 512) * torch.rand(1, 512), bits)
+    assert block_type("x", qw) == kind
+    raw = pack_blocks(kind, qw.codes, qw.scale, qw.zero)
+    assert raw.shape == (4, 2 * {"Q3_K": 110, "Q6_K": 210}[kind])
+    back = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind])
+    np.testing.assert_array_equal(back, qw.dequantize().numpy())
+    codes = qw.codes.clone()
+    codes[1, 300] = (int(codes[1, 300]) + 1) % 2**bits
+    moved = gguf.quants.dequantize(pack_blocks(kind, codes, qw.scale, qw.zero), gguf.GGMLQuantizationType[kind])
+    assert np.argwhere(moved != back).tolist() == [[1, 300]] or float(qw.scale[1, 300 // 16]) == 0
+
+
+def test_kquant_refuses_scales_off_the_lattice():
+    from fmgauge.quantization.grid import rtn
+
+    qw = rtn(torch.randn(4, 256), 3, 16, sym=True)  # a plain 3-bit g16 grid: scales not d · sc
+    with pytest.raises(FmgaugeError, match="not on Q3_K's sub-scale lattice"):
+        block_type("x", qw)
+
+
+def test_gptq_on_the_kquant_grid_ships_as_q3_k(tmp_path):
+    """`quantize run --method gptq --bits 4 --k-bits 3` on a tiny llama whose MLP width is 256: down_proj (input
+    256) gets GPTQ on the fixed Q3_K grid, the others Q4_0; GGUF holds exactly those codes and transformers' GGUF
+    reader gives the in-memory model's logits."""
+    from fmgauge.quantization.formats.load import load_artifact
+    from fmgauge.quantization.pipeline import RunConfig, run_quantization
+
+    tok, text = _bpe_tokenizer()
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=128,
+                                   tie_word_embeddings=True, initializer_range=0.1)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "fp")
+    tok.save_pretrained(tmp_path / "fp")
+    (tmp_path / "calib.txt").write_text(text)
+    run = RunConfig.model_validate({"model": str(tmp_path / "fp"), "quant": {"method": "gptq", "bits": 4, "k_bits": 3},
+                                    "calib": {"text": str(tmp_path / "calib.txt"), "n_samples": 4, "seqlen": 32}})
+    res = run_quantization(run, tmp_path / "g", progress=False)
+    assert res.record["export"]["format"] == "gguf"
+    assert res.record["export"]["gguf_types"] == {"F32": 5, "Q3_K": 2, "Q4_0": 12, "Q8_0": 1}  # tied head Q8_0
+    down = res.qweights["model.layers.1.mlp.down_proj"]
+    reader = gguf.GGUFReader(tmp_path / "g" / "model.gguf")
+    t = {x.name: x for x in reader.tensors}["blk.1.ffn_down.weight"]
+    back = gguf.quants.dequantize(np.array(t.data), gguf.GGMLQuantizationType.Q3_K)
+    np.testing.assert_array_equal(back.reshape(down.codes.shape), down.dequantize().numpy())
+    tm, _ = load_artifact(tmp_path / "g")
+    ids = torch.tensor([tok(text[:300])["input_ids"][:40]])
+    with torch.no_grad():
+        torch.testing.assert_close(tm.model(ids).logits, res.model(ids).logits, rtol=0, atol=1e-4)

@@ -125,6 +125,9 @@ def run_cmd(
         "compressed-tensors (vLLM / transformers) | gptq (gptqmodel; act-order) | gguf (llama.cpp: 4-bit or 8-bit "
         "sym, group 32) | fmgauge (any grid, mixed precision; an fp32 copy plus codes, only on request). Default: "
         "compressed-tensors, gptq with --actorder."))] = None,
+    k_bits: Annotated[int | None, typer.Option(help=(
+        "GGUF K-quant grids for Linears whose width is a multiple of 256: 3 (Q3_K) or 6 (Q6_K); the others keep "
+        "--bits on 32-blocks (implies --format gguf)."))] = None,
     embeddings: Annotated[str | None, typer.Option(help=(
         "GGUF: 'quantize' (default: output head / tied embedding as llama-quantize does, Q8_0 or Q6_K) or 'keep' "
         "(16 bits)."))] = None,
@@ -145,7 +148,7 @@ def run_cmd(
     _merge(data, "calib", _calib(calib, n_samples, seqlen, seed, sampling))
     quant = {"method": method, "bits": bits, "group_size": group_size, "sym": sym, "ragged": ragged,
              "actorder": actorder, "sequential": sequential, "clip": clip, "fisher_mix": fisher_mix, "mixed_fraction": mixed_fraction,
-             "high_bits": high_bits, "mixed_unit": mixed_unit}
+             "high_bits": high_bits, "mixed_unit": mixed_unit, "k_bits": k_bits}
     _merge(data, "quant", {k: v for k, v in quant.items() if v is not None})
     cfg = load_config(RunConfig, None, {**data, "model": model, "format": fmt, "device": device, "dtype": dtype,
                                         **({"embeddings": embeddings} if embeddings is not None else {})})
@@ -233,6 +236,10 @@ def compare_cmd(
              "(its GPTQ and AWQ, for the gptq / awq in --methods), 'gptqmodel' (its GPTQ), 'llama.cpp' "
              "(llama-quantize's types without and with importance matrices; every GGUF, fmgauge's included, scored "
              "by llama.cpp; needs `make llama`).")] = None,
+    k_bits: Annotated[int | None, typer.Option(help=(
+        "GGUF K-quant grids (3: Q3_K, 6: Q6_K) for the Linears whose width is a multiple of 256, for every "
+        "method (rtn, gptq, sens-gptq).")),
+    ] = None,
     llama_types: Annotated[str | None, typer.Option(
         help="--peers llama.cpp: llama-quantize types (default Q4_0,Q4_K_M,Q3_K_M,Q2_K).")] = None,
     llama_imatrix: Annotated[str | None, typer.Option(
@@ -255,6 +262,8 @@ def compare_cmd(
 
     data = _read(config)
     _merge(data, "calib", _calib(calib, n_samples, seqlen, seed, sampling))
+    if k_bits is not None:
+        _merge(data, "quant", {"k_bits": k_bits})
     ev = {"context": context, "stride": stride or context, "max_windows": max_windows, "kl_windows": kl_windows}
     _merge(data, "eval", {k: v for k, v in ev.items() if v is not None})
     cfg = load_config(CompareConfig, None, {

@@ -119,6 +119,14 @@ class CompareResult:
     summary: dict
 
 
+def method_name(qc) -> str:  # noqa: ANN001  (QuantConfig)
+    """The row name of a configuration: the method, with the K-quant type when ``k_bits`` gives the layers of
+    widths that are multiples of 256 a GGUF K-quant grid (``sens-gptq+Q3_K``)."""
+    from fmgauge.quantization.grid import KQUANT_TYPES
+
+    return qc.method if qc.k_bits is None else f"{qc.method}+{KQUANT_TYPES[qc.k_bits][0]}"
+
+
 def _trial_id(method: str, bits: int, gs: int) -> str:
     return f"{method}-w{bits}-g{gs}"
 
@@ -155,7 +163,7 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
                "size_mb": size_report(tm.model, {})["fp16_size_mb"], "avg_bits": 16.0, "kl": 0.0,
                "top1_agreement": 1.0}
         store.record("fp", {"method": "fp"}, [row], time.perf_counter() - t0)
-    todo = [qc for qc in configs if _trial_id(qc.method, qc.bits, qc.group_size) not in done]
+    todo = [qc for qc in configs if _trial_id(method_name(qc), qc.bits, qc.group_size) not in done]
     need_grad = any(c.needs_gradients for c in todo)
     need_h = any(c.needs_hessian and not c.sequential_ for c in todo)
     stats = seqs = None
@@ -164,7 +172,7 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
     if any(c.sequential_ for c in todo):
         seqs = calibration_tokens(tm, cfg.calib)
     for qc in todo:
-        tid = _trial_id(qc.method, qc.bits, qc.group_size)
+        tid = _trial_id(method_name(qc), qc.bits, qc.group_size)
         log.info("quantizing: %s", tid)
         t0 = time.perf_counter()
         qtm = TextModel(copy.deepcopy(tm.model), tm.tokenizer, tm.name, tm.source, tm.device)
@@ -182,7 +190,7 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
         kl = kl_to_reference(qtm.model, tm.model, stream, cfg.eval) if cfg.eval.kl_windows else {}
         rec = res.record
         cu = rec["calibration"].get("usage") or {}
-        row = {"method": qc.method, "bits": qc.bits, "group_size": qc.group_size, **ppl, **kl,
+        row = {"method": method_name(qc), "bits": qc.bits, "group_size": qc.group_size, **ppl, **kl,
                "size_mb": rec["size"]["size_mb"], "avg_bits": rec["size"]["bits_per_quantized_weight"],
                "code_bits": rec["size"]["code_bits_per_weight"],
                "quant_seconds": rec["quantization_usage"]["seconds"],

@@ -59,13 +59,15 @@ class Hessian:
 def gptq_quantize(
     W: torch.Tensor, H: torch.Tensor, bits: int, group_size: int, *, sym: bool = False, percdamp: float = 0.01,
     blocksize: int = 128, actorder: bool = False, static_groups: bool = False, ragged: bool = True,
-    group_bits: torch.Tensor | None = None,
+    group_bits: torch.Tensor | None = None, grid: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[QuantizedWeight, float]:
     """Quantize ``W`` (d_out, d_in) column by column with error feedback through ``H`` (d_in, d_in).
 
     Returns the quantized weight and the summed proxy loss ``Σ (w − q)² / Hinv_ii² / 2`` (the reference's
     ``Losses``). ``group_bits`` (G,) gives per-group bits (mixed precision); groups are then fixed in original
-    column order (static), as a bit allocation refers to original columns.
+    column order (static), as a bit allocation refers to original columns. ``grid`` = (scale, zero), each (d_out, G)
+    for the contiguous groups of ``group_size``, fixes the grids instead (static; e.g. a GGUF K-quant grid whose
+    scales are snapped to what the block stores: :func:`~fmgauge.quantization.grid.kquant_grid`).
     """
     check_bits(bits)
     d_out, d_in = W.shape
@@ -82,13 +84,17 @@ def gptq_quantize(
     g_orig = group_index(d_in, group_size).to(dev)
     n_groups = int(g_orig.max()) + 1
     gbits = (torch.full((n_groups,), bits, dtype=torch.long) if group_bits is None else group_bits.long().cpu())
-    static = static_groups or group_bits is not None
+    static = static_groups or group_bits is not None or grid is not None
 
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
 
-    if static:  # grids on the original column order, before any update (the reference's static_groups)
+    if grid is not None:
+        scale_o, zero_o = grid[0].to(dev).float(), grid[1].to(dev).float()
+        if scale_o.shape != (d_out, n_groups) or zero_o.shape != (d_out, n_groups):
+            raise FmgaugeError(f"grid must be two ({d_out}, {n_groups}) tensors, got {tuple(scale_o.shape)}.")
+    elif static:  # grids on the original column order, before any update (the reference's static_groups)
         scale_o, zero_o = grid_params(W, gbits.to(dev), g_orig, sym=sym)
     perm = torch.argsort(torch.diag(H), descending=True) if actorder else torch.arange(d_in, device=dev)
     W, H = W[:, perm], H[perm][:, perm]

@@ -176,3 +176,54 @@ def rtn(w: torch.Tensor, bits: int, group_size: int, *, sym: bool = False, ragge
     scale, zero = grid_params(w, b.to(w.device), g_idx, sym=sym, clip=clip)
     codes = quantize_codes(w, scale, zero, b.to(w.device), g_idx)
     return QuantizedWeight(codes.to(torch.uint8), scale, zero, g_idx, b, sym)
+
+
+# GGUF K-quant grids: 256-weight super-blocks of 16-weight sub-blocks, each sub-block a symmetric grid whose scale is
+# an integer multiple ``sc`` (1..max_sc) of one fp16 ``d`` per super-block: ggml's Q3_K (3 bits, 6-bit sub-scales)
+# and Q6_K (6 bits, int8 sub-scales). value = d * sc * (q - 2**(bits-1)), exactly fmgauge's symmetric grid with
+# scale d * sc; the product is exact in float32 (11-bit d times a 7-bit sc), so a round trip is bit for bit.
+KQUANT_TYPES = {3: ("Q3_K", 31), 6: ("Q6_K", 127)}  # bits -> (ggml type, largest sub-scale multiple)
+KQUANT_SUPER = 256
+KQUANT_SUB = 16
+FP16_TINY = 2.0**-24  # smallest positive (subnormal) fp16
+
+
+def kquant_fits(d_in: int) -> bool:
+    """Whether a layer of input width ``d_in`` can use a K-quant grid (a multiple of 256 columns)."""
+    return d_in % KQUANT_SUPER == 0
+
+
+def snap_kquant_scales(scale: torch.Tensor, max_sc: int) -> torch.Tensor:
+    """Positive sub-block scales (d_out, G) -> the nearest scales a K-quant block stores: per run of 16 sub-blocks
+    (one super-block) ``d = fp16(max scale / max_sc)``, ``sc = clamp(round(scale / d), 1, max_sc)``, returns
+    ``d * sc`` (float32, exact)."""
+    d_out, n_groups = scale.shape
+    per = KQUANT_SUPER // KQUANT_SUB
+    if n_groups % per:
+        raise FmgaugeError(f"a K-quant grid needs groups in runs of {per} (width a multiple of {KQUANT_SUPER}); got "
+                           f"{n_groups} groups of {KQUANT_SUB}.")
+    s = scale.double().reshape(d_out, n_groups // per, per)
+    d = (s.amax(-1, keepdim=True) / max_sc).half().double().clamp(min=FP16_TINY)
+    sc = (s / d).round().clamp(1, max_sc)
+    return (d * sc).float().reshape(d_out, n_groups)
+
+
+def kquant_grid(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The K-quant grid of ``w`` (d_out, d_in), d_in a multiple of 256: the symmetric min-max grid per 16 columns
+    with its scale snapped (:func:`snap_kquant_scales`). Returns (scale, zero, g_idx) for ``bits`` in 3 / 6."""
+    if bits not in KQUANT_TYPES:
+        raise FmgaugeError(f"K-quant grids exist for {sorted(KQUANT_TYPES)} bits here, got {bits}.")
+    if not kquant_fits(w.shape[1]):
+        raise FmgaugeError(f"a K-quant grid needs an input width that is a multiple of {KQUANT_SUPER}, got "
+                           f"{w.shape[1]}.")
+    g_idx = group_index(w.shape[1], KQUANT_SUB).to(w.device)
+    scale, zero = grid_params(w, bits, g_idx, sym=True)
+    return snap_kquant_scales(scale, KQUANT_TYPES[bits][1]).to(w.device), zero, g_idx
+
+
+def rtn_kquant(w: torch.Tensor, bits: int) -> QuantizedWeight:
+    """Round-to-nearest of ``w`` on its K-quant grid (:func:`kquant_grid`)."""
+    scale, zero, g_idx = kquant_grid(w, bits)
+    codes = quantize_codes(w, scale, zero, bits, g_idx)
+    b = torch.full((scale.shape[1],), bits, dtype=torch.long)
+    return QuantizedWeight(codes.to(torch.uint8), scale, zero, g_idx, b, True)

@@ -105,7 +105,9 @@ def score_fmgauge(cfg, res, qc, tid: str, stream, store: RunStore, llama: llamac
     _save_windows(store, ftid, row.pop("window_nll"))
     keep = {k: base_row.get(k) for k in ("quant_seconds", "quant_cpu_seconds", "quant_peak_rss_mb", "calib_seconds",
                                          "calib_peak_rss_mb", "calib_tokens", "threads")}
-    row.update(method=f"{qc.method} (fmgauge GGUF)", bits=qc.bits, group_size=qc.group_size, tool="fmgauge",
+    from fmgauge.quantization.compare import method_name
+
+    row.update(method=f"{method_name(qc)} (fmgauge GGUF)", bits=qc.bits, group_size=qc.group_size, tool="fmgauge",
                imatrix="–", file_format="gguf", fallbacks="", avg_bits=info["bits_per_weight"], **keep)
     store.record(ftid, {"engine": ENGINE, **qc.model_dump()}, [row], 0.0)
     shutil.rmtree(out, ignore_errors=True)

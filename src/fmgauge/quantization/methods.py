@@ -48,6 +48,10 @@ class QuantConfig(BaseModel):
                                                "output format's consumer loads (symmetric for compressed-tensors "
                                                "and GGUF, asymmetric otherwise).")
     ragged: bool = Field(True, description="Allow a shorter last group when group_size does not divide the width.")
+    k_bits: int | None = Field(None, description="GGUF K-quant grids: Linears whose input width is a multiple of 256 "
+                                                 "get a k_bits-bit K-quant grid (3: Q3_K, 6: Q6_K; 16-weight "
+                                                 "sub-blocks, sub-scales per 256), the others `bits` on 32-blocks "
+                                                 "(rtn, gptq, sens-gptq; format gguf).")
     # GPTQ (IST-DASLab/gptq defaults)
     percdamp: float = Field(0.01, description="GPTQ damping, as a fraction of mean(diag H).")
     blocksize: int = Field(128, description="GPTQ lazy-batch block size (columns).")
@@ -108,7 +112,22 @@ class QuantConfig(BaseModel):
     def _high_above_bits(self) -> QuantConfig:
         if self.method == "mixed" and self.high_bits_ <= self.bits:
             raise ValueError(f"high_bits ({self.high_bits_}) must exceed bits ({self.bits})")
+        if self.k_bits is not None:
+            from fmgauge.quantization.grid import KQUANT_TYPES
+
+            if self.k_bits not in KQUANT_TYPES:
+                raise ValueError(f"k_bits must be one of {', '.join(map(str, KQUANT_TYPES))} (Q3_K, Q6_K), got "
+                                 f"{self.k_bits}")
+            if self.method not in ("rtn", "gptq", "sens-gptq") or self.actorder or self.sym is False:
+                raise ValueError("k_bits (GGUF K-quant grids) works with rtn, gptq and sens-gptq, symmetric, "
+                                 "without act-order")
         return self
+
+    def k_layer(self, d_in: int) -> bool:
+        """Whether a Linear of input width ``d_in`` gets the K-quant grid of ``k_bits``."""
+        from fmgauge.quantization.grid import kquant_fits
+
+        return self.k_bits is not None and kquant_fits(d_in)
 
     def resolved(self, widths: dict[str, int], fmt: str | None) -> QuantConfig:
         """This config with the defaults that depend on the model and the output format filled in: the group size
@@ -202,8 +221,11 @@ def _require(st: LayerStats, attr: str, method: str) -> torch.Tensor:
 
 @QUANTIZERS.register("rtn")
 def _rtn(weights, stats, cfg, extra):  # noqa: ANN001, ARG001
+    from fmgauge.quantization.grid import rtn_kquant
+
     gb = extra.get("group_bits", {})
-    return {n: (rtn(w, cfg.bits, cfg.group_size, sym=cfg.sym, ragged=cfg.ragged, group_bits=gb.get(n)), {})
+    return {n: (rtn_kquant(w, cfg.k_bits) if cfg.k_layer(w.shape[1]) else
+                rtn(w, cfg.bits, cfg.group_size, sym=cfg.sym, ragged=cfg.ragged, group_bits=gb.get(n)), {})
             for n, w in weights.items()}
 
 
@@ -212,9 +234,16 @@ def _gptq_with(hessian: Callable[[LayerStats], torch.Tensor]):
         out = {}
         gb = extra.get("group_bits", {})
         for n, w in weights.items():
-            qw, loss = gptq_quantize(w, hessian(stats[n]), cfg.bits, cfg.group_size, sym=cfg.sym,
-                                     percdamp=cfg.percdamp, blocksize=cfg.blocksize, actorder=cfg.actorder,
-                                     static_groups=cfg.static_groups, ragged=cfg.ragged, group_bits=gb.get(n))
+            if cfg.k_layer(w.shape[1]):  # a GGUF K-quant grid, fixed before the column loop
+                from fmgauge.quantization.grid import KQUANT_SUB, kquant_grid
+
+                scale, zero, _ = kquant_grid(w, cfg.k_bits)
+                qw, loss = gptq_quantize(w, hessian(stats[n]), cfg.k_bits, KQUANT_SUB, sym=True, percdamp=cfg.percdamp,
+                                         blocksize=cfg.blocksize, grid=(scale, zero))
+            else:
+                qw, loss = gptq_quantize(w, hessian(stats[n]), cfg.bits, cfg.group_size, sym=cfg.sym,
+                                         percdamp=cfg.percdamp, blocksize=cfg.blocksize, actorder=cfg.actorder,
+                                         static_groups=cfg.static_groups, ragged=cfg.ragged, group_bits=gb.get(n))
             out[n] = (qw, {"gptq_loss": loss})
         return out
 

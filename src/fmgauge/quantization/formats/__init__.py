@@ -33,6 +33,8 @@ def default_format(cfg) -> str:  # noqa: ANN001  (QuantConfig)
     whole layers goes to compressed-tensors (one config group per bit width)."""
     if not cfg.per_layer_bits:
         return "fmgauge"
+    if getattr(cfg, "k_bits", None) is not None:
+        return "gguf"
     if cfg.actorder and not cfg.static_groups:
         return "gptq"
     return "compressed-tensors"
@@ -45,6 +47,9 @@ def check_format(fmt: str, cfg) -> None:  # noqa: ANN001  (QuantConfig)
         raise FmgaugeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
     if fmt == "fmgauge":
         return
+    if getattr(cfg, "k_bits", None) is not None and fmt != "gguf":
+        raise FmgaugeError(f"format {fmt} has no K-quant blocks; --k-bits {cfg.k_bits} writes GGUF: use --format "
+                           "gguf (or drop --k-bits).")
     if cfg.method == "mixed" and not cfg.per_layer_bits:
         raise FmgaugeError(f"format {fmt} stores one bit width per layer; method mixed varies bits per group: "
                            "nearest valid setting: --mixed-unit layer (or --group-size -1), or --format fmgauge.")

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from fmgauge.core.validation import FmgaugeError
-from fmgauge.quantization.grid import QuantizedWeight
+from fmgauge.quantization.grid import KQUANT_SUB, KQUANT_TYPES, QuantizedWeight, snap_kquant_scales
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,16 @@ def block_type(name: str, qw: QuantizedWeight) -> str:
         raise FmgaugeError(f"{where} has groups that are not contiguous runs of columns (GPTQ act-order); GGUF "
                            f"blocks are 32 consecutive columns: quantize with --no-actorder or use {ALTERNATIVE}.")
     group_size = -1 if qw.scale.shape[1] == 1 and d_in != BLOCK else size
+    if group_size == KQUANT_SUB and bits[0] in KQUANT_TYPES and qw.sym:
+        kind, max_sc = KQUANT_TYPES[bits[0]]
+        if d_in % QK_K:
+            raise FmgaugeError(f"{where}: {kind} needs an input width that is a multiple of {QK_K}, got {d_in}.")
+        if not torch.equal(snap_kquant_scales(qw.scale.float(), max_sc), qw.scale.float()):
+            raise FmgaugeError(f"{where}: its 16-column scales are not on {kind}'s sub-scale lattice (d · sc per 256 "
+                               "columns); quantize with --k-bits to write K-quant blocks.")
+        if not bool((qw.zero == 2 ** (bits[0] - 1)).all()):
+            raise FmgaugeError(f"{where} is marked symmetric but its zero points are not all {2 ** (bits[0] - 1)}.")
+        return kind
     kind = gguf_type(bits[0], group_size, bool(qw.sym))
     if d_in % BLOCK:
         raise FmgaugeError(f"{where} has input width {d_in}, not a multiple of GGUF's block of {BLOCK} columns; "
@@ -151,6 +161,8 @@ def pack_blocks(kind: str, codes: torch.Tensor, scale: torch.Tensor, zero: torch
     c = codes.detach().cpu().numpy().astype(np.uint8)
     s = scale.detach().cpu().double().numpy()
     d_out, d_in = c.shape
+    if kind in ("Q3_K", "Q6_K"):
+        return pack_kquant(kind, c, s)
     blocks = c.reshape(d_out, d_in // BLOCK, BLOCK)
     if kind in ("Q4_1", "Q5_1"):
         m = -s * zero.detach().cpu().double().numpy()
@@ -170,16 +182,80 @@ def pack_blocks(kind: str, codes: torch.Tensor, scale: torch.Tensor, zero: torch
 
 
 def stored_grid(kind: str, qw: QuantizedWeight) -> QuantizedWeight:
-    """``qw`` with the scale (and zero) the block of ``kind`` stores: ``fp16(scale)``, and for Q4_1 / Q5_1 the zero
+    """``qw`` with the scale (and zero) the block of ``kind`` stores: ``fp16(scale)`` (K-quant grids: as they are),
+    and for Q4_1 / Q5_1 the zero
     ``-fp16(m) / fp16(scale)`` that reproduces the stored ``m = fp16(-scale * zero)``. Codes are unchanged."""
     from dataclasses import replace
 
+    if kind in ("Q3_K", "Q6_K"):  # d (fp16) · sc is exact: the grid is stored as it is
+        return qw
     s16 = qw.scale.double().half().double()
     if kind in ("Q4_1", "Q5_1"):
         m16 = (-(qw.scale.double() * qw.zero.double())).half().double()
         zero = torch.where(s16 != 0, -m16 / torch.where(s16 != 0, s16, 1.0), qw.zero.double())
         return replace(qw, scale=s16.float(), zero=zero.float())
     return replace(qw, scale=s16.float())
+
+
+def _kquant_scales(s: np.ndarray, max_sc: int) -> tuple[np.ndarray, np.ndarray]:
+    """Snapped sub-block scales (n_super, 16) -> (fp16 d (n_super,), integer sc (n_super, 16)) with d * sc = s."""
+    d = (s.max(-1) / max_sc).astype(np.float16)
+    d = np.where(d == 0, np.float16(2.0**-24), d)
+    sc = np.rint(s / d.astype(np.float64)[:, None])
+    if not np.allclose(d.astype(np.float64)[:, None] * sc, s, rtol=0, atol=0):
+        raise FmgaugeError("K-quant scales are not d · sc with one fp16 d per 256 columns; quantize with --k-bits.")
+    return d, sc.astype(np.int16)
+
+
+def _pack_q6_k(q: np.ndarray, sc: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``block_q6_K`` bytes of codes q (n, 256) in 0..63, int8 sub-scales sc (n, 16), fp16 d (n,) -> (n, 210):
+    ``ql`` 128 B low nibbles, ``qh`` 64 B high 2-bit pairs, ``scales`` 16 int8, ``d``. Within each half of 128,
+    byte l of ql holds elements l (low) and l + 64 (high), byte l + 32 elements l + 32 and l + 96; byte l of qh the
+    high bits of l, l + 32, l + 64, l + 96."""
+    n = q.shape[0]
+    h = q.reshape(n, 2, 4, 32)
+    ql = np.concatenate([(h[:, :, 0] & 0xF) | ((h[:, :, 2] & 0xF) << 4),
+                         (h[:, :, 1] & 0xF) | ((h[:, :, 3] & 0xF) << 4)], axis=-1).reshape(n, 128)
+    qh = (h[:, :, 0] >> 4) | ((h[:, :, 1] >> 4) << 2) | ((h[:, :, 2] >> 4) << 4) | ((h[:, :, 3] >> 4) << 6)
+    return np.concatenate([ql.astype(np.uint8), qh.reshape(n, 64).astype(np.uint8),
+                           sc.astype(np.int8).view(np.uint8), d.astype(np.float16).view(np.uint8).reshape(n, 2)],
+                          axis=-1)
+
+
+def _pack_q3_k(q: np.ndarray, sc: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``block_q3_K`` bytes of codes q (n, 256) in 0..7 (value ``q - 4``), 6-bit sub-scales sc (n, 16) in -32..31,
+    fp16 d (n,) -> (n, 110): ``hmask`` 32 B (bit b of byte l: bit 2 of element 32 b + l), ``qs`` 64 B (2-bit pairs:
+    element 128 h + 32 k + l at bits 2k of byte 32 h + l), ``scales`` 12 B (sc + 32: low nibbles of 0..7 in bytes
+    0..7, of 8..15 in their high nibbles, the top 2 bits of sub-block j at bit 2 (j // 4) of byte 8 + j % 4), d."""
+    n = q.shape[0]
+    low, high = (q & 3).astype(np.uint8), (q >> 2).astype(np.uint8)
+    qs = np.zeros((n, 64), dtype=np.uint8)
+    lo = low.reshape(n, 2, 4, 32)
+    for k in range(4):
+        qs.reshape(n, 2, 32)[:] |= lo[:, :, k] << (2 * k)
+    hmask = np.zeros((n, 32), dtype=np.uint8)
+    hi = high.reshape(n, 8, 32)
+    for b in range(8):
+        hmask |= hi[:, b] << b
+    u = (sc + 32).astype(np.uint8)  # (n, 16) in 0..63
+    scales = np.zeros((n, 12), dtype=np.uint8)
+    scales[:, :8] = (u[:, :8] & 0xF) | ((u[:, 8:] & 0xF) << 4)
+    for j in range(16):
+        scales[:, 8 + j % 4] |= (u[:, j] >> 4) << (2 * (j // 4))
+    return np.concatenate([hmask, qs, scales, d.astype(np.float16).view(np.uint8).reshape(n, 2)], axis=-1)
+
+
+def pack_kquant(kind: str, codes: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """fmgauge's K-quant grid (codes (d_out, d_in) uint8, snapped scales (d_out, d_in / 16)) as ggml ``Q3_K`` /
+    ``Q6_K`` blocks (d_out, d_in / 256 * 110 or 210): the codes as they are, ``d`` and ``sc`` recovered exactly
+    from the snapped scales (:func:`~fmgauge.quantization.grid.snap_kquant_scales`)."""
+    d_out, d_in = codes.shape
+    n = d_out * d_in // QK_K
+    bits = {"Q3_K": 3, "Q6_K": 6}[kind]
+    d, sc = _kquant_scales(scale.reshape(n, QK_K // KQUANT_SUB), KQUANT_TYPES[bits][1])
+    q = codes.reshape(n, QK_K)
+    raw = _pack_q3_k(q, sc, d) if kind == "Q3_K" else _pack_q6_k(q, sc, d)
+    return np.ascontiguousarray(raw.reshape(d_out, -1))
 
 
 def quantize_q6_k(x: np.ndarray) -> np.ndarray:
@@ -207,13 +283,7 @@ def quantize_q6_k(x: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(dl[..., None] != 0, np.round(b / dl[..., None]), 0.0)
     q = (np.clip(q, -32, 31) + 32).astype(np.uint8).reshape(-1, QK_K)  # (n_super, 256) in 0..63
-    n = q.shape[0]
-    h = q.reshape(n, 2, 4, 32)  # two halves of 128: elements l + 32 k
-    ql = np.concatenate([(h[:, :, 0] & 0xF) | ((h[:, :, 2] & 0xF) << 4),
-                         (h[:, :, 1] & 0xF) | ((h[:, :, 3] & 0xF) << 4)], axis=-1).reshape(n, 128)
-    qh = ((h[:, :, 0] >> 4) | ((h[:, :, 1] >> 4) << 2) | ((h[:, :, 2] >> 4) << 4) | ((h[:, :, 3] >> 4) << 6))
-    out = np.concatenate([ql.astype(np.uint8), qh.reshape(n, 64).astype(np.uint8), sc.view(np.uint8),
-                          d.view(np.uint8).reshape(n, 2)], axis=-1)
+    out = _pack_q6_k(q, sc, d.reshape(-1))
     return np.ascontiguousarray(out.reshape(rows, -1))
 
 
