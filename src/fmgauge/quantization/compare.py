@@ -183,11 +183,13 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
             store.record_failure(tid, qc.model_dump(), str(e))
             log.warning("%s failed: %s", tid, e)
             continue
-        files = _measure_files(res, qc, qtm.model, store) if cfg.measure_files else {}
+        with progress_tracker(f"{tid}: writing its deployable file", 1, enabled=progress) as bar:
+            files = _measure_files(res, qc, qtm.model, store) if cfg.measure_files else {}
+            bar.advance(1)
         pres = perplexity(qtm.model, stream, cfg.eval, progress=progress)
         _save_windows(store, tid, pres.window_nll)
         ppl = pres.to_dict()
-        kl = kl_to_reference(qtm.model, tm.model, stream, cfg.eval) if cfg.eval.kl_windows else {}
+        kl = kl_to_reference(qtm.model, tm.model, stream, cfg.eval, progress=progress) if cfg.eval.kl_windows else {}
         rec = res.record
         cu = rec["calibration"].get("usage") or {}
         row = {"method": method_name(qc), "bits": qc.bits, "group_size": qc.group_size, **ppl, **kl,
@@ -286,8 +288,13 @@ def run_peers(cfg: CompareConfig, tm, stream, seqs, todo: list, store: RunStore,
         log.info("peer: %s", tid)
         t0 = time.perf_counter()
         out_dir = root / tid
+        from fmgauge.core.progress import progress as progress_tracker
+
         try:
-            info = run_job(peer, cfg.peers_python, job_for(method, qc, fp_dir, calib, out_dir), root / f"{tid}.log")
+            with progress_tracker(f"peer {tid} (log: {root / f'{tid}.log'})", 1, enabled=progress) as bar:
+                info = run_job(peer, cfg.peers_python, job_for(method, qc, fp_dir, calib, out_dir),
+                               root / f"{tid}.log")
+                bar.advance(1)
         except FmgaugeError as e:
             store.record_failure(tid, {"peer": peer, **qc.model_dump()}, str(e))
             log.warning("%s failed: %s", tid, e)
@@ -295,7 +302,7 @@ def run_peers(cfg: CompareConfig, tm, stream, seqs, todo: list, store: RunStore,
         qtm, loader = load_artifact(out_dir, device=cfg.device, dtype=cfg.dtype)
         pres = perplexity(qtm.model, stream, cfg.eval, progress=progress)
         _save_windows(store, tid, pres.window_nll)
-        kl = kl_to_reference(qtm.model, tm.model, stream, cfg.eval) if cfg.eval.kl_windows else {}
+        kl = kl_to_reference(qtm.model, tm.model, stream, cfg.eval, progress=progress) if cfg.eval.kl_windows else {}
         q_bits = nominal_bits(shapes, qc.bits, qc.group_size)
         files = weight_files(out_dir)
         row = {"method": name, "bits": qc.bits, "group_size": qc.group_size, **pres.to_dict(), **kl,
@@ -399,6 +406,16 @@ def write_report(out: str | Path) -> CompareResult:
     return CompareResult(store.root, df, summary)
 
 
+CAPTURE_METHODS = ("awq", "sens-awq", "sens-gptq", "mixed")  # read the full-precision capture (AWQ's statistics,
+# the sensitivity methods' gradient weights); rtn and sequential gptq do not
+
+
+def capture_seconds(r) -> float | None:  # noqa: ANN001  (a results row)
+    """The full-precision capture a row's method depends on (wall seconds), None when it reads none."""
+    base = str(r.method).split("+")[0]
+    return _num(r, "calib_seconds") if base in CAPTURE_METHODS else None
+
+
 def _num(r, key: str) -> float | None:  # noqa: ANN001  (a results row)
     v = getattr(r, key, None)
     return None if v is None or pd.isna(v) else float(v)
@@ -412,7 +429,7 @@ def table_for_report(df: pd.DataFrame, fp_ppl: float) -> pd.DataFrame:
     for r in df.itertuples():
         fp = r.method == "fp"
         gs = "–" if fp else ("per-channel" if r.group_size == -1 else str(r.group_size))
-        quant, capture = _num(r, "quant_seconds"), _num(r, "calib_seconds")
+        quant, capture = _num(r, "quant_seconds"), capture_seconds(r)
         bpw = _num(r, "file_bpw")
         rows.append({
             "method": r.method, "bits": r.bits, "group": gs,

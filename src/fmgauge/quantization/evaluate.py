@@ -151,20 +151,25 @@ def evaluate_llamacpp(model: str, cfg: EvalConfig, *, llama_root: str | None = N
 
 
 @torch.no_grad()
-def kl_to_reference(model, reference, stream: torch.Tensor, cfg: EvalConfig) -> dict:  # noqa: ANN001
+def kl_to_reference(model, reference, stream: torch.Tensor, cfg: EvalConfig, *,  # noqa: ANN001
+                    progress: bool = True) -> dict:
     """Mean token ``KL(P_ref ‖ P_model)`` (nats) with a 95% CI over windows, and top-1 agreement."""
+    from fmgauge.core.progress import progress as progress_tracker
+
     windows = eval_windows(stream, cfg.context, cfg.context)[:cfg.kl_windows]
     dev = next(model.parameters()).device
     kls, agree, n = [], 0, 0
-    for begin, end, _ in windows:
-        ids = stream[begin:end].unsqueeze(0).to(dev)
-        lq = torch.log_softmax(model(ids, use_cache=False).logits[0].float(), -1)
-        lp = torch.log_softmax(reference(ids.to(next(reference.parameters()).device),
-                                         use_cache=False).logits[0].float().to(dev), -1)
-        kl = (lp.exp() * (lp - lq)).sum(-1)
-        kls.append(float(kl.mean()))
-        agree += int((lp.argmax(-1) == lq.argmax(-1)).sum())
-        n += kl.numel()
+    with progress_tracker("KL to the full-precision model", len(windows), enabled=progress) as bar:
+        for begin, end, _ in windows:
+            ids = stream[begin:end].unsqueeze(0).to(dev)
+            lq = torch.log_softmax(model(ids, use_cache=False).logits[0].float(), -1)
+            lp = torch.log_softmax(reference(ids.to(next(reference.parameters()).device),
+                                             use_cache=False).logits[0].float().to(dev), -1)
+            kl = (lp.exp() * (lp - lq)).sum(-1)
+            kls.append(float(kl.mean()))
+            agree += int((lp.argmax(-1) == lq.argmax(-1)).sum())
+            n += kl.numel()
+            bar.advance(1)
     ci = mean_ci(np.array(kls))
     return {"kl": ci.value, "kl_lo": max(0.0, ci.lo), "kl_hi": ci.hi, "top1_agreement": agree / max(n, 1),
             "kl_tokens": n, "kl_windows": len(windows)}
@@ -175,7 +180,7 @@ def evaluate(model, tokenizer, cfg: EvalConfig, *, reference=None, progress: boo
     stream = token_stream(tokenizer, TextSource(cfg.text, cfg.split))
     res = perplexity(model, stream, cfg, progress=progress).to_dict()
     if reference is not None and cfg.kl_windows > 0:
-        res.update(kl_to_reference(model, reference, stream, cfg))
+        res.update(kl_to_reference(model, reference, stream, cfg, progress=progress))
     return res
 
 

@@ -117,6 +117,8 @@ def run_llama_peer(cfg, tm, stream, seqs, store: RunStore, llama: llamacpp.Llama
                    progress: bool = True) -> None:
     """The llama.cpp rows of a comparison (see the module docstring); resumes (finished trials are skipped), and a
     failed configuration is recorded with its reason while the others go on."""
+    import shutil
+
     from fmgauge.core.progress import progress as progress_tracker
     from fmgauge.quantization.formats.gguf import write_gguf
     from fmgauge.quantization.formats.imatrix import entries_from_stats, write_imatrix
@@ -192,6 +194,8 @@ def run_llama_peer(cfg, tm, stream, seqs, store: RunStore, llama: llamacpp.Llama
                        calib_tokens=n_tokens if m != "none" else None, **extra)
             store.record(tid, {"engine": ENGINE, "type": qtype, "imatrix": m}, [row], time.perf_counter() - t0)
             bar.advance(1)
+    fp.unlink(missing_ok=True)  # 4 bytes per weight; a resumed run writes it again in seconds
+    shutil.rmtree(work, ignore_errors=True)  # job files and the token ids
 
 
 def is_llama(df: pd.DataFrame) -> pd.Series:
