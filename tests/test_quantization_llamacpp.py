@@ -79,9 +79,8 @@ def test_entries_from_a_capture_use_llama_cpp_names():
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory):
     """The tiny llama of test_quantization_gguf written as an F32 GGUF (llama-quantize's input), with its ids."""
-    from test_quantization_gguf import _bpe_tokenizer
-
     from fmgauge.quantization.formats.gguf import write_gguf
+    from test_quantization_gguf import _bpe_tokenizer
 
     tok, text = _bpe_tokenizer()
     torch.manual_seed(0)
