@@ -101,7 +101,7 @@ def test_sequential_mixed_precision_end_to_end(tiny_dir, tmp_path):
 
     cfg = RunConfig.model_validate({"model": str(tiny_dir), "quant": {"method": "mixed", "bits": 3, "group_size": 32,
                                                                        "mixed_fraction": 0.25},
-                                    "calib": {"n_samples": 4, "seqlen": 32}})
+                                    "calib": {"n_samples": 4, "seqlen": 32}, "format": "fmgauge"})
     res = run_quantization(cfg, tmp_path / "m", progress=False, use_cache=False)
     rec = res.record
     assert rec["calibration"]["sequential"] and rec["calibration"]["gradients"]

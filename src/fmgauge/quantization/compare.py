@@ -200,7 +200,7 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
                "quant_peak_rss_mb": rec["quantization_usage"]["peak_rss_mb"],
                "quant_added_rss_mb": rec["quantization_usage"]["peak_rss_mb"] - rec["quantization_usage"]["start_rss_mb"],
                "calib_seconds": cu.get("seconds"), "calib_peak_rss_mb": cu.get("peak_rss_mb"),
-               "calib_tokens": rec["calibration"]["n_tokens"], "threads": rec["machine"]["threads"],
+               "calib_tokens": rec["calibration"].get("n_tokens"), "threads": rec["machine"]["threads"],
                "tool": "fmgauge", "engine": "transformers", **files}
         store.record(tid, qc.model_dump(), [row], time.perf_counter() - t0)
         if llama is not None and fmgauge_trial_id(tid) not in done:
