@@ -291,6 +291,90 @@ def _sensitivity_section(run: Path) -> list[str]:
     return lines + [""]
 
 
+LLAMA_RUNS = {  # run directory -> (command, what it holds)
+    "quantization-llama": (
+        "`OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/fmgauge quantize compare --model smollm2-135m "
+        "--methods rtn,gptq,sens-gptq --bits 4 --group-size 32 --n-samples 16 --seqlen 512 --context 512 "
+        "--max-windows 24 --kl-windows 0 --peers llama.cpp --out benchmarks/results/quantization-llama`",
+        "about 4 bits: fmgauge's Q4_0 files (4-bit symmetric groups of 32, the default grid for GGUF) beside "
+        "llama-quantize's Q4_0, Q4_K_M, Q3_K_M and Q2_K, each without and with three importance matrices"),
+    "quantization-llama-k3": (
+        "`OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/fmgauge quantize compare --model smollm2-135m "
+        "--methods gptq,sens-gptq --bits 4 --group-size 32 --k-bits 3 --n-samples 16 --seqlen 512 --context 512 "
+        "--max-windows 24 --kl-windows 0 --peers llama.cpp --llama-types Q3_K_M,Q2_K --llama-imatrix none,llama "
+        "--out benchmarks/results/quantization-llama-k3`",
+        "about 3 bits: fmgauge's smallest GGUF (Q4_0, with ffn_down — the only Linear whose width 1536 is a multiple "
+        "of 256 — on a Q3_K grid) beside llama-quantize's Q3_K_M and Q2_K"),
+}
+
+
+def _llama_verdicts(pairs: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
+    """One line per goal of the issue, read from the paired table (negative ΔNLL: A better)."""
+    out = []
+    fm = rows[rows.method.str.endswith("(fmgauge GGUF)")]
+    if len(fm):
+        best = fm.loc[fm.ppl.idxmin()]
+        out.append(f"- fmgauge's best GGUF here: **{best.method}**, PPL {best.ppl:.2f}, {best.on_disk_mb:.1f} MB "
+                   f"({best.file_bpw:.3f} BPW).")
+        for _, p in pairs[(best.method == pairs.A) & (pairs.comparison.str.startswith("fmgauge GGUF"))].iterrows():
+            out.append(f"- {p.A} vs {p.B}: files {p['file MB A / B']} MB, PPL {p['PPL A / B']} "
+                       f"({p['ΔPPL A−B (%)']} %), ΔNLL {p['ΔNLL A−B [95% CI]']}, sign-flip p = {p['sign-flip p']}, "
+                       f"A wins {p['A wins windows']} windows → **{p.verdict}**")
+        big = rows[rows.method.str.startswith("lq ")]
+        smaller = big[big.on_disk_mb < best.on_disk_mb]
+        for _, r in smaller.iterrows():
+            if r.imatrix in ("llama-imatrix (E[x²])", "none"):
+                out.append(f"- {r.method} ({r.imatrix}) is smaller than fmgauge's best by "
+                           f"{best.on_disk_mb - r.on_disk_mb:.1f} MB ({r.on_disk_mb:.1f} vs {best.on_disk_mb:.1f} MB): "
+                           "no equal-or-smaller comparison is possible against it; its PPL "
+                           f"{r.ppl:.2f} vs fmgauge's {best.ppl:.2f} ({100 * (best.ppl / r.ppl - 1):+.1f} %).")
+    for _, p in pairs[pairs.comparison.str.endswith(": imatrix")].iterrows():
+        out.append(f"- inside llama-quantize, {p.A} vs {p.B}: PPL {p['PPL A / B']} ({p['ΔPPL A−B (%)']} %), ΔNLL "
+                   f"{p['ΔNLL A−B [95% CI]']}, p = {p['sign-flip p']} → **{p.verdict}**")
+    return out
+
+
+def _llama_section() -> list[str]:
+    from fmgauge.quantization.compare import write_report
+
+    lines: list[str] = []
+    for name, (command, what) in LLAMA_RUNS.items():
+        run = RESULTS / name
+        if not (run / "trials.sqlite").exists():
+            continue
+        write_report(run)
+        data = json.loads((run / "llama_cpp.json").read_text())
+        s = json.loads((run / "summary.json").read_text())
+        rows, table = pd.DataFrame(data["rows"]), pd.DataFrame(data["table"])
+        pairs = pd.DataFrame(data["paired"])
+        loads = pd.concat([rows.get(c, pd.Series(dtype=float)) for c in ("eval_load_avg", "quant_load_avg")]).dropna()
+        fm = rows[rows.method.str.endswith("(fmgauge GGUF)")]
+        lq0 = rows[(rows.method == "lq Q4_0") & (rows.imatrix == "none")]
+        fmq = fm[fm.method.str.startswith(("rtn", "gptq", "sens-gptq")) & ~fm.method.str.contains("Q3_K")]
+        size_line = ""
+        if len(lq0) and len(fmq):
+            f, q = float(fmq.on_disk_mb.max()), float(lq0.on_disk_mb.iloc[0])
+            size_line = (f" fmgauge's Q4_0 files: {f:.3f} MB at most; llama-quantize's Q4_0 of the same model: "
+                         f"{q:.3f} MB ({'no larger' if f <= q else 'LARGER'}, {1e6 * (f - q):+,.0f} bytes).")
+        lines += [f"## llama.cpp's own quantizer beside fmgauge's GGUF: {what}", "",
+                  f"Command: {command} (llama.cpp built by `make llama`: {rows.tool.dropna().iloc[0]}).", "",
+                  f"Protocol: **{s['protocol']}**, every row scored by llama.cpp (llama-cpp-python over the built "
+                  "libraries) on fmgauge's token ids and windows, paired per window. Calibration (fmgauge's capture, "
+                  f"llama-imatrix's text): {s['calibration']['n_samples']} random windows × "
+                  f"{s['calibration']['seqlen']} tokens of WikiText-2 valid (seed {s['calibration']['seed']}). One "
+                  "thread per process; load average "
+                  + (f"{loads.min():.1f}-{loads.max():.1f}" if len(loads) else "?") + " on the 2 shared cores while "
+                  "it ran, so times compare rows of this run only." + size_line, "",
+                  f"**Caveat (spec):** {s['caveat']}", "",
+                  table.to_markdown(index=False), ""]
+        if len(pairs):
+            show = pairs.drop(columns=[c for c in pairs.columns if c.startswith("_")])
+            lines += ["Paired per window (llama.cpp NLLs; negative ΔNLL = A better; verdict needs the CI to exclude "
+                      "0 and p < 0.05):", "", show.to_markdown(index=False), ""]
+        lines += [*_llama_verdicts(pairs, rows), ""]
+    return lines
+
+
 def write_doc() -> Path:
     import platform
 
@@ -298,6 +382,7 @@ def write_doc() -> Path:
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU. The comparison runs used one torch "
              "thread per process and shared the cores with other benchmarks (said per run); the GPTQ timing ran alone "
              "with 2 threads.", ""]
+    lines += _llama_section()
     lines += _peers_section()
     if (RESULTS / "quantization-compare-v2" / "trials.sqlite").exists():
         lines += _compare_section(RESULTS / "quantization-compare-v2",
