@@ -163,7 +163,7 @@ def test_compare_with_llama_cpp_peer_end_to_end(tmp_path, tiny_gguf):
         for m in ("none", "llama-imatrix (E[x²])", "fmgauge S_j"):
             assert np.isfinite(rows[(f"lq {t}", m)]["ppl"])
     assert "Q4_K -> Q5_0" in rows[("lq Q4_K_M", "none")]["fallbacks"]
-    assert rows[("lq Q4_0", "none")]["fallbacks"] == "none"
+    assert rows[("lq Q4_0", "none")]["fallbacks"] == "1 tensors: Q6_K -> Q8_0"  # only the head (width 64)
     fm = rows[("rtn (fmgauge GGUF)", "–")]
     assert fm["on_disk_mb"] > 0 and 4 < fm["file_bpw"] < 9
     pairs = {(p["A"], p["B"]) for p in data["paired"]}

@@ -437,8 +437,9 @@ def table_for_report(df: pd.DataFrame, fp_ppl: float) -> pd.DataFrame:
             "file MB": _file_cell(r),
             "PPL [95% CI]": f"{r.ppl:.2f} [{r.ppl_lo:.2f}, {r.ppl_hi:.2f}]",
             "ΔPPL vs FP": "–" if fp else f"{r.ppl - fp_ppl:+.2f}",
-            "KL to FP (nats)": "–" if fp else f"{r.kl:.4f} [{max(0.0, r.kl_lo):.4f}, {r.kl_hi:.4f}]",
-            "top-1 agree": f"{r.top1_agreement:.3f}",
+            "KL to FP (nats)": ("–" if fp or _num(r, "kl_lo") is None else
+                                f"{r.kl:.4f} [{max(0.0, r.kl_lo):.4f}, {r.kl_hi:.4f}]"),
+            "top-1 agree": "–" if _num(r, "top1_agreement") is None else f"{r.top1_agreement:.3f}",
             "quant s": "–" if fp or quant is None else f"{quant:.1f}",
             "capture s": "–" if fp or capture is None else f"{capture:.1f}",
             "total s": "–" if fp or quant is None else f"{quant + (capture or 0.0):.1f}",

@@ -113,7 +113,7 @@ def quantize(llama: LlamaCpp, src: Path, dst: Path, qtype: str, *, imatrix: Path
     log_path = log_path or dst.with_suffix(".quantize.log")
     res = run_measured(cmd, log_path, llama.env(threads))
     text = log_path.read_text(errors="replace")
-    res["fallbacks"] = {m[0]: f"{m[3]} -> {m[4]} (ncols {m[1]})" for m in _FALLBACK.findall(text)}
+    res["fallbacks"] = {m[0]: f"{m[3].upper()} -> {m[4].upper()} (ncols {m[1]})" for m in _FALLBACK.findall(text)}
     if imatrix is not None and "importance matrix entries" not in text and "imatrix" not in text.lower():
         log.warning("llama-quantize did not report loading %s; see %s", imatrix, log_path)
     return res
