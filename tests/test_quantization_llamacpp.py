@@ -136,8 +136,8 @@ def test_llama_cpp_scores_fmgauge_windows_like_transformers(tiny_gguf, tmp_path)
 
 def test_compare_with_llama_cpp_peer_end_to_end(tmp_path, tiny_gguf):
     """Where llama.cpp is built: `compare --peers llama.cpp` on a tiny BPE llama: the F32 reference, llama-quantize
-    rows without / with llama-imatrix's and fmgauge's S_j importance matrices (Q4_K falls back on width 64 and the
-    row says so), fmgauge's own Q4_0 GGUF, all scored by llama.cpp on the same windows, with paired tests."""
+    rows (Q4_K_M) without / with llama-imatrix's and fmgauge's S_j importance matrices (Q4_K falls back on width 64
+    and the row says so), fmgauge's own Q4_0 GGUF, all scored by llama.cpp on the same windows, with paired tests."""
     import json
 
     from fmgauge.quantization.compare import CompareConfig, compare
@@ -154,20 +154,18 @@ def test_compare_with_llama_cpp_peer_end_to_end(tmp_path, tiny_gguf):
         "model": str(tmp_path / "fp"), "methods": ["rtn"], "bits": [4], "group_sizes": [32],
         "calib": {"text": str(tmp_path / "text.txt"), "n_samples": 4, "seqlen": 64},
         "eval": {"text": str(tmp_path / "text.txt"), "context": 64, "max_windows": 6, "kl_windows": 0},
-        "peers": ["llama.cpp"], "llama_types": ["Q4_0", "Q4_K_M"], "llama_imatrix": ["none", "llama", "fisher"]})
+        "peers": ["llama.cpp"], "llama_types": ["Q4_K_M"], "llama_imatrix": ["none", "llama", "fisher"]})
     res = compare(cfg, tmp_path / "run", progress=False)
     data = json.loads((res.run_dir / "llama_cpp.json").read_text())
     rows = {(r["method"], r["imatrix"]): r for r in data["rows"]}
     assert ("fp (F32 GGUF)", "–") in rows and ("rtn (fmgauge GGUF)", "–") in rows
-    for t in ("Q4_0", "Q4_K_M"):
-        for m in ("none", "llama-imatrix (E[x²])", "fmgauge S_j"):
-            assert np.isfinite(rows[(f"lq {t}", m)]["ppl"])
-    assert "Q4_K -> Q5_0" in rows[("lq Q4_K_M", "none")]["fallbacks"]
-    assert rows[("lq Q4_0", "none")]["fallbacks"] == "1 tensors: Q6_K -> Q8_0"  # only the head (width 64)
+    for m in ("none", "llama-imatrix (E[x²])", "fmgauge S_j"):
+        assert np.isfinite(rows[("lq Q4_K_M", m)]["ppl"])
+    assert "Q4_K -> Q5_0" in rows[("lq Q4_K_M", "none")]["fallbacks"]  # width 64: no 256-blocks
     fm = rows[("rtn (fmgauge GGUF)", "–")]
     assert fm["on_disk_mb"] > 0 and 4 < fm["file_bpw"] < 9
     pairs = {(p["A"], p["B"]) for p in data["paired"]}
-    assert ("lq Q4_0 + fmgauge S_j", "lq Q4_0 + llama-imatrix (E[x²])") in pairs
+    assert ("lq Q4_K_M + fmgauge S_j", "lq Q4_K_M + llama-imatrix (E[x²])") in pairs
     assert any(a == "rtn (fmgauge GGUF)" for a, _ in pairs)
     assert not (res.run_dir / "llama.cpp" / "fp-f32.gguf").exists()  # the 4-byte reference is not kept
     assert "llama.cpp rows" in (res.run_dir / "report.md").read_text()
