@@ -128,6 +128,9 @@ def run_cmd(
     k_bits: Annotated[int | None, typer.Option(help=(
         "GGUF K-quant grids for Linears whose width is a multiple of 256: 3 (Q3_K) or 6 (Q6_K); the others keep "
         "--bits on 32-blocks (implies --format gguf)."))] = None,
+    grid_search: Annotated[bool | None, typer.Option("--grid-search/--no-grid-search", help=(
+        "Choose each group's range by the diag-H-weighted rounding error (sens-gptq: S_j-weighted), as llama.cpp's "
+        "imatrix quantizers do (default: min-max, as the reference GPTQ)."))] = None,
     embeddings: Annotated[str | None, typer.Option(help=(
         "GGUF: 'quantize' (default: output head / tied embedding as llama-quantize does, Q8_0 or Q6_K) or 'keep' "
         "(16 bits)."))] = None,
@@ -148,7 +151,7 @@ def run_cmd(
     _merge(data, "calib", _calib(calib, n_samples, seqlen, seed, sampling))
     quant = {"method": method, "bits": bits, "group_size": group_size, "sym": sym, "ragged": ragged,
              "actorder": actorder, "sequential": sequential, "clip": clip, "fisher_mix": fisher_mix, "mixed_fraction": mixed_fraction,
-             "high_bits": high_bits, "mixed_unit": mixed_unit, "k_bits": k_bits}
+             "high_bits": high_bits, "mixed_unit": mixed_unit, "k_bits": k_bits, "grid_search": grid_search}
     _merge(data, "quant", {k: v for k, v in quant.items() if v is not None})
     cfg = load_config(RunConfig, None, {**data, "model": model, "format": fmt, "device": device, "dtype": dtype,
                                         **({"embeddings": embeddings} if embeddings is not None else {})})
@@ -240,6 +243,8 @@ def compare_cmd(
         "GGUF K-quant grids (3: Q3_K, 6: Q6_K) for the Linears whose width is a multiple of 256, for every "
         "method (rtn, gptq, sens-gptq).")),
     ] = None,
+    grid_search: Annotated[bool | None, typer.Option("--grid-search/--no-grid-search", help=(
+        "Every method: each group's range chosen by the diag-H-weighted rounding error (default min-max)."))] = None,
     llama_types: Annotated[str | None, typer.Option(
         help="--peers llama.cpp: llama-quantize types (default Q4_0,Q4_K_M,Q3_K_M,Q2_K).")] = None,
     llama_imatrix: Annotated[str | None, typer.Option(
@@ -264,6 +269,8 @@ def compare_cmd(
     _merge(data, "calib", _calib(calib, n_samples, seqlen, seed, sampling))
     if k_bits is not None:
         _merge(data, "quant", {"k_bits": k_bits})
+    if grid_search is not None:
+        _merge(data, "quant", {"grid_search": grid_search})
     ev = {"context": context, "stride": stride or context, "max_windows": max_windows, "kl_windows": kl_windows}
     _merge(data, "eval", {k: v for k, v in ev.items() if v is not None})
     cfg = load_config(CompareConfig, None, {

@@ -121,10 +121,11 @@ class CompareResult:
 
 def method_name(qc) -> str:  # noqa: ANN001  (QuantConfig)
     """The row name of a configuration: the method, with the K-quant type when ``k_bits`` gives the layers of
-    widths that are multiples of 256 a GGUF K-quant grid (``sens-gptq+Q3_K``)."""
+    widths that are multiples of 256 a GGUF K-quant grid (``sens-gptq+Q3_K``), and whether the grids were searched."""
     from fmgauge.quantization.grid import KQUANT_TYPES
 
-    return qc.method if qc.k_bits is None else f"{qc.method}+{KQUANT_TYPES[qc.k_bits][0]}"
+    name = qc.method if qc.k_bits is None else f"{qc.method}+{KQUANT_TYPES[qc.k_bits][0]}"
+    return f"{name} (searched grid)" if qc.grid_search else name
 
 
 def _trial_id(method: str, bits: int, gs: int) -> str:

@@ -28,6 +28,7 @@ from fmgauge.quantization.grid import (
     grid_params,
     group_index,
     round_to_grid,
+    searched_grid,
 )
 
 
@@ -60,6 +61,7 @@ def gptq_quantize(
     W: torch.Tensor, H: torch.Tensor, bits: int, group_size: int, *, sym: bool = False, percdamp: float = 0.01,
     blocksize: int = 128, actorder: bool = False, static_groups: bool = False, ragged: bool = True,
     group_bits: torch.Tensor | None = None, grid: tuple[torch.Tensor, torch.Tensor] | None = None,
+    search: bool = False,
 ) -> tuple[QuantizedWeight, float]:
     """Quantize ``W`` (d_out, d_in) column by column with error feedback through ``H`` (d_in, d_in).
 
@@ -67,7 +69,9 @@ def gptq_quantize(
     ``Losses``). ``group_bits`` (G,) gives per-group bits (mixed precision); groups are then fixed in original
     column order (static), as a bit allocation refers to original columns. ``grid`` = (scale, zero), each (d_out, G)
     for the contiguous groups of ``group_size``, fixes the grids instead (static; e.g. a GGUF K-quant grid whose
-    scales are snapped to what the block stores: :func:`~fmgauge.quantization.grid.kquant_grid`).
+    scales are snapped to what the block stores: :func:`~fmgauge.quantization.grid.kquant_grid`). ``search``: each
+    group's grid (computed when the column loop reaches it) is chosen by
+    :func:`~fmgauge.quantization.grid.searched_grid` with ``diag H`` of its columns as weights, instead of min-max.
     """
     check_bits(bits)
     d_out, d_in = W.shape
@@ -100,6 +104,7 @@ def gptq_quantize(
     W, H = W[:, perm], H[perm][:, perm]
     invperm = torch.argsort(perm)
 
+    hdiag = torch.diag(H).clone()  # (permuted) column weights of the grid search, before damping
     damp = percdamp * torch.mean(torch.diag(H))
     H[range(d_in), range(d_in)] += damp
     try:
@@ -134,8 +139,11 @@ def gptq_quantize(
             else:
                 if col % gsz == 0:  # a new group: its grid from the error-updated columns it covers
                     block = torch.cat([W1[:, i:], W[:, i2:]], 1)[:, :gsz] if col + gsz > i2 else W1[:, i:i + gsz]
-                    sc, zc = grid_params(block, bits, torch.zeros(block.shape[1], dtype=torch.long, device=dev),
-                                         sym=sym)
+                    g0 = torch.zeros(block.shape[1], dtype=torch.long, device=dev)
+                    if search:
+                        sc, zc = searched_grid(block, bits, g0, sym=sym, weights=hdiag[col:col + block.shape[1]])
+                    else:
+                        sc, zc = grid_params(block, bits, g0, sym=sym)
                     s, z = sc[:, 0], zc[:, 0]
                     scales_dyn.append(s)
                     zeros_dyn.append(z)

@@ -163,19 +163,54 @@ class QuantizedWeight:
 
 
 def rtn(w: torch.Tensor, bits: int, group_size: int, *, sym: bool = False, ragged: bool = True,
-        clip: torch.Tensor | float | None = None, group_bits: torch.Tensor | None = None) -> QuantizedWeight:
+        clip: torch.Tensor | float | None = None, group_bits: torch.Tensor | None = None, search: bool = False,
+        ) -> QuantizedWeight:
     """Round-to-nearest quantization of ``w`` (d_out, d_in) on contiguous groups.
 
-    ``group_bits`` (G,) overrides ``bits`` per group (mixed precision).
+    ``group_bits`` (G,) overrides ``bits`` per group (mixed precision); ``search`` chooses each group's range by
+    :func:`searched_grid` (unweighted; one bit width only).
     """
     check_bits(bits)
     check_group_size(group_size, w.shape[1], ragged=ragged)
     g_idx = group_index(w.shape[1], group_size).to(w.device)
     n_groups = int(g_idx.max()) + 1
     b = torch.full((n_groups,), bits, dtype=torch.long) if group_bits is None else group_bits.long().cpu()
-    scale, zero = grid_params(w, b.to(w.device), g_idx, sym=sym, clip=clip)
+    if search and group_bits is None and clip is None:
+        scale, zero = searched_grid(w, bits, g_idx, sym=sym)
+    else:
+        scale, zero = grid_params(w, b.to(w.device), g_idx, sym=sym, clip=clip)
     codes = quantize_codes(w, scale, zero, b.to(w.device), g_idx)
     return QuantizedWeight(codes.to(torch.uint8), scale, zero, g_idx, b, sym)
+
+
+SEARCH_RANGE = (0.8, 1.1)  # range factors tried by the grid search (shrink to clip outliers; widen for the sym grid's
+SEARCH_STEPS = 16            # one-sided level), as llama.cpp's make_qx_quants tries scales around max / nmax
+
+
+def searched_grid(w: torch.Tensor, bits: int, g_idx: torch.Tensor, *, sym: bool, weights: torch.Tensor | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero (d_out, G) of each (row, group) of ``w`` (d_out, d_in), the range factor of each chosen among
+    ``SEARCH_STEPS`` values in ``SEARCH_RANGE`` to minimise the rounding error weighted per column by ``weights``
+    (d_in,) — e.g. diag H, E[x²] or S_j — as llama.cpp's importance-matrix quantizers choose block scales. Without
+    weights every column counts alike. Factor 1 (the min-max grid) is always among the candidates."""
+    w = w.float()
+    n_groups = int(g_idx.max()) + 1
+    maxq = float(2**bits - 1)
+    cw = torch.ones(w.shape[1], device=w.device) if weights is None else weights.float().to(w.device).clamp(min=0)
+    alphas = torch.cat([torch.linspace(*SEARCH_RANGE, SEARCH_STEPS), torch.ones(1)]).tolist()
+    best_err = best_s = best_z = None
+    for a in alphas:
+        sc, zc = grid_params(w, bits, g_idx, sym=sym, clip=a)
+        q = round_to_grid(w, sc[:, g_idx], zc[:, g_idx], maxq)
+        e = (w - sc[:, g_idx] * (q - zc[:, g_idx])) ** 2 * cw
+        err = torch.zeros(w.shape[0], n_groups, device=w.device).index_add_(1, g_idx, e)
+        if best_err is None:
+            best_err, best_s, best_z = err, sc, zc
+        else:
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_s, best_z = torch.where(better, sc, best_s), torch.where(better, zc, best_z)
+    return best_s, best_z
 
 
 # GGUF K-quant grids: 256-weight super-blocks of 16-weight sub-blocks, each sub-block a symmetric grid whose scale is
@@ -208,22 +243,49 @@ def snap_kquant_scales(scale: torch.Tensor, max_sc: int) -> torch.Tensor:
     return (d * sc).float().reshape(d_out, n_groups)
 
 
-def kquant_grid(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The K-quant grid of ``w`` (d_out, d_in), d_in a multiple of 256: the symmetric min-max grid per 16 columns
-    with its scale snapped (:func:`snap_kquant_scales`). Returns (scale, zero, g_idx) for ``bits`` in 3 / 6."""
+def kquant_grid(w: torch.Tensor, bits: int, *, weights: torch.Tensor | None = None, search: bool = False,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The K-quant grid of ``w`` (d_out, d_in), d_in a multiple of 256: the symmetric grid per 16 columns (min-max,
+    or with ``search`` the :func:`searched_grid` under column ``weights``) with its scale snapped
+    (:func:`snap_kquant_scales`); with ``search`` each snapped sub-scale is then re-chosen among sc - 1, sc, sc + 1
+    by the same weighted error. Returns (scale, zero, g_idx) for ``bits`` in 3 / 6."""
     if bits not in KQUANT_TYPES:
         raise FmgaugeError(f"K-quant grids exist for {sorted(KQUANT_TYPES)} bits here, got {bits}.")
     if not kquant_fits(w.shape[1]):
         raise FmgaugeError(f"a K-quant grid needs an input width that is a multiple of {KQUANT_SUPER}, got "
                            f"{w.shape[1]}.")
     g_idx = group_index(w.shape[1], KQUANT_SUB).to(w.device)
-    scale, zero = grid_params(w, bits, g_idx, sym=True)
-    return snap_kquant_scales(scale, KQUANT_TYPES[bits][1]).to(w.device), zero, g_idx
+    max_sc = KQUANT_TYPES[bits][1]
+    if not search:
+        scale, zero = grid_params(w, bits, g_idx, sym=True)
+        return snap_kquant_scales(scale, max_sc).to(w.device), zero, g_idx
+    scale, zero = searched_grid(w, bits, g_idx, sym=True, weights=weights)
+    snapped = snap_kquant_scales(scale, max_sc).to(w.device)
+    d_out, n_groups = scale.shape
+    per = KQUANT_SUPER // KQUANT_SUB
+    d = (snapped.double().reshape(d_out, -1, per).amax(-1, keepdim=True) / max_sc).expand(-1, -1, per).reshape(
+        d_out, n_groups).float()  # the super-block's d (the largest sub-scale is max_sc · d)
+    sc0 = torch.round(snapped / d)
+    cw = torch.ones(w.shape[1], device=w.device) if weights is None else weights.float().to(w.device).clamp(min=0)
+    best_err = best = None
+    for step in (0, -1, 1):  # keep the super-block maximum: only re-choose sc below max_sc
+        sc = (sc0 + step).clamp(1, max_sc)
+        sc = torch.where(sc0 == max_sc, sc0, sc)
+        sd = (d * sc)
+        q = round_to_grid(w.float(), sd[:, g_idx], zero[:, g_idx], float(2**bits - 1))
+        e = (w.float() - sd[:, g_idx] * (q - zero[:, g_idx])) ** 2 * cw
+        err = torch.zeros(d_out, n_groups, device=w.device).index_add_(1, g_idx, e)
+        if best is None:
+            best_err, best = err, sd
+        else:
+            better = err < best_err
+            best_err, best = torch.where(better, err, best_err), torch.where(better, sd, best)
+    return best, zero, g_idx
 
 
-def rtn_kquant(w: torch.Tensor, bits: int) -> QuantizedWeight:
+def rtn_kquant(w: torch.Tensor, bits: int, *, search: bool = False) -> QuantizedWeight:
     """Round-to-nearest of ``w`` on its K-quant grid (:func:`kquant_grid`)."""
-    scale, zero, g_idx = kquant_grid(w, bits)
+    scale, zero, g_idx = kquant_grid(w, bits, search=search)
     codes = quantize_codes(w, scale, zero, bits, g_idx)
     b = torch.full((scale.shape[1],), bits, dtype=torch.long)
     return QuantizedWeight(codes.to(torch.uint8), scale, zero, g_idx, b, True)

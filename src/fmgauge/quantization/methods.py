@@ -48,6 +48,10 @@ class QuantConfig(BaseModel):
                                                "output format's consumer loads (symmetric for compressed-tensors "
                                                "and GGUF, asymmetric otherwise).")
     ragged: bool = Field(True, description="Allow a shorter last group when group_size does not divide the width.")
+    grid_search: bool = Field(False, description="Choose each group's range among 16 factors in [0.8, 1.1] by the "
+                                                 "rounding error weighted by diag H (sens-gptq: diag H_F, i.e. S_j; "
+                                                 "rtn: unweighted), as llama.cpp's imatrix quantizers choose block "
+                                                 "scales (rtn, gptq, sens-gptq; default min-max, as the references).")
     k_bits: int | None = Field(None, description="GGUF K-quant grids: Linears whose input width is a multiple of 256 "
                                                  "get a k_bits-bit K-quant grid (3: Q3_K, 6: Q6_K; 16-weight "
                                                  "sub-blocks, sub-scales per 256), the others `bits` on 32-blocks "
@@ -224,8 +228,9 @@ def _rtn(weights, stats, cfg, extra):  # noqa: ANN001, ARG001
     from fmgauge.quantization.grid import rtn_kquant
 
     gb = extra.get("group_bits", {})
-    return {n: (rtn_kquant(w, cfg.k_bits) if cfg.k_layer(w.shape[1]) else
-                rtn(w, cfg.bits, cfg.group_size, sym=cfg.sym, ragged=cfg.ragged, group_bits=gb.get(n)), {})
+    return {n: (rtn_kquant(w, cfg.k_bits, search=cfg.grid_search) if cfg.k_layer(w.shape[1]) else
+                rtn(w, cfg.bits, cfg.group_size, sym=cfg.sym, ragged=cfg.ragged, group_bits=gb.get(n),
+                    search=cfg.grid_search), {})
             for n, w in weights.items()}
 
 
@@ -234,16 +239,18 @@ def _gptq_with(hessian: Callable[[LayerStats], torch.Tensor]):
         out = {}
         gb = extra.get("group_bits", {})
         for n, w in weights.items():
+            h = hessian(stats[n])
             if cfg.k_layer(w.shape[1]):  # a GGUF K-quant grid, fixed before the column loop
                 from fmgauge.quantization.grid import KQUANT_SUB, kquant_grid
 
-                scale, zero, _ = kquant_grid(w, cfg.k_bits)
-                qw, loss = gptq_quantize(w, hessian(stats[n]), cfg.k_bits, KQUANT_SUB, sym=True, percdamp=cfg.percdamp,
+                scale, zero, _ = kquant_grid(w, cfg.k_bits, weights=torch.diag(h), search=cfg.grid_search)
+                qw, loss = gptq_quantize(w, h, cfg.k_bits, KQUANT_SUB, sym=True, percdamp=cfg.percdamp,
                                          blocksize=cfg.blocksize, grid=(scale, zero))
             else:
-                qw, loss = gptq_quantize(w, hessian(stats[n]), cfg.bits, cfg.group_size, sym=cfg.sym,
+                qw, loss = gptq_quantize(w, h, cfg.bits, cfg.group_size, sym=cfg.sym,
                                          percdamp=cfg.percdamp, blocksize=cfg.blocksize, actorder=cfg.actorder,
-                                         static_groups=cfg.static_groups, ragged=cfg.ragged, group_bits=gb.get(n))
+                                         static_groups=cfg.static_groups, ragged=cfg.ragged, group_bits=gb.get(n),
+                                         search=cfg.grid_search)
             out[n] = (qw, {"gptq_loss": loss})
         return out
 
