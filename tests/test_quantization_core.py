@@ -200,3 +200,58 @@ def test_calibration_text_shorter_than_one_sequence_refused():
         calibration_sequences(torch.arange(100), 4, 512)
     seqs = calibration_sequences(torch.arange(1000), 4, 64, seed=3)
     assert seqs.shape == (4, 64) and ((seqs[:, 1:] - seqs[:, :-1]) == 1).all()
+
+
+def test_grid_search_is_never_worse_than_min_max_and_follows_the_weights():
+    """searched_grid includes the min-max grid among its candidates, so its weighted error per (row, group) is never
+    larger; a column with a planted huge weight is fitted better than without the weights."""
+    from fmgauge.quantization.grid import (
+        dequantize_codes,
+        grid_params,
+        group_index,
+        quantize_codes,
+        searched_grid,
+    )
+
+    torch.manual_seed(0)
+    w = torch.randn(16, 64) * 2
+    w[:, 5] *= 4  # an outlier column: min-max wastes the range on it
+    g = group_index(64, 32)
+    weights = torch.ones(64)
+    weights[7] = 1e4  # column 7 matters most
+
+    def err(s, z, cw):
+        q = quantize_codes(w, s, z, 3, g)
+        e = (dequantize_codes(q, s, z, g) - w) ** 2 * cw
+        return torch.zeros(16, 2).index_add_(1, g, e)
+
+    s0, z0 = grid_params(w, 3, g, sym=True)
+    s1, z1 = searched_grid(w, 3, g, sym=True, weights=weights)
+    assert (err(s1, z1, weights) <= err(s0, z0, weights) + 1e-6).all()
+    s2, z2 = searched_grid(w, 3, g, sym=True)
+    col7 = lambda s, z: float(((dequantize_codes(quantize_codes(w, s, z, 3, g), s, z, g) - w)[:, 7] ** 2).sum())  # noqa: E731
+    assert col7(s1, z1) <= col7(s2, z2)
+
+
+def test_gptq_grid_search_lowers_the_output_error():
+    """With H-weighted grids GPTQ's output error tr(ΔW H ΔWᵀ) drops on a layer with uneven input scales, and on the
+    K-quant grid the searched scales stay on the d · sc lattice."""
+    from fmgauge.quantization.grid import KQUANT_SUB, kquant_grid, snap_kquant_scales
+
+    torch.manual_seed(0)
+    W = torch.randn(32, 256)
+    X = torch.randn(1024, 256) * (torch.rand(256) * 3 + 0.1)
+    H = 2 * X.T @ X / 1024
+
+    def err(qw):
+        d = qw.dequantize() - W
+        return float(torch.trace(d @ H @ d.T))
+
+    plain, _ = gptq_quantize(W, H, 4, 32, sym=True)
+    searched, _ = gptq_quantize(W, H, 4, 32, sym=True, search=True)
+    assert err(searched) < err(plain)
+    s, z, _ = kquant_grid(W, 3, weights=torch.diag(H), search=True)
+    assert torch.equal(snap_kquant_scales(s, 31), s)
+    k_plain, _ = gptq_quantize(W, H, 3, KQUANT_SUB, sym=True, grid=kquant_grid(W, 3)[:2])
+    k_search, _ = gptq_quantize(W, H, 3, KQUANT_SUB, sym=True, grid=(s, z))
+    assert err(k_search) < err(k_plain)
