@@ -133,7 +133,11 @@ def _peers_section() -> list[str]:
              "Group 128 does not divide smollm2's width 576, which llmcompressor refuses, so the groups here are 64 "
              "and per-channel. Every process ran on 1 torch thread while other benchmarks shared the 2 cores, so "
              "times compare rows of one run, not absolute speed. `file MB` is measured from the files each tool "
-             "writes (fmgauge: its compressed-tensors export; the FP embeddings, 113 MB in fp32, dominate both).",
+             "wrote then (fmgauge: its compressed-tensors export, which at the time kept unquantized tensors in fp32 "
+             "— the 113 MB embedding dominates both; fmgauge now writes them in 16 bits, see the llama.cpp sections "
+             "above for today's files); `BPW (file)` of these stored rows is the computed bits per quantized weight. "
+             "`capture s` is fmgauge's full-precision capture, which its AWQ and sens-GPTQ read (llmcompressor's "
+             "times include its own calibration), and `total s` their sum.",
              "", f"**Caveat (spec):** {s['caveat']}", "",
              table_for_report(df, fp_ppl).to_markdown(index=False), ""]
     q = df[df.method != "fp"]
@@ -291,20 +295,27 @@ def _sensitivity_section(run: Path) -> list[str]:
     return lines + [""]
 
 
-LLAMA_RUNS = {  # run directory -> (command, what it holds)
+LLAMA_COMMON = ("OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/fmgauge quantize compare --model smollm2-135m "
+                "--bits 4 --group-size 32 --n-samples 16 --seqlen 512 --context 512 --max-windows 24 --kl-windows 0 "
+                "--peers llama.cpp")
+LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it holds)
     "quantization-llama": (
-        "`OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/fmgauge quantize compare --model smollm2-135m "
-        "--methods rtn,gptq,sens-gptq --bits 4 --group-size 32 --n-samples 16 --seqlen 512 --context 512 "
-        "--max-windows 24 --kl-windows 0 --peers llama.cpp --out benchmarks/results/quantization-llama`",
-        "about 4 bits: fmgauge's Q4_0 files (4-bit symmetric groups of 32, the default grid for GGUF) beside "
-        "llama-quantize's Q4_0, Q4_K_M, Q3_K_M and Q2_K, each without and with three importance matrices"),
+        "--methods rtn,gptq,sens-gptq --out benchmarks/results/quantization-llama",
+        "about 4 bits. fmgauge's Q4_0 files (4-bit symmetric groups of 32, min-max grids as in the reference GPTQ) "
+        "beside llama-quantize's Q4_0, Q4_K_M, Q3_K_M and Q2_K, each without an importance matrix, with "
+        "llama-imatrix's, with fmgauge's E[x²] and with fmgauge's S_j"),
+    "quantization-llama-search": (
+        "--methods sens-gptq --grid-search --llama-types Q4_0 --llama-imatrix none,llama "
+        "--out benchmarks/results/quantization-llama-search",
+        "about 4 bits, fmgauge's best. sens-GPTQ with S_j-weighted grid search (each group's range chosen by the "
+        "S_j-weighted rounding error, as llama.cpp's imatrix quantizers choose theirs) in Q4_0 blocks, beside "
+        "llama-quantize's Q4_0"),
     "quantization-llama-k3": (
-        "`OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/fmgauge quantize compare --model smollm2-135m "
-        "--methods gptq,sens-gptq --bits 4 --group-size 32 --k-bits 3 --n-samples 16 --seqlen 512 --context 512 "
-        "--max-windows 24 --kl-windows 0 --peers llama.cpp --llama-types Q3_K_M,Q2_K --llama-imatrix none,llama "
-        "--out benchmarks/results/quantization-llama-k3`",
-        "about 3 bits: fmgauge's smallest GGUF (Q4_0, with ffn_down — the only Linear whose width 1536 is a multiple "
-        "of 256 — on a Q3_K grid) beside llama-quantize's Q3_K_M and Q2_K"),
+        "--methods sens-gptq --grid-search --k-bits 3 --llama-types Q3_K_M,Q2_K --llama-imatrix none,llama "
+        "--out benchmarks/results/quantization-llama-k3",
+        "about 3 bits. fmgauge's smallest GGUF: Q4_0, with ffn_down (the only Linear whose width, 1536, is a "
+        "multiple of 256) on a Q3_K grid, sens-GPTQ with grid search, beside llama-quantize's Q3_K_M and Q2_K "
+        "(on smollm2 their Q3_K / Q2_K tensors of width 576 fall back to Q4_0)"),
 }
 
 
@@ -338,7 +349,8 @@ def _llama_section() -> list[str]:
     from fmgauge.quantization.compare import write_report
 
     lines: list[str] = []
-    for name, (command, what) in LLAMA_RUNS.items():
+    for name, (options, what) in LLAMA_RUNS.items():
+        command = f"`{LLAMA_COMMON} {options}`"
         run = RESULTS / name
         if not (run / "trials.sqlite").exists():
             continue
@@ -356,7 +368,9 @@ def _llama_section() -> list[str]:
             f, q = float(fmq.on_disk_mb.max()), float(lq0.on_disk_mb.iloc[0])
             size_line = (f" fmgauge's Q4_0 files: {f:.3f} MB at most; llama-quantize's Q4_0 of the same model: "
                          f"{q:.3f} MB ({'no larger' if f <= q else 'LARGER'}, {1e6 * (f - q):+,.0f} bytes).")
-        lines += [f"## llama.cpp's own quantizer beside fmgauge's GGUF: {what}", "",
+        title, _, rest = what.partition(". ")
+        lines += [f"## llama.cpp's own quantizer beside fmgauge's GGUF, {title}", "", rest[:1].upper() + rest[1:] + ".",
+                  "",
                   f"Command: {command} (llama.cpp built by `make llama`: {rows.tool.dropna().iloc[0]}).", "",
                   f"Protocol: **{s['protocol']}**, every row scored by llama.cpp (llama-cpp-python over the built "
                   "libraries) on fmgauge's token ids and windows, paired per window. Calibration (fmgauge's capture, "
