@@ -252,6 +252,8 @@ def compare_cmd(
              "llama-imatrix's, fmgauge's E[x²], fmgauge's S_j).")] = None,
     llama_root: Annotated[str | None, typer.Option(help="A llama.cpp build (default $FMGAUGE_LLAMA_ROOT or "
                                                         "~/.cache/fmgauge/llama-cpp/<version>).")] = None,
+    llama_windows: Annotated[int | None, typer.Option(
+        help="--peers llama.cpp: windows scored by llama.cpp (default --max-windows).")] = None,
     peers_python: Annotated[str | None, typer.Option(
         help="The peers' interpreters: PATH, or PEER=PATH,… (default $FMGAUGE_PEERS_PYTHON or "
              "~/.cache/fmgauge/peers/<peer>/bin/python, built by `make peers`).")] = None,
@@ -280,7 +282,8 @@ def compare_cmd(
         **({"peers_python": peers_python} if peers_python else {}),
         **({"llama_types": [t for t in llama_types.split(",") if t.strip()]} if llama_types else {}),
         **({"llama_imatrix": [t for t in llama_imatrix.split(",") if t.strip()]} if llama_imatrix else {}),
-        **({"llama_root": llama_root} if llama_root else {})})
+        **({"llama_root": llama_root} if llama_root else {}),
+        **({"llama_windows": llama_windows} if llama_windows else {})})
     res = compare(cfg, out)
     t = Table(*table_for_report(res.table, res.summary["fp_ppl"]).columns, title=res.summary["protocol"])
     for row in table_for_report(res.table, res.summary["fp_ppl"]).itertuples(index=False):

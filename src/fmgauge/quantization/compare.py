@@ -73,6 +73,8 @@ class CompareConfig(BaseModel):
     llama_imatrix: list[str] = Field(["none", "llama", "act2", "fisher"], description="llama.cpp peer: importance "
                                      "matrices: none, llama (llama-imatrix), act2 (fmgauge E[x²]), fisher (fmgauge "
                                      "S_j).")
+    llama_windows: int | None = Field(None, ge=2, description="llama.cpp peer: windows scored by llama.cpp (default "
+                                      "eval.max_windows); fmgauge's own rows keep eval.max_windows.")
     llama_root: str | None = Field(None, description="llama.cpp build (default $FMGAUGE_LLAMA_ROOT or "
                                                      "~/.cache/fmgauge/llama-cpp/<version>, from `make llama`).")
     peers_python: str | None = Field(None, description="Interpreter(s) with the peers installed: PATH or "

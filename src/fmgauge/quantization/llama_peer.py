@@ -50,6 +50,11 @@ def fmgauge_trial_id(tid: str) -> str:
     return f"{ENGINE}:fmgauge:{tid}"
 
 
+def llama_eval(cfg):  # noqa: ANN001, ANN201  (CompareConfig -> EvalConfig)
+    """The evaluation protocol of the llama.cpp rows: the comparison's, with ``llama_windows`` windows if set."""
+    return cfg.eval if cfg.llama_windows is None else cfg.eval.model_copy(update={"max_windows": cfg.llama_windows})
+
+
 def _windows(stream: torch.Tensor, ev) -> tuple[list[tuple[int, int, int]], int]:  # noqa: ANN001  (EvalConfig)
     wins = eval_windows(stream, ev.context, ev.step)
     return (wins[: ev.max_windows] if ev.max_windows is not None else wins), len(wins)
@@ -96,7 +101,7 @@ def score_fmgauge(cfg, res, qc, tid: str, stream, store: RunStore, llama: llamac
     out = root / f"fm-{tid}"
     try:
         info = export(res, out, "gguf", qc, dtype=cfg.dtype)
-        row = score_row(llama, out / "model.gguf", stream, cfg.eval, root / "work")
+        row = score_row(llama, out / "model.gguf", stream, llama_eval(cfg), root / "work")
     except FmgaugeError as e:
         store.record_failure(ftid, {"engine": ENGINE, **qc.model_dump()}, str(e))
         log.warning("%s failed: %s", ftid, e)
@@ -138,7 +143,7 @@ def run_llama_peer(cfg, tm, stream, seqs, store: RunStore, llama: llamacpp.Llama
         write_gguf(tm.model, tm.tokenizer, {}, fp.with_suffix(".tmp"), dtype="float32", embeddings="keep")
         fp.with_suffix(".tmp").replace(fp)
     if fp_tid not in done:
-        row = score_row(llama, fp, stream, cfg.eval, work)
+        row = score_row(llama, fp, stream, llama_eval(cfg), work)
         _save_windows(store, fp_tid, row.pop("window_nll"))
         row.update(method="fp (F32 GGUF)", bits=32, group_size=0, tool=f"llama.cpp {llama.describe()}",
                    imatrix="–", file_format="gguf", fallbacks="", avg_bits=row["file_bpw"])
@@ -175,7 +180,7 @@ def run_llama_peer(cfg, tm, stream, seqs, store: RunStore, llama: llamacpp.Llama
             t0 = time.perf_counter()
             try:
                 q = llamacpp.quantize(llama, fp, dst, qtype, imatrix=imat, threads=threads)
-                row = score_row(llama, dst, stream, cfg.eval, work)
+                row = score_row(llama, dst, stream, llama_eval(cfg), work)
             except FmgaugeError as e:
                 store.record_failure(tid, {"engine": ENGINE, "type": qtype, "imatrix": m}, str(e))
                 log.warning("%s failed: %s", tid, e)
