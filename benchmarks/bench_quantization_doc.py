@@ -296,11 +296,11 @@ def _sensitivity_section(run: Path) -> list[str]:
 
 
 LLAMA_COMMON = ("OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/fmgauge quantize compare --model smollm2-135m "
-                "--bits 4 --group-size 32 --n-samples 16 --seqlen 512 --context 512 --max-windows 24 --kl-windows 0 "
-                "--peers llama.cpp")
+                "--bits 4 --group-size 32 --n-samples 16 --seqlen 512 --context 512 --max-windows 4 --kl-windows 0 "
+                "--peers llama.cpp --llama-windows 24")
 LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it holds)
     "quantization-llama": (
-        "--methods rtn,gptq,sens-gptq --out benchmarks/results/quantization-llama",
+        "--methods rtn,sens-gptq --out benchmarks/results/quantization-llama",
         "about 4 bits. fmgauge's Q4_0 files (4-bit symmetric groups of 32, min-max grids as in the reference GPTQ) "
         "beside llama-quantize's Q4_0, Q4_K_M, Q3_K_M and Q2_K, each without an importance matrix, with "
         "llama-imatrix's, with fmgauge's E[x²] and with fmgauge's S_j"),
@@ -372,13 +372,15 @@ def _llama_section() -> list[str]:
         lines += [f"## llama.cpp's own quantizer beside fmgauge's GGUF, {title}", "", rest[:1].upper() + rest[1:] + ".",
                   "",
                   f"Command: {command} (llama.cpp built by `make llama`: {rows.tool.dropna().iloc[0]}).", "",
-                  f"Protocol: **{s['protocol']}**, every row scored by llama.cpp (llama-cpp-python over the built "
+                  f"Protocol: **{rows.protocol.iloc[0]}**, every row scored by llama.cpp (llama-cpp-python over the built "
                   "libraries) on fmgauge's token ids and windows, paired per window. Calibration (fmgauge's capture, "
                   f"llama-imatrix's text): {s['calibration']['n_samples']} random windows × "
                   f"{s['calibration']['seqlen']} tokens of WikiText-2 valid (seed {s['calibration']['seed']}). One "
                   "thread per process; load average "
                   + (f"{loads.min():.1f}-{loads.max():.1f}" if len(loads) else "?") + " on the 2 shared cores while "
-                  "it ran, so times compare rows of this run only." + size_line, "",
+                  "it ran, so times compare rows of this run only (the run also scored fmgauge's rows with transformers on "
+                  f"the first {s['protocol'].split('first ')[-1].split(' of')[0]} windows only, to spare the shared "
+                  "machine; those are not used here)." + size_line, "",
                   f"**Caveat (spec):** {s['caveat']}", "",
                   table.to_markdown(index=False), ""]
         if len(pairs):
