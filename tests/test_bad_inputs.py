@@ -228,6 +228,10 @@ def quant_compare_llama_imatrix_typo(tmp: Path) -> list[str]:
     return _quant_compare(tmp, "--peers", "llama.cpp", "--llama-imatrix", "none,sensitivity")
 
 
+def quant_compare_llama_windows_one(tmp: Path) -> list[str]:
+    return _quant_compare(tmp, "--peers", "llama.cpp", "--llama-windows", "1")
+
+
 def quant_compare_llama_without_build(tmp: Path) -> list[str]:
     return _quant_compare(tmp, "--peers", "llama.cpp", "--llama-root", str(tmp / "no-build"))
 
@@ -629,6 +633,7 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (quant_compare_llama_type_typo, "unknown llama-quantize type 'Q4_K_X'"),
     (quant_compare_llama_imatrix_typo, "unknown importance matrix 'sensitivity'"),
     (quant_compare_llama_without_build, "--peers llama.cpp: no llama.cpp build at"),
+    (quant_compare_llama_windows_one, "llama_windows: Input should be greater than or equal to 2"),
     (overlap_embedder_typo, "unknown embedder 'dtc'. Did you mean 'dct'?"),
     (overlap_embedder_offline, "needs the weights of hf-hub:timm/ViT-SO400M-14-SigLIP, which are not in the Hugging"),
     (overlap_missing_benchmark, "nowhere' does not exist; give a folder of images, a .csv/.tsv/.parquet listing"),
