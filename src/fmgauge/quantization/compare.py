@@ -121,6 +121,16 @@ class CompareResult:
     summary: dict
 
 
+def _gguf_fits(qc) -> bool:  # noqa: ANN001  (QuantConfig)
+    from fmgauge.quantization.formats.gguf import gguf_type
+
+    try:
+        gguf_type(qc.bits, qc.group_size, qc.sym)
+    except FmgaugeError:
+        return False
+    return True
+
+
 def method_name(qc) -> str:  # noqa: ANN001  (QuantConfig)
     """The row name of a configuration: the method, with the K-quant type when ``k_bits`` gives the layers of
     widths that are multiples of 256 a GGUF K-quant grid (``sens-gptq+Q3_K``), and whether the grids were searched."""
@@ -166,7 +176,11 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
                "size_mb": size_report(tm.model, {})["fp16_size_mb"], "avg_bits": 16.0, "kl": 0.0,
                "top1_agreement": 1.0}
         store.record("fp", {"method": "fp"}, [row], time.perf_counter() - t0)
-    todo = [qc for qc in configs if _trial_id(method_name(qc), qc.bits, qc.group_size) not in done]
+    def missing(qc) -> bool:  # noqa: ANN001  (its own row, or with --peers llama.cpp its llama.cpp-scored GGUF row)
+        tid = _trial_id(method_name(qc), qc.bits, qc.group_size)
+        return tid not in done or (llama is not None and fmgauge_trial_id(tid) not in done and _gguf_fits(qc))
+
+    todo = [qc for qc in configs if missing(qc)]
     need_grad = any(c.needs_gradients for c in todo)
     need_h = any(c.needs_hessian and not c.sequential_ for c in todo)
     stats = seqs = None
@@ -185,6 +199,14 @@ def compare(cfg: CompareConfig, out: str | Path, *, progress: bool = True) -> Co
         except FmgaugeError as e:
             store.record_failure(tid, qc.model_dump(), str(e))
             log.warning("%s failed: %s", tid, e)
+            continue
+        if tid in done:  # resumed for its llama.cpp row only
+            u, cu = res.record["quantization_usage"], res.record["calibration"].get("usage") or {}
+            score_fmgauge(cfg, res, qc, tid, stream, store, llama,
+                          {"quant_seconds": u["seconds"], "quant_cpu_seconds": u.get("cpu_seconds"),
+                           "quant_peak_rss_mb": u["peak_rss_mb"], "calib_seconds": cu.get("seconds"),
+                           "threads": res.record["machine"]["threads"]})
+            del qtm, res
             continue
         with progress_tracker(f"{tid}: writing its deployable file", 1, enabled=progress) as bar:
             files = _measure_files(res, qc, qtm.model, store) if cfg.measure_files else {}
