@@ -297,12 +297,12 @@ def _sensitivity_section(run: Path) -> list[str]:
 
 LLAMA_COMMON = ("OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/fmgauge quantize compare --model smollm2-135m "
                 "--bits 4 --group-size 32 --n-samples 16 --seqlen 512 --context 512 --max-windows 4 --kl-windows 0 "
-                "--peers llama.cpp --llama-windows 24")
+                "--peers llama.cpp --llama-windows 16")
 LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it holds)
     "quantization-llama": (
-        "--methods rtn,sens-gptq --out benchmarks/results/quantization-llama",
+        "--methods rtn,sens-gptq --llama-types Q4_0,Q4_K_M --out benchmarks/results/quantization-llama",
         "about 4 bits. fmgauge's Q4_0 files (4-bit symmetric groups of 32, min-max grids as in the reference GPTQ) "
-        "beside llama-quantize's Q4_0, Q4_K_M, Q3_K_M and Q2_K, each without an importance matrix, with "
+        "beside llama-quantize's Q4_0 and Q4_K_M, each without an importance matrix, with "
         "llama-imatrix's, with fmgauge's E[x²] and with fmgauge's S_j"),
     "quantization-llama-search": (
         "--methods sens-gptq --grid-search --llama-types Q4_0 --llama-imatrix none,llama "
@@ -311,11 +311,12 @@ LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it hold
         "S_j-weighted rounding error, as llama.cpp's imatrix quantizers choose theirs) in Q4_0 blocks, beside "
         "llama-quantize's Q4_0"),
     "quantization-llama-k3": (
-        "--methods sens-gptq --grid-search --k-bits 3 --llama-types Q3_K_M,Q2_K --llama-imatrix none,llama "
+        "--methods sens-gptq --grid-search --k-bits 3 --llama-types Q3_K_M,Q2_K --llama-imatrix none,llama,fisher "
         "--out benchmarks/results/quantization-llama-k3",
         "about 3 bits. fmgauge's smallest GGUF: Q4_0, with ffn_down (the only Linear whose width, 1536, is a "
         "multiple of 256) on a Q3_K grid, sens-GPTQ with grid search, beside llama-quantize's Q3_K_M and Q2_K "
-        "(on smollm2 their Q3_K / Q2_K tensors of width 576 fall back to Q4_0)"),
+        "(on smollm2 their Q3_K / Q2_K tensors of width 576 fall back to Q4_0), without and with llama-imatrix's "
+        "and fmgauge's S_j importance matrices"),
 }
 
 
