@@ -300,16 +300,13 @@ LLAMA_COMMON = ("OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/fmgauge
                 "--peers llama.cpp --llama-windows 16")
 LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it holds)
     "quantization-llama": (
-        "--methods rtn,sens-gptq --llama-types Q4_0,Q4_K_M --out benchmarks/results/quantization-llama",
-        "about 4 bits. fmgauge's Q4_0 files (4-bit symmetric groups of 32, min-max grids as in the reference GPTQ) "
-        "beside llama-quantize's Q4_0 and Q4_K_M, each without an importance matrix, with "
-        "llama-imatrix's, with fmgauge's E[x²] and with fmgauge's S_j"),
-    "quantization-llama-search": (
-        "--methods sens-gptq --grid-search --llama-types Q4_0 --llama-imatrix none,llama "
-        "--out benchmarks/results/quantization-llama-search",
-        "about 4 bits, fmgauge's best. sens-GPTQ with S_j-weighted grid search (each group's range chosen by the "
-        "S_j-weighted rounding error, as llama.cpp's imatrix quantizers choose theirs) in Q4_0 blocks, beside "
-        "llama-quantize's Q4_0"),
+        "--methods sens-gptq --grid-search --llama-types Q4_0 --out benchmarks/results/quantization-llama` (the RTN "
+        "rows come from a first invocation into the same directory, `… --methods rtn,sens-gptq --llama-types "
+        "Q4_0,Q4_K_M …`, stopped after them because the machine's load made the full set too slow; same protocol",
+        "about 4 bits. fmgauge's Q4_0 files (4-bit symmetric groups of 32: RTN, and sens-GPTQ with S_j-weighted "
+        "grid search — each group's range chosen by the S_j-weighted rounding error, as llama.cpp's imatrix "
+        "quantizers choose theirs) beside llama-quantize's Q4_0 without an importance matrix, with llama-imatrix's, "
+        "with fmgauge's E[x²] and with fmgauge's S_j"),
     "quantization-llama-k3": (
         "--methods sens-gptq --grid-search --k-bits 3 --llama-types Q3_K_M,Q2_K --llama-imatrix none,llama,fisher "
         "--out benchmarks/results/quantization-llama-k3",
@@ -351,7 +348,7 @@ def _llama_section() -> list[str]:
 
     lines: list[str] = []
     for name, (options, what) in LLAMA_RUNS.items():
-        command = f"`{LLAMA_COMMON} {options}`"
+        command = f"`{LLAMA_COMMON} {options}" + ("`" if options.endswith(name) else ")")
         run = RESULTS / name
         if not (run / "trials.sqlite").exists():
             continue
