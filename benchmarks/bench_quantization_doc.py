@@ -303,14 +303,14 @@ LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it hold
         "--methods sens-gptq --grid-search --llama-types Q4_0 --out benchmarks/results/quantization-llama` (the RTN "
         "rows come from a first invocation into the same directory, `… --methods rtn,sens-gptq --llama-types "
         "Q4_0,Q4_K_M …`, stopped after them because the machine's load made the full set too slow; same protocol",
-        "about 4 bits. fmgauge's Q4_0 files (4-bit symmetric groups of 32: RTN, and sens-GPTQ with S_j-weighted "
+        "about 4 bits. Q4_0 files of fmgauge's (4-bit symmetric groups of 32: RTN, and sens-GPTQ with S_j-weighted "
         "grid search — each group's range chosen by the S_j-weighted rounding error, as llama.cpp's imatrix "
         "quantizers choose theirs) beside llama-quantize's Q4_0 without an importance matrix, with llama-imatrix's, "
         "with fmgauge's E[x²] and with fmgauge's S_j"),
     "quantization-llama-k3": (
         "--methods sens-gptq --grid-search --k-bits 3 --llama-types Q3_K_M,Q2_K --llama-imatrix none,llama,fisher "
         "--out benchmarks/results/quantization-llama-k3",
-        "about 3 bits. fmgauge's smallest GGUF: Q4_0, with ffn_down (the only Linear whose width, 1536, is a "
+        "about 3 bits. The smallest GGUF fmgauge writes for this model: Q4_0, with ffn_down (the only Linear whose width, 1536, is a "
         "multiple of 256) on a Q3_K grid, sens-GPTQ with grid search, beside llama-quantize's Q3_K_M and Q2_K "
         "(on smollm2 their Q3_K / Q2_K tensors of width 576 fall back to Q4_0), without and with llama-imatrix's "
         "and fmgauge's S_j importance matrices"),
@@ -367,9 +367,10 @@ def _llama_section() -> list[str]:
             size_line = (f" fmgauge's Q4_0 files: {f:.3f} MB at most; llama-quantize's Q4_0 of the same model: "
                          f"{q:.3f} MB ({'no larger' if f <= q else 'LARGER'}, {1e6 * (f - q):+,.0f} bytes).")
         title, _, rest = what.partition(". ")
-        lines += [f"## llama.cpp's own quantizer beside fmgauge's GGUF, {title}", "", rest[:1].upper() + rest[1:] + ".",
+        lines += [f"## llama.cpp's own quantizer beside fmgauge's GGUF, {title}", "", rest + ".",
                   "",
-                  f"Command: {command} (llama.cpp built by `make llama`: {rows.tool.dropna().iloc[0]}).", "",
+                  f"Command: {command} (llama.cpp built by `make llama`: "
+                  f"{rows[rows.method.str.startswith('lq ')].tool.dropna().iloc[0]}).", "",
                   f"Protocol: **{rows.protocol.iloc[0]}**, every row scored by llama.cpp (llama-cpp-python over the built "
                   "libraries) on fmgauge's token ids and windows, paired per window. Calibration (fmgauge's capture, "
                   f"llama-imatrix's text): {s['calibration']['n_samples']} random windows × "
