@@ -329,6 +329,13 @@ def _llama_verdicts(pairs: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
             out.append(f"- {p.A} vs {p.B}: files {p['file MB A / B']} MB, PPL {p['PPL A / B']} "
                        f"({p['ΔPPL A−B (%)']} %), ΔNLL {p['ΔNLL A−B [95% CI]']}, sign-flip p = {p['sign-flip p']}, "
                        f"A wins {p['A wins windows']} windows → **{p.verdict}**")
+        same = rows[rows.method.str.startswith("lq ") & (rows.gguf_types == best.gguf_types)]
+        if len(same):
+            out.append(f"- {', '.join(sorted(set(same.method)))} writes exactly the tensor types of fmgauge's best file "
+                       f"({best.gguf_types}): there the two differ only in how the codes and block scales were "
+                       "chosen (llama-quantize: a weighted scale search per block, without or with an importance "
+                       "matrix; fmgauge: GPTQ's error feedback on its grid, and on the K-quant grid a grid fixed "
+                       "before the column loop with positive sub-scales only).")
         big = rows[rows.method.str.startswith("lq ")]
         smaller = big[big.on_disk_mb < best.on_disk_mb]
         for _, r in smaller.iterrows():
@@ -353,6 +360,12 @@ def _llama_section() -> list[str]:
         if not (run / "trials.sqlite").exists():
             continue
         write_report(run)
+        from datetime import datetime, timezone
+
+        from fmgauge.core.store import RunStore
+
+        finished = RunStore(run).trial_table().finished_at.dropna()
+        when = datetime.fromtimestamp(float(finished.max()), tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         data = json.loads((run / "llama_cpp.json").read_text())
         s = json.loads((run / "summary.json").read_text())
         rows, table = pd.DataFrame(data["rows"]), pd.DataFrame(data["table"])
@@ -369,7 +382,7 @@ def _llama_section() -> list[str]:
         title, _, rest = what.partition(". ")
         lines += [f"## llama.cpp's own quantizer beside fmgauge's GGUF, {title}", "", rest + ".",
                   "",
-                  f"Command: {command} (llama.cpp built by `make llama`: "
+                  f"Command: {command}, finished {when} (llama.cpp built by `make llama`: "
                   f"{rows[rows.method.str.startswith('lq ')].tool.dropna().iloc[0]}).", "",
                   f"Protocol: **{rows.protocol.iloc[0]}**, every row scored by llama.cpp (llama-cpp-python over the built "
                   "libraries) on fmgauge's token ids and windows, paired per window. Calibration (fmgauge's capture, "

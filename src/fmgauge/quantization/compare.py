@@ -342,14 +342,22 @@ def run_peers(cfg: CompareConfig, tm, stream, seqs, todo: list, store: RunStore,
     shutil.rmtree(fp_dir, ignore_errors=True)  # 4 bytes per weight; a resumed run writes it again in seconds
 
 
+def windows_path(root: Path, tid: str) -> Path:
+    """Where a trial's per-window NLLs are kept: ``windows/<trial id>.json``, characters other than letters, digits
+    and ``._+-`` replaced by ``_`` (portable file names)."""
+    import re
+
+    return Path(root) / "windows" / f"{re.sub(r'[^A-Za-z0-9._+-]', '_', tid)}.json"
+
+
 def _save_windows(store: RunStore, tid: str, nll: list[float]) -> None:
-    path = store.root / "windows" / f"{tid}.json"
+    path = windows_path(store.root, tid)
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(nll))
 
 
 def _load_windows(root: Path, tid: str) -> np.ndarray | None:
-    path = root / "windows" / f"{tid}.json"
+    path = windows_path(root, tid)
     return np.array(json.loads(path.read_text())) if path.exists() else None
 
 

@@ -61,11 +61,9 @@ def _windows(stream: torch.Tensor, ev) -> tuple[list[tuple[int, int, int]], int]
 
 
 def _save_windows(store: RunStore, tid: str, nll: list[float]) -> None:
-    import json
+    from fmgauge.quantization.compare import _save_windows as save
 
-    path = store.root / "windows" / f"{tid}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(nll))
+    save(store, tid, nll)
 
 
 def score_row(llama: llamacpp.LlamaCpp, path: Path, stream, ev, work: Path) -> dict:  # noqa: ANN001
