@@ -229,26 +229,39 @@ def kquant_fits(d_in: int) -> bool:
 
 
 def snap_kquant_scales(scale: torch.Tensor, max_sc: int) -> torch.Tensor:
-    """Positive sub-block scales (d_out, G) -> the nearest scales a K-quant block stores: per run of 16 sub-blocks
-    (one super-block) ``d = fp16(max scale / max_sc)``, ``sc = clamp(round(scale / d), 1, max_sc)``, returns
-    ``d * sc`` (float32, exact)."""
+    """Sub-block scales (d_out, G), of either sign, -> the nearest scales a K-quant block stores: per run of 16
+    sub-blocks (one super-block) ``d = fp16(max |scale| / max_sc)``, ``sc = round(scale / d)`` with ``1 <= |sc| <=
+    max_sc`` and the sign of the scale; returns ``d * sc`` (float32, exact). (A negative scale reads the grid
+    mirrored: its one-sided extra level ``-2**(bits-1)`` lands on the positive side, as ggml's signed sub-scales
+    allow.)"""
     d_out, n_groups = scale.shape
     per = KQUANT_SUPER // KQUANT_SUB
     if n_groups % per:
         raise FmgaugeError(f"a K-quant grid needs groups in runs of {per} (width a multiple of {KQUANT_SUPER}); got "
                            f"{n_groups} groups of {KQUANT_SUB}.")
     s = scale.double().reshape(d_out, n_groups // per, per)
-    d = (s.amax(-1, keepdim=True) / max_sc).half().double().clamp(min=FP16_TINY)
-    sc = (s / d).round().clamp(1, max_sc)
+    d = (s.abs().amax(-1, keepdim=True) / max_sc).half().double().clamp(min=FP16_TINY)
+    sign = torch.where(s < 0, -1.0, 1.0).double()
+    sc = sign * (s.abs() / d).round().clamp(1, max_sc)
     return (d * sc).float().reshape(d_out, n_groups)
+
+
+def _weighted_group_error(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor, bits: int, g_idx: torch.Tensor,
+                          cw: torch.Tensor) -> torch.Tensor:
+    """Σ over each (row, group) of ``cw_j (w - s (q - z))²`` with q the rounded codes -> (d_out, G)."""
+    q = round_to_grid(w, s[:, g_idx], z[:, g_idx], float(2**bits - 1))
+    e = (w - s[:, g_idx] * (q - z[:, g_idx])) ** 2 * cw
+    return torch.zeros(w.shape[0], s.shape[1], device=w.device).index_add_(1, g_idx, e)
 
 
 def kquant_grid(w: torch.Tensor, bits: int, *, weights: torch.Tensor | None = None, search: bool = False,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The K-quant grid of ``w`` (d_out, d_in), d_in a multiple of 256: the symmetric grid per 16 columns (min-max,
-    or with ``search`` the :func:`searched_grid` under column ``weights``) with its scale snapped
-    (:func:`snap_kquant_scales`); with ``search`` each snapped sub-scale is then re-chosen among sc - 1, sc, sc + 1
-    by the same weighted error. Returns (scale, zero, g_idx) for ``bits`` in 3 / 6."""
+    """The K-quant grid of ``w`` (d_out, d_in), d_in a multiple of 256: the symmetric grid per 16 columns with its
+    scale snapped (:func:`snap_kquant_scales`). Min-max by default; with ``search`` each sub-block gets the better
+    of the two orientations (a positive or a negative scale, so the extra level covers its largest weight, as
+    ggml's signed sub-scales allow) of the :func:`searched_grid` under column ``weights``, and after snapping each
+    sub-scale is re-chosen among sc - 1, sc, sc + 1 by the same weighted error. Returns (scale, zero, g_idx) for
+    ``bits`` in 3 / 6."""
     if bits not in KQUANT_TYPES:
         raise FmgaugeError(f"K-quant grids exist for {sorted(KQUANT_TYPES)} bits here, got {bits}.")
     if not kquant_fits(w.shape[1]):
@@ -259,27 +272,27 @@ def kquant_grid(w: torch.Tensor, bits: int, *, weights: torch.Tensor | None = No
     if not search:
         scale, zero = grid_params(w, bits, g_idx, sym=True)
         return snap_kquant_scales(scale, max_sc).to(w.device), zero, g_idx
-    scale, zero = searched_grid(w, bits, g_idx, sym=True, weights=weights)
-    snapped = snap_kquant_scales(scale, max_sc).to(w.device)
-    d_out, n_groups = scale.shape
-    per = KQUANT_SUPER // KQUANT_SUB
-    d = (snapped.double().reshape(d_out, -1, per).amax(-1, keepdim=True) / max_sc).expand(-1, -1, per).reshape(
-        d_out, n_groups).float()  # the super-block's d (the largest sub-scale is max_sc · d)
-    sc0 = torch.round(snapped / d)
+    w = w.float()
     cw = torch.ones(w.shape[1], device=w.device) if weights is None else weights.float().to(w.device).clamp(min=0)
+    pos, zero = searched_grid(w, bits, g_idx, sym=True, weights=cw)
+    neg = -searched_grid(-w, bits, g_idx, sym=True, weights=cw)[0]  # the mirrored grid: w ≈ (-s)(q - z)
+    use_neg = _weighted_group_error(w, neg, zero, bits, g_idx, cw) < _weighted_group_error(w, pos, zero, bits, g_idx, cw)
+    snapped = snap_kquant_scales(torch.where(use_neg, neg, pos), max_sc).to(w.device)
+    d_out, n_groups = snapped.shape
+    per = KQUANT_SUPER // KQUANT_SUB
+    d = (snapped.double().abs().reshape(d_out, -1, per).amax(-1, keepdim=True) / max_sc).expand(-1, -1, per).reshape(
+        d_out, n_groups).float()  # the super-block's d (its largest |sub-scale| is max_sc · d)
+    sc0 = torch.round(snapped / d)
     best_err = best = None
-    for step in (0, -1, 1):  # keep the super-block maximum: only re-choose sc below max_sc
-        sc = (sc0 + step).clamp(1, max_sc)
-        sc = torch.where(sc0 == max_sc, sc0, sc)
-        sd = (d * sc)
-        q = round_to_grid(w.float(), sd[:, g_idx], zero[:, g_idx], float(2**bits - 1))
-        e = (w.float() - sd[:, g_idx] * (q - zero[:, g_idx])) ** 2 * cw
-        err = torch.zeros(d_out, n_groups, device=w.device).index_add_(1, g_idx, e)
+    for step in (0, -1, 1):  # the super-block's largest |sc| stays: it fixes d
+        mag = (sc0.abs() + step).clamp(1, max_sc)
+        sc = torch.where(sc0.abs() == max_sc, sc0, torch.sign(sc0) * mag)
+        err = _weighted_group_error(w, d * sc, zero, bits, g_idx, cw)
         if best is None:
-            best_err, best = err, sd
+            best_err, best = err, d * sc
         else:
             better = err < best_err
-            best_err, best = torch.where(better, err, best_err), torch.where(better, sd, best)
+            best_err, best = torch.where(better, err, best_err), torch.where(better, d * sc, best)
     return best, zero, g_idx
 
 

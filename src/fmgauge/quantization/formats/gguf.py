@@ -198,8 +198,9 @@ def stored_grid(kind: str, qw: QuantizedWeight) -> QuantizedWeight:
 
 
 def _kquant_scales(s: np.ndarray, max_sc: int) -> tuple[np.ndarray, np.ndarray]:
-    """Snapped sub-block scales (n_super, 16) -> (fp16 d (n_super,), integer sc (n_super, 16)) with d * sc = s."""
-    d = (s.max(-1) / max_sc).astype(np.float16)
+    """Snapped sub-block scales (n_super, 16) -> (fp16 d (n_super,) > 0, signed integer sc (n_super, 16), the largest
+    |sc| = max_sc) with d * sc = s."""
+    d = (np.abs(s).max(-1) / max_sc).astype(np.float16)
     d = np.where(d == 0, np.float16(2.0**-24), d)
     sc = np.rint(s / d.astype(np.float64)[:, None])
     if not np.allclose(d.astype(np.float64)[:, None] * sc, s, rtol=0, atol=0):
