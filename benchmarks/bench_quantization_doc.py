@@ -314,6 +314,14 @@ LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it hold
         "multiple of 256) on a Q3_K grid, sens-GPTQ with grid search, beside llama-quantize's Q3_K_M and Q2_K "
         "(on smollm2 their Q3_K / Q2_K tensors of width 576 fall back to Q4_0), without and with llama-imatrix's "
         "and fmgauge's S_j importance matrices"),
+    "quantization-llama-k3-signed": (
+        "--methods sens-gptq --grid-search --k-bits 3 --llama-types Q3_K_M,Q2_K --llama-imatrix none,llama,fisher "
+        "--out benchmarks/results/quantization-llama-k3-signed` (the directory started as a copy of "
+        "quantization-llama-k3 without its fmgauge rows, so the llama-quantize rows are the same measurements; "
+        "only fmgauge's row was quantized again",
+        "about 3 bits, after the K-quant grid search learned sub-scales of either sign. The same comparison as "
+        "above with fmgauge's Q3_K grid allowed a negative sub-scale where that puts the extra level on the "
+        "sub-block's largest weight (commit 9df3de9; the run above used positive sub-scales only)"),
 }
 
 
