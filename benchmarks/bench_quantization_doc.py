@@ -342,8 +342,8 @@ def _llama_verdicts(pairs: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
             out.append(f"- {', '.join(sorted(set(same.method)))} writes exactly the tensor types of fmgauge's best file "
                        f"({best.gguf_types}): there the two differ only in how the codes and block scales were "
                        "chosen (llama-quantize: a weighted scale search per block, without or with an importance "
-                       "matrix; fmgauge: GPTQ's error feedback on its grid, and on the K-quant grid a grid fixed "
-                       "before the column loop with positive sub-scales only).")
+                       "matrix; fmgauge: GPTQ's error feedback on grids chosen per group — on the K-quant grid, fixed "
+                       "before the column loop).")
         big = rows[rows.method.str.startswith("lq ")]
         smaller = big[big.on_disk_mb < best.on_disk_mb]
         for _, r in smaller.iterrows():
