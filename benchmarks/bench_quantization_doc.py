@@ -297,7 +297,7 @@ def _sensitivity_section(run: Path) -> list[str]:
 
 LLAMA_COMMON = ("OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/fmgauge quantize compare --model smollm2-135m "
                 "--bits 4 --group-size 32 --n-samples 16 --seqlen 512 --context 512 --max-windows 4 --kl-windows 0 "
-                "--peers llama.cpp --llama-windows 16")
+                "--peers llama.cpp --llama-windows {windows}")
 LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it holds)
     "quantization-llama": (
         "--methods sens-gptq --grid-search --llama-types Q4_0 --out benchmarks/results/quantization-llama` (the RTN "
@@ -322,7 +322,18 @@ LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it hold
         "about 3 bits, after the K-quant grid search learned sub-scales of either sign. The same comparison as "
         "above with fmgauge's Q3_K grid allowed a negative sub-scale where that puts the extra level on the "
         "sub-block's largest weight (commit 9df3de9; the run above used positive sub-scales only)"),
+    "quantization-llama-w40": (
+        "--methods sens-gptq --grid-search --llama-types Q4_0 --llama-imatrix llama "
+        "--out benchmarks/results/quantization-llama-w40",
+        "about 4 bits, on 40 windows. fmgauge's best Q4_0 file against llama-quantize's Q4_0 with llama-imatrix "
+        "again, quantized afresh and scored on 40 windows instead of 16 (the machine was less loaded by then)"),
+    "quantization-llama-k3-w40": (
+        "--methods sens-gptq --grid-search --k-bits 3 --llama-types Q2_K --llama-imatrix llama "
+        "--out benchmarks/results/quantization-llama-k3-w40",
+        "about 3 bits, on 40 windows. fmgauge's Q4_0 + Q3_K file (signed sub-scales) against llama-quantize's Q2_K "
+        "with llama-imatrix (the same tensor types), quantized afresh and scored on 40 windows"),
 }
+LLAMA_WINDOWS = {"quantization-llama-w40": 40, "quantization-llama-k3-w40": 40}
 
 
 def _llama_verdicts(pairs: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
@@ -363,7 +374,8 @@ def _llama_section() -> list[str]:
 
     lines: list[str] = []
     for name, (options, what) in LLAMA_RUNS.items():
-        command = f"`{LLAMA_COMMON} {options}" + ("`" if options.endswith(name) else ")")
+        common = LLAMA_COMMON.format(windows=LLAMA_WINDOWS.get(name, 16))
+        command = f"`{common} {options}" + ("`" if options.endswith(name) else ")")
         run = RESULTS / name
         if not (run / "trials.sqlite").exists():
             continue
