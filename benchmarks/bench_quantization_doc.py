@@ -386,6 +386,8 @@ def _llama_section() -> list[str]:
 
         finished = RunStore(run).trial_table().finished_at.dropna()
         when = datetime.fromtimestamp(float(finished.max()), tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        if not (run / "llama_cpp.json").exists():  # no llama.cpp row finished yet
+            continue
         data = json.loads((run / "llama_cpp.json").read_text())
         s = json.loads((run / "summary.json").read_text())
         rows, table = pd.DataFrame(data["rows"]), pd.DataFrame(data["table"])
