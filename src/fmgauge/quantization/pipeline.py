@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fmgauge.core.cache import cache_root, stable_hash
 from fmgauge.core.models import DeviceName
@@ -44,12 +44,19 @@ class CalibConfig(BaseModel):
 
     text: str = Field("wikitext2", description="'wikitext2' or a path to a UTF-8 text file.")
     split: str = Field("valid", description="WikiText-2 split for calibration (test is kept for evaluation).")
-    n_samples: int = Field(128, description="Number of random windows.")
-    seqlen: int = Field(512, description="Tokens per window.")
+    n_samples: int = Field(128, ge=1, description="Number of random windows.")
+    seqlen: int = Field(512, ge=2, description="Tokens per window.")
     seed: int = Field(0, description="Seed of the window sampler.")
-    batch_size: int = Field(1, description="Windows per forward/backward pass (memory vs speed).")
+    batch_size: int = Field(1, ge=1, description="Windows per forward/backward pass (memory vs speed).")
     sampling: Literal["random", "consecutive"] = Field(
         "random", description="'random' offsets (GPTQ's sampler, seeded) or the first n_samples consecutive windows.")
+
+    @field_validator("text")
+    @classmethod
+    def _text_exists(cls, v: str) -> str:  # checked when the config is built, whether the method reads it or not
+        if v != "wikitext2" and not Path(v).expanduser().is_file():
+            raise ValueError(f"must be 'wikitext2' or an existing UTF-8 text file; {v!r} is neither")
+        return v
 
 
 def calibration_tokens(tm, calib: CalibConfig) -> torch.Tensor:  # noqa: ANN001
