@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fmgauge.core.files import check_output_dir, check_output_file
 from fmgauge.core.validation import FmgaugeError
 
 app = typer.Typer(help="Did the model already see this benchmark? Min-K%++ family, exchangeability test, top-K "
@@ -42,6 +43,12 @@ def _bench_name(benchmark: str, text_column: str | None, no_header: bool) -> str
     from fmgauge.contamination.benchmarks import with_table_options
 
     return with_table_options(benchmark, text_column=text_column, header=not no_header)
+
+
+def run_lock(root: Path):  # noqa: ANN201 - core.store.run_lock, imported when a command runs (pandas is heavy)
+    from fmgauge.core.store import run_lock as lock
+
+    return lock(root)
 
 
 def _validate_device(device: str) -> str:
@@ -84,6 +91,8 @@ def score_cmd(
     A vision-language model scores the answer tokens given image + question."""
     from fmgauge.contamination.detect import score
 
+    if out is not None:
+        check_output_file(out, option="--out")  # before any model loads
     res = score(model, _bench_name(benchmark, text_column, no_header), split=split, max_items=max_items,
                 reference_model=reference_model, k=k,
                 ks=_csv_floats(ks, "--ks"), context=context, stride=stride, max_batch_tokens=batch_tokens,
@@ -115,13 +124,23 @@ def exchangeability_cmd(
 ) -> None:
     """Oren et al.'s sharded permutation test: is the canonical order more likely than shuffles? On a
     vision-language model it runs on the VLM's own language model over the items' text (docs/contamination.md)."""
+    from pydantic import ValidationError
+
     from fmgauge.contamination.benchmarks import load_benchmark
     from fmgauge.contamination.detect import load_scorer
     from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
+    from fmgauge.core.config import validation_message
     from fmgauge.core.vlm_models import vlm_family
 
-    cfg = ExchangeabilityConfig(shards=shards, permutations=permutations, context=context, stride=stride,
-                                max_examples=max_examples, seed=seed, max_batch_tokens=batch_tokens)
+    try:
+        cfg = ExchangeabilityConfig(shards=shards, permutations=permutations, context=context, stride=stride,
+                                    max_examples=max_examples, seed=seed, max_batch_tokens=batch_tokens)
+    except ValidationError as e:
+        raise FmgaugeError(validation_message(e, source="exchangeability options", options={
+            "shards": "--shards", "permutations": "--permutations", "context": "--context", "stride": "--stride",
+            "max_examples": "--max-examples", "seed": "--seed", "max_batch_tokens": "--batch-tokens"})) from None
+    if out is not None:
+        check_output_file(out, option="--out")
     bench = load_benchmark(_bench_name(benchmark, text_column, no_header), split)
     tm = load_scorer(model, device=_validate_device(device), dtype=dtype)
     if vlm_family(model) is not None:
@@ -193,7 +212,9 @@ def audit_cmd(
         "cohort_image_root": None if cohort_image_root is None else str(cohort_image_root)})
     cfg = cfg.model_copy(update={"benchmark": _bench_name(cfg.benchmark, text_column, no_header)})
     _validate_device(cfg.device)
-    res = run_audit(cfg, out)
+    run_dir = check_output_dir(out if out is not None else Path("runs") / cfg.name, option="--out")
+    with run_lock(run_dir):  # a second audit into the same directory is refused before anything loads
+        res = run_audit(cfg, run_dir)
     console.print(_table(res.verdicts().assign(model=lambda d: d.model.map(label)), "verdicts"))
     console.print(f"Report: [bold]{res.run_dir / 'report.html'}[/]")
 
@@ -232,10 +253,12 @@ def plant_cmd(
                                             "method": method, "lr": lr, "device": device, "group_by": group_by})
     cfg = cfg.model_copy(update={"benchmark": _bench_name(cfg.benchmark, text_column, no_header)})
     _validate_device(cfg.device)
-    plant(cfg, out)
+    with run_lock(check_output_dir(out, option="--out")):
+        plant(cfg, out)
     console.print(f"planted checkpoint: [bold]{out}[/] (method {cfg.method}, lr {cfg.lr:g})")
     if power:
-        summary = plant_power(out, exchangeability_permutations=permutations, device=cfg.device)
+        with run_lock(out):
+            summary = plant_power(out, exchangeability_permutations=permutations, device=cfg.device)
         t = pd.DataFrame(summary["table"])
         cols = [c for c in ("model", "group", "duplication", "detector", "auroc", "lo", "hi", "enrichment_p", "p")
                 if c in t]
@@ -284,8 +307,10 @@ def image_overlap_cmd(
     if cfg.index.kind not in ("exact", "ivf", "hnsw", "auto"):
         raise FmgaugeError(f"--index must be exact, ivf, hnsw or auto, got {cfg.index.kind!r}.")
     _validate_device(cfg.device)
+    check_output_dir(out, option="--out")
     inputs = prepare(cfg)  # every input checked before anything is embedded
-    res = run_image_overlap(cfg, out, inputs=inputs, progress=progress)
+    with run_lock(out):
+        res = run_image_overlap(cfg, out, inputs=inputs, progress=progress)
     r = res.results
     f = r["benchmark"]["flagged"]
     console.print(f"{f['k']} / {f['n']} benchmark images flagged ({100 * f['value']:.1f} %, 95 % CI "

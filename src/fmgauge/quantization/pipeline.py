@@ -84,7 +84,13 @@ def calibrate(
 
     for g, f in dict.fromkeys([(gradients, full_hessian), (True, True)]):  # the exact capture, or a superset
         if use_cache and path_for(g, f).exists():
-            stats = CalibStats.load(path_for(g, f))
+            try:
+                stats = CalibStats.load(path_for(g, f))
+            except Exception as e:  # noqa: BLE001 - truncated/corrupt/unsafe: a cache entry is recomputed
+                from fmgauge.core.files import quarantine
+
+                quarantine(path_for(g, f), e, what="calibration cache file")
+                continue
             stats.meta["cached"] = str(path_for(g, f))
             return stats, usage
     seqs = calibration_tokens(tm, calib)
