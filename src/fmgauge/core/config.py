@@ -82,11 +82,13 @@ def validation_message(e: ValidationError, *, source: str | None = None,
         opt = options.get(key) or options.get(last)
         msg = " ".join(str(err.get("msg", "invalid")).split())
         msg = msg.removeprefix("Value error, ")
-        got = f" (got {_short(err['input'])})" if "input" in err and err.get("type") != "missing" else ""
+        got = ""
+        if key and "input" in err and err.get("type") != "missing" and repr(err["input"]) not in msg:
+            got = f" (got {_short(err['input'])})"
         if opt:
             parts.append(f"{opt}: {msg}{got}")
-        else:
-            parts.append(f"{key or 'value'}: {msg}{got}")
+        else:  # an empty key: a check of the whole config (its message says what)
+            parts.append(f"{key}: {msg}{got}" if key else msg)
     more = f"; and {len(errors) - limit} more" if len(errors) > limit else ""
     head = f"invalid {e.title}" if source is None else f"invalid {source}"
     return f"{head}: " + "; ".join(parts) + more + "."

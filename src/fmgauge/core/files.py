@@ -27,8 +27,14 @@ T = TypeVar("T")
 
 
 def one_line(e: BaseException, limit: int = 160) -> str:
-    """``Type: first line of the message`` of an exception, at most ``limit`` characters."""
-    msg = " ".join(str(e).split())
+    """``Type: the message on one line`` of an exception, at most ``limit`` characters (a YAML error as its problem
+    and line/column, not its multi-line excerpt)."""
+    if hasattr(e, "problem_mark") and hasattr(e, "problem"):  # yaml.MarkedYAMLError
+        from fmgauge.core.config import yaml_problem
+
+        msg = yaml_problem(e)  # type: ignore[arg-type]
+    else:
+        msg = " ".join(str(e).split())
     text = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

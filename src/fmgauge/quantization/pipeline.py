@@ -24,6 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fmgauge.core.cache import cache_root, stable_hash
+from fmgauge.core.files import read_back
 from fmgauge.core.models import DeviceName
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.quantization.calibration import CalibStats, capture, linear_layers
@@ -218,7 +219,8 @@ def read_record(out: str | Path) -> dict:
     p = Path(out) / "quantization.json"
     if not p.exists():
         raise FmgaugeError(f"{out} has no quantization.json; was it written by `fmgauge quantize run`?")
-    return json.loads(p.read_text())
+    return read_back(p, lambda f: json.loads(f.read_text()), what="quantization record",
+                     fix="rerun `fmgauge quantize run` into a fresh --out.")
 
 
 class RunConfig(BaseModel):
