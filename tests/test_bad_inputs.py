@@ -924,7 +924,7 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (label_accuracy_with_file_labeler, "--accuracy sets a simulated labeler's accuracy"),
     (label_out_is_a_directory, "is a directory; give a file name"),
     (calibrate_yaml_syntax, "s.yaml is not valid YAML: "),
-    (calibrate_config_not_a_mapping, "must hold a mapping (key: value lines) at top level, got list"),
+    (calibrate_config_not_a_mapping, "must hold a mapping at top level, got list (write key: value lines)"),
     (calibrate_out_is_a_file, "run is a file, not a directory"),
     (calibrate_out_under_a_file, "cannot be created: "),
     (calibrate_workers_zero, "Invalid value for '--workers'"),

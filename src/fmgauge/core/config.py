@@ -37,8 +37,8 @@ def read_yaml(path: str | Path, *, option: str = "config file") -> dict[str, Any
     except yaml.YAMLError as e:
         raise FmgaugeError(f"{option} {p} is not valid YAML: {yaml_problem(e)}.") from None
     if not isinstance(data, dict):
-        raise FmgaugeError(f"{option} {p} must hold a mapping (key: value lines) at top level, got "
-                           f"{type(data).__name__}.")
+        raise FmgaugeError(f"{option} {p} must hold a mapping at top level, got "
+                           f"{type(data).__name__} (write key: value lines).")
     return data
 
 
