@@ -383,6 +383,11 @@ def main() -> None:
         _error(validation_message(e))
     except (KeyboardInterrupt, typer.Abort) as e:
         _interrupted(e)
+    except BrokenPipeError:  # `fmgauge ... | head`: the reader left; no traceback, nothing more to write
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":
