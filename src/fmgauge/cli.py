@@ -175,7 +175,10 @@ def calibrate_cmd(
     """Run the crossover sweep (students × n_gold × seeds × conditions) and write the report."""
     import contextlib
 
-    from fmgauge.core.config import load_config
+    from fmgauge.core.config import load_config, read_yaml
+
+    for c in config:  # YAML problems surface before the heavy imports below
+        read_yaml(c, option="--config")
     from fmgauge.core.runner import BackendConfig
     from fmgauge.core.store import run_lock
     from fmgauge.weaklabels.report import write_suite_report

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -195,7 +196,8 @@ def make_handler(run_dir: Path, *, on_change=None, token: str | None = None) -> 
     Who may talk to it (the token contract; ``token`` is made per server run by :func:`serve`):
 
     - every request's ``Host`` must be this server (``127.0.0.1:<port>``, ``localhost:<port>``, ``[::1]:<port>`` or
-      the bound host), so a DNS-rebinding page cannot read or write through it;
+      the bound host; bound to every interface, also an IP address or this machine's own name), so a DNS-rebinding
+      page cannot read or write through it;
     - a POST whose ``Origin`` header is present must come from one of those origins (``http://<host>:<port>``);
     - a POST must carry the token, either as header ``X-Fmgauge-Token: <token>`` or as the cookie
       ``fmgauge_gallery_<port>`` (:func:`token_cookie`); otherwise it is refused with 403 and nothing is written.
@@ -237,7 +239,23 @@ def make_handler(run_dir: Path, *, on_change=None, token: str | None = None) -> 
             return {f"{h}:{port}" for h in names}
 
         def _host_ok(self) -> bool:
-            return (self.headers.get("Host") or "").strip().lower() in self._hosts()
+            return self._allowed((self.headers.get("Host") or "").strip().lower())
+
+        def _allowed(self, host: str) -> bool:
+            """Whether ``host`` (``name:port`` as in a Host header) names this server."""
+            if host in self._hosts():
+                return True
+            if str(self.server.server_address[0]) in ("0.0.0.0", "::"):  # bound to every interface on purpose:
+                import ipaddress  # a client may name this machine by any of its addresses, not by a DNS name
+
+                name, _, port = host.rpartition(":")
+                try:
+                    ipaddress.ip_address(name.strip("[]"))
+                except ValueError:
+                    return name in {socket.gethostname().lower(), socket.getfqdn().lower()} and \
+                        port == str(self._port())
+                return port == str(self._port())
+            return False
 
         def _token_ok(self) -> bool:
             if token is None:
@@ -280,7 +298,8 @@ def make_handler(run_dir: Path, *, on_change=None, token: str | None = None) -> 
             if not self._host_ok():
                 return self._json(HTTPStatus.FORBIDDEN, {"error": "forbidden host"})
             origin = self.headers.get("Origin")
-            if origin is not None and origin.strip().lower() not in {f"http://{h}" for h in self._hosts()}:
+            o = (origin or "").strip().lower()
+            if origin is not None and not (o.startswith("http://") and self._allowed(o.removeprefix("http://"))):
                 return self._json(HTTPStatus.FORBIDDEN, {"error": f"cross-origin POST from {origin} refused"})
             if not self._token_ok():
                 return self._json(HTTPStatus.FORBIDDEN, {"error": f"POST needs this gallery's token ({TOKEN_HEADER} "
