@@ -1363,11 +1363,13 @@ def test_a_client_hanging_up_mid_request_prints_no_traceback(gallery, tmp_path, 
     import time
 
     port = gallery.server_address[1]
-    for _ in range(5):
+    (tmp_path / "gallery" / "big.png").write_bytes(os.urandom(8_000_000))  # more than the socket buffers hold
+    for _ in range(3):
         s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(b"GET /gallery.html HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST on close
-        s.close()
+        s.sendall(b"GET /gallery/big.png HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+        s.recv(100)  # the reply has started...
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # ...and the client resets the connection (the old server printed a BrokenPipe traceback)
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall(b"POST /api/marks HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 1000\r\n\r\n{" % port)
         s.close()  # mid-body

@@ -365,6 +365,9 @@ def main() -> None:
     except ImportError:  # pragma: no cover - older typer on click
         from click import exceptions as cx
 
+    from fmgauge.core.progress import clear_interrupt
+
+    clear_interrupt()
     cmd = typer.main.get_command(app)
     try:
         cmd._main_shell_completion({}, "fmgauge", None)  # noqa: SLF001 - typer's own entry does the same

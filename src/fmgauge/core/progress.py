@@ -197,6 +197,12 @@ def _note_interrupt(t: Tracker) -> None:
     _interrupted = f"{t.what}: {t.done}" + (f" of {t.total}" if t.total is not None else "") + f" {t.unit} done{todo}"
 
 
+def clear_interrupt() -> None:
+    """Forget where an earlier Ctrl-C stopped (a new command starts)."""
+    global _interrupted
+    _interrupted = None
+
+
 def interrupted_at() -> str | None:
     """Where Ctrl-C stopped the last tracked loop (``"embedding reference: 40 of 100 image done, 60 to go"``), or
     None when it stopped outside any."""
