@@ -8,9 +8,10 @@ A run directory holds ``gallery.html`` (the page), ``gallery/pairs.json`` (the p
 
 Two ways to mark: ``fmgauge contamination gallery RUN`` serves the run over a local HTTP server (stdlib
 ``http.server``, 127.0.0.1) whose page loads the marks on every page load (``GET /api/marks``) and saves each
-mark at once (``POST /api/marks``) into ``marks.json``; or open ``gallery.html`` from disk, where marks live in the
-browser's localStorage and a button downloads them, and ``fmgauge contamination gallery RUN --import marks.json``
-merges them into the run. Either way the run's report is re-rendered with the counts.
+mark at once (``POST /api/marks``; it needs the server's per-run token and its own Origin/Host, see
+:func:`make_handler` for the contract the page follows) into ``marks.json``; or open ``gallery.html`` from disk,
+where marks live in the browser's localStorage and a button downloads them, and ``fmgauge contamination gallery
+RUN --import marks.json`` merges them into the run. Either way the run's report is re-rendered with the counts.
 """
 
 from __future__ import annotations
