@@ -1158,6 +1158,14 @@ def test_a_truncated_embedding_chunk_is_moved_aside_and_recomputed(tmp_path, cap
     assert again["tau"] == first["tau"] and again["benchmark"]["flagged"] == first["benchmark"]["flagged"]
 
 
+def test_calibration_options_given_to_rtn_are_said_to_be_ignored(tmp_path, capsys, caplog, fmgauge_env):
+    (tmp_path / "calib.txt").write_text("some text " * 100)
+    code, _, err = run_cli_all(_quantize_run(tmp_path, "--method", "rtn", "--calib", str(tmp_path / "calib.txt"),
+                                             "--n-samples", "4"), capsys)
+    assert code == 2 and "no-model" in err  # then the missing model is refused
+    assert "rtn reads no calibration text; ignoring --calib, --n-samples" in caplog.text
+
+
 def test_truncated_model_weights_are_named_not_a_traceback(tiny_dir, tmp_path, capsys, fmgauge_env):
     import shutil
 

@@ -4,6 +4,7 @@ library (heavy imports happen inside the commands)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -167,6 +168,10 @@ def run_cmd(
     cfg = _load(RunConfig, config, {"calib": _calib(calib, n_samples, seqlen, seed, sampling),
                                     "quant": {k: v for k, v in quant.items() if v is not None}, "model": model,
                                     "format": fmt, "device": device, "dtype": dtype})
+    given = [o for k, o in _CALIB_OPTIONS.items() if k in _calib(calib, n_samples, seqlen, seed, sampling)]
+    if given and not (cfg.quant.needs_hessian or cfg.quant.needs_gradients):
+        logging.getLogger(__name__).warning("%s reads no calibration text; ignoring %s", cfg.quant.method,
+                                            ", ".join(given))
     with _out_dir(out):  # before the model loads: a quantized model with nowhere to go is an hour lost
         res = run_quantization(cfg, out)
     r = res.record
