@@ -1273,8 +1273,9 @@ def test_an_error_stays_one_line_on_a_narrow_terminal(tmp_path):
 
 
 def test_ctrl_c_of_a_real_study_prints_the_saved_count_and_the_resume_command(tmp_path):
-    """SIGINT to a running `weak-labels calibrate`: exit 130, "N of M trials are saved", the exact command to
-    resume, and no traceback from any process."""
+    """SIGINT to a running `weak-labels calibrate` (the process group: driver and pool workers, as a terminal's
+    Ctrl-C does): exit 130, "N of M trials are saved", the exact command to resume, no traceback from any process,
+    and no worker left behind."""
     import re
     import signal
     import sqlite3
@@ -1283,8 +1284,8 @@ def test_ctrl_c_of_a_real_study_prints_the_saved_count_and_the_resume_command(tm
     cfg = _study(tmp_path, seeds=6, n_gold=[10, 20, 40, 80], seed_batch=1, n_boot=0, cleanlab=False,
                  conditions=["gold", "gold+weak"])
     run = tmp_path / "run"
-    args = ["weak-labels", "calibrate", "--config", str(cfg), "--out", str(run), "--workers", "1"]
-    proc = _run_fmgauge(args, _env(tmp_path / "cache"))
+    args = ["weak-labels", "calibrate", "--config", str(cfg), "--out", str(run), "--workers", "2"]  # a pool
+    proc = _run_fmgauge(args, _env(tmp_path / "cache"), start_new_session=True)  # its own process group
     deadline = time.time() + 600
     done = 0
     while time.time() < deadline and proc.poll() is None:
@@ -1297,13 +1298,35 @@ def test_ctrl_c_of_a_real_study_prints_the_saved_count_and_the_resume_command(tm
         if done >= 1:
             break
     assert proc.poll() is None, "the study finished before it could be interrupted; give it more trials"
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "Traceback" not in out + err, err
     last = err.strip().splitlines()[-1]
     assert re.search(r"interrupted; \d+ of \d+ trials are saved in ", last), last
     assert f"rerun `fmgauge {' '.join(args)}` to resume." in last, last
+    left = _group_members(proc.pid, wait=60)
+    assert not left, f"processes of the interrupted run still alive: {left}"
+
+
+def _group_members(pgid: int, *, wait: float) -> list[str]:
+    """Command lines of the live processes in process group ``pgid`` (zombies excluded), polled until none are left
+    or ``wait`` seconds passed."""
+    import time
+
+    deadline = time.time() + wait
+    while True:
+        left = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    left.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+            except (OSError, ValueError, IndexError):
+                continue
+        if not left or time.time() > deadline:
+            return left
+        time.sleep(0.5)
 
 
 # ------------------------------------------------------------------ the gallery server: who may read and write
