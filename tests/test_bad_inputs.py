@@ -819,6 +819,52 @@ def audit_out_is_a_file(tmp: Path) -> list[str]:
             str(tmp / "run")]
 
 
+def topk_top_zero(tmp: Path) -> list[str]:
+    return ["contamination", "topk", "--models", "smollm2-135m,gemma3-270m", "--benchmark", _bench_csv(tmp),
+            "--text-column", "body", "--top", "0"]
+
+
+def score_batch_tokens_zero(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--benchmark", _bench_csv(tmp), "--text-column", "body", "--batch-tokens", "0"]
+
+
+def score_context_zero(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--benchmark", _bench_csv(tmp), "--text-column", "body", "--context", "0"]
+
+
+def score_dtype_unknown(tmp: Path) -> list[str]:
+    return ["contamination", "score", "--benchmark", _bench_csv(tmp), "--text-column", "body", "--dtype", "float8"]
+
+
+def masking_device_unavailable(tmp: Path) -> list[str]:
+    return ["masking", "compare", "--task", "mrpc", "--seeds", "2", "--device", "cuda:7"]
+
+
+def masking_backend_unknown(tmp: Path) -> list[str]:
+    return ["masking", "compare", "--task", "mrpc", "--seeds", "2", "--backend", "dask"]
+
+
+def calibrate_backend_unknown(tmp: Path) -> list[str]:
+    return ["weak-labels", "calibrate", "--config", str(_study(tmp, seeds=1)), "--backend", "dask"]
+
+
+def quant_run_dtype_unknown(tmp: Path) -> list[str]:
+    return _quantize_run(tmp, "--dtype", "int4")
+
+
+def quant_compare_empty_bits(tmp: Path) -> list[str]:
+    return _quant_compare(tmp, "--bits", "")
+
+
+def quant_eval_reference_missing(tmp: Path) -> list[str]:
+    return ["quantize", "eval", _config_only_model(tmp), "--reference", str(tmp / "no-reference")]
+
+
+def masking_config_seeds_not_a_number(tmp: Path) -> list[str]:
+    (tmp / "m.yaml").write_text("task: mrpc\nseeds: many\n")
+    return ["masking", "compare", "--config", str(tmp / "m.yaml")]
+
+
 def unknown_command(tmp: Path) -> list[str]:
     return ["weak-labels", "calibrat"]
 
@@ -971,6 +1017,18 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (overlap_out_is_a_file, "run is a file, not a directory"),
     (plant_out_is_a_file, "planted is a file, not a directory"),
     (audit_out_is_a_file, "run is a file, not a directory"),
+    (topk_top_zero, "Invalid value for '--top'"),
+    (score_batch_tokens_zero, "Invalid value for '--batch-tokens'"),
+    (score_context_zero, "Invalid value for '--context'"),
+    (score_dtype_unknown, "--dtype must be one of float32, float16, bfloat16, auto, got 'float8'"),
+    (masking_device_unavailable, "--device: device 'cuda:7' requested but"),
+    (masking_backend_unknown, "--backend must be local or ray, got 'dask'"),
+    (calibrate_backend_unknown, "--backend must be local or ray, got 'dask'"),
+    (quant_run_dtype_unknown, "--dtype must be one of float32, float16, bfloat16, auto, got 'int4'"),
+    (quant_compare_empty_bits, "--bits needs at least one integer"),
+    (quant_eval_reference_missing, "no-reference' is not a directory with a transformers config.json"),
+    (masking_config_seeds_not_a_number, "m.yaml: seeds: Input should be a valid integer, unable to parse string as "
+                                        "an integer, or a valid list (got 'many')"),
     (unknown_command, "No such command 'calibrat'"),
     (option_not_a_number, "Invalid value for '--context'"),
 ]

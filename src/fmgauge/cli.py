@@ -137,6 +137,10 @@ def label_cmd(
         raise FmgaugeError("give --config STUDY.yaml, or both --dataset and --labeler.")
     if out is not None:
         check_output_file(out, option="--out")  # before any labeler runs
+    if device is not None:
+        from fmgauge.core.models import check_device_dtype
+
+        check_device_dtype(device)
     ds = load_dataset(ds_name)
     sp = ds.split(split)
     table = Table("labeler", "items", "accuracy [95% CI]", "AUC", title=f"{ds.name} / {split}")
@@ -189,6 +193,8 @@ def calibrate_cmd(
     names = [c.name for c in cfgs]
     if len(set(names)) < len(names):
         raise FmgaugeError(f"--config files must have distinct study names, got {names}.")
+    if backend not in ("local", "ray"):
+        raise FmgaugeError(f"--backend must be local or ray, got {backend!r}.")
     be = BackendConfig(backend=backend, workers=workers, address=address)
     suite = out or Path("runs") / "suite"
     run_dirs = [(out or Path("runs") / c.name) if len(cfgs) == 1 else suite / c.name for c in cfgs]

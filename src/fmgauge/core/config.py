@@ -57,10 +57,14 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_TYPE_NAMES = {"int", "float", "str", "bool", "none", "dict", "list", "tuple", "set", "bytes"}
+
+
 def error_key(loc: tuple) -> str:
-    """A pydantic error location as a config key: ``labelers.0.noise`` (union-member and validator names, which
-    pydantic puts in ``loc`` for tagged unions, are dropped)."""
-    parts = [str(p) for p in loc if not (isinstance(p, str) and any(c in p for c in "[]()"))]
+    """A pydantic error location as a config key: ``labelers.0.noise`` (union-member, type and validator names,
+    which pydantic puts in ``loc`` for unions, are dropped)."""
+    parts = [str(p) for p in loc
+             if not (isinstance(p, str) and (any(c in p for c in "[]()") or p in _TYPE_NAMES))]
     return ".".join(parts)
 
 
@@ -75,13 +79,21 @@ def validation_message(e: ValidationError, *, source: str | None = None,
     """
     options = dict(options or {})
     parts = []
-    errors = e.errors(include_url=False)
+    errors, seen = [], {}
+    for err in e.errors(include_url=False):  # a union's alternatives, one error each, become one "a or b"
+        key = error_key(tuple(err.get("loc", ())))
+        if key in seen:
+            first = seen[key]
+            first["msg"] = f"{first['msg']}, or {str(err.get('msg', '')).removeprefix('Input should be ')}"
+            continue
+        seen[key] = err = dict(err)
+        errors.append(err)
     for err in errors[:limit]:
         key = error_key(tuple(err.get("loc", ())))
         last = key.rsplit(".", 1)[-1] if key else ""
         opt = options.get(key) or options.get(last)
         msg = " ".join(str(err.get("msg", "invalid")).split())
-        msg = msg.removeprefix("Value error, ")
+        msg = msg.removeprefix("Value error, ").rstrip(".")
         got = ""
         if key and "input" in err and err.get("type") != "missing" and repr(err["input"]) not in msg:
             got = f" (got {_short(err['input'])})"

@@ -51,8 +51,10 @@ def compare_cmd(
     """For each strategy x seed: MLM stage on the task's text, fine-tune, score dev/test; paired report."""
     from fmgauge.core.config import load_config
     from fmgauge.core.files import check_output_dir
+    from fmgauge.core.models import check_device_dtype
     from fmgauge.core.runner import BackendConfig
     from fmgauge.core.store import run_lock
+    from fmgauge.core.validation import FmgaugeError
     from fmgauge.masking.experiment import CompareConfig, compare
 
     masking = {k: v for k, v in {"rate": rate, "replacement": replacement, "spread": spread}.items()
@@ -64,6 +66,11 @@ def compare_cmd(
         "header": False if no_header else None, "device": device, "dtype": dtype,
         "masking": masking or None}, options={"text_columns": "--text-columns", "header": "--no-header",
                                               **{f"masking.{k}": f"--{k}" for k in masking}})
+    if backend not in ("local", "ray"):
+        raise FmgaugeError(f"--backend must be local or ray, got {backend!r}.")
+    if device is not None or dtype is not None:
+        check_device_dtype(device, dtype)  # as given on the command line
+    check_device_dtype(cfg.device, cfg.dtype, names=("device", "dtype"))  # and as configured
     be = BackendConfig(backend=backend, workers=workers, address=address, threads_per_worker=threads)
     run_dir = check_output_dir(out if out is not None else Path("runs") / cfg.name, option="--out")
     with run_lock(run_dir):  # before the task and model load: a second run into it is refused, changing nothing

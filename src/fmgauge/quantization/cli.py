@@ -36,9 +36,12 @@ def _ints(text: str | None, option: str) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise FmgaugeError(f"{option} must be comma-separated integers like 3,4; got {text!r}.") from None
+    if not values:
+        raise FmgaugeError(f"{option} needs at least one integer (e.g. 3,4); got {text!r}.")
+    return values
 
 
 _CALIB_OPTIONS = {"text": "--calib", "n_samples": "--n-samples", "seqlen": "--seqlen", "seed": "--seed",
@@ -61,6 +64,12 @@ def _load(model, config: Path | None, overrides: dict, options: dict[str, str] |
     names.update({f"quant.{k}": f"--{k.replace('_', '-')}" for k in overrides.get("quant", {})})
     names.update(options or {})
     return load_config(model, config, {k: v for k, v in overrides.items() if v not in (None, {})}, options=names)
+
+
+def _devices(device: str, dtype: str) -> None:
+    from fmgauge.core.models import check_device_dtype
+
+    check_device_dtype(device, dtype)  # before any model loads
 
 
 def _model_blocks(model: str) -> int | None:
@@ -116,6 +125,7 @@ def sensitivity_cmd(
             raise FmgaugeError(f"--blocks {bad} out of range: {cfg.model} has {n_blocks} blocks, numbered 0.."
                                f"{(n_blocks or 0) - 1}." if n_blocks is not None else
                                f"--blocks {bad}: block numbers start at 0.")
+    _devices(device, dtype)
     with _out_dir(out):
         res = run_sensitivity(cfg, out)
     for target, b in res.summary["best"].items():
@@ -172,6 +182,7 @@ def run_cmd(
     if given and not (cfg.quant.needs_hessian or cfg.quant.needs_gradients):
         logging.getLogger(__name__).warning("%s reads no calibration text; ignoring %s", cfg.quant.method,
                                             ", ".join(given))
+    _devices(device, dtype)
     with _out_dir(out):  # before the model loads: a quantized model with nowhere to go is an hour lost
         res = run_quantization(cfg, out)
     r = res.record
@@ -215,6 +226,12 @@ def eval_cmd(
         raise FmgaugeError(f"--text must be 'wikitext2' or an existing UTF-8 text file; {text!r} is neither.")
     if out is not None:
         check_output_file(out, option="--out")
+    _devices(device, dtype)
+    if reference is not None:
+        from fmgauge.core.text_models import TEXT_MODELS, resolve_text_model
+
+        if reference not in TEXT_MODELS:  # a registered name resolves when it loads (it may convert once)
+            resolve_text_model(reference)
     cfg = EvalConfig(text=text, context=context, stride=stride or context, max_windows=max_windows,
                      kl_windows=kl_windows)
     with model_weights_errors(model):
@@ -268,12 +285,16 @@ def compare_cmd(
     if stride is not None and context is not None and stride > context:
         raise FmgaugeError(f"--stride must be at most --context ({context}), got {stride}.")
     ev = {"context": context, "stride": stride or context, "max_windows": max_windows, "kl_windows": kl_windows}
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    if not method_list:
+        raise FmgaugeError(f"--methods needs at least one method (e.g. rtn,gptq); got {methods!r}.")
     cfg = _load(CompareConfig, config, {
         "calib": _calib(calib, n_samples, seqlen, seed, sampling), "eval": {k: v for k, v in ev.items() if v is not None},
-        "model": model, "methods": [m for m in methods.split(",") if m.strip()],
+        "model": model, "methods": method_list,
         "bits": _ints(bits, "--bits"), "group_sizes": _ints(group_size, "--group-size"), "device": device,
         "dtype": dtype, **({"peers": [p for p in peers.split(",") if p.strip()]} if peers else {}),
         **({"peers_python": peers_python} if peers_python else {})}, {"group_sizes": "--group-size"})
+    _devices(device, dtype)
     with _out_dir(out):
         res = compare(cfg, out)
     t = Table(*table_for_report(res.table, res.summary["fp_ppl"]).columns, title=res.summary["protocol"])
