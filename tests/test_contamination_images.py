@@ -342,7 +342,8 @@ def test_gallery_marks_survive_a_reload(run, tmp_path):
     try:
         def post(body: dict) -> tuple[int, dict]:
             req = urllib.request.Request(f"{base}/api/marks", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+                                         headers={"Content-Type": "application/json",
+                                                  "X-Fmgauge-Token": server.token}, method="POST")
             try:
                 with urllib.request.urlopen(req) as r:
                     return r.status, json.loads(r.read())

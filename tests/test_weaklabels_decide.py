@@ -132,7 +132,8 @@ def test_gold_ids_missing_from_the_labeler_file_are_named(tmp_path):
 
 def test_class_names_the_labeler_output_lacks_are_refused(tmp_path):
     gold, lab, feats = _files(tmp_path, class_cols=("a", "c"))
-    with pytest.raises(FmgaugeError, match=r"p_c.*none for class\(es\) \['p_b'\]"):
+    with pytest.raises(FmgaugeError, match=r"has label\(s\) \['b'\] that the labeler-outputs file .* has no "
+                                           r"probability column for \(its classes: \['a', 'c'\]\)"):
         decide_from_files(gold, lab, features=feats)
 
 
@@ -223,7 +224,7 @@ def test_decide_from_files_uses_the_labelled_ids_beyond_the_gold_set_as_the_pool
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--primary", "vote"], "rules must be among"),
+    (["--primary", "vote"], "--primary must be one of accuracy, auc, cv-delta, weak-student, got 'vote'"),
     (["--proxy", "cnn"], "proxy must be one of"),
     (["--max-pairs", "0"], "--max-pairs"),
 ])

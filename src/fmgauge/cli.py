@@ -14,7 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from fmgauge.core.console import configure_logging, stderr_console
-from fmgauge.core.validation import FmgaugeError
+from fmgauge.core.files import check_output_dir, check_output_file
+from fmgauge.core.validation import FmgaugeError, did_you_mean
 
 console = stderr_console()
 app = typer.Typer(
@@ -72,6 +73,23 @@ def parse_labeler_spec(spec: str, accuracy: float | None) -> dict:
     )
 
 
+def _labeler(spec: str, accuracy: float | None):  # noqa: ANN202 - a labeler config
+    """``--labeler`` (+ ``--accuracy``) -> a validated labeler config; problems named by their option, one line."""
+    from pydantic import ValidationError
+
+    from fmgauge.core.config import validation_message
+    from fmgauge.weaklabels.labelers import parse_labeler
+
+    if accuracy is not None and not spec.startswith("simulated"):
+        raise FmgaugeError(f"--accuracy sets a simulated labeler's accuracy; --labeler {spec} is not simulated.")
+    try:
+        return parse_labeler(parse_labeler_spec(spec, accuracy))
+    except ValidationError as e:
+        raise FmgaugeError(validation_message(e, source=f"--labeler {spec}", options={
+            "accuracy": "--accuracy", "noise": "simulated:<noise>", "path": "file:<path>",
+            "model": f"{spec.partition(':')[0]}:<model>"})) from None
+
+
 # The columns of a text:<file> dataset, for every command that takes --dataset (see datasets_text.with_text_options)
 TextColumnOpt = Annotated[str | None, typer.Option(
     help="With a text:<file> dataset: the text column (a position with --no-header).")]
@@ -103,7 +121,7 @@ def label_cmd(
     from fmgauge.core.config import load_config
     from fmgauge.core.data import load_dataset
     from fmgauge.core.datasets_text import with_text_options
-    from fmgauge.weaklabels.labelers import parse_labeler, run_labeler
+    from fmgauge.weaklabels.labelers import run_labeler
     from fmgauge.weaklabels.study import StudyConfig, labeler_metrics
 
     if config is not None:
@@ -114,9 +132,15 @@ def label_cmd(
         ds_name, labelers, split = cfg.dataset, list(cfg.labelers), split or cfg.pool_split
     elif dataset and labeler:
         ds_name = with_text_options(dataset, text_column=text_column, label_column=label_column, header=not no_header)
-        labelers, split = [parse_labeler(parse_labeler_spec(labeler, accuracy))], split or "train"
+        labelers, split = [_labeler(labeler, accuracy)], split or "train"
     else:
         raise FmgaugeError("give --config STUDY.yaml, or both --dataset and --labeler.")
+    if out is not None:
+        check_output_file(out, option="--out")  # before any labeler runs
+    if device is not None:
+        from fmgauge.core.models import check_device_dtype
+
+        check_device_dtype(device)
     ds = load_dataset(ds_name)
     sp = ds.split(split)
     table = Table("labeler", "items", "accuracy [95% CI]", "AUC", title=f"{ds.name} / {split}")
@@ -148,13 +172,19 @@ def calibrate_cmd(
     seeds: Annotated[int | None, typer.Option(help="Override the number of seeds.")] = None,
     n_gold: Annotated[str | None, typer.Option(help="Override the gold-set sizes, e.g. 10,20,50,100.")] = None,
     backend: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
-    workers: Annotated[int | None, typer.Option(help="Local worker processes (default: CPU count).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Local worker processes (default: CPU count).", min=1)] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, ray://host:port).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the crossover sweep (students × n_gold × seeds × conditions) and write the report."""
-    from fmgauge.core.config import load_config
+    import contextlib
+
+    from fmgauge.core.config import load_config, read_yaml
+
+    for c in config:  # YAML problems surface before the heavy imports below
+        read_yaml(c, option="--config")
     from fmgauge.core.runner import BackendConfig
+    from fmgauge.core.store import run_lock
     from fmgauge.weaklabels.report import write_suite_report
     from fmgauge.weaklabels.study import StudyConfig, calibrate
 
@@ -163,19 +193,28 @@ def calibrate_cmd(
     names = [c.name for c in cfgs]
     if len(set(names)) < len(names):
         raise FmgaugeError(f"--config files must have distinct study names, got {names}.")
+    if backend not in ("local", "ray"):
+        raise FmgaugeError(f"--backend must be local or ray, got {backend!r}.")
+    be = BackendConfig(backend=backend, workers=workers, address=address)
+    suite = out or Path("runs") / "suite"
+    run_dirs = [(out or Path("runs") / c.name) if len(cfgs) == 1 else suite / c.name for c in cfgs]
+    for d in run_dirs:
+        check_output_dir(d, option="--out")
     results = []
-    for cfg in cfgs:
-        run_dir = out if len(cfgs) == 1 else (out or Path("runs") / "suite") / cfg.name
-        res = calibrate(cfg, run_dir, backend=BackendConfig(backend=backend, workers=workers, address=address),
-                        progress=progress)
-        _print_crossovers(res.summary)
-        run = res.summary["meta"]["run"]
-        console.print(f"[{cfg.name}] {run['ran']} trials run, {run['skipped']} reused, {run['seconds']:.0f} s "
-                      f"({run['trials_per_minute']:.1f} trials/min). Report: [bold]{res.run_dir / 'report.html'}[/]")
-        results.append(res)
-    if len(results) > 1:
-        path = write_suite_report(results, out or Path("runs") / "suite")
-        console.print(f"Combined report: [bold]{path}[/]")
+    with contextlib.ExitStack() as held:  # every run directory locked before anything is written into any
+        for d in ([suite] if len(cfgs) > 1 else []) + run_dirs:
+            held.enter_context(run_lock(d))
+        for cfg, run_dir in zip(cfgs, run_dirs, strict=True):
+            res = calibrate(cfg, run_dir, backend=be, progress=progress)
+            _print_crossovers(res.summary)
+            run = res.summary["meta"]["run"]
+            console.print(f"[{cfg.name}] {run['ran']} trials run, {run['skipped']} reused, {run['seconds']:.0f} s "
+                          f"({run['trials_per_minute']:.1f} trials/min). Report: "
+                          f"[bold]{res.run_dir / 'report.html'}[/]")
+            results.append(res)
+        if len(results) > 1:
+            path = write_suite_report(results, suite)
+            console.print(f"Combined report: [bold]{path}[/]")
 
 
 @wl.command("report")
@@ -222,11 +261,23 @@ def decide_cmd(
     import json
 
     from fmgauge.core.datasets_text import with_text_options
-    from fmgauge.weaklabels.decide import decide_from_files
+    from fmgauge.weaklabels.decide import PROXY_KINDS, RULES, decide_from_files
 
     if dataset is None and (text_column or label_column or no_header):
         raise FmgaugeError("--text-column, --label-column and --no-header describe a --dataset text:<file>; give "
                            "--dataset too.")
+    if primary is not None and primary not in RULES:
+        raise FmgaugeError(f"--primary must be one of {', '.join(RULES)}, got {primary!r}.{did_you_mean(primary, RULES)}")
+    if proxy is not None and proxy not in PROXY_KINDS:
+        raise FmgaugeError(f"--proxy must be one of {', '.join(PROXY_KINDS)}, got {proxy!r}."
+                           f"{did_you_mean(proxy, PROXY_KINDS)}")
+    if fallback not in ("weak", "lean"):
+        raise FmgaugeError(f"--fallback must be weak or lean, got {fallback!r}.")
+    if not (representation in ("raw", "tfidf") or (representation.startswith("embed:") and representation[6:])):
+        raise FmgaugeError(f"--representation must be raw, tfidf or embed:<model> (e.g. embed:minilm-l6), got "
+                           f"{representation!r}.")
+    if json_out is not None:
+        check_output_file(json_out, option="--json")
     if dataset is not None:
         dataset = with_text_options(dataset, text_column=text_column, label_column=label_column,
                                     header=not no_header)
@@ -275,15 +326,80 @@ def info_cmd() -> None:
     c.print(f"[bold]students[/]: {', '.join(STUDENTS.names())}")
 
 
+def command_line() -> str:
+    """The command being run, as the user can paste it again (``fmgauge weak-labels calibrate --config ...``)."""
+    import shlex
+
+    return "fmgauge " + shlex.join(sys.argv[1:])
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error(message: str, code: int = 2) -> None:
+    """``error: <message>`` as ONE line on stderr (TTY or not: rich must not wrap it), then exit ``code``."""
+    console.print(f"[red bold]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _interrupted(e: BaseException) -> None:
+    """Ctrl-C: what is saved and what is left, and the exact command that resumes (exit 130)."""
+    from fmgauge.core.progress import interrupted_at
+    from fmgauge.core.runner import Interrupted
+
+    if isinstance(e, Interrupted):  # the runner counted the trials saved
+        what = str(e).removesuffix("rerun the same command to resume.").rstrip("; ")
+    else:
+        where = interrupted_at()
+        what = f"interrupted ({where})" if where else "interrupted"
+        what += "; finished trials, cached model outputs and embeddings are kept"
+    console.print(f"{_one_line(what)}; rerun `{command_line()}` to resume.", markup=False, highlight=False,
+                  soft_wrap=True)
+    sys.exit(130)
+
+
 def main() -> None:
+    """The console script: every refusal is ONE ``error:`` line with exit code 2 (usage errors included), Ctrl-C
+    says what is saved and how to resume (exit 130)."""
+    from pydantic import ValidationError
+
+    from fmgauge.core.config import validation_message
+
+    try:  # typer >= 0.20 carries its own click
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover - older typer on click
+        from click import exceptions as cx
+
+    from fmgauge.core.progress import clear_interrupt
+
+    clear_interrupt()
+    cmd = typer.main.get_command(app)
     try:
-        app()
-    except FmgaugeError as e:
-        console.print(f"[red bold]error:[/] {escape(str(e))}", highlight=False)
+        cmd._main_shell_completion({}, "fmgauge", None)  # noqa: SLF001 - typer's own entry does the same
+        with cmd.make_context("fmgauge", sys.argv[1:]) as ctx:
+            cmd.invoke(ctx)
+    except typer.Exit as e:  # --help, typer.Exit
+        sys.exit(e.exit_code)
+    except cx.NoArgsIsHelpError as e:
+        e.show()
         sys.exit(2)
-    except KeyboardInterrupt as e:  # runner.Interrupted says how many trials are saved
-        console.print(str(e) or "interrupted; finished trials are saved; rerun the same command to resume.")
-        sys.exit(130)
+    except cx.UsageError as e:  # a bad option value, a missing option, an unknown command
+        path = e.ctx.command_path if e.ctx is not None else "fmgauge"
+        _error(f"{e.format_message()} (see `{path} --help`)")
+    except cx.ClickException as e:
+        _error(e.format_message())
+    except FmgaugeError as e:
+        _error(str(e))
+    except ValidationError as e:  # a config built outside load_config: still one line
+        _error(validation_message(e))
+    except (KeyboardInterrupt, typer.Abort) as e:
+        _interrupted(e)
+    except BrokenPipeError:  # `fmgauge ... | head`: the reader left; no traceback, nothing more to write
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

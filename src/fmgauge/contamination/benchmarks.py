@@ -487,8 +487,10 @@ def read_text_table(path: Path, split: str = "all", *, kind: str = "jsonl", text
     if rows and isinstance(rows[0], dict) and "split" in rows[0] and split != "all":
         rows = [r for r in rows if str(r.get("split")) == split]
     if rows and isinstance(rows[0], dict) and text_column is None and "text" not in rows[0]:
+        headless = (" or, if the file has no header row (its first row was read as the column names "
+                    f"{list(rows[0])}), --no-header (?header=none)") if kind in ("csv", "tsv") else ""
         _need_fields(rows[0], ["question", "answer"], f"{path} item 0 (no 'text' field; name the text column "
-                                                      "with --text-column or ?text_column=)")
+                                                      f"with --text-column or ?text_column={headless})")
         if image_column is not None and image_column not in rows[0]:
             _need_fields(rows[0], [image_column], f"{path} item 0 (image_column)")
         return _vqa_items(path.stem, split, rows, path, id_field=id_column or "id",

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fmgauge.core.files import check_output_dir, check_output_file
 from fmgauge.core.validation import FmgaugeError
 
 app = typer.Typer(help="Did the model already see this benchmark? Min-K%++ family, exchangeability test, top-K "
@@ -24,7 +25,7 @@ Bench = Annotated[str, typer.Option(help="slake-en, vqa-rad, vqamed2019, pathvqa
 Split = Annotated[str, typer.Option(help="Benchmark split (test, train, validate/dev, all).")]
 Device = Annotated[str, typer.Option(help="auto|cpu|cuda|mps.")]
 Dtype = Annotated[str, typer.Option(help="float32|float16|bfloat16|auto.")]
-MaxItems = Annotated[int | None, typer.Option(help="First N items in canonical order.")]
+MaxItems = Annotated[int | None, typer.Option(help="First N items in canonical order.", min=1)]
 TextColumn = Annotated[str | None, typer.Option(
     help="Text column of a csv:/tsv:/jsonl: benchmark (default 'text', else question + answer; a position with "
          "--no-header).")]
@@ -44,10 +45,17 @@ def _bench_name(benchmark: str, text_column: str | None, no_header: bool) -> str
     return with_table_options(benchmark, text_column=text_column, header=not no_header)
 
 
-def _validate_device(device: str) -> str:
-    from fmgauge.core.models import resolve_device
+def run_lock(root: Path):  # noqa: ANN201 - core.store.run_lock, imported when a command runs (pandas is heavy)
+    from fmgauge.core.store import run_lock as lock
 
-    resolve_device(device)  # refuses a device this machine lacks, before any model loads
+    return lock(root)
+
+
+def _validate_device(device: str, dtype: str | None = None, *, config: bool = False) -> str:
+    from fmgauge.core.models import check_device_dtype
+
+    # refuses a device this machine lacks, before any model loads (named as a config key when it may come from one)
+    check_device_dtype(device, dtype, names=("device", "dtype") if config else ("--device", "--dtype"))
     return device
 
 
@@ -71,11 +79,12 @@ def score_cmd(
     model: Model = "smollm2-135m", benchmark: Bench = "slake-en", split: Split = "test", max_items: MaxItems = None,
     text_column: TextColumn = None, no_header: NoHeader = False,
     reference_model: Annotated[str | None, typer.Option(help="Reference model for the loss ratio.")] = None,
-    k: Annotated[float, typer.Option(help="Default Min-K% / Min-K%++ fraction.")] = 0.2,
+    k: Annotated[float, typer.Option(help="Default Min-K% / Min-K%++ fraction.", min=0, max=1)] = 0.2,
     ks: Annotated[str, typer.Option(help="k sweep, comma-separated.")] = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
-    context: Annotated[int | None, typer.Option(help="Window length (default: the model's context).")] = None,
-    stride: Annotated[int | None, typer.Option(help="Window step for long items (default context/2).")] = None,
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward (image tokens included).")] = 2048,
+    context: Annotated[int | None, typer.Option(help="Window length (default: the model's context).", min=2)] = None,
+    stride: Annotated[int | None, typer.Option(help="Window step for long items (default context/2).", min=1)] = None,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward (image tokens included).",
+                                              min=1)] = 2048,
     image_root: ImageRoot = None, blank_images: BlankImages = False,
     device: Device = "auto", dtype: Dtype = "float32",
     out: Annotated[Path | None, typer.Option(help="Write per-item scores (.csv or .parquet).")] = None,
@@ -84,10 +93,13 @@ def score_cmd(
     A vision-language model scores the answer tokens given image + question."""
     from fmgauge.contamination.detect import score
 
+    if out is not None:
+        check_output_file(out, option="--out")  # before any model loads
     res = score(model, _bench_name(benchmark, text_column, no_header), split=split, max_items=max_items,
                 reference_model=reference_model, k=k,
                 ks=_csv_floats(ks, "--ks"), context=context, stride=stride, max_batch_tokens=batch_tokens,
-                device=_validate_device(device), dtype=dtype, image_root=image_root, blank_images=blank_images)
+                device=_validate_device(device, dtype), dtype=dtype, image_root=image_root,
+                blank_images=blank_images)
     console.print(_table(res.summary(), f"{model} on {res.benchmark}/{res.split} ({len(res.scores)} items; "
                                         f"scored: {res.meta['scored']})"))
     if res.meta.get("n_blank_images"):
@@ -115,15 +127,25 @@ def exchangeability_cmd(
 ) -> None:
     """Oren et al.'s sharded permutation test: is the canonical order more likely than shuffles? On a
     vision-language model it runs on the VLM's own language model over the items' text (docs/contamination.md)."""
+    from pydantic import ValidationError
+
     from fmgauge.contamination.benchmarks import load_benchmark
     from fmgauge.contamination.detect import load_scorer
     from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
+    from fmgauge.core.config import validation_message
     from fmgauge.core.vlm_models import vlm_family
 
-    cfg = ExchangeabilityConfig(shards=shards, permutations=permutations, context=context, stride=stride,
-                                max_examples=max_examples, seed=seed, max_batch_tokens=batch_tokens)
+    try:
+        cfg = ExchangeabilityConfig(shards=shards, permutations=permutations, context=context, stride=stride,
+                                    max_examples=max_examples, seed=seed, max_batch_tokens=batch_tokens)
+    except ValidationError as e:
+        raise FmgaugeError(validation_message(e, source="exchangeability options", options={
+            "shards": "--shards", "permutations": "--permutations", "context": "--context", "stride": "--stride",
+            "max_examples": "--max-examples", "seed": "--seed", "max_batch_tokens": "--batch-tokens"})) from None
+    if out is not None:
+        check_output_file(out, option="--out")
     bench = load_benchmark(_bench_name(benchmark, text_column, no_header), split)
-    tm = load_scorer(model, device=_validate_device(device), dtype=dtype)
+    tm = load_scorer(model, device=_validate_device(device, dtype), dtype=dtype)
     if vlm_family(model) is not None:
         tm = tm.text_model()
         console.print(f"{model} is a vision-language model: exchangeability scores the item texts with its own "
@@ -143,9 +165,9 @@ def topk_cmd(
     models: Annotated[str, typer.Option(help="Comma-separated models (at least 2).")],
     benchmark: Bench = "slake-en", split: Split = "test", max_items: MaxItems = None,
     text_column: TextColumn = None, no_header: NoHeader = False,
-    top: Annotated[int | None, typer.Option(help="K (default 10% of the items).")] = None,
+    top: Annotated[int | None, typer.Option(help="K (default 10% of the items).", min=1)] = None,
     detector: Annotated[str, typer.Option(help="loss|zlib|mink|minkpp.")] = "minkpp",
-    k: Annotated[float, typer.Option(help="Min-K% fraction.")] = 0.2,
+    k: Annotated[float, typer.Option(help="Min-K% fraction.", min=0, max=1)] = 0.2,
     image_root: ImageRoot = None, blank_images: BlankImages = False,
     device: Device = "auto", dtype: Dtype = "float32",
 ) -> None:
@@ -158,7 +180,7 @@ def topk_cmd(
     names = [m.strip() for m in models.split(",") if m.strip()]
     ov = topk_overlap(names, _bench_name(benchmark, text_column, no_header), split=split, max_items=max_items,
                       top=top, detector=detector, k=k, image_root=image_root, blank_images=blank_images,
-                      device=_validate_device(device), dtype=dtype)
+                      device=_validate_device(device, dtype), dtype=dtype)
     from fmgauge.contamination.audit import label
 
     df = pd.DataFrame([o.to_dict() for o in ov]).assign(model_a=lambda d: d.model_a.map(label),
@@ -192,8 +214,10 @@ def audit_cmd(
         "image_root": None if image_root is None else str(image_root),
         "cohort_image_root": None if cohort_image_root is None else str(cohort_image_root)})
     cfg = cfg.model_copy(update={"benchmark": _bench_name(cfg.benchmark, text_column, no_header)})
-    _validate_device(cfg.device)
-    res = run_audit(cfg, out)
+    _validate_device(cfg.device, cfg.dtype, config=True)
+    run_dir = check_output_dir(out if out is not None else Path("runs") / cfg.name, option="--out")
+    with run_lock(run_dir):  # a second audit into the same directory is refused before anything loads
+        res = run_audit(cfg, run_dir)
     console.print(_table(res.verdicts().assign(model=lambda d: d.model.map(label)), "verdicts"))
     console.print(f"Report: [bold]{res.run_dir / 'report.html'}[/]")
 
@@ -231,11 +255,13 @@ def plant_cmd(
                                             "items_per_group": items_per_group, "duplications": dups,
                                             "method": method, "lr": lr, "device": device, "group_by": group_by})
     cfg = cfg.model_copy(update={"benchmark": _bench_name(cfg.benchmark, text_column, no_header)})
-    _validate_device(cfg.device)
-    plant(cfg, out)
+    _validate_device(cfg.device, config=True)
+    with run_lock(check_output_dir(out, option="--out")):
+        plant(cfg, out)
     console.print(f"planted checkpoint: [bold]{out}[/] (method {cfg.method}, lr {cfg.lr:g})")
     if power:
-        summary = plant_power(out, exchangeability_permutations=permutations, device=cfg.device)
+        with run_lock(out):
+            summary = plant_power(out, exchangeability_permutations=permutations, device=cfg.device)
         t = pd.DataFrame(summary["table"])
         cols = [c for c in ("model", "group", "duplication", "detector", "auroc", "lo", "hi", "enrichment_p", "p")
                 if c in t]
@@ -283,9 +309,11 @@ def image_overlap_cmd(
                            f"(got {err.get('input')!r}).") from None
     if cfg.index.kind not in ("exact", "ivf", "hnsw", "auto"):
         raise FmgaugeError(f"--index must be exact, ivf, hnsw or auto, got {cfg.index.kind!r}.")
-    _validate_device(cfg.device)
+    _validate_device(cfg.device, cfg.dtype)
+    check_output_dir(out, option="--out")
     inputs = prepare(cfg)  # every input checked before anything is embedded
-    res = run_image_overlap(cfg, out, inputs=inputs, progress=progress)
+    with run_lock(out):
+        res = run_image_overlap(cfg, out, inputs=inputs, progress=progress)
     r = res.results
     f = r["benchmark"]["flagged"]
     console.print(f"{f['k']} / {f['n']} benchmark images flagged ({100 * f['value']:.1f} %, 95 % CI "

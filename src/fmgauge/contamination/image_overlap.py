@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 
 from fmgauge.contamination.images import ImageSet, open_image_set
 from fmgauge.contamination.neighbours import IndexConfig, resolve_kind
+from fmgauge.core.files import read_back
 from fmgauge.core.models import DeviceName
 from fmgauge.core.stats import Estimate
 from fmgauge.core.validation import FmgaugeError
@@ -259,7 +260,8 @@ def write_report(run_dir: str | Path) -> Path:
     f = run_dir / "results.json"
     if not f.is_file():
         raise FmgaugeError(f"{run_dir} has no results.json: run `fmgauge contamination image-overlap --out {run_dir}`.")
-    r = json.loads(f.read_text())
+    r = read_back(f, lambda p: json.loads(p.read_text()), fix=f"rerun `fmgauge contamination image-overlap ... --out "
+                                                               f"{run_dir}` (embeddings are cached).")
     b, c, fl = r["benchmark"], r["control"], r["benchmark"]["flagged"]
     lead = (f"{fl['k']} of {fl['n']} benchmark images ({100 * fl['value']:.1f} %, {int(fl['level'] * 100)} % "
             f"Wilson CI {100 * fl['lo']:.1f}–{100 * fl['hi']:.1f} %) have a reference neighbour above τ = "

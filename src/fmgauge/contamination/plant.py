@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from fmgauge.contamination.benchmarks import TextBenchmark, load_benchmark
 from fmgauge.contamination.scoring import _progress
+from fmgauge.core.files import read_back
 from fmgauge.core.models import DeviceName
 from fmgauge.core.validation import FmgaugeError
 
@@ -259,7 +260,8 @@ def read_manifest(path: str | Path) -> dict:
     p = Path(path) / "plant.json"
     if not p.is_file():
         raise FmgaugeError(f"{path} is not a plant output directory: it has no plant.json.")
-    return json.loads(p.read_text())
+    return read_back(p, lambda f: json.loads(f.read_text()), what="plant manifest",
+                     fix=f"rerun `fmgauge contamination plant ... --out {path}` to rebuild the planted checkpoint.")
 
 
 def plant_power(out: str | Path, *, k: float = 0.2, q: float = 0.95, exchangeability_permutations: int = 20,

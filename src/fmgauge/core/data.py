@@ -109,24 +109,24 @@ def load_dataset(name: str) -> Dataset:
 def load_feature_file(path: Path) -> Dataset:
     """Precomputed features: an npz with ``<split>_features`` (N, D) and ``<split>_labels`` (N,) per split, and
     optionally ``class_names`` (K,). NaN/inf features are refused (naming the split and the first bad rows)."""
-    if not path.exists():
-        raise FmgaugeError(f"feature file {path} does not exist.")
-    with np.load(path, allow_pickle=False) as z:
-        names = sorted(k[: -len("_features")] for k in z.files if k.endswith("_features"))
-        if not names:
-            raise FmgaugeError(f"{path} holds no '<split>_features' arrays; it has {z.files}.")
-        splits = {}
-        for s in names:
-            if f"{s}_labels" not in z:
-                raise FmgaugeError(f"{path} has {s}_features but no {s}_labels.")
-            x = check_finite(f"{path.name}: {s}_features", np.asarray(z[f"{s}_features"], dtype=np.float32))
-            if x.ndim != 2:
-                raise FmgaugeError(f"{path.name}: {s}_features must be 2-D (N, D), got shape {x.shape}.")
-            y = np.asarray(z[f"{s}_labels"]).reshape(-1).astype(np.int64)
-            check_same_length(**{f"{s}_features": x, f"{s}_labels": y})
-            splits[s] = Split(x=x, y=y, ids=np.array([f"{s}/{i}" for i in range(len(y))]))
-        k = int(max(sp.y.max() for sp in splits.values())) + 1
-        classes = tuple(map(str, z["class_names"])) if "class_names" in z else tuple(str(i) for i in range(k))
+    from fmgauge.core.files import load_npz
+
+    z = load_npz(path, what="feature file")
+    names = sorted(k[: -len("_features")] for k in z if k.endswith("_features"))
+    if not names:
+        raise FmgaugeError(f"{path} holds no '<split>_features' arrays; it has {list(z)}.")
+    splits = {}
+    for s in names:
+        if f"{s}_labels" not in z:
+            raise FmgaugeError(f"{path} has {s}_features but no {s}_labels.")
+        x = check_finite(f"{path.name}: {s}_features", np.asarray(z[f"{s}_features"], dtype=np.float32))
+        if x.ndim != 2:
+            raise FmgaugeError(f"{path.name}: {s}_features must be 2-D (N, D), got shape {x.shape}.")
+        y = np.asarray(z[f"{s}_labels"]).reshape(-1).astype(np.int64)
+        check_same_length(**{f"{s}_features": x, f"{s}_labels": y})
+        splits[s] = Split(x=x, y=y, ids=np.array([f"{s}/{i}" for i in range(len(y))]))
+    k = int(max(sp.y.max() for sp in splits.values())) + 1
+    classes = tuple(map(str, z["class_names"])) if "class_names" in z else tuple(str(i) for i in range(k))
     return Dataset(name=f"features:{path.name}", class_names=classes, splits=splits, source=str(path.resolve()))
 
 
@@ -184,7 +184,10 @@ def read_medmnist_npz(path: Path, name: str, classes: tuple[str, ...] | None = N
     """An image dataset from an npz in the MedMNIST layout: ``{train,val,test}_images`` (N, H, W[, C]) uint8 and
     ``{split}_labels`` (N, 1), optionally ``class_names`` (K,); train and test are required. Also what
     ``npz:<path>`` datasets load."""
-    with np.load(path) as z:
+    from fmgauge.core.files import check_npz
+
+    check_npz(path, what=f"dataset {name}")
+    with np.load(path, allow_pickle=False) as z:
         if classes is None and "class_names" in z:
             classes = tuple(map(str, z["class_names"]))
         missing = [k for k in ("train_images", "train_labels", "test_images", "test_labels") if k not in z]

@@ -180,8 +180,33 @@ def progress(what: str, total: int | None = None, *, unit: str = "it", enabled: 
     try:
         yield t
         ok = True
+    except KeyboardInterrupt:
+        if _interrupted is None:  # the innermost loop Ctrl-C stopped (the CLI's message names it)
+            _note_interrupt(t)
+        raise
     finally:
         t._close(ok)
+
+
+_interrupted: str | None = None
+
+
+def _note_interrupt(t: Tracker) -> None:
+    global _interrupted
+    todo = f", {t.total - t.done} to go" if t.total is not None else ""
+    _interrupted = f"{t.what}: {t.done}" + (f" of {t.total}" if t.total is not None else "") + f" {t.unit} done{todo}"
+
+
+def clear_interrupt() -> None:
+    """Forget where an earlier Ctrl-C stopped (a new command starts)."""
+    global _interrupted
+    _interrupted = None
+
+
+def interrupted_at() -> str | None:
+    """Where Ctrl-C stopped the last tracked loop (``"embedding reference: 40 of 100 image done, 60 to go"``), or
+    None when it stopped outside any."""
+    return _interrupted
 
 
 def track(items: Iterable[T], what: str, *, total: int | None = None, unit: str = "it",

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -188,7 +190,7 @@ def _execute(trials: Sequence[Trial], fn: TrialFn, store: RunStore, backend: Bac
 def _run_pool(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -> None:
     workers = min(backend.workers or os.cpu_count() or 1, len(todo))
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
         pending = {pool.submit(_timed_call, fn, t.config, backend.threads_per_worker): t for t in todo}
         try:
             while pending:
@@ -212,7 +214,16 @@ def _run_pool(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -
         except BaseException:
             for fut in pending:
                 fut.cancel()
+            if not isinstance(sys.exc_info()[1], Exception):  # Ctrl-C: stop the running trials now (they rerun)
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+def _ignore_sigint() -> None:
+    """In pool workers: Ctrl-C is the driver's to handle (it stops them), so a worker never prints a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_ray(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fmgauge.core.files import read_back
 from fmgauge.core.models import DeviceName
 from fmgauge.core.report import Report, Section, figure_backend, render_html, render_markdown, save_figure
 from fmgauge.core.store import RunStore
@@ -262,7 +263,10 @@ def _save_windows(store: RunStore, tid: str, nll: list[float]) -> None:
 
 def _load_windows(root: Path, tid: str) -> np.ndarray | None:
     path = root / "windows" / f"{tid}.json"
-    return np.array(json.loads(path.read_text())) if path.exists() else None
+    if not path.exists():
+        return None
+    return np.array(read_back(path, lambda p: json.loads(p.read_text()), what="per-window NLL", fix=(
+        f"delete it and its trial ({tid}) is rerun by `fmgauge quantize compare ... --out {root}`.")))
 
 
 def paired_tests(root: Path, df: pd.DataFrame) -> pd.DataFrame:

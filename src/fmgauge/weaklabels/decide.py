@@ -609,6 +609,7 @@ def decide_from_files(
         if col not in gold_df:
             raise FmgaugeError(f"gold file {gold} needs columns id and label; it has {list(gold_df.columns)}.")
     ids = gold_df["id"].astype(str).to_numpy()
+    _check_gold_ids(gold_df, gold)
     if features is not None:
         fid, fx = _read_features(Path(features))
         class_names = classes or _class_names_from_gold(gold_df["label"])
@@ -621,8 +622,10 @@ def decide_from_files(
         fx, _ = represent(ds, representation, sp_name, sp_name)
         fid = ds.split(sp_name).ids.astype(str)
         class_names = ds.class_names
-    outputs = parse_outputs(read_table(Path(labeler), what="labeler-outputs file"), tuple(class_names),
-                            source=str(labeler))
+    lab_df = read_table(Path(labeler), what="labeler-outputs file")
+    if features is not None and classes is None:
+        _check_gold_classes(class_names, lab_df, gold, labeler)
+    outputs = parse_outputs(lab_df, tuple(class_names), source=str(labeler))
     out = outputs.align(ids, source=str(labeler))
     pos = pd.Series(np.arange(len(fid)), index=fid)
     missing = [i for i in ids if i not in pos.index]
@@ -643,6 +646,34 @@ def decide_from_files(
                   class_names=tuple(class_names), **kwargs)
 
 
+def _check_gold_ids(gold_df: pd.DataFrame, gold: str | Path) -> None:
+    """Each gold id appears once: an id with two different labels is a contradiction, a repeated row a copy."""
+    ids = gold_df["id"].astype(str)
+    dup = ids[ids.duplicated(keep=False)]
+    if dup.empty:
+        return
+    labels = gold_df.loc[dup.index, "label"].astype(str).groupby(dup).unique()
+    clash = labels[labels.map(len) > 1]
+    if len(clash):
+        raise FmgaugeError(f"gold file {gold} gives {len(clash)} id(s) two or more different labels, e.g. id "
+                           f"{clash.index[0]!r}: {sorted(clash.iloc[0])}; keep one label per id.")
+    raise FmgaugeError(f"gold file {gold} repeats {dup.nunique()} id(s), e.g. {sorted(dup.unique())[:3]}; each item "
+                       "must appear once.")
+
+
+def _check_gold_classes(class_names: tuple[str, ...], lab_df: pd.DataFrame, gold: str | Path,
+                        labeler: str | Path) -> None:
+    """With classes taken from the gold file, a gold label the labeler has no probability column for is a problem
+    of the gold file (a typo, a class the labeler never predicts), named as such."""
+    given = [str(c)[2:] for c in lab_df.columns if str(c).startswith("p_")]
+    if not given or all(c in given for c in class_names) or all(str(i) in given for i in range(len(class_names))):
+        return
+    extra = [c for c in class_names if c not in given]
+    raise FmgaugeError(f"gold file {gold} has label(s) {extra} that the labeler-outputs file {labeler} has no "
+                       f"probability column for (its classes: {given}); fix those gold labels, or add p_<class> "
+                       "columns for them to the labeler outputs.")
+
+
 def _class_names_from_gold(labels: pd.Series) -> tuple[str, ...]:
     """Class names of a gold file: its distinct labels, sorted (numerically when they are integers). Labels that
     differ only in case or surrounding spaces are refused (they would silently become separate classes)."""
@@ -661,10 +692,12 @@ def _read_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
         raise FmgaugeError(f"features file {path} does not exist.")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if "ids" not in z or "features" not in z:
-                raise FmgaugeError(f"{path} must hold arrays 'ids' (n,) and 'features' (n, D); it has {z.files}.")
-            return z["ids"].astype(str), np.asarray(z["features"], dtype=np.float64)
+        from fmgauge.core.files import load_npz
+
+        z = load_npz(path, what="features file")
+        if "ids" not in z or "features" not in z:
+            raise FmgaugeError(f"{path} must hold arrays 'ids' (n,) and 'features' (n, D); it has {list(z)}.")
+        return z["ids"].astype(str), np.asarray(z["features"], dtype=np.float64)
     from fmgauge.weaklabels.labelers.file import read_table
 
     df = read_table(path, what="features file")

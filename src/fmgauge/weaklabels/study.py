@@ -414,6 +414,11 @@ def load_result(run_dir: str | Path) -> StudyResult:
         if not (run_dir / f).exists():
             raise FmgaugeError(f"{run_dir} has no {f}: run `fmgauge weak-labels calibrate` into it first.")
     store = RunStore(run_dir)
-    summary = store.read_json("summary.json")
-    store.close()
-    return StudyResult(run_dir, summary, pd.read_parquet(run_dir / "results.parquet"))
+    fix = (f"rebuild it with `fmgauge weak-labels calibrate --config {run_dir / 'config.yaml'} --out {run_dir}` "
+           "(saved trials are reused, not rerun).")
+    try:
+        summary = store.read_json("summary.json", fix=fix)
+        results = store.read_parquet("results.parquet", fix=fix)
+    finally:
+        store.close()
+    return StudyResult(run_dir, summary, results)

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 
 import numpy as np
 
 from fmgauge.core.cache import cache_file
 from fmgauge.core.data import Dataset, load_dataset
+from fmgauge.core.files import read_back
 from fmgauge.core.stats import auc, auc_ci
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.features import represent
@@ -65,8 +67,11 @@ def labeler_arrays(key: str) -> tuple[np.ndarray, np.ndarray]:
     path = cache_file("labels", key)
     if not path.exists():
         raise FmgaugeError(f"weak labels {path} are missing; run `fmgauge weak-labels label` first.")
-    with np.load(path) as z:
-        return z["probs"], z["labels"]
+    def read(p: Path) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(p, allow_pickle=False) as z:
+            return z["probs"], z["labels"]
+
+    return read_back(path, read, what="weak labels", fix="delete it and rerun: the labeler outputs are recomputed.")
 
 
 def training_sets(
