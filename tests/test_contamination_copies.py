@@ -24,7 +24,12 @@ from fmgauge.contamination.copies import CopyConfig
 from fmgauge.contamination.copy_augment import jpeg
 from fmgauge.contamination.copy_embedder import CopyEmbedderConfig, train_copy_embedder, training_manifest
 from fmgauge.contamination.gallery import read_pairs, serve, set_marks
-from fmgauge.contamination.image_overlap import NEAR_IDENTICAL, ImageOverlapConfig, run_image_overlap, write_report
+from fmgauge.contamination.image_overlap import (
+    NEAR_IDENTICAL,
+    ImageOverlapConfig,
+    run_image_overlap,
+    write_report,
+)
 from fmgauge.contamination.images import open_image_set
 from fmgauge.contamination.verify import VerifyConfig, align, grey_stack, verify_candidates, verify_pairs
 from fmgauge.core.validation import FmgaugeError
