@@ -16,7 +16,8 @@ is seen in training).
 Network (``width`` w, input ``size`` S, greyscale z-scored per image, so brightness and contrast are gone before
 it sees the pixels): four 3 × 3 conv + BatchNorm + ReLU layers (1 → w, s 2; w → 2w, s 2; 2w → 4w, s 2;
 4w → 4w), GeM pooling (p = 3), a linear projection to ``dim`` and L2 normalisation. The descriptor is made
-exactly invariant to horizontal flips by summing the projections of the image and its mirror before normalising.
+exactly invariant to horizontal flips by summing the projections of the image and its mirror before normalising
+(training uses the plain projection, at half the cost, with flips among the augmentations).
 
 What it finds: copies under the transforms it was trained on (crops to ~70 % of the side at any offset, rotations
 of a few degrees, shifts, flips, JPEG, contrast, brightness, blur, resampling), provided the original is in the
@@ -45,14 +46,14 @@ from fmgauge.contamination.copy_augment import AugmentConfig
 from fmgauge.core.validation import FmgaugeError
 
 log = logging.getLogger(__name__)
-VERSION = 2
+VERSION = 3
 
 
 class CopyEmbedderConfig(BaseModel):
     """How the copy embedder is built and trained (module docstring)."""
 
     size: int = Field(64, ge=16, le=256, description="input side in pixels (images are resized, greyscale)")
-    width: int = Field(24, ge=4, le=256, description="channels of the first conv layer (then 2w, 4w, 4w)")
+    width: int = Field(16, ge=4, le=256, description="channels of the first conv layer (then 2w, 4w, 4w)")
     dim: int = Field(128, ge=8, le=2048, description="descriptor dimension")
     train_images: int = Field(10_000, ge=16, description="reference images sampled for training")
     epochs: int = Field(6, ge=1, le=1000, description="passes over the training sample")
@@ -91,11 +92,13 @@ def _net(cfg: CopyEmbedderConfig):
             self.pool = GeM()
             self.proj = nn.Linear(4 * w, cfg.dim)
 
-        def forward(self, x):  # (B, 1, S, S) z-scored -> (B, dim) unit rows, invariant to a horizontal flip
+        def forward(self, x, symmetric: bool = True):  # (B, 1, S, S) z-scored -> (B, dim) unit rows
+            if not symmetric:  # training: half the cost; flips come from the augmentations
+                return nn.functional.normalize(self.proj(self.pool(self.trunk(x))), dim=1)
             both = torch.cat([x, x.flip(-1)])
             h = self.proj(self.pool(self.trunk(both)))  # (2B, dim)
             b = x.shape[0]
-            return nn.functional.normalize(h[:b] + h[b:], dim=1)
+            return nn.functional.normalize(h[:b] + h[b:], dim=1)  # exactly invariant to a horizontal flip
 
     return CopyNet()
 
@@ -284,7 +287,8 @@ def train_copy_embedder(images, cfg: CopyEmbedderConfig | None = None, *, progre
                         grp["lr"] = lr_at(step)
                     x = data[perm[s * bs:(s + 1) * bs]].float().div_(255.0)[:, None]  # (B, 1, S, S)
                     views = torch.cat([copy_augment(x, cfg.augment, gen), copy_augment(x, cfg.augment, gen)])
-                    loss, nce, ent = sscd_loss(net(standardise(views)), cfg.temperature, cfg.entropy_weight)
+                    loss, nce, ent = sscd_loss(net(standardise(views), symmetric=False), cfg.temperature,
+                                                cfg.entropy_weight)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
