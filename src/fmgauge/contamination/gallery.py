@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MARKS = ("duplicate", "same-source", "different")
 MARKS_FILE = "marks.json"
 PAIRS_FILE = Path("gallery") / "pairs.json"
+OUTSIDE_RGB = (40, 70, 140)  # aligned view / difference: blue where the aligned reference has no pixels
 THUMB_PX = 160  # thumbnails are at most this many pixels a side; smaller images are enlarged (nearest)
 
 
@@ -66,12 +67,13 @@ def _aligned_views(bench_im, ref_im, params, size: int, run_dir: Path, n: int) -
         x, y = warped[mask], a[mask]
         gain = np.cov(x, y)[0, 1] / max(np.var(x), 1e-9)
         warped = (warped - x.mean()) * gain + y.mean()
-    shown = np.where(mask, np.clip(warped, 0, 255), 0).astype(np.uint8)
-    diff = np.where(mask, np.clip(np.abs(a - warped) * 2, 0, 255), 0).astype(np.uint8)
+    outside = np.array(OUTSIDE_RGB, np.uint8)
+    shown = np.where(mask[..., None], np.clip(warped, 0, 255)[..., None].astype(np.uint8), outside)
+    diff = np.where(mask[..., None], np.clip(np.abs(a - warped) * 2, 0, 255)[..., None].astype(np.uint8), outside)
     out = []
     for kind, arr in (("aligned", shown), ("diff", diff)):
         rel = Path("gallery") / "thumbs" / f"{n:05d}-{kind}.png"
-        _thumb(Image.fromarray(arr).convert("RGB"), run_dir / rel)
+        _thumb(Image.fromarray(np.ascontiguousarray(arr)), run_dir / rel)
         out.append(rel.as_posix())
     return out[0], out[1]
 
