@@ -4,7 +4,7 @@ PMC-OA's 1.6 M images.
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_image_overlap.py embed
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_image_overlap.py search
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_image_overlap.py markdown
-    HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_image_overlap.py copy-train     # 2 threads
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_image_overlap.py copy-train
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_image_overlap.py copy-quality
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_image_overlap.py copy-speed
     PYTHONPATH=src .venv/bin/python benchmarks/bench_image_overlap.py copy-markdown
@@ -20,7 +20,8 @@ at fmgauge's default settings: build seconds, queries/second, recall@1/@5 agains
 
 The copy detector (issue #25): ``copy-train`` trains the copy embedder at its defaults (64 px, 6 epochs) on 10,000
 images (the 8,236 MedMNIST images of the three datasets, upsampled from 28 px, plus 1,764 of them a second time:
-training cost depends only on the count) with 2 torch threads, wall and CPU seconds. ``copy-quality`` plants
+training cost depends only on the count) with 1 torch thread (a first run with 2 threads on the loaded shared
+machine spent 5 min of CPU on 2 of 6 epochs, spinning at OpenMP barriers), wall and CPU seconds. ``copy-quality`` plants
 copies of PneumoniaMNIST test images in the PneumoniaMNIST train split (7 families, 40 each) and runs
 ``image-overlap`` with both controls; recall per family and false flags among never-copied images for the copy
 detector, its embedder alone, and dct under either control. ``copy-speed`` measures embedding and search
@@ -279,12 +280,12 @@ def bench_copy_train() -> dict:
     with tempfile.TemporaryDirectory() as d:
         os.environ["FMGAUGE_CACHE"] = str(Path(d) / "cache")
         np.savez(Path(d) / "train.npz", train_images=imgs)
-        cfg = CopyEmbedderConfig(threads=2)
+        cfg = CopyEmbedderConfig(threads=1)  # 2 threads spin at OpenMP barriers on a loaded shared machine
         out["config"] = cfg.model_dump(mode="json")
         rss0 = _rss()
         emb, wall, cpu = _cpu_wall(lambda: train_copy_embedder(open_image_set(f"{d}/train.npz:train"), cfg))
         man = training_manifest(emb)
-    out.update({"wall_s": wall, "cpu_s": cpu, "torch_threads": 2, "history": man["history"],
+    out.update({"wall_s": wall, "cpu_s": cpu, "torch_threads": 1, "history": man["history"],
                 "rss_growth_MiB": (_rss() - rss0) / 2**20, "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
                 "torch": torch.__version__})
     print(out, flush=True)

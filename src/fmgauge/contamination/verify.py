@@ -18,8 +18,9 @@ resampling lower it slightly). A coarse grid (``rotations`` × ``scales`` × 2 f
 refinement around its best transform (θ ± half a step and σ ± half a step, then ±0.5 px), so the score of a true copy is
 not limited by the grid's spacing.
 
-What it finds: crops down to ~``1 - window`` ... of the side at any offset (the window must lie inside the copy),
-zooms within ``max_scale``, rotations within ±``rotate_deg``, shifts within ±(S - w)/2 px, horizontal flips,
+What it finds: crops at any offset that keep the template's source (A's central window spans 75 % / σ of A's
+side: 60 % for a copy zoomed 1.25×, so any crop to 80 % or more contains it), zooms within ``max_scale``, rotations
+within ±``rotate_deg``, shifts within ±(S - w)/2 px, horizontal flips,
 contrast/brightness changes, JPEG and resampling. What it cannot: vertical flips and larger rotations (outside
 the grid), crops so tight that A's central window is cut, local edits that change the window's content (overlays,
 inpainting), non-affine intensity changes (inversion scores -1, so it is not a match), and anything that is not
