@@ -69,6 +69,15 @@ def plant(a: np.ndarray, family: str, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(im)
 
 
+def _twins() -> list[int]:
+    """Benchmark images 60..149 pixel-identical to one of 0..59 (PneumoniaMNIST test has exact duplicates): the
+    reference holds a copy of them too, so they are not 'never copied'."""
+    import hashlib
+
+    md5 = [hashlib.md5(a.tobytes()).hexdigest() for a in _npz("pneumoniamnist", "test")[:N_BENCH]]
+    return [i for i in range(N_PLANT, N_BENCH) if md5[i] in set(md5[:N_PLANT])]
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     """Benchmark: PneumoniaMNIST test 0..149. Reference: PneumoniaMNIST train 0..399 plus one copy of each of
@@ -109,7 +118,7 @@ def test_planted_copies_are_found_per_family_with_no_false_flags(run_both):
     for i in range(N_PLANT):
         found[FAMILIES[i % len(FAMILIES)]].append(bool(flagged.loc[i] and best.loc[i, "ref_row"] == N_REF + i))
     recall = {f: float(np.mean(v)) for f, v in found.items()}
-    never = flagged.loc[N_PLANT:]
+    never = flagged.loc[N_PLANT:].drop(index=_twins(), errors="ignore")  # images with a planted twin have a copy
     print(f"τ_copy {q['tau']:.4f}; recall per family {recall}; never-copied flagged {int(never.sum())} / {len(never)}; "
           f"max never-copied score {best.loc[N_PLANT:, 'copy_score'].max():.4f}")
     assert min(recall.values()) >= 0.9, recall
