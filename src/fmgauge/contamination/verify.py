@@ -5,7 +5,8 @@ Keypoint detectors find almost nothing on a 28 × 28 MedMNIST image, so fmgauge 
 way: it searches every transform of a grid and keeps the best normalised cross-correlation (NCC).
 
 Notation: A (P, S, S) the query images (benchmark or control), B (P, S, S) their candidates from the reference,
-both greyscale, resized to S = ``size`` and z-scored. A template T_g is A's central window of side w =
+both greyscale, resized to S = ``size``, z-scored and lightly blurred (``blur`` = 0.6 px, so JPEG and resampling
+noise costs a copy less correlation; docs/benchmarks.md section 10 compares it with no blur). A template T_g is A's central window of side w =
 ``window`` · S, sampled (bilinear) under each transform g = (flip f, rotation θ, scale σ): the point (u, v) of a
 w × w patch of B (pixel offsets from the patch centre) is read from A at
 
@@ -51,6 +52,8 @@ class VerifyConfig(BaseModel):
     rotate_step: float = Field(2.5, gt=0, le=45, description="coarse rotation step (degrees)")
     max_scale: float = Field(1.45, ge=1.0, le=3.0, description="zooms searched: 1/this .. this")
     scale_steps: int = Field(9, ge=1, le=64, description="coarse zoom steps (log-spaced)")
+    blur: float = Field(0.6, ge=0, le=4, description="Gaussian blur (sigma, pixels at size) of both images before "
+                        "comparing: JPEG and resampling noise costs a copy less correlation")
     flips: bool = Field(True, description="also search the horizontally flipped image")
     refine: bool = Field(True, description="refine the best coarse transform locally (θ, σ, sub-pixel shift)")
     batch_pairs: int = Field(64, ge=1, le=100_000, description="pairs per batched computation (memory bound)")
@@ -79,6 +82,21 @@ def zscore(x):
     """(P, S, S) tensor -> per-image zero mean, unit std."""
     x = x - x.mean((1, 2), keepdim=True)
     return x / x.std((1, 2), keepdim=True).clamp_min(1e-6)
+
+
+def gaussian_blur(x, sigma: float):
+    """(P, S, S) tensor blurred by a separable Gaussian of ``sigma`` pixels (edges replicated); 0: unchanged."""
+    import torch
+    import torch.nn.functional as F
+
+    if sigma <= 0:
+        return x
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    y = F.pad(x[:, None], (r, r, r, r), mode="replicate")
+    return F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))[:, 0]
 
 
 def coarse_grid(cfg: VerifyConfig) -> np.ndarray:
@@ -155,8 +173,10 @@ def verify_pairs(a: np.ndarray, b: np.ndarray, cfg: VerifyConfig | None = None) 
     subpixel = torch.tensor([(0.0, 1.0, ox, oy) for ox in (-0.5, 0.0, 0.5) for oy in (-0.5, 0.0, 0.5)])
     with torch.inference_mode():
         for i in range(0, n, cfg.batch_pairs):
-            at = zscore(torch.from_numpy(np.ascontiguousarray(a[i:i + cfg.batch_pairs], np.float32)))
-            bt = zscore(torch.from_numpy(np.ascontiguousarray(b[i:i + cfg.batch_pairs], np.float32)))
+            at = gaussian_blur(zscore(torch.from_numpy(np.ascontiguousarray(a[i:i + cfg.batch_pairs], np.float32))),
+                               cfg.blur)
+            bt = gaussian_blur(zscore(torch.from_numpy(np.ascontiguousarray(b[i:i + cfg.batch_pairs], np.float32))),
+                               cfg.blur)
             p = len(at)
             patches = F.unfold(bt[:, None], w)  # (P, w², L)
             patches = patches - patches.mean(1, keepdim=True)
