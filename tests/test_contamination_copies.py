@@ -344,6 +344,7 @@ def test_gallery_in_a_headless_browser(run_both, tmp_path, mode):
     assert res["marked_after_reload"] == {res["keys_marked"][0]: "duplicate", res["keys_marked"][1]: "same-source",
                                           res["keys_marked"][2]: "different"}, res
     assert "unmarked: " + str(len(pairs) - 3) in res["counts_text"]
+    assert sorted(res["buttons_on"]) == ["different", "duplicate", "same-source"]  # shown on the reloaded page
     if mode == "served":
         saved = json.loads((run_dir / "marks.json").read_text())["marks"]
         assert {k: v["mark"] for k, v in saved.items()} == res["marked_after_reload"]

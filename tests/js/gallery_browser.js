@@ -10,7 +10,7 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
   const browser = await puppeteer.launch({
     executablePath: chromium, headless: true, userDataDir: profile,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--no-first-run", "--allow-file-access-from-files"],
+           "--disable-component-update", "--no-first-run"],
   });
   const out = {};
   try {
