@@ -589,8 +589,8 @@ def write_report(run_dir: str | Path) -> Path:
     ag = agreement(auto, human)
     lab = r.get("labels", {})
     adj_text = [
-        f"{r['gallery']['pairs']} flagged pairs are in the gallery (gallery.html; {r['gallery']['shown_of_flagged']} "
-        f"flagged in all), each with an automatic label: {lab.get('counts')}. duplicate = flagged as a copy; "
+        f"All {r['gallery']['shown_of_flagged']} flagged benchmark images get an automatic label: {lab.get('counts')}; "
+        f"the gallery (gallery.html) shows {r['gallery']['pairs']} of them, duplicates first. duplicate = flagged as a copy; "
         f"same-source = flagged for modality only and aligned at least as well as a typical same-modality non-member "
         f"(aligned correlation ≥ {lab.get('lookalike_cut', float('nan')):.4f}, the {lab.get('lookalike_cut_how', '')});"
         " different = below that. Serve it with "
