@@ -101,10 +101,31 @@ def _cfg(root: Path, **over) -> ImageOverlapConfig:
 
 
 @pytest.fixture(scope="module")
-def run_both(planted, tmp_path_factory):
+def module_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def run_both(planted, module_cache, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FMGAUGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        mp.setenv("FMGAUGE_CACHE", str(module_cache))
         return run_image_overlap(_cfg(planted), tmp_path_factory.mktemp("run") / "both", progress=False)
+
+
+def test_only_a_same_modality_control_answers_the_copy_question_alone(run_both, planted, module_cache, tmp_path,
+                                                                      monkeypatch):
+    """Without --control there is no modality question; the copy stage's training, descriptors and verification
+    come from the cache of the run with both controls (same reference, same shortlist)."""
+    monkeypatch.setenv("FMGAUGE_CACHE", str(module_cache))
+    res = run_image_overlap(_cfg(planted, control=None), tmp_path / "run", progress=False)
+    r = res.results
+    assert r["headline"] == "copies" and list(r["questions"]) == ["copies"]
+    assert r["questions"]["copies"] == run_both.results["questions"]["copies"]
+    assert r["copy_detector"]["timings"]["train_cpu_s"] < 1.0  # cached weights
+    assert r["control"]["spec"] == f"{planted / 'sets.npz'}:val" and r["tau"] == r["questions"]["copies"]["tau"]
+    assert set(r["labels"]["counts"]) == {"duplicate", "same-source", "different"}
+    assert r["labels"]["counts"]["duplicate"] == r["gallery"]["pairs"]  # nothing else is flagged
+    assert (tmp_path / "run" / "report.md").read_text().splitlines()[2].startswith("**Copies:")
 
 
 def test_planted_copies_are_found_per_family_with_no_false_flags(run_both):
