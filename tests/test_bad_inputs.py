@@ -467,6 +467,36 @@ def overlap_top_k_zero(tmp: Path) -> list[str]:
     return _overlap(tmp, **{"top-k": "0"})
 
 
+def overlap_no_control_at_all(tmp: Path) -> list[str]:
+    args = _overlap(tmp)
+    i = args.index("--control")
+    return args[:i] + args[i + 2:]
+
+
+def overlap_copy_control_missing(tmp: Path) -> list[str]:
+    return _overlap(tmp, **{"copy-control": str(tmp / "nowhere")})
+
+
+def overlap_copy_detector_typo(tmp: Path) -> list[str]:
+    return _overlap(tmp, **{"copy-detector": "yes"})
+
+
+def overlap_copy_control_with_detector_off(tmp: Path) -> list[str]:
+    return _overlap(tmp, **{"copy-control": f"{MEDMNIST / 'pneumoniamnist.npz'}:test", "copy-detector": "off"})
+
+
+def overlap_copy_alpha_too_large(tmp: Path) -> list[str]:
+    return _overlap(tmp, **{"copy-control": f"{MEDMNIST / 'breastmnist.npz'}:val", "copy-alpha": "78"})
+
+
+def overlap_copy_top_k_zero(tmp: Path) -> list[str]:
+    return _overlap(tmp, **{"copy-top-k": "0"})
+
+
+def overlap_copy_epochs_zero(tmp: Path) -> list[str]:
+    return _overlap(tmp, **{"copy-epochs": "0"})
+
+
 def gallery_not_a_run(tmp: Path) -> list[str]:
     return ["contamination", "gallery", str(tmp)]
 
@@ -950,6 +980,13 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (overlap_alpha_too_large, "--alpha 156 must be below the number of control images (156)"),
     (overlap_index_typo, "--index must be exact, ivf, hnsw or auto, got 'hnws'"),
     (overlap_top_k_zero, "--top-k: Input should be greater than or equal to 1"),
+    (overlap_no_control_at_all, "--control and --copy-control are both missing"),
+    (overlap_copy_control_missing, "--copy-control '"),
+    (overlap_copy_detector_typo, "--copy-detector must be auto, on or off, got 'yes'"),
+    (overlap_copy_control_with_detector_off, "--copy-control needs the copy detector"),
+    (overlap_copy_alpha_too_large, "--copy-alpha 78 must be below the number of --copy-control images (78)"),
+    (overlap_copy_top_k_zero, "--copy-top-k: Input should be greater than or equal to 1"),
+    (overlap_copy_epochs_zero, "--copy-epochs: Input should be greater than or equal to 1"),
     (gallery_not_a_run, "has no gallery/pairs.json: run `fmgauge contamination image-overlap"),
     (gallery_import_bad_mark, "must be one of ['duplicate', 'same-source', 'different']"),
     (gallery_port_out_of_range, "--port must be in 0..65535"),

@@ -277,7 +277,17 @@ ImageSetOpt = "a folder of images, a .csv/.tsv/.parquet listing (path[, caption,
 def image_overlap_cmd(
     benchmark: Annotated[str, typer.Option(help=f"Benchmark images: {ImageSetOpt}.")],
     reference: Annotated[str, typer.Option(help="Reference corpus (e.g. PMC-OA), same forms; streamed and cached.")],
-    control: Annotated[str, typer.Option(help="Out-of-domain control images (not in the reference); they set τ.")],
+    control: Annotated[str | None, typer.Option(help="Out-of-domain control images (not in the reference); they set "
+                                                     "τ of the same-modality / source-overlap question.")] = None,
+    copy_control: Annotated[str | None, typer.Option(help="Same-modality images known to be absent from the reference "
+                                                          "(e.g. a held-out split of the benchmark's dataset); they "
+                                                          "set τ of the copy question, the headline.")] = None,
+    copy_detector: Annotated[str, typer.Option(help="auto (on with --copy-control) | on | off: the trained copy "
+                                                    "embedder + verification stage.")] = "auto",
+    copy_alpha: Annotated[int, typer.Option(help="Same-modality control images allowed above τ_copy.")] = 0,
+    copy_top_k: Annotated[int, typer.Option(help="Copy-embedder candidates verified per image.")] = 10,
+    copy_train_images: Annotated[int, typer.Option(help="Reference images the copy embedder trains on.")] = 10_000,
+    copy_epochs: Annotated[int, typer.Option(help="Training epochs of the copy embedder.")] = 6,
     embedder: Annotated[str, typer.Option(help="dct (offline near-duplicates), siglip-b16, siglip-so400m, biomedclip, "
                                                "hf-hub:org/repo or local-dir:<path>.")] = "dct",
     alpha: Annotated[int, typer.Option(help="Control images allowed above τ (0: τ = max control similarity).")] = 0,
@@ -295,18 +305,26 @@ def image_overlap_cmd(
     """Near-neighbour overlap of benchmark images with a reference corpus, τ from a control, adjudication gallery."""
     from pydantic import ValidationError
 
-    from fmgauge.contamination.image_overlap import ImageOverlapConfig, prepare, run_image_overlap
+    from fmgauge.contamination.copies import CopyConfig
+    from fmgauge.contamination.copy_embedder import CopyEmbedderConfig
+    from fmgauge.contamination.image_overlap import ImageOverlapConfig, lead_line, prepare, run_image_overlap
     from fmgauge.contamination.neighbours import IndexConfig
 
     try:
+        copy = CopyConfig(detector=copy_detector, alpha=copy_alpha, top_k=copy_top_k,
+                          embedder=CopyEmbedderConfig(train_images=copy_train_images, epochs=copy_epochs))
         cfg = ImageOverlapConfig(
-            benchmark=benchmark, reference=reference, control=control, embedder=embedder, alpha=alpha, top_k=top_k,
+            benchmark=benchmark, reference=reference, control=control, copy_control=copy_control, embedder=embedder,
+            alpha=alpha, top_k=top_k,
             index=IndexConfig(kind=index, exact_below=exact_below, nprobe=nprobe, ef_search=ef_search),
-            batch_size=batch_size, device=device, dtype=dtype, gallery_max=gallery_max)
+            batch_size=batch_size, device=device, dtype=dtype, gallery_max=gallery_max, copies=copy)
     except ValidationError as e:
         err = e.errors()[0]
-        raise FmgaugeError(f"--{'-'.join(map(str, err['loc'][-1:])).replace('_', '-')}: {err['msg']} "
-                           f"(got {err.get('input')!r}).") from None
+        loc = str(err["loc"][-1])
+        name = {"detector": "copy-detector", "alpha": "copy-alpha", "top_k": "copy-top-k",
+                "train_images": "copy-train-images", "epochs": "copy-epochs"}.get(loc, loc.replace("_", "-")) \
+            if e.title in ("CopyConfig", "CopyEmbedderConfig") else loc.replace("_", "-")
+        raise FmgaugeError(f"--{name}: {err['msg']} (got {err.get('input')!r}).") from None
     if cfg.index.kind not in ("exact", "ivf", "hnsw", "auto"):
         raise FmgaugeError(f"--index must be exact, ivf, hnsw or auto, got {cfg.index.kind!r}.")
     _validate_device(cfg.device, cfg.dtype)
@@ -315,11 +333,11 @@ def image_overlap_cmd(
     with run_lock(out):
         res = run_image_overlap(cfg, out, inputs=inputs, progress=progress)
     r = res.results
-    f = r["benchmark"]["flagged"]
-    console.print(f"{f['k']} / {f['n']} benchmark images flagged ({100 * f['value']:.1f} %, 95 % CI "
-                  f"{100 * f['lo']:.1f}–{100 * f['hi']:.1f} %) at τ = {r['tau']:.4f}; control {r['control']['flagged']['k']}"
-                  f" / {r['control']['flagged']['n']}; index {r['index']['kind']}"
-                  + (f" (recall@1 {r['index']['recall']['recall_at_1']:.3f})" if r["index"]["recall"] else ""))
+    _, lead = lead_line(r)
+    console.print(lead, markup=False)
+    console.print(f"index {r['index']['kind']}" + (f" (recall@1 {r['index']['recall']['recall_at_1']:.3f})"
+                                                   if r["index"]["recall"] else "")
+                  + f"; automatic labels {r['labels']['counts']}")
     skipped = sum(r[s]["skipped"] for s in ("benchmark", "reference", "control"))
     if skipped:
         console.print(f"{skipped} unreadable image(s) skipped: {res.run_dir / 'skipped.csv'}")

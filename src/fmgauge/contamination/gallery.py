@@ -27,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fmgauge.core.files import read_back
 from fmgauge.core.validation import FmgaugeError
 
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 MARKS = ("duplicate", "same-source", "different")
 MARKS_FILE = "marks.json"
 PAIRS_FILE = Path("gallery") / "pairs.json"
+OUTSIDE_RGB = (40, 70, 140)  # aligned view / difference: blue where the aligned reference has no pixels
 THUMB_PX = 160  # thumbnails are at most this many pixels a side; smaller images are enlarged (nearest)
 
 
@@ -53,33 +56,79 @@ def _thumb(im, path: Path) -> Path:
     return path
 
 
-def write_gallery(run_dir: Path, pairs: list[dict], benchmark, reference, *, title: str = "") -> Path:
+def _aligned_views(bench_im, ref_im, params, size: int, run_dir: Path, n: int) -> tuple[str, str]:
+    """The reference image aligned into the benchmark image's frame, and |difference|, as thumbnails (paths)."""
+    from PIL import Image
+
+    from fmgauge.contamination.verify import align
+
+    side = max(bench_im.size)
+    a = np.asarray(bench_im.convert("L").resize((side, side), Image.BILINEAR), np.float64)
+    b = np.asarray(ref_im.convert("L").resize((side, side), Image.BILINEAR), np.float64)
+    warped, mask = align(b, np.asarray(params, np.float32), size=size, out=side)
+    warped = warped.astype(np.float64)
+    if mask.sum() > 2:  # match intensities over the overlap (the verification score ignores gain and offset)
+        x, y = warped[mask], a[mask]
+        gain = np.cov(x, y)[0, 1] / max(np.var(x), 1e-9)
+        warped = (warped - x.mean()) * gain + y.mean()
+    outside = np.array(OUTSIDE_RGB, np.uint8)
+    shown = np.where(mask[..., None], np.clip(warped, 0, 255)[..., None].astype(np.uint8), outside)
+    diff = np.where(mask[..., None], np.clip(np.abs(a - warped) * 2, 0, 255)[..., None].astype(np.uint8), outside)
+    out = []
+    for kind, arr in (("aligned", shown), ("diff", diff)):
+        rel = Path("gallery") / "thumbs" / f"{n:05d}-{kind}.png"
+        _thumb(Image.fromarray(np.ascontiguousarray(arr)), run_dir / rel)
+        out.append(rel.as_posix())
+    return out[0], out[1]
+
+
+def write_gallery(run_dir: Path, pairs: list[dict], benchmark, reference, *, title: str = "",
+                  verify_size: int = 32) -> Path:
     """Write thumbnails, ``gallery/pairs.json`` and ``gallery.html`` for ``pairs`` into ``run_dir``.
 
     Each pair dict has ``bench_row``, ``ref_row`` (rows of the ``benchmark`` / ``reference`` ImageSets),
-    ``bench_id``, ``ref_id``, ``similarity`` and optional ``bench_caption``, ``ref_caption``, ``ref_source``.
+    ``bench_id``, ``ref_id``, ``similarity`` and optional ``bench_caption``, ``ref_caption``, ``ref_source``,
+    ``auto`` (automatic label), ``copy_score``, ``params`` (the verified transform at ``verify_size``, which
+    adds the aligned view and the difference image) and ``neighbours`` (list of {ref_row, ref_id, similarity,
+    copy_score}: thumbnails written, shown on demand).
     """
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     run_dir = Path(run_dir)
     out = []
-    for n, p in enumerate(pairs):
-        q = dict(p, pair=pair_id(p["bench_id"], p["ref_id"]))
-        for side, imgset, row in (("bench", benchmark, p["bench_row"]), ("ref", reference, p["ref_row"])):
-            im = imgset.load(int(row))
-            rel = Path("gallery") / "thumbs" / f"{n:05d}-{side}.png"
-            q[f"{side}_thumb"] = ""
+    ref_thumbs: dict[int, str] = {}
+
+    def ref_thumb(row: int, im=None) -> str:
+        if row not in ref_thumbs:
+            im = im if im is not None else reference.load(int(row))
+            rel = Path("gallery") / "thumbs" / f"ref-{int(row)}.png"
+            ref_thumbs[row] = ""
             if im is not None:
                 _thumb(im, run_dir / rel)
-                q[f"{side}_thumb"] = rel.as_posix()
+                ref_thumbs[row] = rel.as_posix()
+        return ref_thumbs[row]
+
+    for n, p in enumerate(pairs):
+        q = dict(p, pair=pair_id(p["bench_id"], p["ref_id"]), n=n)
+        b_im, r_im = benchmark.load(int(p["bench_row"])), reference.load(int(p["ref_row"]))
+        q["bench_thumb"] = ""
+        if b_im is not None:
+            rel = Path("gallery") / "thumbs" / f"{n:05d}-bench.png"
+            _thumb(b_im, run_dir / rel)
+            q["bench_thumb"] = rel.as_posix()
+        q["ref_thumb"] = ref_thumb(int(p["ref_row"]), r_im)
+        q["aligned_thumb"] = q["diff_thumb"] = ""
+        if p.get("params") is not None and b_im is not None and r_im is not None:
+            q["aligned_thumb"], q["diff_thumb"] = _aligned_views(b_im, r_im, p["params"], verify_size, run_dir, n)
+        q["neighbours"] = [dict(nb, thumb=ref_thumb(int(nb["ref_row"]))) for nb in p.get("neighbours", [])]
         out.append(q)
     (run_dir / PAIRS_FILE).parent.mkdir(parents=True, exist_ok=True)
     (run_dir / PAIRS_FILE).write_text(json.dumps(out, indent=1, default=str))
     env = Environment(loader=PackageLoader("fmgauge.contamination", "templates"),
                       autoescape=select_autoescape(("html", "html.j2")))
     html = env.get_template("gallery.html.j2").render(
-        title=title or "Adjudication gallery", pairs=out, marks=MARKS, storage_key=f"fmgauge-marks:{run_dir.name}",
-        pairs_json=json.dumps([p["pair"] for p in out]))
+        title=title or "Adjudication gallery", n_pairs=len(out), marks=MARKS, storage_key=f"fmgauge-marks:{run_dir.name}",
+        pairs_json=json.dumps(out, default=str).replace("</", "<\\/"))
     path = run_dir / "gallery.html"
     path.write_text(html)
     return path
