@@ -11,11 +11,13 @@ cluster). Both give identical results: each trial is seeded by its own config.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -191,7 +193,8 @@ def _run_pool(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -
     workers = min(backend.workers or os.cpu_count() or 1, len(todo))
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
-        pending = {pool.submit(_timed_call, fn, t.config, backend.threads_per_worker): t for t in todo}
+        with _sigint_ignored_while_spawning():  # workers start with SIGINT ignored: none can print a traceback
+            pending = {pool.submit(_timed_call, fn, t.config, backend.threads_per_worker): t for t in todo}
         try:
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -219,6 +222,25 @@ def _run_pool(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -
                     proc.terminate()
                 pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+@contextlib.contextmanager
+def _sigint_ignored_while_spawning():
+    """Ignore SIGINT in this process while the pool spawns its workers (submit starts them).
+
+    An ignored signal stays ignored across exec, and Python installs no KeyboardInterrupt handler for a signal it
+    starts with ignored, so a Ctrl-C that lands while a worker is still importing cannot print a traceback there
+    (the initializer :func:`_ignore_sigint` only runs after the imports). The driver's own handler is restored at
+    once; a Ctrl-C in that instant is lost, never half-handled.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _ignore_sigint() -> None:
