@@ -29,7 +29,9 @@ CONFIGS = ROOT / "configs" / "weaklabels"
 RESULTS = ROOT / "benchmarks" / "results"
 PART = ROOT / "docs" / "bench-parts" / "weaklabels-rules.md"
 OVR = ("digestive", "nervous", "cardiovascular", "general")  # neoplasms is demo-text
+SUITE = ROOT / "benchmarks" / "configs"
 STUDIES: dict[str, tuple[str, dict]] = {
+    "hurt-digestive": ("../../benchmarks/configs/rules-hurt-digestive.yaml", {}),
     "demo-text": ("demo-text.yaml", {}),
     "demo": ("demo.yaml", {}),
     **{f"ovr-{slug}": ("demo-text.yaml", {"name": f"ovr-{slug}", "dataset": f"medical-abstracts-{slug}",
@@ -41,17 +43,14 @@ STUDIES: dict[str, tuple[str, dict]] = {
 }
 
 
-def study_config(name: str, skip: list[str]):  # noqa: ANN201 - StudyConfig
+def study_config(name: str, skip: list[str], sweep_only: bool = False):  # noqa: ANN201 - StudyConfig
     from fmgauge.core.config import load_config
     from fmgauge.weaklabels.study import StudyConfig
 
     file, over = STUDIES[name]
     cfg = load_config(StudyConfig, CONFIGS / file, over)
     keep = [s for s in cfg.students if not any(re.fullmatch(p, s.display_name()) for p in skip)]
-    grid = [n for n in cfg.n_gold if n <= cfg.rule_max_gold]
-    if len(grid) < 2:
-        grid = cfg.n_gold[:2]
-    return cfg.model_copy(update={"students": keep, "n_gold": grid})
+    return cfg.model_copy(update={"students": keep, "rule_eval": not sweep_only})
 
 
 def resolution(run_dir: Path) -> dict:
@@ -74,10 +73,13 @@ def run(args: argparse.Namespace) -> None:
 
     out = json.loads((RESULTS / "rules.json").read_text()) if (RESULTS / "rules.json").exists() else {}
     for name in args.only or list(STUDIES):
-        cfg = study_config(name, args.skip)
+        cfg = study_config(name, args.skip, args.sweep_only)
         t0 = time.perf_counter()
         res = calibrate(cfg, Path(args.out) / name, backend=BackendConfig(workers=args.workers), progress=True,
-                        report=True)
+                        report=not args.sweep_only)
+        if args.sweep_only:
+            print(f"[{name}] sweep done in {time.perf_counter() - t0:.0f} s", flush=True)
+            continue
         file, over = STUDIES[name]
         before = out.get(name, {})
         out[name] = {
@@ -92,7 +94,9 @@ def run(args: argparse.Namespace) -> None:
         }
         if res.summary["meta"]["run"]["ran"] == 0 and "seconds" in before:  # re-read: keep what computing it cost
             out[name].update({k: before[k] for k in ("seconds", "date") if k in before})
-        (RESULTS / "rules.json").write_text(json.dumps(out, indent=1))
+        now = json.loads((RESULTS / "rules.json").read_text()) if (RESULTS / "rules.json").exists() else {}
+        now[name] = out[name]  # other bench processes may have written other studies meanwhile
+        (RESULTS / "rules.json").write_text(json.dumps(now, indent=1))
         print(f"[{name}] done in {out[name]['seconds']:.0f} s", flush=True)
 
 
@@ -183,6 +187,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/fmgauge-bench-rules", help="run directories (resumable)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--sweep-only", action="store_true", help="run the sweeps without the rule trials")
     args = ap.parse_args()
     if not args.render_only:
         run(args)

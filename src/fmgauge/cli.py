@@ -201,17 +201,19 @@ def decide_cmd(
     representation: Annotated[str, typer.Option(
         help="With --dataset: raw | tfidf | embed:<model> (texts need tfidf or embed).")] = "raw",
     primary: Annotated[str | None, typer.Option(
-        help="Rule giving the verdict: cv-delta (default with a pool), weak-student, auc (default without a "
-             "pool) or accuracy (the paper's).")] = None,
+        help="Rule giving the verdict: cv-delta (default with a pool), weak-student, projection, auc (default "
+             "without a pool) or accuracy (the paper's).")] = None,
     max_pairs: Annotated[int, typer.Option(help="Leave-pair-out fits for the gold-only AUC.", min=1)] = 120,
     pool_max: Annotated[int, typer.Option(help="Pool items the pool rules train on (a seeded subset).",
                                           min=10)] = 2000,
     proxy: Annotated[str | None, typer.Option(
-        help="Student the rules train: logreg (default on dense features: the sweep's AdamW logreg), sk-logreg "
-             "(converged; the default on sparse TF-IDF), mlp.")] = None,
+        help="Student the rules train: sk-logreg (default: converged L2 logistic regression), logreg (the "
+             "sweep's AdamW logreg), mlp.")] = None,
     fallback: Annotated[str, typer.Option(
-        help="What an uncertain verdict acts as: weak (use the free weak labels unless shown to hurt; the "
-             "default) or lean (the side its estimate favours).")] = "weak",
+        help="What an uncertain verdict acts as: lean (the side its estimate favours; the default) or weak "
+             "(use the free weak labels unless shown to hurt).")] = "lean",
+    curve: Annotated[bool, typer.Option(
+        help="Fit the gold-only learning curve for n* ('they stop helping at about n* gold labels').")] = True,
     text_column: TextColumnOpt = None,
     label_column: LabelColumnOpt = None,
     no_header: NoHeaderOpt = False,
@@ -222,32 +224,37 @@ def decide_cmd(
     import json
 
     from fmgauge.core.datasets_text import with_text_options
-    from fmgauge.weaklabels.decide import decide_from_files
+    from fmgauge.weaklabels.decide_files import decide_from_files
 
     if dataset is None and (text_column or label_column or no_header):
         raise FmgaugeError("--text-column, --label-column and --no-header describe a --dataset text:<file>; give "
                            "--dataset too.")
+    if fallback not in ("lean", "weak"):
+        raise FmgaugeError(f"--fallback must be lean or weak, got {fallback!r}.")
     if dataset is not None:
         dataset = with_text_options(dataset, text_column=text_column, label_column=label_column,
                                     header=not no_header)
     d = decide_from_files(gold, labeler_outputs, features=features, dataset=dataset, split=split,
                           representation=representation, primary=primary, max_pairs=max_pairs, pool_max=pool_max,
-                          seed=seed, proxy=None if proxy is None else {"kind": proxy}, fallback=fallback)
+                          seed=seed, proxy=None if proxy is None else {"kind": proxy}, fallback=fallback,
+                          curve=curve)
     pool = f", pool of {d.pool_size} weak-labelled items" if d.pool_size else ", no pool (pool rules not run)"
+    weighted = ", weighted (stratified gold set)" if d.weighted else ""
     table = Table("rule", "gold-only AUC [95% CI]", "weak side [95% CI]", "verdict", "more gold labels",
-                  "n* (rough)", title=f"Decision from {d.n_gold} gold labels (class counts {d.class_counts}){pool}")
+                  "n* (rough)", title=f"Decision from {d.n_gold} gold labels (class counts {d.class_counts}){pool}"
+                                      f"{weighted}")
     side = {"accuracy": "labeler accuracy", "auc": "labeler AUC", "cv-delta": "gold+weak AUC",
-            "weak-student": "weak-trained AUC"}
+            "weak-student": "weak-trained AUC", "projection": "weak-trained AUC"}
     for r in d.rules.values():
         more = "–" if r.verdict != "uncertain" else (f"> {100_000}" if r.more_gold is None else str(r.more_gold))
         xo = "–" if r.crossover is None else f"{r.crossover:.0f}"
         verdict = r.verdict if r.verdict != "uncertain" else f"uncertain (leans {r.lean})"
+        lab = "unusable" if r.labeler.value != r.labeler.value else str(r.labeler)
         table.add_row(f"{r.rule}{' (primary)' if r.rule == d.primary else ''}", str(d.gold_auc),
-                      f"{side[r.rule]} {r.labeler}", verdict, more, xo)
+                      f"{side[r.rule]} {lab}", verdict, more, xo)
     Console().print(table)
     Console().print(d.explain(), markup=False)  # "[cv-delta rule]" is text, not rich markup
-    choice = d.rules[d.primary].choice
-    Console().print(f"verdict: [bold]{d.verdict}[/]" + (f" (act on: {choice})" if d.verdict == "uncertain" else ""))
+    Console().print(f"verdict: [bold]{d.verdict}[/]" + (f" (act on: {d.choice})" if d.verdict == "uncertain" else ""))
     if json_out:
         json_out.write_text(json.dumps(d.to_dict(), indent=1))
 
