@@ -259,6 +259,64 @@ def decide_cmd(
         json_out.write_text(json.dumps(d.to_dict(), indent=1))
 
 
+@wl.command("sample-gold")
+def sample_gold_cmd(
+    labeler_outputs: Annotated[Path, typer.Option(
+        help="CSV/Parquet of the labeler's outputs on your unlabelled items: id + p_<class> columns and/or label.")],
+    out: Annotated[Path, typer.Option(help="CSV to write: id, weak_label, weight and an empty label column to "
+                                           "fill in; decide reads its weight column.")],
+    m: Annotated[int, typer.Option("--m", help="How many items to label.", min=1)] = 20,
+    allocation: Annotated[str, typer.Option(
+        help="Gold items per weak class: sqrt (∝ √size, the default), proportional or equal.")] = "sqrt",
+    exclude: Annotated[Path | None, typer.Option(
+        help="CSV with an id column of items already labelled (never proposed).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
+) -> None:
+    """Which items to label first: m items stratified by the labeler's output, with the weights decide needs."""
+    import numpy as np
+    import pandas as pd
+
+    from fmgauge.weaklabels.labelers.file import parse_outputs, read_table
+    from fmgauge.weaklabels.sample_gold import ALLOCATIONS, sample_gold
+
+    if allocation not in ALLOCATIONS:
+        raise FmgaugeError(f"--allocation must be one of {list(ALLOCATIONS)}, got {allocation!r}.")
+    if out.suffix.lower() != ".csv":
+        raise FmgaugeError(f"--out must be a .csv file (the gold file decide reads), got {out}.")
+    df = read_table(labeler_outputs, what="labeler-outputs file")
+    if "labeler" in df.columns and df["labeler"].nunique() > 1:
+        raise FmgaugeError(f"--labeler-outputs {labeler_outputs} holds {df['labeler'].nunique()} labelers "
+                           f"({sorted(df['labeler'].astype(str).unique())[:4]}); keep the rows of one.")
+    pcols = [str(c)[2:] for c in df.columns if str(c).startswith("p_")]
+    if pcols:
+        classes = tuple(pcols)
+    elif "label" in df.columns:
+        classes = tuple(sorted(df["label"].astype(str).unique()))
+    else:
+        raise FmgaugeError(f"--labeler-outputs {labeler_outputs} needs p_<class> columns or a label column; it has "
+                           f"{list(df.columns)[:8]}.")
+    outputs = parse_outputs(df, classes, source=str(labeler_outputs))
+    ids = np.asarray(outputs.ids).astype(str)
+    done = None
+    if exclude is not None:
+        ex = read_table(exclude, what="--exclude file")
+        if "id" not in ex.columns:
+            raise FmgaugeError(f"--exclude {exclude} needs an id column; it has {list(ex.columns)[:8]}.")
+        done = np.isin(ids, ex["id"].astype(str).to_numpy())
+    design = sample_gold(outputs.labels, m, len(classes), allocation=allocation, seed=seed, exclude=done)
+    names = np.array(classes)
+    pd.DataFrame({"id": ids[design.index], "weak_label": names[design.stratum],
+                  "weight": np.round(design.weights, 6), "label": ""}).to_csv(out, index=False)
+    table = Table("weak class", "items the labeler gave it", "to label", "weight each",
+                  title=f"{m} items to label ({allocation} allocation over the labeler's classes)")
+    for k, c in enumerate(classes):
+        w = design.weights[design.stratum == k]
+        table.add_row(c, str(design.sizes[k]), str(design.drawn[k]), "–" if not len(w) else f"{w[0]:.3f}")
+    Console().print(table)
+    console.print(f"wrote {out}: fill in the label column, then `fmgauge weak-labels decide --gold {out} ...` "
+                  "(it reads the weight column).")
+
+
 def _print_crossovers(summary: dict) -> None:
     table = Table("labeler", "student", "empirical n* [95% CI]", "rate-only n*", title="Crossovers")
     for r in summary["crossovers"]:
