@@ -119,24 +119,36 @@ def label_cmd(
         raise FmgaugeError("give --config STUDY.yaml, or both --dataset and --labeler.")
     ds = load_dataset(ds_name)
     sp = ds.split(split)
-    table = Table("labeler", "items", "accuracy [95% CI]", "AUC", title=f"{ds.name} / {split}")
-    frames = []
+    table = Table("labeler", "items", "accuracy [95% CI]", "always the majority class", "balanced accuracy",
+                  "recall / precision per class", "AUC", title=f"{ds.name} / {split}")
+    frames, warnings = [], []
     for lab in labelers:
         if device and hasattr(lab, "device"):
             lab = lab.model_copy(update={"device": device})
         res = run_labeler(lab, ds, split)
-        m = labeler_metrics(sp.y, res.probs, res.labels, ds.n_classes)
-        a = m["accuracy"]
+        m = labeler_metrics(sp.y, res.probs, res.labels, ds.n_classes, ds.class_names)
+        a, b = m["accuracy"], m["balanced_accuracy"]
+        per = "; ".join(f"{c}: {_rate(r['value'])} / {_rate(p['value'])}"
+                        for c, r, p in zip(ds.class_names, m["recall"], m["precision"], strict=True))
         table.add_row(lab.display_name(), str(len(res.ids)), f"{a['value']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]",
+                      f"{m['majority_rate']:.3f} ('{m['majority_class']}')", f"{b['value']:.3f}", per,
                       "–" if m["auc"] is None else f"{m['auc']:.3f}")
+        if m["warning"]:
+            warnings.append(f"{lab.display_name()}: {m['warning']}")
         df = pd.DataFrame({"labeler": lab.display_name(), "id": res.ids, "label": res.labels})
         for k, c in enumerate(ds.class_names):
             df[f"p_{c}"] = np.round(res.probs[:, k], 6)
         frames.append(df)
     console.print(table)
+    for w in warnings:
+        console.print(f"[bold yellow]WARNING[/] {escape(w)}")
     if out:
         pd.concat(frames).to_csv(out, index=False)
         console.print(f"wrote {out}")
+
+
+def _rate(v: float | None) -> str:
+    return "–" if v is None or v != v else f"{v:.2f}"
 
 
 @wl.command("calibrate")
