@@ -18,7 +18,8 @@ one's. Paired over (labeler, seed): the regret difference stratified − random 
 the labeler's estimated accuracy and positive-class precision against the truth on the pool.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_sample_gold.py --seeds 8
-    .venv/bin/python benchmarks/bench_sample_gold.py --render-only
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_sample_gold.py --time   # decide's cost
+    .venv/bin/python benchmarks/bench_sample_gold.py --render-only   # docs/bench-parts/weaklabels-decide.md
 """
 
 from __future__ import annotations
@@ -172,15 +173,120 @@ def render() -> str:
     return "\n".join(lines)
 
 
+TIMING = ROOT / "benchmarks" / "results" / "decide_timing.json"
+PART = ROOT / "docs" / "bench-parts" / "weaklabels-decide.md"
+
+
+def time_decide(sizes: tuple[int, ...] = (20, 50, 100)) -> None:
+    """CPU and wall time of `fmgauge weak-labels decide` on the README's example (medical-abstracts-neoplasms,
+    minilm-l6 outputs on the pool, minilm-l6 embeddings) at each m: the whole command (a fresh process: imports,
+    reading files, the decision) and decide() alone (in-process)."""
+    import resource
+    import subprocess
+    import sys
+    import tempfile
+
+    import pandas as pd
+
+    from fmgauge.core.data import load_dataset
+    from fmgauge.weaklabels.labelers import parse_labeler, run_labeler
+
+    ds = load_dataset("medical-abstracts-neoplasms")
+    pool = ds.split("train")
+    out = run_labeler(parse_labeler(LABELERS[("medical-abstracts-neoplasms", "minilm-l6")]), ds, "train")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = Path(tmp) / "outputs.csv"
+        pd.DataFrame({"id": out.ids, "label": [ds.class_names[k] for k in out.labels],
+                      **{f"p_{c}": out.probs[:, k] for k, c in enumerate(ds.class_names)}}).to_csv(lab, index=False)
+        for m in sizes:
+            gold = pd.DataFrame({"id": pool.ids, "label": [ds.class_names[k] for k in pool.y]})
+            gold = gold.groupby("label").head(m // 2)
+            gpath = Path(tmp) / f"gold{m}.csv"
+            gold.to_csv(gpath, index=False)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            load0, t0 = os.getloadavg()[0], time.time()
+            proc = subprocess.run([sys.executable, "-m", "fmgauge", "weak-labels", "decide", "--gold", str(gpath),
+                                   "--labeler-outputs", str(lab), "--dataset", "medical-abstracts-neoplasms",
+                                   "--split", "train", "--representation", "embed:minilm-l6", "--json",
+                                   str(Path(tmp) / "d.json")], capture_output=True, text=True)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if proc.returncode:
+                raise SystemExit(proc.stderr)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            d = json.loads((Path(tmp) / "d.json").read_text())
+            rows.append({"m": m, "command_cpu": cpu, "command_wall": time.time() - t0, "load": [load0,
+                         os.getloadavg()[0]], "verdict": d["verdict"], "choice": d["choice"],
+                         "summary": d["summary"]})
+            print(rows[-1], flush=True)
+    TIMING.write_text(json.dumps({"date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "rows": rows}, indent=1))
+
+
+def render_part() -> str:
+    """docs/bench-parts/weaklabels-decide.md: estimator bias per study and n_gold (from rules.json), sample-gold
+    (sample_gold.json) and decide's timing (decide_timing.json)."""
+    lines = ["# 12. decide's estimates, sample-gold and decide's cost (`benchmarks/bench_sample_gold.py`, "
+             "`benchmarks/bench_rules.py`)", ""]
+    rules = ROOT / "benchmarks" / "results" / "rules.json"
+    if rules.exists():
+        data = json.loads(rules.read_text())
+        lines += ["### The gold-only AUC estimate against the students' realised gold-only test AUC", "",
+                  "From the suite of §8 (same runs, same command): for every study, n_gold and seed, the rules' "
+                  "estimate (leave-pair-out with the converged sk-logreg proxy on the student's representation, "
+                  "floored at 0.5, from the m gold items alone) minus each student's realised gold-only test AUC on "
+                  "the same gold set. Per study and n_gold: the median over students of |mean error over seeds| "
+                  "(the bias; goal ≤ 0.03 at m = 20), and in brackets the same for the student the proxy mirrors "
+                  "(sk-logreg on the same features, or the torch logreg on pixels).", ""]
+        grid = sorted({b["n_gold"] for d in data.values() for b in (d["rule_eval"] or {}).get("gold_bias", [])})
+        lines += ["| study | " + " | ".join(f"m = {m}" for m in grid) + " |", "|---|" + "---|" * len(grid)]
+        for name, d in data.items():
+            gb = (d["rule_eval"] or {}).get("gold_bias", [])
+            if not gb:
+                continue
+            cells = []
+            for m in grid:
+                at = [b for b in gb if b["n_gold"] == m]
+                if not at:
+                    cells.append("–")
+                    continue
+                med = float(np.median([abs(b["bias"]["value"]) for b in at]))
+                mirror = [b for b in at if "sk-logreg" in b["student"] or b["student"] == "logreg"]
+                mir = "" if not mirror else " (" + ", ".join(f"{b['bias']['value']:+.3f}" for b in mirror) + ")"
+                cells.append(f"{med:.3f}{mir}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if RESULTS.exists():
+        lines += [render(), ""]
+    if TIMING.exists():
+        t = json.loads(TIMING.read_text())
+        lines += ["### decide's cost", "",
+                  "Command: `OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_sample_gold.py "
+                  f"--time` ({t['date']}): the README's example (`weak-labels decide --dataset "
+                  "medical-abstracts-neoplasms --representation embed:minilm-l6`, the minilm-l6 labeler's outputs "
+                  "on the 2,021-abstract pool, m/2 gold labels per class) as a fresh process: CPU seconds (user + "
+                  "system, the process and its children) and wall seconds, with the load average of the shared "
+                  "2-core machine before and after.", "",
+                  "| m | CPU s | wall s | load average | verdict |", "|---|---|---|---|---|"]
+        for r in t["rows"]:
+            lines.append(f"| {r['m']} | {r['command_cpu']:.1f} | {r['command_wall']:.1f} | "
+                         f"{r['load'][0]:.1f} → {r['load'][1]:.1f} | {r['choice']} ({r['verdict']}) |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--m", type=int, default=20)
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--time", action="store_true", help="time decide on the README's example")
     args = ap.parse_args()
-    if not args.render_only:
+    if args.time:
+        time_decide()
+    elif not args.render_only:
         run(args)
-    print(render())
+    PART.write_text(render_part())
+    print(PART)
 
 
 if __name__ == "__main__":

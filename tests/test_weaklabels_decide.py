@@ -247,3 +247,25 @@ def test_a_one_class_gold_file_is_named_as_such(tmp_path):
     pd.DataFrame({"id": [f"item{i}" for i in range(40)], "label": "a"}).to_csv(gold, index=False)
     with pytest.raises(FmgaugeError, match="holds a single class"):
         decide_from_files(gold, lab, features=feats)
+
+
+def test_projection_verdict_reads_the_crossover_interval_against_m():
+    from fmgauge.weaklabels.rules import crossover_verdict
+
+    assert crossover_verdict(300.0, (120.0, 900.0), 20) == ("use-weak-labels", "use-weak-labels")
+    assert crossover_verdict(20.0, (20.000000000000004, 20.000000000000004), 20)[0] == "gold-only"  # n* = m
+    assert crossover_verdict(15.0, (8.0, float("inf")), 20) == ("uncertain", "gold-only")
+    assert crossover_verdict(None, (30.0, float("inf")), 20) == ("use-weak-labels", "use-weak-labels")
+    assert crossover_verdict(None, None, 20) == ("uncertain", "use-weak-labels")
+
+
+def test_leave_pair_out_auc_is_floored_at_chance():
+    """Pairs ranked backwards every time (an artefact of holding out one of 2 items of a class) read as 0.5."""
+    from fmgauge.weaklabels.gold_auc import PairOutcomes, gold_only_auc, weighted_aucs
+
+    y = np.array([1, 1] + [0] * 8)
+    pairs = PairOutcomes(np.ones(16, int), np.repeat([0, 1], 8), np.tile(np.arange(2, 10), 2), np.zeros(16))
+    assert gold_only_auc(pairs, y, 2).value == 0.5
+    assert weighted_aucs(y, 2, np.ones((1, 10)), pairs=pairs)[0] == 0.5
+    good = PairOutcomes(pairs.c, pairs.i, pairs.j, np.ones(16))
+    assert gold_only_auc(good, y, 2).value == 1.0 and gold_only_auc(good, y, 2).lo < 0.9  # Newcombe: not [1, 1]

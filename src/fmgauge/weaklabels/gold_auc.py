@@ -221,7 +221,7 @@ def crossover_interval(curve: list[tuple[int, Estimate]], target: Estimate, *, n
     b = (vals - vals.mean(1, keepdims=True)) @ lc / (lc @ lc)
     a = vals.mean(1) - b * ln.mean()
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        n = np.where(vals[:, -1] >= t, float(np.exp(ln[-1])),
+        n = np.where(vals[:, -1] >= t, float(curve[-1][0]),
                      np.where(b > 1e-6, np.exp(np.minimum((t - a) / np.where(b > 1e-6, b, 1.0), 700.0)), np.inf))
     n = np.where(n > MAX_N, np.inf, n)
     lo, hi = np.quantile(n, [0.025, 0.975], method="inverted_cdf")

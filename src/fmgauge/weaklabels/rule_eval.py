@@ -86,6 +86,25 @@ def run_rule_trial(config: dict) -> list[dict]:
     return rows
 
 
+def _projection_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
+    """The projection rule's verdict and lean from each trial's n* and its interval, by the function ``decide``
+    uses (:func:`fmgauge.weaklabels.rules.crossover_verdict`), so trials stored before a fix of that comparison
+    (n* = m exactly, read through exp(ln m)) are scored as decide now decides."""
+    if "n_star" not in rules or not (rules.rule == "projection").any():
+        return rules
+    from fmgauge.weaklabels.rules import crossover_verdict
+
+    rules = rules.copy()
+    sel = rules.rule == "projection"
+    out = []
+    for _, row in rules[sel].iterrows():
+        ci = None if pd.isna(row.n_star_lo) else (float(row.n_star_lo), float(row.n_star_hi))
+        v, lean = crossover_verdict(None if pd.isna(row.n_star) else float(row.n_star), ci, int(row.n_gold))
+        out.append((v, lean, lean if v == "uncertain" else v))
+    rules.loc[sel, ["verdict", "lean", "choice"]] = out
+    return rules
+
+
 def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[str, str]) -> pd.DataFrame:
     """One row per (labeler, student, m, seed, policy): AUCs of both conditions, the policy's choice, its regret,
     whether it committed, and whether it was right."""
@@ -96,6 +115,7 @@ def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[st
     # the cells the rules were operated on (labelers and sizes with rule trials), the same for every policy
     ran = rules[["labeler", "features", "n_gold", "seed"]].drop_duplicates()
     paired = paired.merge(ran, on=["labeler", "features", "n_gold", "seed"])
+    rules = _projection_verdicts(rules)
     r = rules[["labeler", "features", "n_gold", "seed", "rule", "verdict", "choice"]].rename(columns={"rule": "policy"})
     weak_fb = r[r.policy.isin(POOL_RULES)].assign(policy=lambda d: d.policy + WEAK_FALLBACK)
     weak_fb.loc[weak_fb.verdict == "uncertain", "choice"] = "use-weak-labels"

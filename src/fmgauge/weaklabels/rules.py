@@ -61,12 +61,13 @@ def paired_verdict(diff: float, lo: float, hi: float, n: int) -> tuple[Verdict, 
 
 def crossover_verdict(n_star: float | None, ci: tuple[float, float] | None, m: int) -> tuple[Verdict, str]:
     """The projection rule: the crossover interval against the user's m (and the lean of its point estimate)."""
-    lean = "use-weak-labels" if (n_star is None or n_star > m) else "gold-only"
-    if ci is None:
+    top = m * (1 + 1e-9)  # n* = m (the curve is already at the weak side) counts as "stopped helping"
+    lean = "use-weak-labels" if (n_star is None or not math.isfinite(n_star) or n_star > top) else "gold-only"
+    if ci is None or not all(math.isfinite(v) or v == math.inf for v in ci):
         return "uncertain", lean
-    if ci[0] > m:
+    if ci[0] > top:
         return "use-weak-labels", lean
-    if ci[1] <= m:
+    if ci[1] <= top:
         return "gold-only", lean
     return "uncertain", lean
 
