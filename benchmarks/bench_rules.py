@@ -192,8 +192,9 @@ def render() -> str:
                      f"{', '.join(d['students'])} | {d['overrides'].get('n_gold', '')} | {len(d['seeds'])} | "
                      f"{d['run']['ran']} run, {d['run']['skipped']} reused, {d['seconds']:.0f} s | {d['date']} |")
     if su:
-        pol = ("cv-delta", "weak-student", "projection", "auc", "accuracy", "cv-delta (uncertain→weak)",
-               "weak-student (uncertain→weak)", "projection (uncertain→weak)", "always-weak", "always-gold")
+        pol = ("delta-worth", "cv-delta", "weak-student", "projection", "auc", "accuracy",
+               "delta-worth (uncertain→weak)", "cv-delta (uncertain→weak)", "weak-student (uncertain→weak)",
+               "projection (uncertain→weak)", "always-weak", "always-gold")
         lines += ["", f"## The goal, pooled over the suite and every n_gold ({su['cells']} cells per policy, "
                       f"{su['clusters']} (study, seed) clusters; computed {su['date']})", "",
                   f"Default policy: **{su['default_policy']}**. Better trivial policy over the suite: "

@@ -180,11 +180,10 @@ def test_pool_rules_see_weak_labels_that_point_the_wrong_way():
 
 
 def test_labeler_quality_is_post_stratified_on_the_weak_labels():
-    """Balanced gold set (10 + 10), pool 90% class 0: the labeler's recall 0.9 / 0.5 gives 0.70 accuracy on the
-    gold set but 0.86 on the pool. q (the weak-label shares) comes from the pool and P(y | ŷ) from the gold items,
-    which here are not a random sample of the pool, so the estimate lands between; with a gold set drawn at random
-    within the weak-label strata it is unbiased (the next assertion)."""
-    t = np.array([[0.9, 0.1], [0.5, 0.5]])
+    """Pool 90% class 0, the labeler's recall 0.9 / 0.5 (T = [[0.9, 0.1], [0.5, 0.5]]): accuracy 0.86 on the pool.
+    A gold set of 20 items drawn at random within each weak-label stratum (20 + 20, as sample-gold would) is far from
+    the pool's class balance, yet q (the weak-label shares, from the pool) and P(y | ŷ) (from the gold items) recover
+    the pool's accuracy, prior, recall and precision."""
     pool_y = np.array([0] * 900 + [1] * 100)
     pool_w = np.concatenate([np.repeat([0, 1], [810, 90]), np.repeat([0, 1], [50, 50])])  # T applied exactly
     rng = np.random.default_rng(0)

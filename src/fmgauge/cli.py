@@ -213,8 +213,8 @@ def decide_cmd(
     representation: Annotated[str, typer.Option(
         help="With --dataset: raw | tfidf | embed:<model> (texts need tfidf or embed).")] = "raw",
     primary: Annotated[str | None, typer.Option(
-        help="Rule giving the verdict: cv-delta (default with a pool), weak-student, projection, auc (default "
-             "without a pool) or accuracy (the paper's).")] = None,
+        help="Rule giving the verdict: delta-worth (default with a pool), cv-delta, weak-student, projection, auc "
+             "(default without a pool) or accuracy (the paper's).")] = None,
     max_pairs: Annotated[int, typer.Option(help="Leave-pair-out fits for the gold-only AUC.", min=1)] = 120,
     pool_max: Annotated[int, typer.Option(help="Pool items the pool rules train on (a seeded subset).",
                                           min=10)] = 2000,
@@ -256,6 +256,7 @@ def decide_cmd(
                   "n* (rough)", title=f"Decision from {d.n_gold} gold labels (class counts {d.class_counts}){pool}"
                                       f"{weighted}")
     side = {"accuracy": "labeler accuracy", "auc": "labeler AUC", "cv-delta": "gold+weak AUC",
+            "delta-worth": "gold+weak AUC",
             "weak-student": "weak-trained AUC", "projection": "weak-trained AUC"}
     for r in d.rules.values():
         more = "–" if r.verdict != "uncertain" else (f"> {100_000}" if r.more_gold is None else str(r.more_gold))

@@ -39,6 +39,7 @@ from fmgauge.weaklabels.rules import (
     mixed_oof,
     paired_difference,
     paired_verdict,
+    worth_verdict,
 )
 from fmgauge.weaklabels.students import StudentConfig
 from fmgauge.weaklabels.training import budget_steps
@@ -46,7 +47,7 @@ from fmgauge.weaklabels.verdicts import POOL_RULES, RULES, Decision, Fallback, L
 
 __all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK", "RULES_VERSION", "PROXY_KINDS"]
 
-DEFAULT_PRIMARY = "cv-delta"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
+DEFAULT_PRIMARY = "delta-worth"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
 DEFAULT_FALLBACK: Fallback = "lean"  # ... acting on the side its estimate leans to when uncertain (§8)
 RULES_VERSION = 3  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
 
@@ -198,7 +199,7 @@ def decide(
         warm = student.warm_model(xp, pool_labels)
         weak_only = student.fit_predict([xp], [pool_labels], xg, k, init=warm)[0]
         sides = {"weak-student": weak_only}
-        if "cv-delta" in wanted:
+        if "cv-delta" in wanted or "delta-worth" in wanted:
             sides["cv-delta"] = mixed_oof(student, xg, y, k, xp, pool_labels, n_repeats=pool_repeats, seed=seed,
                                           init=warm)
         bw = boot_weights(len(y), n_boot, seed, w, strata=None if w is None else labels)
@@ -208,12 +209,17 @@ def decide(
             if rule == "weak-student":
                 n_star = extrapolate_crossover(lc, est.value)
                 n_star_ci = crossover_interval(lc, est, seed=seed)
-            if rule not in wanted:
-                continue
             verdict, more = paired_verdict(diff, lo, hi, len(y))
             lean = "use-weak-labels" if diff >= 0 else "gold-only"
-            out[rule] = RuleVerdict(rule, verdict, lean, est, -diff, (-hi, -lo), more,
-                                    extrapolate_crossover(lc, est.value), fallback)
+            xo = extrapolate_crossover(lc, est.value)
+            if rule == "cv-delta" and "delta-worth" in wanted:
+                v, ln, worthless = worth_verdict((verdict, lean), summary.balanced_accuracy.value)
+                out["delta-worth"] = RuleVerdict("delta-worth", v, ln, est, -diff, (-hi, -lo),  # type: ignore[arg-type]
+                                                 more if v == "uncertain" and not worthless else None, xo, fallback,
+                                                 worthless)
+            if rule not in wanted:
+                continue
+            out[rule] = RuleVerdict(rule, verdict, lean, est, -diff, (-hi, -lo), more, xo, fallback)
         if "projection" in wanted:
             verdict, lean = crossover_verdict(n_star, n_star_ci, len(y))
             gap = float(np.log(len(y) / n_star)) if n_star else float("-inf")

@@ -309,6 +309,8 @@ POLICY_TEXT = {
     "accuracy": "accuracy rule (paper: gold-only AUC vs prior-corrected labeler accuracy)",
     "auc": "auc rule (gold-only AUC vs labeler AUC)",
     "cv-delta": "cv-delta rule (cross-validated ΔAUC on the gold set, with the pool)",
+    "delta-worth": "delta-worth rule (cv-delta; gold-only when the labeler is no better than chance)",
+    "delta-worth (uncertain→weak)": "delta-worth rule, uncertain → use the weak labels",
     "weak-student": "weak-student rule (weak-trained proxy vs gold-only on the gold set)",
     "projection": "projection rule (n* of the gold-only curve at the weak-trained AUC, against m)",
     "cv-delta (uncertain→weak)": "cv-delta rule, uncertain → use the weak labels",

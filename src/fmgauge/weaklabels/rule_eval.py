@@ -51,9 +51,12 @@ def run_rule_trial(config: dict) -> list[dict]:
     n_gold (m), seed, pool_max, pool_repeats, proxy (a StudentConfig dict or None for decide's default). Returns
     one row per rule: verdict, lean, choice and the numbers.
     """
+    import time
+
     from fmgauge.weaklabels.features import represent
     from fmgauge.weaklabels.sweep import _dataset, gold_order, labeler_arrays
 
+    cpu0 = time.process_time()
     ds = _dataset(config["dataset"])
     pool = ds.split(config["pool_split"])
     x_pool, _ = represent(ds, config["features"], config["pool_split"], config["test_split"])
@@ -82,7 +85,8 @@ def run_rule_trial(config: dict) -> list[dict]:
                      "n_star_hi": None if d.crossover_ci is None else d.crossover_ci[1],
                      "n_eff": None if d.n_eff is None else d.n_eff.value,
                      "lab_accuracy": s.accuracy.value, "lab_balanced": s.balanced_accuracy.value,
-                     "lab_majority": s.majority_rate.value, "lab_unusable": s.unusable is not None})
+                     "lab_majority": s.majority_rate.value, "lab_unusable": s.unusable is not None,
+                     "cpu_seconds": time.process_time() - cpu0})
     return rows
 
 
@@ -105,6 +109,27 @@ def _projection_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
     return rules
 
 
+def _worth_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
+    """delta-worth rows derived from the cv-delta rows (its verdict and the labeler's balanced accuracy) where a
+    trial predates the rule, by the function ``decide`` uses (:func:`fmgauge.weaklabels.rules.worth_verdict`)."""
+    if "lab_balanced" not in rules or not (rules.rule == "cv-delta").any():
+        return rules
+    from fmgauge.weaklabels.rules import worth_verdict
+
+    key = ["labeler", "features", "n_gold", "seed"]
+    have = rules.loc[rules.rule == "delta-worth", key].drop_duplicates().assign(_have=True)
+    cv = rules[rules.rule == "cv-delta"].merge(have, on=key, how="left")
+    cv = cv[cv._have.isna()].drop(columns="_have")
+    if cv.empty:
+        return rules
+    got = [worth_verdict((v, ln), float(b)) for v, ln, b in zip(cv.verdict, cv.lean, cv.lab_balanced, strict=True)]
+    cv["rule"] = "delta-worth"
+    cv["verdict"] = [g[0] for g in got]
+    cv["lean"] = [g[1] for g in got]
+    cv["choice"] = [g[1] if g[0] == "uncertain" else g[0] for g in got]
+    return pd.concat([rules, cv], ignore_index=True)
+
+
 def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[str, str]) -> pd.DataFrame:
     """One row per (labeler, student, m, seed, policy): AUCs of both conditions, the policy's choice, its regret,
     whether it committed, and whether it was right."""
@@ -115,7 +140,7 @@ def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[st
     # the cells the rules were operated on (labelers and sizes with rule trials), the same for every policy
     ran = rules[["labeler", "features", "n_gold", "seed"]].drop_duplicates()
     paired = paired.merge(ran, on=["labeler", "features", "n_gold", "seed"])
-    rules = _projection_verdicts(rules)
+    rules = _worth_verdicts(_projection_verdicts(rules))
     r = rules[["labeler", "features", "n_gold", "seed", "rule", "verdict", "choice"]].rename(columns={"rule": "policy"})
     weak_fb = r[r.policy.isin(POOL_RULES)].assign(policy=lambda d: d.policy + WEAK_FALLBACK)
     weak_fb.loc[weak_fb.verdict == "uncertain", "choice"] = "use-weak-labels"

@@ -7,6 +7,11 @@ weak-labelled pool), a verdict per rule.
 - ``cv-delta`` — what the weak labels do (needs the pool): the proxy trained on the weak-labelled pool + the training
   folds of repeated stratified K-fold over the gold items scores the held-out folds; its AUC against the gold-only
   AUC on the same items is ΔAUC = AUC(gold+weak) − AUC(gold), with a paired bootstrap CI over gold items.
+- ``delta-worth`` — ``cv-delta``, unless the labeler's estimated confusion says its labels carry no class
+  information or the inverse (balanced accuracy ≤ 0.5, i.e. 1 − ρ0 − ρ1 ≤ 0: by the label-space projection they
+  are worth no clean labels at all): then it leans to gold-only (committed only if cv-delta commits to it too). With
+  2 positives in a 20-item gold set the paired ΔAUC is mostly noise, and a labeler at or below chance is where that
+  noise costs most (docs/benchmarks.md §8).
 - ``weak-student`` — the proxy trained on the weak-labelled pool alone, scored on the gold items, against the
   gold-only AUC on the same items (paired CI).
 - ``projection`` — where the weak labels stop helping: n*, the n at which the gold-only learning curve (leave-pair-out
@@ -113,3 +118,12 @@ def paired_difference(y: np.ndarray, n_classes: int, weights: np.ndarray, pairs:
 def scores_of(p: np.ndarray) -> np.ndarray:
     """Scores for AUC: column 1 of a binary (m, 2) probability array, else the array."""
     return p[:, 1] if p.shape[1] == 2 else p
+
+
+def worth_verdict(cv: tuple[str, str], balanced: float) -> tuple[str, str, bool]:
+    """``delta-worth``: (verdict, lean, worthless) from cv-delta's (verdict, lean) and the labeler's estimated
+    balanced accuracy (NaN when unusable: cv-delta decides)."""
+    verdict, lean = cv
+    if not math.isfinite(balanced) or balanced > 0.5:
+        return verdict, lean, False
+    return ("gold-only" if verdict == "gold-only" else "uncertain"), "gold-only", True

@@ -16,13 +16,15 @@ from fmgauge.weaklabels.confusion import LabelerSummary
 Verdict = Literal["use-weak-labels", "gold-only", "uncertain"]
 Lean = Literal["use-weak-labels", "gold-only"]
 Fallback = Literal["lean", "weak"]
-RULES = ("accuracy", "auc", "cv-delta", "weak-student", "projection")
-POOL_RULES = ("cv-delta", "weak-student", "projection")
+RULES = ("accuracy", "auc", "cv-delta", "delta-worth", "weak-student", "projection")
+POOL_RULES = ("cv-delta", "delta-worth", "weak-student", "projection")
 MAX_MORE = 100_000  # "more labels" beyond this is reported as "more than" (the two estimates are ~equal)
 RULE_TEXT = {
     "accuracy": "gold-only AUC vs labeler accuracy on the pool (the paper's rule)",
     "auc": "gold-only AUC vs labeler AUC (like-for-like)",
     "cv-delta": "cross-validated ΔAUC = AUC(gold+weak) − AUC(gold) on the gold set",
+    "delta-worth": "cv-delta, unless the labeler's confusion says its labels are worth nothing (balanced accuracy "
+                   "≤ 0.5: 1 − ρ0 − ρ1 ≤ 0)",
     "weak-student": "weak-trained student's AUC on the gold set vs gold-only AUC",
     "projection": "the gold-only learning curve's crossover n* with the weak-trained AUC, against m",
 }
@@ -41,6 +43,7 @@ class RuleVerdict:
     more_gold: int | None  # uncertain only: about how many more gold labels would decide
     crossover: float | None  # estimated n* where the gold-only curve reaches the weak side (None: unreachable)
     fallback: Fallback = "lean"
+    worthless: bool = False  # delta-worth: the labeler's balanced accuracy is at most 0.5
 
     @property
     def choice(self) -> Lean:
@@ -147,11 +150,13 @@ class Decision:
             if r.rule == "projection":
                 xo = "unknown (large)" if r.crossover is None else f"{_n(r.crossover)}"
                 head = f"[projection rule{tag}] n* {xo} against your {self.n_gold} gold labels: {r.verdict}"
-            elif r.rule in ("cv-delta", "weak-student"):
-                what = "gold+weak AUC" if r.rule == "cv-delta" else "weak-trained AUC"
+            elif r.rule in ("cv-delta", "delta-worth", "weak-student"):
+                what = "weak-trained AUC" if r.rule == "weak-student" else "gold+weak AUC"
                 ci = f" [{-r.gap_ci[1]:+.3f}, {-r.gap_ci[0]:+.3f}]" if r.gap_ci else ""
                 head = (f"[{r.rule} rule{tag}] gold-only AUC {self.gold_auc} vs {what} {r.labeler}: "
                         f"difference {-r.gap:+.3f}{ci}: {r.verdict}")
+                if r.rule == "delta-worth" and r.worthless:
+                    head += " (the labeler's balanced accuracy is at most 0.5: its labels are worth nothing)"
             else:
                 what = "accuracy on the pool" if r.rule == "accuracy" else "AUC"
                 lab = "unusable" if not math.isfinite(r.labeler.value) else str(r.labeler)
