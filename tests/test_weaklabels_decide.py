@@ -137,7 +137,7 @@ def test_a_torch_proxy_still_runs_with_a_pool():
     """The rules default to a converged sk-logreg proxy; the zoo's AdamW logreg can still be named."""
     x, y = gaussian(20, sep=1.5, seed=1)
     d = decide(x, y, labeler(y, 2), pool=_weak_pool(400, 1.5, 0.1, seed=2), proxy={"kind": "logreg"}, curve=False,
-               rules=("auc", "cv-delta", "weak-student"))
+               rules=("auc", "cv-delta", "weak-student"), primary="cv-delta")
     assert d.primary == "cv-delta" and set(d.rules) == {"auc", "cv-delta", "weak-student"}
     assert all(r.choice in ("use-weak-labels", "gold-only") for r in d.rules.values())
 
@@ -160,7 +160,8 @@ def test_pool_rules_see_weak_labels_that_help():
     """30 gold items carry too little to learn a 2.5-sd signal in 100 dimensions; 1,000 weak labels at 90% do."""
     x, y = gaussian(30, sep=2.5, d=100, seed=1)
     d = decide(x, y, labeler(y, 3), pool=_weak_pool(1000, 2.5, 0.1, seed=2, d=100), proxy=CONVEX)
-    assert d.primary == "cv-delta" and set(d.rules) == {"accuracy", "auc", "cv-delta", "weak-student", "projection"}
+    assert d.primary == "delta-worth"
+    assert set(d.rules) == {"accuracy", "auc", "cv-delta", "delta-worth", "weak-student", "projection"}
     assert d.verdict == "use-weak-labels", d.explain()
     assert d.crossover is None or d.crossover > 30  # the weak labels still help beyond the 30 gold labels
     assert d.n_eff is not None and 0.4 * 1030 < d.n_eff.value < 0.9 * 1030  # (1 - 0.1 - 0.1)^2 = 0.64
@@ -177,6 +178,7 @@ def test_pool_rules_see_weak_labels_that_point_the_wrong_way():
     assert d.rules["auc"].choice == "use-weak-labels"  # fooled: the labeler ranks the gold items well
     assert d.rules["cv-delta"].verdict == "gold-only", d.explain()
     assert d.rules["weak-student"].verdict == "gold-only"
+    assert d.verdict == "gold-only" and d.rules["delta-worth"].worthless is False  # the gold items look fine
 
 
 def test_labeler_quality_is_post_stratified_on_the_weak_labels():
@@ -215,7 +217,7 @@ def test_decide_from_files_uses_the_labelled_ids_beyond_the_gold_set_as_the_pool
     np.savez(tmp_path / "x.npz", ids=np.array(ids), features=x)
     d = decide_from_files(tmp_path / "gold.csv", tmp_path / "labeler.csv", features=tmp_path / "x.npz",
                           proxy=CONVEX)
-    assert d.pool_size == n_pool and d.primary == "cv-delta"
+    assert d.pool_size == n_pool and d.primary == "delta-worth"
     assert abs(d.labeler_summary.prior[1].value - y.mean()) < 0.15
     res = CliRunner().invoke(app, ["weak-labels", "decide", "--gold", str(tmp_path / "gold.csv"),
                                    "--labeler-outputs", str(tmp_path / "labeler.csv"),
@@ -268,3 +270,12 @@ def test_leave_pair_out_auc_is_floored_at_chance():
     assert weighted_aucs(y, 2, np.ones((1, 10)), pairs=pairs)[0] == 0.5
     good = PairOutcomes(pairs.c, pairs.i, pairs.j, np.ones(16))
     assert gold_only_auc(good, y, 2).value == 1.0 and gold_only_auc(good, y, 2).lo < 0.9  # Newcombe: not [1, 1]
+
+
+def test_delta_worth_leans_gold_only_for_a_labeler_no_better_than_chance():
+    from fmgauge.weaklabels.rules import worth_verdict
+
+    assert worth_verdict(("use-weak-labels", "use-weak-labels"), 0.48) == ("uncertain", "gold-only", True)
+    assert worth_verdict(("gold-only", "gold-only"), 0.3) == ("gold-only", "gold-only", True)
+    assert worth_verdict(("use-weak-labels", "use-weak-labels"), 0.7) == ("use-weak-labels", "use-weak-labels", False)
+    assert worth_verdict(("uncertain", "use-weak-labels"), float("nan"))[1] == "use-weak-labels"  # unusable

@@ -49,7 +49,7 @@ __all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK"
 
 DEFAULT_PRIMARY = "delta-worth"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
 DEFAULT_FALLBACK: Fallback = "lean"  # ... acting on the side its estimate leans to when uncertain (§8)
-RULES_VERSION = 3  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
+RULES_VERSION = 4  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,7 @@ def decide(
     if primary not in wanted:
         raise FmgaugeError(f"primary rule {primary!r} is not among the rules run {list(wanted)}.")
     w = _check_weights(weights, len(y))
+    images = not hasattr(x, "toarray") and np.asarray(x).ndim > 2  # pixels: standardised; feature vectors: as given
     xg = dense(x)
     if not hasattr(xg, "toarray"):
         check_finite("features", xg)
@@ -166,9 +167,10 @@ def decide(
         if pool_max is not None and xp.shape[0] > pool_max:
             keep = np.sort(np.random.default_rng([seed, 17]).permutation(xp.shape[0])[:pool_max])
             xp, pool_labels = xp[keep], pool_labels[keep]
-        scale = standardiser(xp)
-        xg, xp = scale(xg), scale(xp)
-    else:
+        if images:
+            scale = standardiser(xp)
+            xg, xp = scale(xg), scale(xp)
+    elif images:
         xg = standardiser(xg)(xg)
     cfg = proxy_student(xg, proxy)
     # torch proxies get the budget a study with this pool gives them (without a pool: as if it held pool_max items)

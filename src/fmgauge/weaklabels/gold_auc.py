@@ -91,7 +91,7 @@ def leave_pair_out(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, *, max_p
         arrays = compute()
     else:
         desc = {**cache, "proxy": proxy.cfg.model_dump(), "steps": proxy.steps, "max_pairs": max_pairs,
-                "seed": seed, "m": len(y), "what": "leave-pair-out", "version": 2}
+                "seed": seed, "m": len(y), "what": "leave-pair-out", "version": 3}
         arrays = cached_arrays("lpo", desc, compute)
     return PairOutcomes(arrays["c"], arrays["i"], arrays["j"], arrays["hit"])
 
