@@ -1,23 +1,28 @@
 """Does the decision rule work? Every calibration sweep operates ``decide`` and scores it against what happened.
 
-For each labeler, gold-set size m ≤ ``max_gold`` in the grid and seed s, a **rule trial** runs
-:func:`fmgauge.weaklabels.decide.decide` exactly as a user would: on seed s's m gold items (the sweep's own gold
-set for (m, s)), the labeler's outputs on them, and the weak-labelled rest of the pool — nothing from the test
-set. Its verdicts are then compared with the sweep's realised ΔAUC(m, s) = AUC(gold+weak) − AUC(gold) of every
-student that reads the same inputs (the rule's proxy sees the student's representation).
+For each labeler, **every** gold-set size m of the grid (up to ``rule_max_gold`` when set) and seed s, a **rule
+trial** runs :func:`fmgauge.weaklabels.decide.decide` exactly as a user would: on seed s's m gold items (the
+sweep's own gold set for (m, s)), the labeler's outputs on them, and the weak-labelled rest of the pool — nothing
+from the test set. Its verdicts are then compared with the sweep's realised ΔAUC(m, s) = AUC(gold+weak) −
+AUC(gold) of every student that reads the same inputs (the rule's proxy sees the student's representation). Rule
+trials of several labelers on one gold set share its gold-only side (cached by content, :mod:`.gold_auc`).
 
-Scores per policy — each rule, and the trivial policies **always-weak** and **always-gold**:
+Scores per policy — each rule acting on its lean when uncertain, the pool rules also with "uncertain → use the
+weak labels" (``<rule> (uncertain→weak)``), and the trivial policies **always-weak** and **always-gold**:
 
 - **regret**: mean over cells (labeler × student × m × seed) of max(AUC_gold, AUC_gold+weak) − the AUC of the
-  condition the policy chose; an ``uncertain`` verdict acts as the rule's fallback, the side its point estimate
-  leans to, and the share of such cells is reported as **abstention**. The pool rules are also scored with the
-  other fallback a user may state, "uncertain → use the weak labels" (policy ``<rule> (uncertain→weak)``: the
-  weak labels are free, so switch to gold-only only when they are shown to hurt);
-- **hit rate on decisive cells**: cells (labeler, student, m) whose seed-mean ΔAUC has a 95% t-interval over
-  seeds excluding 0; the target is that sign, and every seed's choice there is a hit or a miss;
-- intervals by resampling **seeds** (the sweep's independent unit; cells of one seed share its gold set and
-  noise draw), 2,000 times; the regret difference to the better trivial policy is paired over the same resamples,
-  with the minimum difference the run could detect, (z₀.₉₇₅ + z₀.₈) × its standard error.
+  condition the policy chose; **abstention**: the share of uncertain verdicts;
+- **committed verdicts right**: every verdict that is not ``uncertain``, over all cells, against that cell's own
+  realised sign of ΔAUC (ΔAUC = 0 counts as right);
+- **hit rate on decisive cells**: cells (labeler, student, m) whose seed-mean ΔAUC has a 95% t-interval excluding 0;
+  the target is that sign, and every seed's choice there is a hit or a miss;
+- **better side where it matters**: on cells where the two trivial policies differ by more than ``WIDE`` AUC, the
+  share where the policy chose the better condition;
+- intervals by resampling **clusters** — seeds within a study (cells of one seed share its gold set and noise draw),
+  (study, seed) across studies — 2,000 times; the regret difference to the better trivial policy is paired over the
+  same resamples, with the minimum difference the run could detect, (z₀.₉₇₅ + z₀.₈) × its standard error. When the
+  two policies chose alike on every cell there is nothing to resample: :func:`compare` then gives a rule-of-three
+  bound and leaves the MDE undefined instead of printing [0, 0].
 """
 
 from __future__ import annotations
