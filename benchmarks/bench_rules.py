@@ -216,6 +216,22 @@ def render() -> str:
                 f"{_ci(r['hit_rate_committed'], '{:.2f}')} | {_ci(r['hit_rate'], '{:.2f}')} | "
                 f"{_ci(r['abstain'], '{:.0%}')} | {met} |")
         dp = su["default_policy"]
+        g = su["goals"].get(dp)
+        if g:
+            vs, m = g["vs_best_trivial"], g["meets"]
+            lines += ["", "### The default against the three goals", ""]
+            lines.append(f"1. Pooled regret below the better trivial policy ({su['best_trivial']}) with a paired "
+                         f"interval excluding 0: {'**met**' if m['beats_trivial'] else '**not met**'} — "
+                         f"{_vs(vs)}.")
+            bad = [(st, v["excess"][dp]) for st, v in su["per_study"].items() if v["excess"].get(dp, 0) > 0.01]
+            lines.append("2. On no study worse than its better trivial policy by more than 0.01 AUC: "
+                         + ("**met**" if m["no_study_worse_by_0.01"] else "**not met** on " + ", ".join(
+                             f"{st} (+{ex:.4f})" for st, ex in bad)) + f"; worst: {g['worst_study']} "
+                         f"({g['worst_excess']:+.4f}).")
+            lines.append(f"3. Where the trivial policies differ by more than {su['wide']} AUC, the better side in ≥ 80% "
+                         f"of cells: {'**met**' if m['picks_80pct'] else '**not met**'} — "
+                         f"{_ci(su['overall'][dp]['pick_rate_wide'], '{:.2f}')} of "
+                         f"{su['overall'][dp]['wide_cells']} cells.")
         lines += ["", "### Per study: the default against the better trivial policy (every n_gold)", "",
                   "| study | cells | always-weak | always-gold | default | excess over the better trivial | "
                   "≤ 0.01? |", "|---|---|---|---|---|---|---|"]

@@ -196,6 +196,7 @@ def test_labeler_quality_is_post_stratified_on_the_weak_labels():
     assert abs(s.prior[1].value - 0.1) < 0.05 and s.majority_class == "a"
     assert s.recall[1].lo < 0.5 < s.recall[1].hi and s.precision[1].lo < 50 / 140 < s.precision[1].hi
     assert s.factor.value == pytest.approx((s.recall[0].value + s.recall[1].value - 1) ** 2)  # (1 - ρ0 - ρ1)²
+    assert s.youden.value == pytest.approx(2 * s.balanced_accuracy.value - 1)
     # a labeler that says "a" to everything: accuracy = the majority rate, and the summary says so
     allneg = labeler_summary(pool_y, np.zeros(1000, int), 2, class_names=("not b", "b"), truth=True)
     assert allneg.worse_than_majority and "always answering 'not b'" in allneg.warning()
@@ -275,7 +276,7 @@ def test_leave_pair_out_auc_is_floored_at_chance():
 def test_delta_worth_leans_gold_only_for_a_labeler_no_better_than_chance():
     from fmgauge.weaklabels.rules import worth_verdict
 
-    assert worth_verdict(("use-weak-labels", "use-weak-labels"), 0.48) == ("uncertain", "gold-only", True)
-    assert worth_verdict(("gold-only", "gold-only"), 0.3) == ("gold-only", "gold-only", True)
-    assert worth_verdict(("use-weak-labels", "use-weak-labels"), 0.7) == ("use-weak-labels", "use-weak-labels", False)
+    assert worth_verdict(("use-weak-labels", "use-weak-labels"), -0.04) == ("uncertain", "gold-only", True)
+    assert worth_verdict(("gold-only", "gold-only"), -0.4) == ("gold-only", "gold-only", True)
+    assert worth_verdict(("use-weak-labels", "use-weak-labels"), 0.4) == ("use-weak-labels", "use-weak-labels", False)
     assert worth_verdict(("uncertain", "use-weak-labels"), float("nan"))[1] == "use-weak-labels"  # unusable

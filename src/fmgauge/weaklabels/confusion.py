@@ -3,7 +3,8 @@
 Notation: K classes; J[y, ŷ] (K, K) the joint distribution of (true, weak) label over the labelled population (the
 pool plus the gold items); π = J.sum(1) the class prior, q = J.sum(0) the weak-label shares; recall_y = J[y, y]/π_y,
 precision_ŷ = J[ŷ, ŷ]/q_ŷ; accuracy = trace J; balanced accuracy = mean recall; for a binary task
-ρ0 = P(ŷ=1 | y=0), ρ1 = P(ŷ=0 | y=1).
+ρ0 = P(ŷ=1 | y=0), ρ1 = P(ŷ=0 | y=1), and Youden's J = 1 − ρ0 − ρ1 (recall minus false-positive rate; for K > 2
+the mean over one-vs-rest problems): J ≤ 0 means the weak labels carry no class information, or the inverse.
 
 **Estimator** (post-stratified on the weak label; with ``pool_labels``): q comes from the weak labels of the whole
 population, known for every item, and P(y | ŷ = k) from the gold items the labeler called k:
@@ -42,6 +43,7 @@ class LabelerSummary:
     precision: list[Estimate]  # per weak class
     prior: list[Estimate]  # the population's class prior π
     factor: Estimate  # (1 − ρ0 − ρ1)² (binary; mean over one-vs-rest problems for K > 2)
+    youden: Estimate  # 1 − ρ0 − ρ1 (binary; mean over one-vs-rest problems): ≤ 0 = no better than chance
     population: int  # items the summary speaks for (pool + gold; the gold set without a pool)
     source: str  # "pool + gold" (post-stratified) | "gold" (the gold set only) | "truth" (every item labelled)
     unusable: str | None = None  # why the population estimate cannot be made (e.g. a weak class with no gold item)
@@ -79,6 +81,7 @@ class LabelerSummary:
                 "majority_class": self.majority_class, "balanced_accuracy": self.balanced_accuracy.to_dict(),
                 "recall": [e.to_dict() for e in self.recall], "precision": [e.to_dict() for e in self.precision],
                 "prior": [e.to_dict() for e in self.prior], "factor": self.factor.to_dict(),
+                "youden": self.youden.to_dict(),
                 "population": self.population, "source": self.source, "unusable": self.unusable,
                 "warning": self.warning(), "counts": self.counts, "class_names": list(self.class_names)}
 
@@ -96,10 +99,12 @@ def _stats(j: np.ndarray) -> dict[str, np.ndarray]:
         recall, precision = diag / pi, diag / q
         rho1 = 1 - recall  # positives of c labelled something else
         rho0 = (q - diag) / (1 - pi)  # negatives of c labelled c
-    fac = np.clip(1 - rho0 - rho1, 0, None) ** 2
+    j = 1 - rho0 - rho1  # Youden's J per one-vs-rest problem: recall − false-positive rate
+    fac = np.clip(j, 0, None) ** 2
     factor = fac[..., 1] if k == 2 else np.nanmean(fac, axis=-1)
+    youden = j[..., 1] if k == 2 else np.nanmean(j, axis=-1)
     return {"accuracy": diag.sum(-1), "balanced": np.nanmean(recall, axis=-1), "recall": recall,
-            "precision": precision, "prior": pi, "majority": pi.max(-1), "factor": factor}
+            "precision": precision, "prior": pi, "majority": pi.max(-1), "factor": factor, "youden": youden}
 
 
 def _est(point: float, draws: np.ndarray, level: float) -> Estimate:
@@ -163,4 +168,5 @@ def labeler_summary(y: np.ndarray, labels: np.ndarray, n_classes: int, *, pool_l
         precision=[_est(sp["precision"][c], sd["precision"][:, c], level) for c in range(k)],
         prior=[_est(sp["prior"][c], sd["prior"][:, c], level) for c in range(k)],
         factor=_est(sp["factor"], sd["factor"], level),
+        youden=_est(sp["youden"], sd["youden"], level),
         population=population, source=source, unusable=unusable, counts=counts.astype(int).tolist())

@@ -215,7 +215,7 @@ def decide(
             lean = "use-weak-labels" if diff >= 0 else "gold-only"
             xo = extrapolate_crossover(lc, est.value)
             if rule == "cv-delta" and "delta-worth" in wanted:
-                v, ln, worthless = worth_verdict((verdict, lean), summary.balanced_accuracy.value)
+                v, ln, worthless = worth_verdict((verdict, lean), summary.youden.value)
                 out["delta-worth"] = RuleVerdict("delta-worth", v, ln, est, -diff, (-hi, -lo),  # type: ignore[arg-type]
                                                  more if v == "uncertain" and not worthless else None, xo, fallback,
                                                  worthless)

@@ -91,6 +91,7 @@ def run_rule_trial(config: dict) -> list[dict]:
                      "n_eff": None if d.n_eff is None else d.n_eff.value,
                      "lab_accuracy": s.accuracy.value, "lab_balanced": s.balanced_accuracy.value,
                      "lab_majority": s.majority_rate.value, "lab_unusable": s.unusable is not None,
+                     "lab_youden": s.youden.value,
                      "cpu_seconds": time.process_time() - cpu0})
     return rows
 
@@ -127,7 +128,9 @@ def _worth_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
     cv = cv[cv._have.isna()].drop(columns="_have")
     if cv.empty:
         return rules
-    got = [worth_verdict((v, ln), float(b)) for v, ln, b in zip(cv.verdict, cv.lean, cv.lab_balanced, strict=True)]
+    # binary studies: Youden's J = 2·balanced accuracy − 1 (trials that predate the lab_youden column)
+    j = cv.lab_youden if "lab_youden" in cv else 2 * cv.lab_balanced - 1
+    got = [worth_verdict((v, ln), float(b)) for v, ln, b in zip(cv.verdict, cv.lean, j, strict=True)]
     cv["rule"] = "delta-worth"
     cv["verdict"] = [g[0] for g in got]
     cv["lean"] = [g[1] for g in got]

@@ -8,7 +8,8 @@ weak-labelled pool), a verdict per rule.
   folds of repeated stratified K-fold over the gold items scores the held-out folds; its AUC against the gold-only
   AUC on the same items is ΔAUC = AUC(gold+weak) − AUC(gold), with a paired bootstrap CI over gold items.
 - ``delta-worth`` — ``cv-delta``, unless the labeler's estimated confusion says its labels carry no class
-  information or the inverse (balanced accuracy ≤ 0.5, i.e. 1 − ρ0 − ρ1 ≤ 0: by the label-space projection they
+  information or the inverse (Youden's J = 1 − ρ0 − ρ1 ≤ 0, for a binary task a balanced accuracy ≤ 0.5; for K > 2
+  the mean J over one-vs-rest problems: by the label-space projection they
   are worth no clean labels at all): then it leans to gold-only (committed only if cv-delta commits to it too). With
   2 positives in a 20-item gold set the paired ΔAUC is mostly noise, and a labeler at or below chance is where that
   noise costs most (docs/benchmarks.md §8).
@@ -120,10 +121,10 @@ def scores_of(p: np.ndarray) -> np.ndarray:
     return p[:, 1] if p.shape[1] == 2 else p
 
 
-def worth_verdict(cv: tuple[str, str], balanced: float) -> tuple[str, str, bool]:
+def worth_verdict(cv: tuple[str, str], youden: float) -> tuple[str, str, bool]:
     """``delta-worth``: (verdict, lean, worthless) from cv-delta's (verdict, lean) and the labeler's estimated
-    balanced accuracy (NaN when unusable: cv-delta decides)."""
+    Youden's J = 1 − ρ0 − ρ1 (binary: 2·balanced accuracy − 1; NaN when unusable: cv-delta decides)."""
     verdict, lean = cv
-    if not math.isfinite(balanced) or balanced > 0.5:
+    if not math.isfinite(youden) or youden > 0:
         return verdict, lean, False
     return ("gold-only" if verdict == "gold-only" else "uncertain"), "gold-only", True

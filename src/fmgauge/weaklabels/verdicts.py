@@ -23,8 +23,8 @@ RULE_TEXT = {
     "accuracy": "gold-only AUC vs labeler accuracy on the pool (the paper's rule)",
     "auc": "gold-only AUC vs labeler AUC (like-for-like)",
     "cv-delta": "cross-validated ΔAUC = AUC(gold+weak) − AUC(gold) on the gold set",
-    "delta-worth": "cv-delta, unless the labeler's confusion says its labels are worth nothing (balanced accuracy "
-                   "≤ 0.5: 1 − ρ0 − ρ1 ≤ 0)",
+    "delta-worth": "cv-delta, unless the labeler's confusion says its labels are worth nothing (Youden's J = "
+                   "1 − ρ0 − ρ1 ≤ 0, i.e. balanced accuracy ≤ 0.5 on a binary task)",
     "weak-student": "weak-trained student's AUC on the gold set vs gold-only AUC",
     "projection": "the gold-only learning curve's crossover n* with the weak-trained AUC, against m",
 }
@@ -43,7 +43,7 @@ class RuleVerdict:
     more_gold: int | None  # uncertain only: about how many more gold labels would decide
     crossover: float | None  # estimated n* where the gold-only curve reaches the weak side (None: unreachable)
     fallback: Fallback = "lean"
-    worthless: bool = False  # delta-worth: the labeler's balanced accuracy is at most 0.5
+    worthless: bool = False  # delta-worth: the labeler's Youden's J = 1 − ρ0 − ρ1 is at most 0
 
     @property
     def choice(self) -> Lean:
@@ -156,7 +156,7 @@ class Decision:
                 head = (f"[{r.rule} rule{tag}] gold-only AUC {self.gold_auc} vs {what} {r.labeler}: "
                         f"difference {-r.gap:+.3f}{ci}: {r.verdict}")
                 if r.rule == "delta-worth" and r.worthless:
-                    head += " (the labeler's balanced accuracy is at most 0.5: its labels are worth nothing)"
+                    head += " (the labeler is no better than chance, 1 − ρ0 − ρ1 ≤ 0: its labels are worth nothing)"
             else:
                 what = "accuracy on the pool" if r.rule == "accuracy" else "AUC"
                 lab = "unusable" if not math.isfinite(r.labeler.value) else str(r.labeler)
