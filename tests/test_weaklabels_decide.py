@@ -81,6 +81,8 @@ def test_extrapolated_crossover_inverts_a_log_linear_curve():
     assert extrapolate_crossover(curve, 0.6 + 0.05 * np.log(80)) == pytest.approx(80, rel=1e-6)
     assert extrapolate_crossover(curve, 0.1) == 20  # already above the target
     assert extrapolate_crossover([(10, 0.7), (20, 0.7)], 0.9) is None  # flat curve never gets there
+    # a noisy curve whose fitted line crosses the target before m while its last point is still below it: n* > m
+    assert extrapolate_crossover([(10, 0.70), (15, 0.90), (20, 0.84)], 0.85) > 20
 
 
 def test_fewer_than_two_gold_items_of_a_class_is_refused():

@@ -186,7 +186,8 @@ def learning_curve(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, full: Pa
 
 
 def extrapolate_crossover(curve: list[tuple[int, Any]], target: float) -> float | None:
-    """n where the fit AUC(n) = a + b·ln n reaches ``target``; the current n if already there; None if never.
+    """n where AUC(n) reaches ``target``: the current n if already there; else the slope b of a + b·ln n fitted to
+    the curve, extrapolated from the current point (n_now·exp((target − AUC_now)/b)); None if the curve is flat.
     ``curve`` holds (n, AUC) or (n, Estimate) points, the last at the full gold set."""
     if not curve:
         return None
@@ -197,17 +198,19 @@ def extrapolate_crossover(curve: list[tuple[int, Any]], target: float) -> float 
     if len(vals) < 2:
         return None
     ln = np.log([p[0] for p in vals])
-    b, a = np.polyfit(ln, [p[1] for p in vals], 1)
+    b, _ = np.polyfit(ln, [p[1] for p in vals], 1)
     if b <= 1e-6:
         return None
-    n = math.exp(min((target - a) / b, 700.0))
+    # the fitted slope, anchored at the current point: n* > n_now whenever the curve is still below the target
+    n = n_now * math.exp(min((target - auc_now) / b, 700.0))
     return float(n) if n < MAX_N else None
 
 
 def crossover_interval(curve: list[tuple[int, Estimate]], target: Estimate, *, n_draws: int = 2000,
                        seed: int = 0) -> tuple[float, float] | None:
     """A rough interval for the extrapolated crossover: draws of the curve points (normal, standard errors from
-    their intervals) and of the target, each refitted as a + b·ln n and solved; the 2.5% and 97.5% quantiles of n*
+    their intervals) and of the target, each refitted as a + b·ln n and extrapolated from its last point; the 2.5%
+    and 97.5% quantiles of n*
     (a draw whose curve never gets there counts as infinite; one already there as its n). None without 2 points."""
     if len(curve) < 2:
         return None
@@ -219,10 +222,10 @@ def crossover_interval(curve: list[tuple[int, Estimate]], target: Estimate, *, n
     t = target.value + max((target.hi - target.lo) / 3.92, 1e-4) * rng.standard_normal(n_draws)
     lc = ln - ln.mean()
     b = (vals - vals.mean(1, keepdims=True)) @ lc / (lc @ lc)
-    a = vals.mean(1) - b * ln.mean()
+    n_now = float(curve[-1][0])
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        n = np.where(vals[:, -1] >= t, float(curve[-1][0]),
-                     np.where(b > 1e-6, np.exp(np.minimum((t - a) / np.where(b > 1e-6, b, 1.0), 700.0)), np.inf))
+        step = np.minimum((t - vals[:, -1]) / np.where(b > 1e-6, b, 1.0), 700.0)
+        n = np.where(vals[:, -1] >= t, n_now, np.where(b > 1e-6, n_now * np.exp(step), np.inf))
     n = np.where(n > MAX_N, np.inf, n)
     lo, hi = np.quantile(n, [0.025, 0.975], method="inverted_cdf")
     return float(lo), float(hi)
