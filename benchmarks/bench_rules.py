@@ -84,6 +84,15 @@ def run(args: argparse.Namespace) -> None:
             "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores, "
             f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
         }
+        rp = Path(args.out) / name / "rules.parquet"
+        if rp.exists():
+            import pandas as pd
+
+            rr = pd.read_parquet(rp).drop_duplicates(["labeler", "features", "n_gold", "seed"])
+            if "cpu_seconds" in rr:
+                out[name]["rule_cpu"] = {"trials": int(len(rr)), "cpu_seconds": float(rr.cpu_seconds.sum()),
+                                         "by_n_gold": {str(int(m)): float(g.cpu_seconds.mean())
+                                                       for m, g in rr.groupby("n_gold")}}
         if res.summary["meta"]["run"]["ran"] == 0 and "seconds" in before:  # re-read: keep what computing it cost
             out[name].update({k: before[k] for k in ("seconds", "date") if k in before})
         now = json.loads((RESULTS / "rules.json").read_text()) if (RESULTS / "rules.json").exists() else {}
@@ -252,6 +261,16 @@ def render() -> str:
             lines.append(f"| {m} | {b[dp]['cells']} | {b['always-weak']['regret']:.4f} | "
                          f"{b['always-gold']['regret']:.4f} | {b[dp]['regret']:.4f} | "
                          f"{'–' if pick != pick else f'{pick:.2f}'} |")
+    cost = {n: d["rule_cpu"] for n, d in data.items() if d.get("rule_cpu")}
+    if cost:
+        lines += ["", "### What the rule evaluation costs", "",
+                  "CPU seconds of the rule trials (`decide` at every n_gold × seed × labeler × proxy representation; "
+                  "a gold set's leave-pair-out fits are shared by its labelers through the cache), from each trial's "
+                  "own process time:", "",
+                  "| study | rule trials | CPU s in all | mean CPU s per trial by n_gold |", "|---|---|---|---|"]
+        for n, c in cost.items():
+            per = ", ".join(f"{m}: {v:.1f}" for m, v in c["by_n_gold"].items())
+            lines.append(f"| {n} | {c['trials']} | {c['cpu_seconds']:.0f} | {per} |")
     lines += ["", "## Per study (every n_gold pooled)", ""]
     for name, d in data.items():
         ev = d["rule_eval"]
