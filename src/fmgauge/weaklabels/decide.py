@@ -27,8 +27,8 @@ from fmgauge.weaklabels.gold_auc import (
     effective_n,
     extrapolate_crossover,
     gold_only_auc,
+    gold_pairs,
     learning_curve,
-    leave_pair_out,
     problems,
     weighted_aucs,
 )
@@ -45,11 +45,20 @@ from fmgauge.weaklabels.students import StudentConfig
 from fmgauge.weaklabels.training import budget_steps
 from fmgauge.weaklabels.verdicts import POOL_RULES, RULES, Decision, Fallback, Lean, RuleVerdict
 
-__all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK", "RULES_VERSION", "PROXY_KINDS"]
+__all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK", "RULES_VERSION", "PROXY_KINDS",
+           "rule_version"]
 
 DEFAULT_PRIMARY = "delta-worth"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
 DEFAULT_FALLBACK: Fallback = "lean"  # ... acting on the side its estimate leans to when uncertain (§8)
 RULES_VERSION = 4  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
+RULES_VERSION_CV = 5  # ... of trials with m >= gold_auc.CV_FROM, whose gold side became 5-fold CV (rule_version)
+
+
+def rule_version(m: int) -> int:
+    """The version a rule trial at m gold items carries (the computation below CV_FROM is unchanged since 4)."""
+    from fmgauge.weaklabels.gold_auc import CV_FROM
+
+    return RULES_VERSION if m < CV_FROM else RULES_VERSION_CV
 
 
 @dataclass(frozen=True)
@@ -176,7 +185,7 @@ def decide(
     # torch proxies get the budget a study with this pool gives them (without a pool: as if it held pool_max items)
     student = Proxy(cfg, budget_steps(cfg, xp.shape[0] if xp is not None else max(pool_max or 0, len(y))), seed)
     wg = np.ones(len(y)) if w is None else w
-    pairs = leave_pair_out(student, xg, y, k, max_pairs=max_pairs, seed=seed, cache=gold_cache)
+    pairs = gold_pairs(student, xg, y, k, max_pairs=max_pairs, seed=seed, cache=gold_cache)
     gold = gold_only_auc(pairs, y, k, level, wg)
     need_curve = curve or "projection" in wanted
     lc = learning_curve(student, xg, y, k, pairs, seed=seed, weights=wg, level=level,
