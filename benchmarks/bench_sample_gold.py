@@ -283,6 +283,21 @@ def render_part() -> str:
                          f"{r['decide_wall']:.1f} | {r['load'][0]:.1f} → {r['load'][1]:.1f} | "
                          f"{r['choice']} ({r['verdict']}) |")
         lines.append("")
+    if rules.exists():
+        data = json.loads(rules.read_text())
+        demo = {n: data[n] for n in ("demo-text", "demo") if n in data and data[n].get("rule_cpu")}
+        if demo:
+            lines += ["### The demo's rule evaluation", "",
+                      "`make demo` now operates `decide` at every n_gold of both studies' grids (before: n_gold ≤ 100). "
+                      "What those rule trials cost, from each trial's own CPU time in the §8 runs of the demo's two "
+                      "configs (a loaded machine: CPU seconds, not wall):", "",
+                      "| study | rule trials | CPU s in all | grid evaluated | students in that run |",
+                      "|---|---|---|---|---|"]
+            for n, d in demo.items():
+                c = d["rule_cpu"]
+                lines.append(f"| {n} | {c['trials']} | {c['cpu_seconds']:.0f} | "
+                             f"{', '.join(c['by_n_gold'])} | {', '.join(d['students'])} |")
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
