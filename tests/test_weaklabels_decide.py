@@ -291,7 +291,9 @@ def test_leave_pair_out_auc_is_floored_at_chance():
 def test_delta_worth_leans_gold_only_for_a_labeler_no_better_than_chance():
     from fmgauge.weaklabels.rules import worth_verdict
 
-    assert worth_verdict(("use-weak-labels", "use-weak-labels"), -0.04) == ("uncertain", "gold-only", True)
+    assert worth_verdict(("uncertain", "use-weak-labels"), -0.04) == ("gold-only", "gold-only", True)
+    # a committed cv-delta verdict stands: J from a 2-positive gold set can be wrong
+    assert worth_verdict(("use-weak-labels", "use-weak-labels"), -0.04) == ("use-weak-labels", "use-weak-labels", True)
     assert worth_verdict(("gold-only", "gold-only"), -0.4) == ("gold-only", "gold-only", True)
     assert worth_verdict(("use-weak-labels", "use-weak-labels"), 0.4) == ("use-weak-labels", "use-weak-labels", False)
     assert worth_verdict(("uncertain", "use-weak-labels"), float("nan"))[1] == "use-weak-labels"  # unusable

@@ -222,8 +222,8 @@ def decide_cmd(
         help="Student the rules train: sk-logreg (default: converged L2 logistic regression), logreg (the "
              "sweep's AdamW logreg), mlp.")] = None,
     fallback: Annotated[str, typer.Option(
-        help="What an uncertain verdict acts as: lean (the side its estimate favours; the default) or weak "
-             "(use the free weak labels unless shown to hurt).")] = "lean",
+        help="What an uncertain verdict acts as: weak (use the free weak labels unless shown to hurt, or the "
+             "labeler is no better than chance; the default) or lean (the side its estimate favours).")] = "weak",
     curve: Annotated[bool, typer.Option(
         help="Fit the gold-only learning curve for n* ('they stop helping at about n* gold labels').")] = True,
     text_column: TextColumnOpt = None,

@@ -22,6 +22,7 @@ stratum, and for q), 2.5% and 97.5% quantiles, so a class with 2 gold items gets
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,9 +102,12 @@ def _stats(j: np.ndarray) -> dict[str, np.ndarray]:
         rho0 = (q - diag) / (1 - pi)  # negatives of c labelled c
     j = 1 - rho0 - rho1  # Youden's J per one-vs-rest problem: recall − false-positive rate
     fac = np.clip(j, 0, None) ** 2
-    factor = fac[..., 1] if k == 2 else np.nanmean(fac, axis=-1)
-    youden = j[..., 1] if k == 2 else np.nanmean(j, axis=-1)
-    return {"accuracy": diag.sum(-1), "balanced": np.nanmean(recall, axis=-1), "recall": recall,
+    with warnings.catch_warnings():  # all-NaN rows (a class absent from every draw) give NaN, which is the answer
+        warnings.simplefilter("ignore", RuntimeWarning)
+        factor = fac[..., 1] if k == 2 else np.nanmean(fac, axis=-1)
+        youden = j[..., 1] if k == 2 else np.nanmean(j, axis=-1)
+        balanced = np.nanmean(recall, axis=-1)
+    return {"accuracy": diag.sum(-1), "balanced": balanced, "recall": recall,
             "precision": precision, "prior": pi, "majority": pi.max(-1), "factor": factor, "youden": youden}
 
 

@@ -49,7 +49,7 @@ __all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK"
            "rule_version"]
 
 DEFAULT_PRIMARY = "delta-worth"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
-DEFAULT_FALLBACK: Fallback = "lean"  # ... acting on the side its estimate leans to when uncertain (§8)
+DEFAULT_FALLBACK: Fallback = "weak"  # ... an uncertain verdict keeping the (free) weak labels (§8)
 RULES_VERSION = 4  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
 RULES_VERSION_CV = 5  # ... of trials with m >= gold_auc.CV_FROM, whose gold side became 5-fold CV (rule_version)
 
@@ -135,9 +135,9 @@ def decide(
     rules : which rules to run (default: all that the inputs allow).
     proxy : the student every rule trains (a StudentConfig or its dict; default sk-logreg, :mod:`.proxy`).
     curve : fit the gold-only learning curve for n* (2 more leave-pair-out runs on nested subsets).
-    fallback : what an ``uncertain`` verdict acts as: ``lean`` (default), the side its point estimate favours, or
-        ``weak``, the weak labels (they are free: drop them only when shown to hurt). docs/benchmarks.md §8 holds the
-        evaluation that picked the default.
+    fallback : what an ``uncertain`` verdict acts as: ``weak`` (default), the weak labels — they are free: drop them
+        when shown to hurt, or (``delta-worth``) when the labeler is no better than chance — or ``lean``, the side its
+        point estimate favours. docs/benchmarks.md §8 holds the evaluation that picked the default.
     gold_cache : a description of (inputs, gold set) under which the leave-pair-out outcomes are cached by
         content (rule trials of several labelers on one gold set share them); None: no cache.
     """
@@ -226,8 +226,7 @@ def decide(
             if rule == "cv-delta" and "delta-worth" in wanted:
                 v, ln, worthless = worth_verdict((verdict, lean), summary.youden.value)
                 out["delta-worth"] = RuleVerdict("delta-worth", v, ln, est, -diff, (-hi, -lo),  # type: ignore[arg-type]
-                                                 more if v == "uncertain" and not worthless else None, xo, fallback,
-                                                 worthless)
+                                                 more if v == "uncertain" else None, xo, fallback, worthless)
             if rule not in wanted:
                 continue
             out[rule] = RuleVerdict(rule, verdict, lean, est, -diff, (-hi, -lo), more, xo, fallback)

@@ -116,26 +116,24 @@ def _projection_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
 
 
 def _worth_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
-    """delta-worth rows derived from the cv-delta rows (its verdict and the labeler's balanced accuracy) where a
-    trial predates the rule, by the function ``decide`` uses (:func:`fmgauge.weaklabels.rules.worth_verdict`)."""
-    if "lab_balanced" not in rules or not (rules.rule == "cv-delta").any():
+    """delta-worth rows re-derived from the cv-delta rows (its verdict and the labeler's Youden's J) by the function
+    ``decide`` uses (:func:`fmgauge.weaklabels.rules.worth_verdict`), replacing stored ones: the rule is a pure
+    function of those, so trials stored before a change of it are scored as decide now decides."""
+    if not ({"lab_youden", "lab_balanced"} & set(rules.columns)) or not (rules.rule == "cv-delta").any():
         return rules
     from fmgauge.weaklabels.rules import worth_verdict
 
-    key = ["labeler", "features", "n_gold", "seed"]
-    have = rules.loc[rules.rule == "delta-worth", key].drop_duplicates().assign(_have=True)
-    cv = rules[rules.rule == "cv-delta"].merge(have, on=key, how="left")
-    cv = cv[cv._have.isna()].drop(columns="_have")
-    if cv.empty:
-        return rules
+    cv = rules[rules.rule == "cv-delta"].copy()
     # binary studies: Youden's J = 2·balanced accuracy − 1 (trials that predate the lab_youden column)
-    j = cv.lab_youden if "lab_youden" in cv else 2 * cv.lab_balanced - 1
+    j = 2 * cv.lab_balanced - 1
+    if "lab_youden" in cv:
+        j = cv.lab_youden.where(cv.lab_youden.notna(), j)
     got = [worth_verdict((v, ln), float(b)) for v, ln, b in zip(cv.verdict, cv.lean, j, strict=True)]
     cv["rule"] = "delta-worth"
     cv["verdict"] = [g[0] for g in got]
     cv["lean"] = [g[1] for g in got]
     cv["choice"] = [g[1] if g[0] == "uncertain" else g[0] for g in got]
-    return pd.concat([rules, cv], ignore_index=True)
+    return pd.concat([rules[rules.rule != "delta-worth"], cv], ignore_index=True)
 
 
 def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[str, str]) -> pd.DataFrame:

@@ -10,7 +10,8 @@ weak-labelled pool), a verdict per rule.
 - ``delta-worth`` — ``cv-delta``, unless the labeler's estimated confusion says its labels carry no class
   information or the inverse (Youden's J = 1 − ρ0 − ρ1 ≤ 0, for a binary task a balanced accuracy ≤ 0.5; for K > 2
   the mean J over one-vs-rest problems: by the label-space projection they
-  are worth no clean labels at all): then it leans to gold-only (committed only if cv-delta commits to it too). With
+  are worth no clean labels at all): then ``gold-only``, unless cv-delta commits to the weak labels (J from 2
+  positives can be wrong: −0.14 was estimated for a labeler whose J is 0.5). With
   2 positives in a 20-item gold set the paired ΔAUC is mostly noise, and a labeler at or below chance is where that
   noise costs most (docs/benchmarks.md §8).
 - ``weak-student`` — the proxy trained on the weak-labelled pool alone, scored on the gold items, against the
@@ -127,4 +128,6 @@ def worth_verdict(cv: tuple[str, str], youden: float) -> tuple[str, str, bool]:
     verdict, lean = cv
     if not math.isfinite(youden) or youden > 0:
         return verdict, lean, False
-    return ("gold-only" if verdict == "gold-only" else "uncertain"), "gold-only", True
+    if verdict == "use-weak-labels":  # cv-delta's paired interval excludes 0: what the labels do outweighs J
+        return verdict, lean, True
+    return "gold-only", "gold-only", True

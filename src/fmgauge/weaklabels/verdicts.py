@@ -115,8 +115,10 @@ class Decision:
         else:
             head = {"use-weak-labels": f"With your {self.n_gold} gold labels: use the weak labels (train on gold + "
                                        f"weak); the {r.rule} rule is confident they help.",
-                    "gold-only": f"With your {self.n_gold} gold labels: train on gold only; the {r.rule} rule is "
-                                 f"confident the weak labels hurt."}[r.verdict]
+                    "gold-only": f"With your {self.n_gold} gold labels: train on gold only; " + (
+                        "the labeler is no better than chance at telling the classes apart (1 − ρ0 − ρ1 ≤ 0): its "
+                        "labels are worth nothing." if r.worthless else
+                        f"the {r.rule} rule is confident the weak labels hurt.")}[r.verdict]
         out = [head]
         if self.n_eff is not None and math.isfinite(self.n_eff.value):
             out.append(f"By their confusion the weak labels are worth about {_n(self.n_eff.value)} clean labels "
