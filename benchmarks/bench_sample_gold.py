@@ -137,7 +137,8 @@ def render() -> str:
              "Command: `OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_sample_gold.py "
              f"--seeds {max(r['seed'] for r in rows) + 1}` ({data['date']}, load average {data['load']:.1f} on 2 "
              "cores). Per labeler, mean over seeds × the two students (sk-logreg on minilm-l6 / TF-IDF); regret of "
-             "the default rule's choice; 'as drawn' = the share of gold sets with 2 items of each class before any "
+             "the choice of `decide`'s default when this ran (delta-worth acting on its lean; the default now keeps "
+             "the weak labels when uncertain, §8); 'as drawn' = the share of gold sets with 2 items of each class before any "
              "top-up (decide refuses the others).", "",
              "| labeler | as drawn: random / stratified | positives: random / stratified | regret: random / "
              "stratified | always-weak / always-gold | accuracy error: random / stratified |", "|---|---|---|---|---|---|"]
@@ -262,6 +263,15 @@ def render_part() -> str:
                 mir = "" if not mirror else " (" + ", ".join(f"{b['bias']['value']:+.3f}" for b in mirror) + ")"
                 cells.append(f"{med:.3f}{mir}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        per_ds: dict[str, dict[int, float]] = {}  # studies on one dataset share their gold sides: count it once
+        for d in data.values():
+            for m in grid:
+                at = [abs(b["bias"]["value"]) for b in (d["rule_eval"] or {}).get("gold_bias", []) if b["n_gold"] == m]
+                if at:
+                    per_ds.setdefault(d["dataset"], {})[m] = float(np.median(at))
+        lines.append("| **median over datasets** | " + " | ".join(
+            f"**{np.median([v[m] for v in per_ds.values() if m in v]):.3f}**" if any(m in v for v in per_ds.values())
+            else "–" for m in grid) + " |")
         lines.append("")
     if RESULTS.exists():
         lines += [render(), ""]
