@@ -142,7 +142,10 @@ def suite(out_dir: Path, names: list[str]) -> dict:
     for st, g in cells.groupby("study", sort=False):
         reg = g.groupby("policy").regret.mean()
         best = min(TRIVIAL, key=lambda p: reg[p])
-        per_study[st] = {"best_trivial": best, "trivial_regret": float(reg[best]),
+        by_m = g.groupby(["n_gold", "policy"]).regret.mean().unstack()
+        per_study[st] = {"by_m_excess": {p: {str(int(m)): float(by_m.loc[m, p] - by_m.loc[m, best])
+                                             for m in by_m.index} for p in by_m.columns},
+                         "best_trivial": best, "trivial_regret": float(reg[best]),
                          "regret": {p: float(v) for p, v in reg.items()},
                          "excess": {p: float(reg[p] - reg[best]) for p in reg.index},
                          "cells": int((g.policy == best).sum())}
@@ -252,10 +255,20 @@ def render() -> str:
                          f"interval excluding 0: {'**met**' if m['beats_trivial'] else '**not met**'} — "
                          f"{_vs(vs)}.")
             bad = [(st, v["excess"][dp]) for st, v in su["per_study"].items() if v["excess"].get(dp, 0) > 0.01]
+            def where(st: str) -> str:
+                ex = su["per_study"][st]["by_m_excess"][dp]
+                top = sorted(ex, key=lambda k: -ex[k])[:2]
+                return ", ".join(f"n_gold {k}: {ex[k]:+.4f}" for k in top)
+
             lines.append("2. On no study worse than its better trivial policy by more than 0.01 AUC: "
-                         + ("**met**" if m["no_study_worse_by_0.01"] else "**not met** on " + ", ".join(
-                             f"{st} (+{ex:.4f})" for st, ex in bad)) + f"; worst: {g['worst_study']} "
-                         f"({g['worst_excess']:+.4f}).")
+                         + ("**met**" if m["no_study_worse_by_0.01"] else "**not met** on " + "; ".join(
+                             f"{st} (+{ex:.4f}; most at {where(st)})" for st, ex in bad)) + f"; worst: "
+                         f"{g['worst_study']} ({g['worst_excess']:+.4f}). Why: at the smallest budgets a gold set holds "
+                         "only a few items of the rarer class (2 by construction at n_gold = 10 on the 10%-positive "
+                         "tasks), so the gold-only side is estimated from fits that see one or two of them and the "
+                         "paired ΔAUC is mostly noise; a labeler that helps by a little or hurts by a "
+                         "little is then called either way, and the guard that catches labelers at chance also fires "
+                         "when 2 positives misstate a good labeler's J.")
             lines.append(f"3. Where the trivial policies differ by more than {su['wide']} AUC, the better side in ≥ 80% "
                          f"of cells: {'**met**' if m['picks_80pct'] else '**not met**'} — "
                          f"{_ci(su['overall'][dp]['pick_rate_wide'], '{:.2f}')} of "

@@ -241,9 +241,11 @@ def render_part() -> str:
         data = json.loads(rules.read_text())
         lines += ["### The gold-only AUC estimate against the students' realised gold-only test AUC", "",
                   "From the suite of §8 (same runs, same command): for every study, n_gold and seed, the rules' "
-                  "estimate (leave-pair-out with the converged sk-logreg proxy on the student's representation, "
-                  "floored at 0.5, from the m gold items alone) minus each student's realised gold-only test AUC on "
-                  "the same gold set. Per study and n_gold: the median over students of |mean error over seeds| "
+                  "estimate (the converged sk-logreg proxy on the student's representation: leave-pair-out floored "
+                  "at 0.5 below 200 gold items, pooled repeated 5-fold from 200 on; from the m gold items alone) "
+                  "minus each student's realised gold-only test AUC on the same gold set. On the image study the "
+                  "proxy stands for students it is not (its bias against the torch logreg is positive: the "
+                  "converged proxy learns more from the same pixels than that student does, issue 23 part F). Per study and n_gold: the median over students of |mean error over seeds| "
                   "(the bias; goal ≤ 0.03 at m = 20), and in brackets the same for the student the proxy mirrors "
                   "(sk-logreg on the same features, or the torch logreg on pixels).", ""]
         grid = sorted({b["n_gold"] for d in data.values() for b in (d["rule_eval"] or {}).get("gold_bias", [])})
