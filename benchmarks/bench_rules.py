@@ -50,14 +50,17 @@ STUDIES: dict[str, tuple[str, dict]] = {
 }
 
 
-def study_config(name: str, skip: list[str], sweep_only: bool = False):  # noqa: ANN201 - StudyConfig
+def study_config(name: str, skip: list[str], sweep_only: bool = False, every_n: bool = False):  # noqa: ANN201 - StudyConfig
     from fmgauge.core.config import load_config
     from fmgauge.weaklabels.study import StudyConfig
 
     file, over = STUDIES[name]
     cfg = load_config(StudyConfig, CONFIGS / file, over)
     keep = [s for s in cfg.students if not any(re.fullmatch(p, s.display_name()) for p in skip)]
-    return cfg.model_copy(update={"students": keep, "rule_eval": not sweep_only})
+    update = {"students": keep, "rule_eval": not sweep_only}
+    if every_n:
+        update["rule_max_gold"] = None
+    return cfg.model_copy(update=update)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
 
     out = json.loads((RESULTS / "rules.json").read_text()) if (RESULTS / "rules.json").exists() else {}
     for name in args.only or list(STUDIES):
-        cfg = study_config(name, args.skip, args.sweep_only)
+        cfg = study_config(name, args.skip, args.sweep_only, args.every_n)
         t0 = time.perf_counter()
         res = calibrate(cfg, Path(args.out) / name, backend=BackendConfig(workers=args.workers), progress=True,
                         report=not args.sweep_only)
@@ -332,6 +335,7 @@ def main() -> None:
     ap.add_argument("--suite", type=lambda s: s.split(","), default=None,
                     help="recompute the suite pooling over these studies' run directories, then render")
     ap.add_argument("--sweep-only", action="store_true", help="run the sweeps without the rule trials")
+    ap.add_argument("--every-n", action="store_true", help="drop the rule_max_gold cap of a study (demo)")
     args = ap.parse_args()
     if args.suite:
         suite(Path(args.out), args.suite)
