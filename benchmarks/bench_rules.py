@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> None:
             "students": [s.display_name() for s in cfg.students], "skipped": args.skip,
             "labelers": list(res.summary["labelers"]), "dataset": res.summary["dataset"]["name"],
             "seeds": res.summary["meta"]["seeds"], "run": res.summary["meta"]["run"],
-            "seconds": round(time.perf_counter() - t0, 1), "rule_eval": res.summary["rule_eval"],
+            "seconds": round(time.perf_counter() - t0, 1), "rule_eval": slim(res.summary["rule_eval"]),
             "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores, "
             f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
         }
@@ -104,6 +104,12 @@ def run(args: argparse.Namespace) -> None:
         now[name] = out[name]  # other bench processes may have written other studies meanwhile
         (RESULTS / "rules.json").write_text(json.dumps(now, indent=1))
         print(f"[{name}] done in {out[name]['seconds']:.0f} s", flush=True)
+
+
+def slim(ev: dict) -> dict:
+    """A study's rule evaluation as rules.json keeps it: the scores pooled over labelers (every n_gold and each);
+    the per-labeler rows stay in the run directory's summary.json."""
+    return {**ev, "scores": [r for r in ev.get("scores", []) if r["scope"] == "all"]} if ev else ev
 
 
 def suite(out_dir: Path, names: list[str]) -> dict:
@@ -135,7 +141,7 @@ def suite(out_dir: Path, names: list[str]) -> dict:
         ev, cells = evaluate(res.results, pd.read_parquet(out_dir / n / "rules.parquet"), feats,
                              res.summary["meta"]["seeds"])
         if n in data:
-            data[n]["rule_eval"] = ev
+            data[n]["rule_eval"] = slim(ev)
         frames.append(cells.assign(study=n))
     (RESULTS / "rules.json").write_text(json.dumps(data, indent=1))
     cells = pd.concat(frames, ignore_index=True).drop(columns=["target", "hit", "hit_committed", "wide", "abstain",
