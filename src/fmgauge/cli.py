@@ -259,7 +259,8 @@ def decide_cmd(
             "delta-worth": "gold+weak AUC",
             "weak-student": "weak-trained AUC", "projection": "weak-trained AUC"}
     for r in d.rules.values():
-        more = "–" if r.verdict != "uncertain" else (f"> {100_000}" if r.more_gold is None else str(r.more_gold))
+        more = "–" if r.verdict != "uncertain" or r.rule == "projection" else (
+            f"> {100_000}" if r.more_gold is None else str(r.more_gold))
         xo = "–" if r.crossover is None else f"{r.crossover:.0f}"
         verdict = r.verdict if r.verdict != "uncertain" else f"uncertain (leans {r.lean})"
         lab = "unusable" if r.labeler.value != r.labeler.value else str(r.labeler)

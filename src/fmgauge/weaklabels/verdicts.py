@@ -164,7 +164,9 @@ class Decision:
                 lab = "unusable" if not math.isfinite(r.labeler.value) else str(r.labeler)
                 head = f"[{r.rule} rule{tag}] gold-only AUC {self.gold_auc} vs labeler {what} {lab}: {r.verdict}"
             if r.verdict == "uncertain":
-                more = (f"more than {MAX_MORE}" if r.more_gold is None else f"about {r.more_gold}")
-                head += f" (leaning {r.lean}; acting on it: {r.choice}) — label {more} more gold items to decide"
+                head += f" (leaning {r.lean}; acting on it: {r.choice})"
+                if r.rule != "projection":  # its interval on n* says nothing about how many labels would settle it
+                    more = (f"more than {MAX_MORE}" if r.more_gold is None else f"about {r.more_gold}")
+                    head += f" — label {more} more gold items to decide"
             lines.append(head)
         return "\n".join(lines)
