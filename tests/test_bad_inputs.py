@@ -400,6 +400,56 @@ def label_option_twice(tmp: Path) -> list[str]:
             "simulated:random", "--no-header"]
 
 
+def _sample(tmp: Path, *extra: str) -> list[str]:
+    f = _gold_files(tmp)
+    return ["weak-labels", "sample-gold", "--labeler-outputs", str(f["lab"]), "--out", str(tmp / "g.csv"), *extra]
+
+
+def sample_gold_allocation_typo(tmp: Path) -> list[str]:
+    return _sample(tmp, "--allocation", "sqr")
+
+
+def sample_gold_m_zero(tmp: Path) -> list[str]:
+    return _sample(tmp, "--m", "0")
+
+
+def sample_gold_m_beyond_the_items(tmp: Path) -> list[str]:
+    return _sample(tmp, "--m", "500")
+
+
+def sample_gold_m_below_two_per_class(tmp: Path) -> list[str]:
+    return _sample(tmp, "--m", "3")
+
+
+def sample_gold_out_not_csv(tmp: Path) -> list[str]:
+    return [*_sample(tmp)[:-2], "--out", str(tmp / "g.parquet")]
+
+
+def sample_gold_outputs_missing(tmp: Path) -> list[str]:
+    return ["weak-labels", "sample-gold", "--labeler-outputs", str(tmp / "none.csv"), "--out", str(tmp / "g.csv")]
+
+
+def sample_gold_exclude_without_id(tmp: Path) -> list[str]:
+    pd.DataFrame({"name": ["item1"]}).to_csv(tmp / "ex.csv", index=False)
+    return _sample(tmp, "--exclude", str(tmp / "ex.csv"))
+
+
+def decide_fallback_typo(tmp: Path) -> list[str]:
+    return [*_decide(_gold_files(tmp)), "--fallback", "weakest"]
+
+
+def decide_primary_typo(tmp: Path) -> list[str]:
+    return [*_decide(_gold_files(tmp)), "--primary", "projections"]
+
+
+def decide_negative_weight(tmp: Path) -> list[str]:
+    f = _gold_files(tmp)
+    g = pd.read_csv(f["gold"]).assign(weight=1.0)
+    g.loc[3, "weight"] = -2.0
+    g.to_csv(tmp / "wg.csv", index=False)
+    return _decide(f, gold=tmp / "wg.csv")
+
+
 def decide_text_column_without_dataset(tmp: Path) -> list[str]:
     return [*_decide(_gold_files(tmp)), "--text-column", "body"]
 
@@ -945,6 +995,16 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (label_no_header_on_registered, "--no-header: only for a text:<file> dataset; 'pneumoniamnist'"),
     (label_option_twice, "option 'header' is given twice"),
     (decide_text_column_without_dataset, "describe a --dataset text:<file>"),
+    (sample_gold_allocation_typo, "--allocation must be one of ['sqrt', 'proportional', 'equal'], got 'sqr'"),
+    (sample_gold_m_zero, "--m"),
+    (sample_gold_m_beyond_the_items, "m = 500 gold items asked for but the labeler labelled only 20 items"),
+    (sample_gold_m_below_two_per_class, "m = 3 is too small to put 2 gold items into each of the labeler's 2"),
+    (sample_gold_out_not_csv, "--out must be a .csv file"),
+    (sample_gold_outputs_missing, "none.csv"),
+    (sample_gold_exclude_without_id, "needs an id column; it has ['name']"),
+    (decide_fallback_typo, "--fallback must be lean or weak, got 'weakest'"),
+    (decide_primary_typo, "--primary must be one of"),
+    (decide_negative_weight, "column weight must hold positive numbers"),
     (seeds_zero, "seeds must be a number of seeds >= 1"),
     (corrupt_store, "is not a readable trial store"),
     (locked_run_dir, "is in use by pid"),
@@ -1018,8 +1078,8 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (exchangeability_out_is_a_directory, "is a directory; give a file name"),
     (score_out_is_a_directory, "is a directory; give a file name"),
     (bench_headerless_csv, "--no-header (?header=none)"),
-    (decide_proxy_unknown, "--proxy must be one of logreg, mlp, sk-logreg, got 'foo'"),
-    (decide_primary_unknown, "--primary must be one of accuracy, auc, cv-delta, weak-student, got 'foo'"),
+    (decide_proxy_unknown, "--proxy must be one of sk-logreg, logreg, mlp, got 'foo'"),
+    (decide_primary_unknown, "--primary must be one of accuracy, auc, cv-delta, delta-worth, weak-student, projection, got 'foo'"),
     (decide_representation_unknown, "--representation must be raw, tfidf or embed:<model>"),
     (decide_json_is_a_directory, "--json"),
     (decide_features_text_named_npz, "x.npz is not a .npz archive: it is a text file (it starts with 'id,f0"),

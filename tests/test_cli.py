@@ -32,6 +32,17 @@ def test_label_writes_outputs_and_metrics(fmgauge_env, tmp_path, pneumonia):
     assert (df.id.to_numpy() == pneumonia.split("train").ids).all()
     assert abs((df.label.to_numpy() == pneumonia.split("train").y).mean() - 0.8) < 0.03
     assert "0.80" in res.output  # the accuracy table
+    assert "0.742" in res.output  # beside what always answering the majority class scores
+    assert "WARNING" not in res.output
+
+
+def test_label_warns_when_accuracy_is_below_the_majority_rate(fmgauge_env, tmp_path, pneumonia):
+    """74% of the pool is pneumonia: a labeler at 70% accuracy is worse than answering 'pneumonia' to everything."""
+    res = runner.invoke(app, ["weak-labels", "label", "--dataset", "pneumoniamnist", "--labeler",
+                              "simulated:random", "--accuracy", "0.7"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "WARNING" in text and "worse than always answering 'pneumonia'" in text
 
 
 @pytest.mark.parametrize("spec, expected", [

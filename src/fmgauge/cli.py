@@ -143,24 +143,36 @@ def label_cmd(
         check_device_dtype(device)
     ds = load_dataset(ds_name)
     sp = ds.split(split)
-    table = Table("labeler", "items", "accuracy [95% CI]", "AUC", title=f"{ds.name} / {split}")
-    frames = []
+    table = Table("labeler", "items", "accuracy [95% CI]", "always the majority class", "balanced accuracy",
+                  "recall / precision per class", "AUC", title=f"{ds.name} / {split}")
+    frames, warnings = [], []
     for lab in labelers:
         if device and hasattr(lab, "device"):
             lab = lab.model_copy(update={"device": device})
         res = run_labeler(lab, ds, split)
-        m = labeler_metrics(sp.y, res.probs, res.labels, ds.n_classes)
-        a = m["accuracy"]
+        m = labeler_metrics(sp.y, res.probs, res.labels, ds.n_classes, ds.class_names)
+        a, b = m["accuracy"], m["balanced_accuracy"]
+        per = "; ".join(f"{c}: {_rate(r['value'])} / {_rate(p['value'])}"
+                        for c, r, p in zip(ds.class_names, m["recall"], m["precision"], strict=True))
         table.add_row(lab.display_name(), str(len(res.ids)), f"{a['value']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]",
+                      f"{m['majority_rate']:.3f} ('{m['majority_class']}')", f"{b['value']:.3f}", per,
                       "–" if m["auc"] is None else f"{m['auc']:.3f}")
+        if m["warning"]:
+            warnings.append(f"{lab.display_name()}: {m['warning']}")
         df = pd.DataFrame({"labeler": lab.display_name(), "id": res.ids, "label": res.labels})
         for k, c in enumerate(ds.class_names):
             df[f"p_{c}"] = np.round(res.probs[:, k], 6)
         frames.append(df)
     console.print(table)
+    for w in warnings:
+        console.print(f"[bold yellow]WARNING[/] {escape(w)}")
     if out:
         pd.concat(frames).to_csv(out, index=False)
         console.print(f"wrote {out}")
+
+
+def _rate(v: float | None) -> str:
+    return "–" if v is None or v != v else f"{v:.2f}"
 
 
 @wl.command("calibrate")
@@ -240,17 +252,19 @@ def decide_cmd(
     representation: Annotated[str, typer.Option(
         help="With --dataset: raw | tfidf | embed:<model> (texts need tfidf or embed).")] = "raw",
     primary: Annotated[str | None, typer.Option(
-        help="Rule giving the verdict: cv-delta (default with a pool), weak-student, auc (default without a "
-             "pool) or accuracy (the paper's).")] = None,
+        help="Rule giving the verdict: delta-worth (default with a pool), cv-delta, weak-student, projection, auc "
+             "(default without a pool) or accuracy (the paper's).")] = None,
     max_pairs: Annotated[int, typer.Option(help="Leave-pair-out fits for the gold-only AUC.", min=1)] = 120,
     pool_max: Annotated[int, typer.Option(help="Pool items the pool rules train on (a seeded subset).",
                                           min=10)] = 2000,
     proxy: Annotated[str | None, typer.Option(
-        help="Student the rules train: logreg (default on dense features: the sweep's AdamW logreg), sk-logreg "
-             "(converged; the default on sparse TF-IDF), mlp.")] = None,
+        help="Student the rules train: sk-logreg (default: converged L2 logistic regression), logreg (the "
+             "sweep's AdamW logreg), mlp.")] = None,
     fallback: Annotated[str, typer.Option(
-        help="What an uncertain verdict acts as: weak (use the free weak labels unless shown to hurt; the "
-             "default) or lean (the side its estimate favours).")] = "weak",
+        help="What an uncertain verdict acts as: weak (use the free weak labels unless shown to hurt, or the "
+             "labeler is no better than chance; the default) or lean (the side its estimate favours).")] = "weak",
+    curve: Annotated[bool, typer.Option(
+        help="Fit the gold-only learning curve for n* ('they stop helping at about n* gold labels').")] = True,
     text_column: TextColumnOpt = None,
     label_column: LabelColumnOpt = None,
     no_header: NoHeaderOpt = False,
@@ -261,7 +275,8 @@ def decide_cmd(
     import json
 
     from fmgauge.core.datasets_text import with_text_options
-    from fmgauge.weaklabels.decide import PROXY_KINDS, RULES, decide_from_files
+    from fmgauge.weaklabels.decide import PROXY_KINDS, RULES
+    from fmgauge.weaklabels.decide_files import decide_from_files
 
     if dataset is None and (text_column or label_column or no_header):
         raise FmgaugeError("--text-column, --label-column and --no-header describe a --dataset text:<file>; give "
@@ -271,8 +286,8 @@ def decide_cmd(
     if proxy is not None and proxy not in PROXY_KINDS:
         raise FmgaugeError(f"--proxy must be one of {', '.join(PROXY_KINDS)}, got {proxy!r}."
                            f"{did_you_mean(proxy, PROXY_KINDS)}")
-    if fallback not in ("weak", "lean"):
-        raise FmgaugeError(f"--fallback must be weak or lean, got {fallback!r}.")
+    if fallback not in ("lean", "weak"):
+        raise FmgaugeError(f"--fallback must be lean or weak, got {fallback!r}.")
     if not (representation in ("raw", "tfidf") or (representation.startswith("embed:") and representation[6:])):
         raise FmgaugeError(f"--representation must be raw, tfidf or embed:<model> (e.g. embed:minilm-l6), got "
                            f"{representation!r}.")
@@ -283,24 +298,87 @@ def decide_cmd(
                                     header=not no_header)
     d = decide_from_files(gold, labeler_outputs, features=features, dataset=dataset, split=split,
                           representation=representation, primary=primary, max_pairs=max_pairs, pool_max=pool_max,
-                          seed=seed, proxy=None if proxy is None else {"kind": proxy}, fallback=fallback)
+                          seed=seed, proxy=None if proxy is None else {"kind": proxy}, fallback=fallback,
+                          curve=curve)
     pool = f", pool of {d.pool_size} weak-labelled items" if d.pool_size else ", no pool (pool rules not run)"
+    weighted = ", weighted (stratified gold set)" if d.weighted else ""
     table = Table("rule", "gold-only AUC [95% CI]", "weak side [95% CI]", "verdict", "more gold labels",
-                  "n* (rough)", title=f"Decision from {d.n_gold} gold labels (class counts {d.class_counts}){pool}")
+                  "n* (rough)", title=f"Decision from {d.n_gold} gold labels (class counts {d.class_counts}){pool}"
+                                      f"{weighted}")
     side = {"accuracy": "labeler accuracy", "auc": "labeler AUC", "cv-delta": "gold+weak AUC",
-            "weak-student": "weak-trained AUC"}
+            "delta-worth": "gold+weak AUC",
+            "weak-student": "weak-trained AUC", "projection": "weak-trained AUC"}
     for r in d.rules.values():
-        more = "–" if r.verdict != "uncertain" else (f"> {100_000}" if r.more_gold is None else str(r.more_gold))
+        more = "–" if r.verdict != "uncertain" or r.rule == "projection" else (
+            f"> {100_000}" if r.more_gold is None else str(r.more_gold))
         xo = "–" if r.crossover is None else f"{r.crossover:.0f}"
         verdict = r.verdict if r.verdict != "uncertain" else f"uncertain (leans {r.lean})"
+        lab = "unusable" if r.labeler.value != r.labeler.value else str(r.labeler)
         table.add_row(f"{r.rule}{' (primary)' if r.rule == d.primary else ''}", str(d.gold_auc),
-                      f"{side[r.rule]} {r.labeler}", verdict, more, xo)
+                      f"{side[r.rule]} {lab}", verdict, more, xo)
     Console().print(table)
     Console().print(d.explain(), markup=False)  # "[cv-delta rule]" is text, not rich markup
-    choice = d.rules[d.primary].choice
-    Console().print(f"verdict: [bold]{d.verdict}[/]" + (f" (act on: {choice})" if d.verdict == "uncertain" else ""))
+    Console().print(f"verdict: [bold]{d.verdict}[/]" + (f" (act on: {d.choice})" if d.verdict == "uncertain" else ""))
     if json_out:
         json_out.write_text(json.dumps(d.to_dict(), indent=1))
+
+
+@wl.command("sample-gold")
+def sample_gold_cmd(
+    labeler_outputs: Annotated[Path, typer.Option(
+        help="CSV/Parquet of the labeler's outputs on your unlabelled items: id + p_<class> columns and/or label.")],
+    out: Annotated[Path, typer.Option(help="CSV to write: id, weak_label, weight and an empty label column to "
+                                           "fill in; decide reads its weight column.")],
+    m: Annotated[int, typer.Option("--m", help="How many items to label.", min=1)] = 20,
+    allocation: Annotated[str, typer.Option(
+        help="Gold items per weak class: sqrt (∝ √size, the default), proportional or equal.")] = "sqrt",
+    exclude: Annotated[Path | None, typer.Option(
+        help="CSV with an id column of items already labelled (never proposed).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
+) -> None:
+    """Which items to label first: m items stratified by the labeler's output, with the weights decide needs."""
+    import numpy as np
+    import pandas as pd
+
+    from fmgauge.weaklabels.labelers.file import parse_outputs, read_table
+    from fmgauge.weaklabels.sample_gold import ALLOCATIONS, sample_gold
+
+    if allocation not in ALLOCATIONS:
+        raise FmgaugeError(f"--allocation must be one of {list(ALLOCATIONS)}, got {allocation!r}.")
+    if out.suffix.lower() != ".csv":
+        raise FmgaugeError(f"--out must be a .csv file (the gold file decide reads), got {out}.")
+    df = read_table(labeler_outputs, what="labeler-outputs file")
+    if "labeler" in df.columns and df["labeler"].nunique() > 1:
+        raise FmgaugeError(f"--labeler-outputs {labeler_outputs} holds {df['labeler'].nunique()} labelers "
+                           f"({sorted(df['labeler'].astype(str).unique())[:4]}); keep the rows of one.")
+    pcols = [str(c)[2:] for c in df.columns if str(c).startswith("p_")]
+    if pcols:
+        classes = tuple(pcols)
+    elif "label" in df.columns:
+        classes = tuple(sorted(df["label"].astype(str).unique()))
+    else:
+        raise FmgaugeError(f"--labeler-outputs {labeler_outputs} needs p_<class> columns or a label column; it has "
+                           f"{list(df.columns)[:8]}.")
+    outputs = parse_outputs(df, classes, source=str(labeler_outputs))
+    ids = np.asarray(outputs.ids).astype(str)
+    done = None
+    if exclude is not None:
+        ex = read_table(exclude, what="--exclude file")
+        if "id" not in ex.columns:
+            raise FmgaugeError(f"--exclude {exclude} needs an id column; it has {list(ex.columns)[:8]}.")
+        done = np.isin(ids, ex["id"].astype(str).to_numpy())
+    design = sample_gold(outputs.labels, m, len(classes), allocation=allocation, seed=seed, exclude=done)
+    names = np.array(classes)
+    pd.DataFrame({"id": ids[design.index], "weak_label": names[design.stratum],
+                  "weight": np.round(design.weights, 6), "label": ""}).to_csv(out, index=False)
+    table = Table("weak class", "items the labeler gave it", "to label", "weight each",
+                  title=f"{m} items to label ({allocation} allocation over the labeler's classes)")
+    for k, c in enumerate(classes):
+        w = design.weights[design.stratum == k]
+        table.add_row(c, str(design.sizes[k]), str(design.drawn[k]), "–" if not len(w) else f"{w[0]:.3f}")
+    Console().print(table)
+    console.print(f"wrote {out}: fill in the label column, then `fmgauge weak-labels decide --gold {out} ...` "
+                  "(it reads the weight column).")
 
 
 def _print_crossovers(summary: dict) -> None:

@@ -26,8 +26,9 @@ from fmgauge.core.runner import BackendConfig, RunStats, Trial, run_trials
 from fmgauge.core.stats import auc, mean_ci, wilson_ci
 from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
+from fmgauge.weaklabels.confusion import labeler_summary
 from fmgauge.weaklabels.crossover import empirical_crossover, rate_only_crossover
-from fmgauge.weaklabels.decide import PROXY_KINDS, RULES_VERSION
+from fmgauge.weaklabels.decide import PROXY_KINDS, rule_version
 from fmgauge.weaklabels.features import input_shape, represent
 from fmgauge.weaklabels.labelers import LabelerConfig, LabelerOutput, labeler_cache_key, run_labeler
 from fmgauge.weaklabels.labelers.simulated import SimulatedLabeler
@@ -59,13 +60,15 @@ class StudyConfig(BaseModel):
     seed_batch: int | None = Field(None, ge=1, description="seeds trained together per trial (None: all)")
     matched_rate: bool = Field(False, description="add the matched-rate noise study: for every real labeler, "
                                "simulated random / class-conditional (its T) / instance noise at its error rate")
-    rule_eval: bool = Field(True, description="operate the decision rules on every seed's gold sets of size <= "
-                            "rule_max_gold and score them against the sweep's realised ΔAUC (weaklabels.rule_eval)")
-    rule_max_gold: int = Field(100, ge=1, description="largest gold-set size at which the rules are evaluated")
+    rule_eval: bool = Field(True, description="operate the decision rules on every seed's gold set at every n_gold "
+                            "(up to rule_max_gold) and score them against the sweep's realised ΔAUC "
+                            "(weaklabels.rule_eval)")
+    rule_max_gold: int | None = Field(None, ge=1, description="largest gold-set size at which the rules are "
+                                      "evaluated (None: every n_gold of the grid)")
     rule_eval_controls: bool = Field(False, description="also evaluate the rules on the matched-rate controls "
                                      "(simulated; 3x the rule trials)")
     rule_pool_max: int | None = Field(2000, ge=10, description="pool items the pool rules train on (None: all)")
-    rule_pool_repeats: int = Field(3, ge=1, description="repeats of stratified K-fold in the cv-delta rule")
+    rule_pool_repeats: int = Field(2, ge=1, description="repeats of stratified K-fold in the cv-delta rule")
     rule_proxy: StudentConfig | None = Field(None, description="the proxy student the rules train (None: "
                                              "decide's default; see weaklabels.decide)")
     cleanlab: bool = Field(True, description="estimate each labeler's noise matrix with cleanlab (no gold)")
@@ -115,14 +118,22 @@ class StudyResult:
     stats: RunStats | None = None
 
 
-def labeler_metrics(y: np.ndarray, out_probs: np.ndarray, out_labels: np.ndarray, k: int) -> dict[str, Any]:
-    """Accuracy (Wilson CI), AUC of the labeler's probabilities and the confusion matrix C[y, ŷ] on the pool."""
+def labeler_metrics(y: np.ndarray, out_probs: np.ndarray, out_labels: np.ndarray, k: int,
+                    class_names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The labeler on the pool's true labels: accuracy (Wilson CI) beside the majority-class rate, balanced accuracy,
+    per-class recall and precision, AUC of its probabilities, the confusion matrix C[y, ŷ], and a plain warning when
+    its accuracy is at or below the majority-class rate (:class:`.confusion.LabelerSummary`)."""
     correct = int((out_labels == y).sum())
     conf = np.zeros((k, k), dtype=int)
     np.add.at(conf, (y, out_labels), 1)
     scores = out_probs[:, 1] if k == 2 else out_probs
+    s = labeler_summary(y, out_labels, k, class_names=class_names, truth=True)
     return {
         "accuracy": wilson_ci(correct, len(y)).to_dict(),
+        "majority_rate": s.majority_rate.value, "majority_class": s.majority_class,
+        "balanced_accuracy": s.balanced_accuracy.to_dict(),
+        "recall": [e.to_dict() for e in s.recall], "precision": [e.to_dict() for e in s.precision],
+        "warning": s.warning(),
         "auc": auc(y, scores) if len(np.unique(y)) > 1 else None,
         "confusion": conf.tolist(),
         "noise_rate_per_class": (1 - np.diag(conf) / np.clip(conf.sum(1), 1, None)).tolist(),
@@ -156,9 +167,11 @@ def plan_trials(cfg: StudyConfig, weak_keys: dict[str, dict[int, str]]) -> list[
     return trials
 
 
-def plan_rule_trials(cfg: StudyConfig, weak_keys: dict[str, dict[int, str]], n_classes: int) -> list[Trial]:
-    """The decision-rule trials: per labeler × proxy representation × n_gold ≤ rule_max_gold × seed (n_gold of at
-    least 2 per class: ``decide`` needs them). The matched-rate controls join only with ``rule_eval_controls``."""
+def plan_rule_trials(cfg: StudyConfig, weak_keys: dict[str, dict[int, str]], n_classes: int,
+                     n_pool: int) -> list[Trial]:
+    """The decision-rule trials: per labeler × proxy representation × n_gold (every size of the grid up to
+    rule_max_gold, from 2 per class — ``decide`` needs them — to the pool size less 10, leaving a pool) × seed.
+    The matched-rate controls join only with ``rule_eval_controls``."""
     if not cfg.rule_eval or "gold+weak" not in cfg.conditions:
         return []
     own = {lab.display_name() for lab in cfg.labelers}
@@ -166,10 +179,11 @@ def plan_rule_trials(cfg: StudyConfig, weak_keys: dict[str, dict[int, str]], n_c
     feats = list(dict.fromkeys(proxy_features(s.features) for s in cfg.students))
     base = {"kind": "rule", "dataset": cfg.dataset, "pool_split": cfg.pool_split, "test_split": cfg.test_split,
             "pool_max": cfg.rule_pool_max, "pool_repeats": cfg.rule_pool_repeats,
-            "proxy": None if cfg.rule_proxy is None else cfg.rule_proxy.model_dump(), "version": RULES_VERSION}
-    return [Trial({**base, "labeler": lab, "features": f, "n_gold": n, "seed": s, "weak_key": by_seed[s]})
+            "proxy": None if cfg.rule_proxy is None else cfg.rule_proxy.model_dump()}
+    return [Trial({**base, "labeler": lab, "features": f, "n_gold": n, "seed": s, "weak_key": by_seed[s],
+                   "version": rule_version(n)})
             for lab, by_seed in weak_keys.items() for f in feats for n in cfg.n_gold
-            if 2 * n_classes <= n <= cfg.rule_max_gold for s in cfg.seed_list()]
+            if 2 * n_classes <= n <= (cfg.rule_max_gold or n) and n <= n_pool - 10 for s in cfg.seed_list()]
 
 
 def study_trial(config: dict) -> list[dict]:
@@ -314,7 +328,7 @@ def label_all(cfg: StudyConfig, ds: Dataset) -> tuple[dict[str, dict], dict[str,
             first = first or out
             keys[name][s] = stable_hash(labeler_cache_key(d, ds, cfg.pool_split))
         meta[name] = {"config": lab.model_dump(), "simulated": lab.simulated, **extra,
-                      "metrics": labeler_metrics(pool.y, first.probs, first.labels, ds.n_classes)}
+                      "metrics": labeler_metrics(pool.y, first.probs, first.labels, ds.n_classes, ds.class_names)}
         outs[name] = first
         return first
 
@@ -366,7 +380,7 @@ def calibrate(
     t0 = time.time()
     labelers, keys, outputs = label_all(cfg, ds)
     trials = plan_trials(cfg, keys)
-    rule_trials = plan_rule_trials(cfg, keys, ds.n_classes)
+    rule_trials = plan_rule_trials(cfg, keys, ds.n_classes, len(pool))
     log.info("%d sweep trials (%d seeds each at most) and %d decision-rule trials", len(trials),
              cfg.seed_batch or len(cfg.seed_list()), len(rule_trials))
     stats = run_trials(trials + rule_trials, study_trial, store, backend=backend,
