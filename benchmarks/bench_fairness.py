@@ -124,7 +124,7 @@ if __name__ == "__main__":
 '''
 
 
-HEAVY = ("cnn-w16", "cnn-w32", "resnet-w16")  # tests/test_weaklabels_fairness.py reads their record
+HEAVY = ("cnn-w8", "cnn-w16", "cnn-w32", "resnet-w16")  # tests/test_weaklabels_fairness.py reads their record
 STUDENTS_RECORD = RESULTS / "fairness-students.json"
 
 
