@@ -109,3 +109,21 @@ def test_the_near_perfect_check_can_fail(images):
     flipped labels, and the near-perfect check says so."""
     aucs = measure(StudentConfig(kind="logreg", c=1000.0), images, plan(N_SMALL, N_LARGE, full=False), SEEDS)
     assert any("near-perfect" in b for b in check(aucs)), {k: v.tolist() for k, v in aucs.items()}
+
+
+def test_check_rules_out_a_loss_of_the_margin_and_flips_are_nested():
+    """check() is non-inferiority at 0.005: a tight 0.002 loss passes, a 0.01 loss and a vague zero-mean
+    difference fail; a better simulated labeler's flipped items are a subset of a worse one's."""
+    from fmgauge.weaklabels.fairness import weak_labels
+
+    rng = np.random.default_rng(0)
+    base = 0.9 + 0.01 * rng.standard_normal(8)
+    tight = base - 0.002 + 0.0005 * rng.standard_normal(8)
+    assert check({("gold", 400): base, ("0.99", 400): tight}) == []
+    assert check({("gold", 400): base, ("0.99", 400): base - 0.01})
+    assert check({("gold", 400): base, ("0.99", 400): base + 0.02 * rng.standard_normal(8)})
+    assert check({("gold", 50): base, ("gold", 400): base - 0.01})[0].startswith("gold-only curve falls")
+    y = np.arange(200) % 2
+    w85, w95 = weak_labels(y, 0.85, [0, 1]), weak_labels(y, 0.95, [0, 1])
+    assert ((w85 != y).sum(1) == 30).all() and ((w95 != y).sum(1) == 10).all()
+    assert np.all((w95 != y) <= (w85 != y))
