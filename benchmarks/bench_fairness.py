@@ -137,7 +137,7 @@ def run_students(args: argparse.Namespace) -> None:
     from fmgauge.weaklabels.fairness import check, image_slice, measure, plan, shipped_students
 
     students = {k: v for k, v in shipped_students(ROOT / "configs" / "weaklabels").items()
-                if v.display_name() in HEAVY}
+                if v.display_name() in (args.students or HEAVY)}
     data = image_slice(load_dataset("pneumoniamnist"), 1000)
     out = json.loads(STUDENTS_RECORD.read_text()) if STUDENTS_RECORD.exists() else {}
     for name, st in students.items():
@@ -149,7 +149,8 @@ def run_students(args: argparse.Namespace) -> None:
         out[name] = {"student": st.model_dump(mode="json"), "aucs": [[c, n, v.tolist()] for (c, n), v in aucs.items()],
                      "violations": check(aucs), "wall": time.time() - t0, "cpu": time.process_time() - cpu,
                      "mean": {f"{c}@{n}": float(np.mean(v)) for (c, n), v in aucs.items()}}
-        STUDENTS_RECORD.write_text(json.dumps(out, indent=1))
+        merged = json.loads(STUDENTS_RECORD.read_text()) if STUDENTS_RECORD.exists() else {}  # parallel runs
+        STUDENTS_RECORD.write_text(json.dumps({**merged, name: out[name]}, indent=1))
         print(f"[students] {name}: {out[name]['wall']:.0f} s, violations {out[name]['violations']}", flush=True)
 
 
@@ -328,6 +329,8 @@ def main() -> None:
     ap.add_argument("--only", type=lambda s: s.split(","), default=None,
                     help="accuracy,demo,demo-text (the default), logreg, budget, penalty; or students, or choose-c")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--students", type=lambda s: s.split(","), default=None,
+                    help="with --only students: these display names only (default: cnn-w8,cnn-w16,cnn-w32,resnet-w16)")
     ap.add_argument("--workdir", default=None, help="run directories and caches (default: a fresh tmp dir)")
     ap.add_argument("--render", type=lambda s: s.split(","), default=None, help="OLD,NEW: write the comparison")
     ap.add_argument("--logreg", type=lambda s: s.split(","), default=None,
