@@ -4,7 +4,7 @@ One trial = (student, condition, n_gold, labeler) with all its seeds trained tog
 under the study's budget rule (the same optimizer steps for every condition).
 Conditions (spec): ``gold`` — the n_gold gold items only; ``gold+weak`` — the whole pool, gold labels on the n_gold
 gold items and the labeler's labels elsewhere; ``weak`` — the whole pool with weak labels (n_gold = 0); optional
-``gold+weak-elr`` — like ``gold+weak`` but trained with early-learning regularisation (torch students only).
+``gold+weak-elr`` — like ``gold+weak`` but trained with early-learning regularisation (minibatch torch students: mlp, cnn, resnet).
 
 Gold sets are nested per seed: ``gold_order(y_pool, seed)[:n]`` — gold(10) ⊂ gold(20) ⊂ … — so ΔAUC curves
 compare like with like, and every gold set holds at least one item of each class.
