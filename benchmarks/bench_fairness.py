@@ -19,7 +19,7 @@ the properties ``tests/test_weaklabels_fairness.py`` pins); ``demo`` and ``demo-
 The logreg studies (issue 23 F: the AdamW ``logreg`` under the step budget vs ``logreg`` solved to convergence),
 run under the commit before the change (``--tag logreg-before``) and this one (``--tag logreg-after``):
 
-    git archive <commit before> src | tar -x -C /tmp/before
+    git archive 5b0ce00 src | tar -x -C /tmp/before   # the commit before the change
     OMP_NUM_THREADS=1 python benchmarks/bench_fairness.py --src /tmp/before/src --tag logreg-before \
         --only logreg,budget
     OMP_NUM_THREADS=1 python benchmarks/bench_fairness.py --tag logreg-after --only logreg,penalty
@@ -258,7 +258,7 @@ def render_logreg(tags: list[str]) -> str:
     b = json.loads((RESULTS / f"fairness-{before}.json").read_text())
     a = json.loads((RESULTS / f"fairness-{after}.json").read_text())
     lines = ["## The `logreg` student: from a step budget to a converged fit (issue 23 F)", "",
-             f"Commands: `git archive <commit before> src | tar -x -C /tmp/before`, then "
+             f"Commands: `git archive 5b0ce00 src | tar -x -C /tmp/before` (the commit before the change), then "
              f"`OMP_NUM_THREADS=1 python benchmarks/bench_fairness.py --src /tmp/before/src --tag {before} --only "
              f"logreg,budget --workers 1` (AdamW under the step budget) and `OMP_NUM_THREADS=1 python "
              f"benchmarks/bench_fairness.py --tag {after} --only logreg,penalty --workers 1` (this checkout: L-BFGS "
