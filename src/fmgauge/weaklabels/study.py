@@ -35,7 +35,13 @@ from fmgauge.weaklabels.labelers.simulated import SimulatedLabeler
 from fmgauge.weaklabels.noise import cleanlab_noise, projected_crossover, transition_matrix
 from fmgauge.weaklabels.rule_eval import evaluate as evaluate_rules
 from fmgauge.weaklabels.rule_eval import proxy_features, run_rule_trial
-from fmgauge.weaklabels.students import CONVEX_STUDENTS, TEXT_STUDENTS, StudentConfig, n_params
+from fmgauge.weaklabels.students import (
+    CONVEX_STUDENTS,
+    SOLVED_STUDENTS,
+    TEXT_STUDENTS,
+    StudentConfig,
+    n_params,
+)
 from fmgauge.weaklabels.sweep import CONDITIONS, check_n_gold, gold_order, run_trial
 
 log = logging.getLogger(__name__)
@@ -365,8 +371,8 @@ def calibrate(
         if (s.kind in TEXT_STUDENTS) != (s.features == "text"):
             raise FmgaugeError(f"student {s.display_name()!r}: kind {s.kind!r} with features {s.features!r}; "
                                f"students {list(TEXT_STUDENTS)} read texts (features: text) and only they do.")
-        if "gold+weak-elr" in cfg.conditions and s.kind in (*CONVEX_STUDENTS, *TEXT_STUDENTS):
-            raise FmgaugeError(f"condition gold+weak-elr trains torch students only (logreg, mlp, cnn, resnet); "
+        if "gold+weak-elr" in cfg.conditions and s.kind in (*CONVEX_STUDENTS, *SOLVED_STUDENTS, *TEXT_STUDENTS):
+            raise FmgaugeError(f"condition gold+weak-elr trains minibatch torch students only (mlp, cnn, resnet); "
                                f"student {s.display_name()!r} is {s.kind!r}.")
         if hasattr(x_pool, "toarray") and s.kind not in CONVEX_STUDENTS:
             raise FmgaugeError(f"student {s.display_name()!r}: features {s.features!r} are sparse; only "
