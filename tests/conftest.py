@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+# $FMGAUGE_DATA when set (a worktree's ../shared/data is not the shared data), else <repo>/../shared/data
+SHARED_DATA = Path(os.environ.get("FMGAUGE_DATA") or REPO / ".." / "shared" / "data").resolve()
 
 
 @pytest.fixture
 def fmgauge_env(tmp_path, monkeypatch):
-    """FMGAUGE_CACHE -> a fresh tmp dir, FMGAUGE_DATA -> <repo>/../shared/data, offline (no download)."""
+    """FMGAUGE_CACHE -> a fresh tmp dir, FMGAUGE_DATA -> the shared data (:data:`SHARED_DATA`), offline (no download)."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("FMGAUGE_CACHE", str(cache))
     monkeypatch.setenv("FMGAUGE_DATA", str(SHARED_DATA))

@@ -3,12 +3,11 @@ slice of real MRPC; seeded determinism of a trial; the paired analysis on plante
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SHARED_DATA
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.masking.analysis import paired, verdict
 from fmgauge.masking.experiment import (
@@ -59,7 +58,6 @@ def small_mrpc(tmp_path_factory):
     return str(d)
 
 
-SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 
 
 def _cfg(task, model, **kw) -> CompareConfig:
