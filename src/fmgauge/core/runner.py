@@ -80,6 +80,22 @@ def _timed_call(fn: TrialFn, config: dict, threads: int | None) -> tuple[list[di
     return rows, time.perf_counter() - t0
 
 
+def _init_worker(progress_mode: str) -> None:
+    """Start a pool worker: its progress lines (a trial's training steps, a model load) follow the parent's mode.
+
+    With the parent logging progress (``log``: nohup, CI, a pipe), the worker logs its own plain timestamped lines
+    to the inherited stderr, so a long trial shows its steps, loss and ETA in the log; with a bar on a terminal
+    (or progress off) the parent's bar counts the trials and workers stay quiet.
+    """
+    os.environ["FMGAUGE_PROGRESS"] = progress_mode if progress_mode == "log" else "off"
+    if progress_mode == "log" and not logging.getLogger().handlers:
+        import sys
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
 def _set_threads(n: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(n)
     try:
@@ -172,7 +188,7 @@ def _execute(trials: Sequence[Trial], fn: TrialFn, store: RunStore, backend: Bac
                     except Exception:
                         on_done(t, None, 0.0, traceback.format_exc())
             else:
-                _run_pool(todo, fn, backend, on_done)
+                _run_pool(todo, fn, backend, on_done, bar.mode)
     stats = RunStats(len(trials), len(trials) - len(todo), len(todo) - len(failures), len(failures),
                      time.perf_counter() - t0)
     if failures:
@@ -185,10 +201,11 @@ def _execute(trials: Sequence[Trial], fn: TrialFn, store: RunStore, backend: Bac
     return stats
 
 
-def _run_pool(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -> None:
+def _run_pool(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done, progress_mode: str = "off") -> None:
     workers = min(backend.workers or os.cpu_count() or 1, len(todo))
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(progress_mode,)) as pool:
         pending = {pool.submit(_timed_call, fn, t.config, backend.threads_per_worker): t for t in todo}
         try:
             while pending:
