@@ -26,7 +26,8 @@ IMAGE_STUDENTS = [  # one of every student kind in configs/weaklabels/{demo,pneu
     {"kind": "logreg"},
     {"kind": "mlp", "width": 16},
     {"kind": "cnn", "width": 4},
-    {"kind": "resnet", "width": 4, "epochs": 2},
+    # the budget's 60 steps at half the default batch of 128: near_perfect costs 1.6x less CPU, same properties
+    {"kind": "resnet", "width": 4, "epochs": 2, "batch_size": 64},
 ]
 
 
