@@ -82,7 +82,10 @@ def test_gold_only_curve_does_not_fall(near_perfect, student):
 @pytest.fixture(scope="module")
 def by_accuracy(tmp_path_factory):
     """The whole PneumoniaMNIST pool (4,708): on a smaller one, n_gold = 1,000 leaves too few weak labels for the
-    crossover of an accurate labeler to be located at all."""
+    crossover of an accurate labeler to be located at all. No n_gold = 20 (in the default grid): measured with
+    it, every crossover here lies above 20 (the lowest, instance noise at 0.70 with the mlp, at 32; at 26 without
+    the point), so the orderings tested do not hinge on it, and it cost 1/7 of the trials. Fewer seeds do not
+    keep them (with 3 seeds, three of the orderings fail)."""
     cache = tmp_path_factory.mktemp("cache")
     labelers = [{"name": f"{noise}-{a}", "kind": "simulated", "noise": noise, "accuracy": a}
                 for noise in ("random", "instance") for a in (0.70, 0.85, 0.95)]
@@ -90,7 +93,7 @@ def by_accuracy(tmp_path_factory):
         mp.setenv("FMGAUGE_CACHE", str(cache))
         mp.setenv("FMGAUGE_DATA", str(SHARED_DATA))
         cfg = StudyConfig(name="by-accuracy", dataset="pneumoniamnist", labelers=labelers,
-                          students=IMAGE_STUDENTS[:3], n_gold=[10, 20, 50, 100, 200, 500, 1000], seeds=5,
+                          students=IMAGE_STUDENTS[:3], n_gold=[10, 50, 100, 200, 500, 1000], seeds=5,
                           conditions=["gold", "gold+weak"], n_boot=0, rule_eval=False, cleanlab=False)
         return calibrate(cfg, tmp_path_factory.mktemp("runs") / "acc", backend=BackendConfig(workers=2),
                          progress=False, report=False)
