@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_runs import run_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MODEL = "smollm2-135m"
@@ -244,7 +246,7 @@ def audit() -> None:
     from fmgauge.contamination.audit import AuditConfig, run_audit
 
     planted = Path(os.environ.get("FMGAUGE_CACHE", Path.home() / ".cache" / "fmgauge")) / "contamination-planted-smollm2"
-    out = RESULTS / "contamination_audit_planted"
+    out = run_dir("contamination_audit_planted")  # git-ignored; the verdicts go to contamination_audit.json
     rows = {}
     for group in ("dup16", "clean"):
         cfg = AuditConfig(name=f"audit-planted-{group}", models=[str(planted)], baseline=MODEL,
@@ -487,7 +489,7 @@ def markdown() -> None:
                   "`run_audit` on the planted smollm2 from the power part: benchmark = its dup16 group (planted 16 "
                   "times) or its clean group (never trained), cohort = the cohort group (known non-members), "
                   "baseline = the base smollm2-135m, Holm correction over the 5 tests, α = 0.05. Reports: "
-                  "`benchmarks/results/contamination_audit_planted/<group>/report.html`.", ""]
+                  "`runs/bench/contamination_audit_planted/<group>/report.html` (not tracked).", ""]
         for g, rows in au["verdicts"].items():
             lines += [f"Benchmark = {g} group:", ""]
             lines += _md_table(rows, ["detector", "statistic", "p", "p_adjusted", "baseline_p", "verdict"])

@@ -1,23 +1,52 @@
-"""Write docs/bench-parts/quantization.md from the benchmark run directories (every number is read, none typed).
+"""Write docs/bench-parts/quantization.md from the benchmark runs (every number is read, none typed).
 
     .venv/bin/python benchmarks/bench_quantization.py doc
+
+A run's numbers come from its digest, benchmarks/results/digests/<run>.json (see ``bench_runs``), refreshed from
+the run directory runs/bench/<run>/ when it is there (its report rebuilt from the trial store) and read as stored
+otherwise; the figures the doc shows are copied to docs/figures/<run>-<figure>.png.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
+from bench_runs import digest
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "bench-parts" / "quantization.md"
+FIGURES = ROOT / "docs" / "figures"
+
+
+def _digest_compare(run: Path) -> dict:
+    """A compare run's report rebuilt from its store: the table and the summary (its rows are the table); the
+    perplexity figure is copied next to the docs."""
+    from fmgauge.quantization.compare import write_report
+
+    res = write_report(run)
+    fig = run / "figures" / "ppl_vs_bits.png"
+    if fig.exists() and run.name in RUNS:  # the compare sections show it; the peers section does not
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fig, FIGURES / f"{run.name}-ppl_vs_bits.png")
+    return {"table": res.table.to_dict(orient="records"),
+            "summary": {k: v for k, v in res.summary.items() if k != "rows"}}
+
+
+@functools.cache
+def _compare_run(name: str) -> tuple[pd.DataFrame, dict] | None:
+    d = digest(name, _digest_compare)
+    return None if d is None else (pd.DataFrame(d["table"]), d["summary"])
 RUNS = {  # run directory -> (the commands that filled it, what distinguishes it)
     "quantization-compare-v2": (
         "`OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py compare --n-samples 32 "
-        "--max-windows 16 --kl-windows 2 --stages 3:128,3:-1,4:128,4:-1 --out benchmarks/results/quantization-compare-v2"
+        "--max-windows 16 --kl-windows 2 --stages 3:128,3:-1,4:128,4:-1 --out runs/bench/quantization-compare-v2"
         "`, with the 4-bit stages and `--methods mixed --stages 3:128,3:-1` run by parallel invocations into the same "
         "run directory (each stage is `fmgauge quantize compare --model smollm2-135m --methods … --bits B "
         "--group-size G --n-samples 32 --seqlen 512 --context 512 --max-windows 16 --kl-windows 2`)",
@@ -37,19 +66,18 @@ RUNS = {  # run directory -> (the commands that filled it, what distinguishes it
 }
 
 
-def _compare_section(run: Path, title: str) -> list[str]:
-    from fmgauge.quantization.compare import table_for_report, write_report
+def _compare_section(name: str, title: str) -> list[str]:
+    from fmgauge.quantization.compare import table_for_report
 
-    res = write_report(run)
-    df, s = res.table, res.summary
-    command, setting = RUNS[run.name]
+    df, s = _compare_run(name)
+    command, setting = RUNS[name]
     lines = [f"## {title}", "", f"Command: {command}.", "",
              f"Protocol: **{s['protocol']}** (the same windows for every method). Calibration: "
              f"{s['calibration']['n_samples']} random windows × {s['calibration']['seqlen']} tokens of WikiText-2 "
              f"valid (seed {s['calibration']['seed']}). {setting}", "",
              f"**Caveat (spec):** {s['caveat']}", "",
              table_for_report(df, s["fp_ppl"]).to_markdown(index=False), "",
-             f"![perplexity vs bits]({os.path.relpath(run / 'figures' / 'ppl_vs_bits.png', DOC.parent)})", ""]
+             f"![perplexity vs bits]({os.path.relpath(FIGURES / f'{name}-ppl_vs_bits.png', DOC.parent)})", ""]
     q = df[df.method != "fp"]
     if len(q):
         cal = q.dropna(subset=["calib_seconds"])
@@ -89,7 +117,7 @@ def _compare_section(run: Path, title: str) -> list[str]:
 PEER_RUNS = ("quantization-peers-w3", "quantization-peers-w4")
 PEER_COMMAND = ("`OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/fmgauge quantize compare --model smollm2-135m --methods "
                 "rtn,gptq,awq,sens-gptq --bits B --group-size G --n-samples 32 --seqlen 512 --context 512 "
-                "--max-windows 40 --kl-windows 8 --peers llmcompressor --out benchmarks/results/quantization-peers-wB`"
+                "--max-windows 40 --kl-windows 8 --peers llmcompressor --out runs/bench/quantization-peers-wB`"
                 " with B = 3, G = 64,-1 and, in a second process, B = 4, G = 64 (its first invocation with G = 64,-1 "
                 "was cut after the RTN rows to fit the session; the 4-bit per-channel RTN row is from it)")
 
@@ -112,16 +140,15 @@ def _pair(pairs: pd.DataFrame, b: int, g: int, x: str, y: str) -> str:
 
 
 def _peers_section() -> list[str]:
-    from fmgauge.quantization.compare import table_for_report, write_report
+    from fmgauge.quantization.compare import table_for_report
 
-    runs = [RESULTS / r for r in PEER_RUNS if (RESULTS / r / "trials.sqlite").exists()]
-    if not runs:
+    results = [r for r in map(_compare_run, PEER_RUNS) if r is not None]
+    if not results:
         return []
-    results = [write_report(r) for r in runs]
-    df = pd.concat([res.table for res in results], ignore_index=True)
+    df = pd.concat([table for table, _ in results], ignore_index=True)
     df = pd.concat([df[df.method == "fp"].head(1), df[df.method != "fp"]], ignore_index=True)
-    pairs = pd.DataFrame([p for res in results for p in res.summary["paired"]])
-    s = results[0].summary
+    pairs = pd.DataFrame([p for _, summary in results for p in summary["paired"]])
+    s = results[0][1]
     fp_ppl = s["fp_ppl"]
     lines = ["## fmgauge next to llmcompressor: GPTQ and AWQ on the same tokens, the same windows", "",
              f"Command: {PEER_COMMAND}.", "",
@@ -164,13 +191,16 @@ PEER_TIMING = "quantization-peers-timing"
 
 def _peer_timing() -> list[str]:
     """GPTQ time and memory of both tools measured back to back on an otherwise idle machine."""
-    run = RESULTS / PEER_TIMING
-    if not (run / "results.parquet").exists():
-        return []
-    import yaml
+    def build(run: Path) -> dict:
+        import yaml
 
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    df = pd.read_parquet(run / "results.parquet")
+        return {"config": yaml.safe_load((run / "config.yaml").read_text()),
+                "table": pd.read_parquet(run / "results.parquet").to_dict(orient="records")}
+
+    d = digest(PEER_TIMING, build, marker="results.parquet")
+    if d is None:
+        return []
+    cfg, df = d["config"], pd.DataFrame(d["table"])
     q = df[df.method != "fp"].set_index("method")
     rows = pd.DataFrame([{"tool": "fmgauge" if m == "gptq" else "llmcompressor", "method": m,
                           "setting": f"w{int(r.bits)} g{int(r.group_size)}", "threads": int(r.threads),
@@ -183,7 +213,7 @@ def _peer_timing() -> list[str]:
             f"Command: `OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/fmgauge quantize compare --model {cfg['model']} "
             f"--methods gptq --bits {cfg['bits'][0]} --group-size {cfg['group_sizes'][0]} --n-samples "
             f"{c['n_samples']} --seqlen {c['seqlen']} --max-windows {cfg['eval']['max_windows']} --kl-windows 0 "
-            f"--peers llmcompressor --out benchmarks/results/{PEER_TIMING}` with every other job stopped: the two "
+            f"--peers llmcompressor --out runs/bench/{PEER_TIMING}` with every other job stopped: the two "
             f"GPTQs ran one after the other, each on {int(q.threads.iloc[0])} threads, on the same {c['n_samples']} "
             f"× {c['seqlen']} calibration tokens. Peak RSS is each process's whole peak (fmgauge's includes the FP "
             "model it keeps for the comparison).", "", rows.to_markdown(index=False), "",
@@ -259,18 +289,17 @@ def _ablation_section(path: Path) -> list[str]:
             f"{'sequential' if best['sequential'] else 'one FP capture'}.", ""]
 
 
-def _sensitivity_section(run: Path) -> list[str]:
-    p = run / "summary.json"
-    if not p.exists():
+def _sensitivity_section(name: str) -> list[str]:
+    s = digest(name, lambda run: json.loads((run / "summary.json").read_text()), marker="summary.json")
+    if s is None:
         return []
-    s = json.loads(p.read_text())
     corr = pd.DataFrame(s["correlations"])
     lines = ["## Sensitivity metrics vs ground truth", "",
              "Command: `OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/fmgauge quantize sensitivity --model smollm2-135m "
              f"--n-samples {s['calibration']['n_sequences']} --seqlen {s['calibration']['seqlen']} "
              f"--blocks {','.join(map(str, sorted({int(n.split('.')[2]) for n in s['meta']['gt_layers']})))} "
              f"--gt-group {s['meta']['gt_group']} --heldout-windows {s['meta']['heldout_shape'][0]} "
-             f"--heldout-len {s['meta']['heldout_shape'][1]} --out {run.relative_to(ROOT)}`", ""]
+             f"--heldout-len {s['meta']['heldout_shape'][1]} --out runs/bench/{name}`", ""]
     if not corr.empty:
         for target in ("delta_loss_rms", "delta_loss"):
             d = corr[(corr.target == target)]
@@ -291,16 +320,16 @@ def write_doc() -> Path:
              "thread per process and shared the cores with other benchmarks (said per run); the GPTQ timing ran alone "
              "with 2 threads.", ""]
     lines += _peers_section()
-    if (RESULTS / "quantization-compare-v2" / "trials.sqlite").exists():
-        lines += _compare_section(RESULTS / "quantization-compare-v2",
+    if _compare_run("quantization-compare-v2") is not None:
+        lines += _compare_section("quantization-compare-v2",
                                   "Perplexity, KL, size, time and memory per method (sequential GPTQ family)")
     lines += _timing_section(RESULTS / "quantization-gptq-timing.json")
     lines += _ablation_section(RESULTS / "quantization-gptq-ablation.json")
-    if (RESULTS / "quantization-compare" / "trials.sqlite").exists():
-        lines += _compare_section(RESULTS / "quantization-compare",
+    if _compare_run("quantization-compare") is not None:
+        lines += _compare_section("quantization-compare",
                                   "First run: non-sequential GPTQ, 8 × 512 calibration tokens")
         lines += [*_layer_check(), ""]
-    lines += _sensitivity_section(RESULTS / "quantization-sensitivity")
+    lines += _sensitivity_section("quantization-sensitivity")
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(lines))
     return DOC

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SHARED_DATA
 from fmgauge import cli
 
 
@@ -454,7 +455,7 @@ def decide_text_column_without_dataset(tmp: Path) -> list[str]:
     return [*_decide(_gold_files(tmp)), "--text-column", "body"]
 
 
-MEDMNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "medmnist"
+MEDMNIST = SHARED_DATA / "medmnist"
 
 
 def _overlap(tmp: Path, **over: str) -> list[str]:

@@ -78,7 +78,7 @@ def test_several_configs_run_in_order_into_one_combined_report(fmgauge_env, tmp_
         (tmp_path / f"{name}.yaml").write_text(
             f"name: {name}\ndataset: pneumoniamnist\nlabelers: [{{kind: simulated, accuracy: {acc}}}]\n"
             "students: [{kind: logreg, epochs: 1, min_steps: 5}]\nn_gold: [10, 50]\nseeds: 1\nn_boot: 0\n"
-            "conditions: [gold, gold+weak]\ncleanlab: false\n")
+            "conditions: [gold, gold+weak]\ncleanlab: false\nrule_eval: false\n")  # the rules: test_weaklabels_*
     out = tmp_path / "demo"
     res = runner.invoke(app, ["weak-labels", "calibrate", "--config", str(tmp_path / "first.yaml"), "--config",
                               str(tmp_path / "second.yaml"), "--out", str(out), "--no-progress", "--workers", "1"])

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
+from conftest import SHARED_DATA
 from fmgauge.contamination.audit import AuditConfig, run_audit
 from fmgauge.contamination.benchmarks import load_benchmark
 from fmgauge.contamination.cohort import tail_enrichment
@@ -28,7 +28,6 @@ from fmgauge.contamination.verdict import NO_SIGNAL, NOT_SPECIFIC, SIGNAL, adjus
 from fmgauge.core.text_models import load_text_model
 from fmgauge.core.validation import FmgaugeError
 
-SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 EX = {"shards": 6, "permutations": 10, "context": 256, "stride": 128}
 
 

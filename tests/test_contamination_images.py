@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageEnhance
 
+from conftest import SHARED_DATA
 from fmgauge.contamination.embed_cache import embed_image_set
 from fmgauge.contamination.embedders import DCTEmbedder, make_embedder
 from fmgauge.contamination.gallery import import_marks, load_marks, mark_counts, read_pairs, serve
@@ -26,7 +27,7 @@ from fmgauge.contamination.overlap import flagged_fraction, flags, threshold_fro
 from fmgauge.core.stats import wilson_ci
 from fmgauge.core.validation import FmgaugeError
 
-MEDMNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "medmnist"
+MEDMNIST = SHARED_DATA / "medmnist"
 KINDS = ("crop", "resize", "jpeg", "brightness", "rotation")
 N_BENCH, N_REF, N_PLANT = 200, 1000, 30
 

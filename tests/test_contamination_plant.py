@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import SHARED_DATA
 from fmgauge.contamination.benchmarks import load_benchmark
 from fmgauge.contamination.plant import (
     DEFAULT_LR,
@@ -28,7 +29,6 @@ from fmgauge.core.stats import auc_ci
 from fmgauge.core.text_models import load_text_model
 from fmgauge.core.validation import FmgaugeError
 
-SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 WORDS = ["the", "of", "and", "in", "to", "a", "was", "is", "for", "on", "as", "by", "with", "that", "from", "at",
          "his", "it", "an", "were", "are", "which", "this", "be"]
 

@@ -89,7 +89,10 @@ class Tracker:
         """The status as one plain line: done/total (percent), rate, elapsed, ETA, metrics."""
         elapsed = time.monotonic() - self.start
         rate = self.done / elapsed if elapsed > 0 else float("nan")
-        parts = [f"{self.what} {self.done}/{self.total}" if self.total is not None else f"{self.what} {self.done}"]
+        if self.total is not None:
+            parts = [f"{self.what} {self.done}/{self.total}"]
+        else:  # one long step (a model load) counts nothing: just its name
+            parts = [f"{self.what} {self.done}" if self.done else self.what]
         if self.total:
             parts[0] += f" ({100 * self.done / self.total:.0f}%)"
         if self.done:

@@ -26,6 +26,7 @@ import torch
 
 from fmgauge.core.cache import cache_root
 from fmgauge.core.models import resolve_device, resolve_dtype
+from fmgauge.core.progress import progress
 from fmgauge.core.registry import Registry
 from fmgauge.core.validation import FmgaugeError, check_choice
 
@@ -115,8 +116,9 @@ def _gguf_to_dir(spec: TextModelSpec) -> Path | None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s from %s/%s (once; cached in %s)", spec.name, folder, fname, out)
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    with progress(f"converting {spec.name} from GGUF"):  # minutes for gemma3-270m: a heartbeat meanwhile
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
     model.hf_quantizer = None  # GGUF-loaded models refuse save_pretrained otherwise (weights are dequantised)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -245,7 +247,7 @@ def load_text_model(
             raise FmgaugeError(f"num_labels must be >= 2 for sequence-classification, got {num_labels!r}.")
         kwargs["num_labels"] = num_labels
     try:
-        with model_weights_errors(name):
+        with model_weights_errors(name), progress(f"loading {name} ({task})"):
             tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local or _offline())
             model, info = auto.from_pretrained(source, output_loading_info=True,
                                                local_files_only=local or _offline(), **kwargs)

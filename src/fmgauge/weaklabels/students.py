@@ -41,7 +41,7 @@ class StudentConfig(BaseModel):
     width: int = Field(32, ge=1, description="mlp: hidden units; cnn/resnet: channels of the first stage")
     epochs: float = Field(8.0, gt=0, description="training budget in passes over the study's pool (the largest "
                           "training set): every condition and gold-set size runs the same ceil(epochs·N_pool/"
-                          "batch_size) optimizer steps (weaklabels.training.budget_steps)")
+                          "batch_size) optimizer steps (budget_steps below)")
     steps: int | None = Field(None, ge=1, description="explicit budget in optimizer steps for every condition "
                               "(overrides epochs)")
     min_steps: int = Field(60, ge=1, description="lower bound on the budget in optimizer steps")
@@ -190,3 +190,13 @@ def n_params(cfg: StudentConfig, shape: tuple[int, int, int], n_classes: int) ->
     return sum(p.numel() for p in build(cfg, shape, n_classes, 0).parameters())
 
 
+def budget_steps(cfg: StudentConfig, n_ref: int) -> int:
+    """Optimizer steps every condition of ``cfg`` runs: ``cfg.steps``, else max(min_steps, ceil(epochs·n_ref/B)).
+
+    ``n_ref``: the reference training-set size, the study's pool (so the budget does not depend on the condition).
+    """
+    if cfg.steps is not None:
+        return int(cfg.steps)
+    if n_ref < 1:
+        raise FmgaugeError(f"budget_steps: the reference training-set size must be >= 1, got {n_ref}.")
+    return max(cfg.min_steps, math.ceil(cfg.epochs * n_ref / min(cfg.batch_size, n_ref)))

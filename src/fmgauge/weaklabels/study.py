@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 import fmgauge
 from fmgauge.core.cache import stable_hash
 from fmgauge.core.data import Dataset, load_dataset
+from fmgauge.core.progress import progress as progress_tracker
+from fmgauge.core.progress import track
 from fmgauge.core.runner import BackendConfig, RunStats, Trial, run_trials
 from fmgauge.core.stats import auc, mean_ci, wilson_ci
 from fmgauge.core.store import RunStore
@@ -239,7 +241,7 @@ def analyse(cfg: StudyConfig, results: pd.DataFrame, labelers: dict[str, dict]) 
 
 
 def explain(cfg: StudyConfig, ds: Dataset, results: pd.DataFrame, labelers: dict[str, dict],
-            outputs: dict[str, LabelerOutput]) -> dict[str, Any]:
+            outputs: dict[str, LabelerOutput], *, progress: bool = True) -> dict[str, Any]:
     """The matched-rate comparison, the projection predictor and cleanlab (``outputs``: each labeler's pool
     outputs; the first seed's draw for a simulated one)."""
     pool = ds.split(cfg.pool_split)
@@ -248,7 +250,8 @@ def explain(cfg: StudyConfig, ds: Dataset, results: pd.DataFrame, labelers: dict
     gold = results[results.condition == "gold"].pivot_table(index="seed", columns=["student", "n_gold"], values="auc")
     weak_only = results[results.condition == "weak"].groupby(["labeler", "student"])["auc"].mean()
     gold100 = gold_order(pool.y, 0, ds.n_classes)[:100]  # seed 0's first 100 gold items
-    for lab, meta in labelers.items():
+    for lab, meta in track(labelers.items(), f"{cfg.name}: noise structure (cleanlab, projection)",
+                           unit="labeler", enabled=progress):
         out = outputs[lab]
         t_pool = transition_matrix(pool.y, out.labels, ds.n_classes)
         if meta.get("matched_to") is None:
@@ -306,7 +309,7 @@ def matched_labelers(name: str, accuracy: float, t: np.ndarray) -> list[Simulate
     ]
 
 
-def label_all(cfg: StudyConfig, ds: Dataset) -> tuple[dict[str, dict], dict[str, dict[int, str]],
+def label_all(cfg: StudyConfig, ds: Dataset, *, progress: bool = True) -> tuple[dict[str, dict], dict[str, dict[int, str]],
                                                      dict[str, LabelerOutput]]:
     """Run (or load from cache) every labeler on the pool, plus the matched-rate labelers when asked.
 
@@ -329,10 +332,15 @@ def label_all(cfg: StudyConfig, ds: Dataset) -> tuple[dict[str, dict], dict[str,
                  f", one noise draw per seed ({len(seeds)})" if lab.simulated else "")
         first = None
         keys[name] = {}
-        for s, d in draws.items():
-            out = run_labeler(d, ds, cfg.pool_split)
-            first = first or out
-            keys[name][s] = stable_hash(labeler_cache_key(d, ds, cfg.pool_split))
+        # a simulated labeler's draws (an instance-noise one fits its reference model per draw) show as steps;
+        # a model labeler shows its own batches
+        with progress_tracker(f"{cfg.name}: {name} draws", total=len(draws), unit="draw",
+                              enabled=progress and lab.simulated) as p:
+            for s, d in draws.items():
+                out = run_labeler(d, ds, cfg.pool_split)
+                first = first or out
+                keys[name][s] = stable_hash(labeler_cache_key(d, ds, cfg.pool_split))
+                p.advance(1)
         meta[name] = {"config": lab.model_dump(), "simulated": lab.simulated, **extra,
                       "metrics": labeler_metrics(pool.y, first.probs, first.labels, ds.n_classes, ds.class_names)}
         outs[name] = first
@@ -384,7 +392,7 @@ def calibrate(
     store.write_json("splits.json", {"dataset": ds.name, "source": ds.source, "meta": ds.meta,
                                      "pool": pool.ids.tolist(), "test": test.ids.tolist()})
     t0 = time.time()
-    labelers, keys, outputs = label_all(cfg, ds)
+    labelers, keys, outputs = label_all(cfg, ds, progress=progress)
     trials = plan_trials(cfg, keys)
     rule_trials = plan_rule_trials(cfg, keys, ds.n_classes, len(pool))
     log.info("%d sweep trials (%d seeds each at most) and %d decision-rule trials", len(trials),
@@ -416,7 +424,7 @@ def calibrate(
                      for s in cfg.students},
         "labelers": labelers,
         **analyse(cfg, results, labelers),
-        **explain(cfg, ds, results, labelers, outputs),
+        **explain(cfg, ds, results, labelers, outputs, progress=progress),
         "rule_eval": rule_eval,
     }
     store.write_json("summary.json", summary)

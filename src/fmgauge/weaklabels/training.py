@@ -42,19 +42,14 @@ import torch.nn.functional as F
 
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.seedbatch import seed_batched
-from fmgauge.weaklabels.students import CONVEX_STUDENTS, SOLVED_STUDENTS, TEXT_STUDENTS, StudentConfig, build
-
-
-def budget_steps(cfg: StudentConfig, n_ref: int) -> int:
-    """Optimizer steps every condition of ``cfg`` runs: ``cfg.steps``, else max(min_steps, ceil(epochs·n_ref/B)).
-
-    ``n_ref``: the reference training-set size, the study's pool (so the budget does not depend on the condition).
-    """
-    if cfg.steps is not None:
-        return int(cfg.steps)
-    if n_ref < 1:
-        raise FmgaugeError(f"budget_steps: the reference training-set size must be >= 1, got {n_ref}.")
-    return max(cfg.min_steps, math.ceil(cfg.epochs * n_ref / min(cfg.batch_size, n_ref)))
+from fmgauge.weaklabels.students import (  # noqa: F401 (budget_steps: re-exported)
+    CONVEX_STUDENTS,
+    SOLVED_STUDENTS,
+    TEXT_STUDENTS,
+    StudentConfig,
+    budget_steps,
+    build,
+)
 
 
 def lr_factor(schedule: str, step: int, steps: int) -> float:
