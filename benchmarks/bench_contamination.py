@@ -218,7 +218,7 @@ def power_method(argv: list[str]) -> None:
     cfg = PlantConfig(model=MODEL, benchmark="slake-en", split="test", items_per_group=a.items,
                       duplications=[1, 4, 16], method=a.method, lr=a.lr, batch_size=4, device="cpu")
     if not (out / "plant.json").exists():
-        plant(cfg, out, progress=False)
+        plant(cfg, out)
     man = json.loads((out / "plant.json").read_text())
     res["plant"] = {k: v for k, v in man.items() if k != "losses"}
     res["loss_first_last"] = [float(np.mean(man["losses"][:5])), float(np.mean(man["losses"][-5:]))]
@@ -236,6 +236,162 @@ def power_method(argv: list[str]) -> None:
     res["power"] = summary
     _save(part, res)
     print(part, json.dumps(summary["table"], indent=1), flush=True)
+
+
+RUNS = ROOT / "runs" / "bench" / "contamination"  # planted checkpoints (git-ignored)
+MRPC = {"benchmark": "glue-mrpc-sentences", "split": "train", "group_by": "pair", "duplications": [1, 4, 16]}
+
+
+def power_mrpc(argv: list[str]) -> None:
+    """Plant GLUE MRPC sentences (a paraphrase corpus; the two sentences of a pair are one unit, ``--group-by
+    pair``) into smollm2-135m with one schedule, then every detector's power for the planted and the base model
+    and their paired difference (``plant_power``). A checkpoint already under ``runs/bench/contamination/<name>``
+    with the same plant config is reused."""
+    import argparse
+
+    from fmgauge.contamination.plant import PlantConfig, plant, plant_power
+
+    ap = argparse.ArgumentParser(prog="bench_contamination.py power-mrpc")
+    ap.add_argument("--name", required=True, help="Run name (checkpoint folder and results file).")
+    ap.add_argument("--method", choices=["lora", "full"], required=True)
+    ap.add_argument("--doc-items", type=int, required=True, help="Items per training document.")
+    ap.add_argument("--items", type=int, default=64, help="Items per group.")
+    ap.add_argument("--lr", type=float, default=None, help="Learning rate (default: the method's).")
+    ap.add_argument("--batch", type=int, default=4, help="Documents per optimiser step.")
+    ap.add_argument("--permutations", type=int, default=0, help="Exchangeability permutations (0: skip).")
+    a = ap.parse_args(argv)
+    part = f"power_mrpc_{a.name}"
+    res = _load(part) or {"machine": _machine()}
+    out = RUNS / a.name
+    cfg = PlantConfig(model=MODEL, items_per_group=a.items, method=a.method, lr=a.lr, doc_items=a.doc_items,
+                      batch_size=a.batch, device="cpu", **MRPC)
+    if (out / "plant.json").exists():
+        have = json.loads((out / "plant.json").read_text())["config"]
+        keys = ("benchmark", "split", "group_by", "duplications", "items_per_group", "method", "lr", "doc_items",
+                "batch_size", "seed")
+        if any(have[k] != cfg.model_dump()[k] for k in keys):
+            raise SystemExit(f"{out} holds a plant with another config; pick another --name.")
+    else:
+        plant(cfg, out)
+    man = json.loads((out / "plant.json").read_text())
+    res["plant"] = {k: v for k, v in man.items() if k != "losses"}
+    res["loss_first_last"] = [float(np.mean(man["losses"][:5])), float(np.mean(man["losses"][-5:]))]
+    res["command"] = f"benchmarks/bench_contamination.py power-mrpc {' '.join(argv)}"
+    _save(part, res)
+    t0, c0 = time.perf_counter(), time.process_time()
+    summary = plant_power(out, exchangeability_permutations=a.permutations, device="cpu", roles=("planted", "base"))
+    res["power_seconds"] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+    res["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+    res["power"] = summary
+    _save(part, res)
+    print(part, "saved", flush=True)
+
+
+def packing_analysis(argv: list[str]) -> None:
+    """Where in an item the planted model's gain sits: per planted run (``--names``), per group, the mean gain in
+    log p (planted − base) of each item's first 3 scored tokens and of the rest, and the share of the Min-K%++
+    (k = 0.2) lowest tokens that fall on the first 3. Items trained inside multi-item documents were learnt after
+    other items; scored alone, their first tokens have no such context."""
+    import argparse
+
+    from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.mink import normalised_token_scores
+    from fmgauge.contamination.scoring import token_stats
+    from fmgauge.core.text_models import load_text_model
+
+    ap = argparse.ArgumentParser(prog="bench_contamination.py packing-analysis")
+    ap.add_argument("--names", required=True, help="Comma-separated runs under runs/bench/contamination/.")
+    a = ap.parse_args(argv)
+    res = _load("packing_analysis") or {"machine": _machine(), "runs": {}}
+    for name in a.names.split(","):
+        out = RUNS / name
+        man = json.loads((out / "plant.json").read_text())
+        groups = {g: load_benchmark(man["groups"][g]["benchmark"], "all") for g in ("dup4", "dup16", "clean")}
+        stats = {}
+        for role, src in (("planted", str(out)), ("base", man["base_model"])):
+            tm = load_text_model(src, device="cpu")
+            stats[role] = {g: token_stats(tm, b.texts) for g, b in groups.items()}
+            del tm
+        for g in groups:
+            first, rest, low_first = [], [], []
+            for i in range(len(groups[g])):
+                lp_p, mu, sd = stats["planted"][g].item(i)
+                lp_b = stats["base"][g].item(i)[0]
+                d = lp_p - lp_b
+                first.append(d[:3].mean())
+                rest.append(d[3:].mean() if len(d) > 3 else np.nan)
+                z = normalised_token_scores(lp_p, mu, sd)
+                n_low = max(1, int(0.2 * len(z)))
+                low_first.append(float(np.mean(np.argsort(z)[:n_low] < 3)))
+            res["runs"][f"{name}/{g}"] = {"run": name, "doc_items": man["config"]["doc_items"], "group": g,
+                                          "gain_first3_nats": float(np.mean(first)),
+                                          "gain_rest_nats": float(np.nanmean(rest)),
+                                          "minkpp_low_tokens_on_first3": float(np.mean(low_first))}
+            print(res["runs"][f"{name}/{g}"], flush=True)
+        _save("packing_analysis", res)
+
+
+def audit_mrpc(argv: list[str]) -> None:
+    """Audit a planted MRPC run (``--name``) and its never-exposed base model side by side: benchmark = a planted
+    group (dup4, dup16) or the clean group, cohort = the cohort group, external baseline gemma3-270m, Holm over
+    detector × model. Exchangeability is left to the power and structure parts (its cost here: three models)."""
+    import argparse
+
+    from fmgauge.contamination.audit import AuditConfig, run_audit
+
+    ap = argparse.ArgumentParser(prog="bench_contamination.py audit-mrpc")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--baseline", default="gemma3-270m")
+    a = ap.parse_args(argv)
+    part = f"audit_mrpc_{a.name}"
+    res = _load(part) or {"machine": _machine(), "verdicts": {}}
+    out = RUNS / a.name
+    man = json.loads((out / "plant.json").read_text())
+    for g in ("dup16", "dup4", "clean"):
+        if g in res["verdicts"]:
+            continue
+        cfg = AuditConfig(name=f"audit-{a.name}-{g}", models=[str(out), man["base_model"]], baseline=a.baseline,
+                          benchmark=man["groups"][g]["benchmark"], split="all",
+                          cohort=man["groups"]["cohort"]["benchmark"], cohort_split="all",
+                          detectors=["loss", "zlib", "mink", "minkpp", "topk"], device="cpu")
+        r = run_audit(cfg, RUNS / f"audit-{a.name}" / g)
+        v = r.verdicts()
+        v["model"] = ["planted" if m == str(out) else "base (never exposed)" for m in v.model]
+        res["verdicts"][g] = v.to_dict("records")
+        res["units"] = r.meta["units"]
+        res["command"] = f"benchmarks/bench_contamination.py audit-mrpc {' '.join(argv)}"
+        _save(part, res)
+        print(g, v, flush=True)
+
+
+def exchangeability_structure() -> None:
+    """The un-fine-tuned smollm2-135m on one MRPC-sentences group (64 sentences = 32 pairs, each pair adjacent, as
+    plant --group-by pair writes it): the exchangeability test permuting single items vs whole pairs."""
+    from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
+    from fmgauge.contamination.plant import PlantConfig, make_groups, unique_texts
+    from fmgauge.core.text_models import load_text_model
+
+    res = _load("exchangeability_structure") or {"machine": _machine(), "runs": {}}
+    cfg = PlantConfig(model=MODEL, items_per_group=64, **MRPC)
+    bench = unique_texts(load_benchmark(cfg.benchmark, cfg.split))
+    keys = bench.column("pair")
+    groups = make_groups(len(bench), cfg, keys)
+    tm = load_text_model(MODEL, device="cpu")
+    for g in ("clean",):
+        idx = groups[g]
+        texts, units = [bench.texts[i] for i in idx], [keys[i] for i in idx]
+        for mode in ("items", "pairs"):
+            key = f"{g}/{mode}"
+            if key in res["runs"]:
+                continue
+            ex = exchangeability_test(tm, texts, ExchangeabilityConfig(shards=8, permutations=10, max_examples=len(texts)),
+                                      units=units if mode == "pairs" else None, unit_name="pair")
+            res["runs"][key] = {"group": g, "permuted": ex.units, "items": len(texts), "shards": len(ex.shard_sizes),
+                                "permutations": 10, "t": ex.t, "p": ex.p, "p_t": ex.p_t,
+                                "mean_diff_nats": float(ex.diffs.mean()), "seconds": ex.seconds}
+            print(key, res["runs"][key], flush=True)
+            _save("exchangeability_structure", res)
 
 
 def audit() -> None:
@@ -387,6 +543,104 @@ def _power_methods_prose(runs: dict) -> list[str]:
     return out + [""]
 
 
+def _power_mrpc_md(py: str) -> list[str]:
+    """The paraphrase-corpus power table (planted, base, planted − base) from ``contamination_power_mrpc_*.json``."""
+    runs = {f.stem.removeprefix("contamination_power_mrpc_"): json.loads(f.read_text())
+            for f in sorted(RESULTS.glob("contamination_power_mrpc_*.json"))}
+    runs = {k: v for k, v in runs.items() if "power" in v}
+    if not runs:
+        return []
+    lines = ["## Power on a paraphrase corpus, relative to the base model", "",
+             "Planted: GLUE MRPC train sentences (`glue-mrpc-sentences`: each sentence an item, the two sentences of "
+             "a pair one unit, `--group-by pair`), groups dup1, dup4, dup16, clean, cohort, duplications seen once "
+             "each in one pass (no further epochs), smollm2-135m, CPU, one torch thread per process on the shared "
+             "2-core machine. Power (`plant_power`): AUROC of each member group vs the clean group with a 95% "
+             "cluster-bootstrap CI over pairs, for the planted model and the un-fine-tuned base model on the same "
+             "items, and **Δ = planted − base** with the paired bootstrap interval (1,000 resamples of member and "
+             "clean pairs). The goal of issue 24: Min-K%++ AUROC ≥ 0.95 at duplication 16 and ≥ 0.85 at 4, "
+             "relative to the base (here: 0.5 + Δ, the planted AUROC with the draw's own offset removed).", "",
+             "Commands (the pilot checkpoints were trained by the same `PlantConfig` from a pilot script; the "
+             "command retrains them identically when `runs/bench/contamination/<name>` is absent):", ""]
+    for r in runs.values():
+        lines.append(f"- `{py.format(t=r['machine']['torch_threads'], part=r['command'].split(' ', 1)[1])}`")
+    lines.append("")
+    for name, r in runs.items():
+        p, c = r["plant"], r["plant"]["config"]
+        lines.append(f"- **{name}**: method {c['method']}, lr {c['lr']:g}, {c['doc_items']} item(s) per document, "
+                     f"batch {c['batch_size']} documents, {c['items_per_group']} items per group: {p['steps']} "
+                     f"optimiser steps, {p['documents']} documents, training {p['seconds'] / 60:.0f} min wall, mean "
+                     f"step loss {r['loss_first_last'][0]:.2f} (first 5) -> {r['loss_first_last'][1]:.2f} (last 5); "
+                     f"power {r['power_seconds']['wall'] / 60:.0f} min wall, load average after "
+                     f"{r['load_avg_1m_after']}.")
+    rows = []
+    for name, r in runs.items():
+        t = r["power"]["table"]
+
+        def get(model: str, g: str, d: str, t: list = t) -> dict:
+            return next(x for x in t if x["model"] == model and x["group"] == g and x["detector"] == d)
+
+        for g in ("dup1", "dup4", "dup16", "clean"):
+            def ci(x: dict, key: str = "auroc", lo: str = "lo", hi: str = "hi") -> str:
+                return f"{x[key]:.2f} [{x[lo]:.2f}, {x[hi]:.2f}]"
+
+            pp, bb, dd = (get(m, g, "minkpp") for m in ("planted", "base", "planted − base"))
+            lp, ld = get("planted", g, "loss"), get("planted − base", g, "loss")
+            rows.append({"run": name, "group": g, "Min-K%++ planted": ci(pp), "Min-K%++ base": ci(bb),
+                         "Min-K%++ Δ": f"{dd['auroc']:+.2f} [{dd['lo']:+.2f}, {dd['hi']:+.2f}]",
+                         "loss planted": ci(lp), "loss Δ": f"{ld['auroc']:+.2f} [{ld['lo']:+.2f}, {ld['hi']:+.2f}]",
+                         "Min-K% Δ": f"{get('planted − base', g, 'mink')['auroc']:+.2f}",
+                         "zlib Δ": f"{get('planted − base', g, 'zlib')['auroc']:+.2f}",
+                         "enrichment p Min-K%++ planted / base": f"{pp['enrichment_p']:.2g} / {bb['enrichment_p']:.2g}"})
+    lines += ["", *_md_table(rows, list(rows[0])), ""]
+    for name, r in runs.items():
+        t = r["power"]["table"]
+        d = {g: next(x for x in t if x["model"] == "planted − base" and x["group"] == g and x["detector"] == "minkpp")
+             for g in ("dup4", "dup16")}
+        raw = [x["hi"] - x["lo"] for x in t if x["model"] == "base" and x["detector"] != "exchangeability"]
+        paired = [x["hi"] - x["lo"] for x in t if x["model"] == "planted − base" and x["group"] == "clean"]
+        ok16, ok4 = 0.5 + d["dup16"]["auroc"] >= 0.95, 0.5 + d["dup4"]["auroc"] >= 0.85
+        lines.append(f"{name}: Min-K%++ relative to the base (0.5 + Δ) {0.5 + d['dup16']['auroc']:.2f} at "
+                     f"duplication 16 ({'meets' if ok16 else 'misses'} 0.95) and {0.5 + d['dup4']['auroc']:.2f} at 4 "
+                     f"({'meets' if ok4 else 'misses'} 0.85). The base model's own AUROC intervals are up to "
+                     f"{max(raw):.2f} wide (the draw); the paired interval of Δ on the clean-vs-cohort rows (no "
+                     f"training effect on either side) is up to {max(paired):.2f} wide.")
+        lines.append("")
+    for f in sorted(RESULTS.glob("contamination_audit_mrpc_*.json")):
+        au = json.loads(f.read_text())
+        lines += [f"### Audit: the planted model and its never-exposed base ({f.stem.removeprefix('contamination_audit_mrpc_')})", "",
+                  f"Command: `{py.format(t=au['machine']['torch_threads'], part=au['command'].split(' ', 1)[1])}`  ",
+                  "`run_audit` with both models audited (top-K overlap needs two), external baseline gemma3-270m, "
+                  "benchmark = one group, cohort = the cohort group (64 never-trained sentences), units = the pairs "
+                  f"({au.get('units')}), Holm over the 10 tests, α = 0.05.", ""]
+        for g, rows in au["verdicts"].items():
+            lines += [f"Benchmark = {g} group:", ""]
+            lines += _md_table(rows, ["model", "detector", "statistic", "p", "p_adjusted", "baseline_p", "verdict"])
+            lines.append("")
+        base = [r["verdict"] for rows in au["verdicts"].values() for r in rows if r["model"].startswith("base")]
+        lines += [f"Never-exposed base model: {sum(v == 'signal' for v in base)} of {len(base)} verdicts `signal`.", ""]
+    pa = _load("packing_analysis")
+    if pa.get("runs"):
+        lines += ["### Where the gain sits: the first tokens of an item", "",
+                  f"Command: `{py.format(t=pa['machine']['torch_threads'], part='packing-analysis --names ' + ','.join(dict.fromkeys(r['run'] for r in pa['runs'].values())))}`  ",
+                  "Per planted run and group: mean gain in log p (planted − base, nats per token) on each item's "
+                  "first 3 scored tokens and on the rest, scored alone as the detectors score them, and the share "
+                  "of the Min-K%++ (k = 0.2) lowest tokens that are among the first 3.", ""]
+        lines += _md_table(list(pa["runs"].values()), ["run", "doc_items", "group", "gain_first3_nats",
+                                                       "gain_rest_nats", "minkpp_low_tokens_on_first3"])
+        lines.append("")
+    ex = _load("exchangeability_structure")
+    if ex.get("runs"):
+        lines += ["### Exchangeability under structure: single items vs whole pairs", "",
+                  f"Command: `{py.format(t=ex['machine']['torch_threads'], part='exchangeability-structure')}`  ",
+                  "The un-fine-tuned smollm2-135m (never trained on these items) on the MRPC-sentences clean group "
+                  "(64 sentences = 32 pairs, each pair's two sentences adjacent, as `plant --group-by pair` writes "
+                  "them): the test permuting single items, as before issue 24, and whole pairs.", ""]
+        lines += _md_table(list(ex["runs"].values()), ["group", "permuted", "items", "shards", "permutations",
+                                                       "mean_diff_nats", "t", "p", "p_t"])
+        lines.append("")
+    return lines
+
+
 def markdown() -> None:
     """Render docs/bench-parts/contamination.md from the results JSON files (no number typed by hand)."""
     py = "OMP_NUM_THREADS={t} HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py {part}"
@@ -493,16 +747,21 @@ def markdown() -> None:
             lines += _md_table(rows, ["detector", "statistic", "p", "p_adjusted", "baseline_p", "verdict"])
             lines.append("")
     lines += _power_methods_md(py)
+    lines += _power_mrpc_md(py)
     out = ROOT / "docs" / "bench-parts" / "contamination.md"
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["power-method"]:
-        power_method(sys.argv[2:])
+    from fmgauge.core.console import configure_logging
+
+    configure_logging()  # progress lines (step, loss, ETA) reach a log under nohup
+    if sys.argv[1:2] in (["power-method"], ["power-mrpc"], ["packing-analysis"], ["audit-mrpc"]):
+        {"power-method": power_method, "power-mrpc": power_mrpc, "packing-analysis": packing_analysis,
+         "audit-mrpc": audit_mrpc}[sys.argv[1]](sys.argv[2:])
         sys.exit(0)
     parts = sys.argv[1:] or ["throughput", "exchangeability", "power", "audit", "markdown"]
     for part in parts:
         {"throughput": throughput, "exchangeability": exchangeability, "power": power, "audit": audit,
-         "markdown": markdown}[part]()
+         "exchangeability-structure": exchangeability_structure, "markdown": markdown}[part]()

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats as sps
 
 from fmgauge.contamination.audit import AuditConfig, run_audit
 from fmgauge.contamination.benchmarks import load_benchmark
-from fmgauge.contamination.cohort import tail_enrichment
 from fmgauge.contamination.plant import (
     PlantConfig,
     finetune,
@@ -56,9 +54,11 @@ def planted(tmp_path_factory):
         return {"out": out, "base": base, "domain": root / "domain", "mrpc": root / "mrpc.jsonl", "root": root}
 
 
-def _audit(planted, benchmark: str, cohort: str, baseline: str, out, detectors=None):
+def _audit(planted, benchmark: str, cohort: str, baseline: str, out, detectors=None, group_by="none"):
+    """group_by none: single items, as these verdict tests were written (24 items of this fixture form 14 SLAKE
+    image units, too few for the unit-aware tests' power; those are tested in test_contamination_calibration)."""
     cfg = AuditConfig(models=[str(planted["out"])], baseline=baseline, benchmark=benchmark, split="all",
-                      cohort=cohort, cohort_split="all", exchangeability=EX, device="cpu",
+                      cohort=cohort, cohort_split="all", exchangeability=EX, device="cpu", group_by=group_by,
                       detectors=detectors or ["loss", "zlib", "mink", "minkpp", "exchangeability"])
     return run_audit(cfg, out, progress=False)
 
@@ -122,20 +122,13 @@ def test_verdict_rules_and_corrections():
     np.testing.assert_allclose(adjust_pvalues(p, "bonferroni"), [0.04, 0.16, 0.12, 1.0])
 
 
-def test_enrichment_and_topk_known_answers():
+def test_topk_known_answers():
     rng = np.random.default_rng(0)
-    cohort = rng.normal(size=400)
-    e = tail_enrichment(np.r_[rng.normal(size=80), rng.normal(5, 1, size=20)], cohort, q=0.95)
-    assert e.k >= 20 and e.p < 1e-6 and e.fraction_lo <= e.fraction <= e.fraction_hi
-    assert e.p == pytest.approx(sps.binom.sf(e.k - 1, 100, 0.05))
-    null = tail_enrichment(rng.normal(size=100), cohort)
-    assert null.p > 0.01
-    with pytest.raises(FmgaugeError, match="cannot resolve"):
-        tail_enrichment(np.zeros(5), np.zeros(10), q=0.95)
     s = rng.normal(size=50)
     ov = pairwise_overlap({"a": s, "b": s + 1e-3 * rng.normal(size=50), "c": rng.normal(size=50)}, 5)
     ab = next(o for o in ov if (o.model_a, o.model_b) == ("a", "b"))
-    assert ab.overlap == 5 and ab.p == pytest.approx(1 / math.comb(50, 5))
+    assert ab.overlap == 5 and ab.p_hypergeom == pytest.approx(1 / math.comb(50, 5))
+    assert ab.p == pytest.approx(1 / 10_000)  # no reassignment of b's scores reaches it: the smallest p
     assert hypergeom_overlap_p(0, 50, 5) == 1.0
     with pytest.raises(FmgaugeError, match="same items"):
         pairwise_overlap({"a": s, "b": s[:10]}, 3)

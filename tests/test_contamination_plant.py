@@ -213,3 +213,34 @@ def test_cli_plant_and_audit_read_a_headerless_benchmark(tiny_dir, tmp_path, fmg
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["benchmark"].endswith("?text_column=1&header=none")
+
+
+def test_micro_batches_give_the_full_batch_step(tiny_dir):
+    """A step's documents split into micro-batches (gradients accumulated, weighted by target tokens) train like
+    full-batch steps: the same step losses over three steps (each after the previous update)."""
+    docs = [" ".join(_sentences(1 + i % 3, seed=i)) for i in range(6)]
+    runs = []
+    for budget in (10_000, 40):
+        tm = load_text_model(str(tiny_dir), device="cpu")
+        _, losses = finetune(tm.model, tm.tokenizer, [docs] * 3, PlantConfig(method="full", lr=1e-3, batch_size=6,
+                                                                             micro_batch_tokens=budget),
+                             progress=False)
+        runs.append(losses)
+    assert len(runs[0]) == 3 and runs[1] == pytest.approx(runs[0], rel=1e-4)
+    assert runs[0][2] < runs[0][0]  # it trains
+
+
+def test_plant_reports_step_loss_and_eta_to_a_log(tiny_dir, tmp_path, fmgauge_env, monkeypatch, caplog):
+    """Under nohup (not a TTY) fine-tuning logs plain progress lines: step/total, rate, ETA and the loss."""
+    import logging
+
+    monkeypatch.setenv("FMGAUGE_PROGRESS", "log")
+    monkeypatch.setenv("FMGAUGE_PROGRESS_EVERY", "0.05")
+    cfg = PlantConfig(model=str(tiny_dir), benchmark=_pairs_csv(tmp_path), split="all", items_per_group=6,
+                      duplications=[1, 3], doc_items=1, method="full", group_by="pair", batch_size=2, device="cpu")
+    with caplog.at_level(logging.INFO, logger="fmgauge.progress"):
+        plant(cfg, tmp_path / "planted")
+    lines = [r.getMessage() for r in caplog.records if "fine-tuning (full)" in r.getMessage()]
+    assert lines[0] == "fine-tuning (full): started (12 it)"  # 6 + 3 × 6 single-item documents, 2 per step
+    assert any(" 1/12 " in x and "eta" in x and "loss" in x for x in lines), lines
+    assert lines[-1].startswith("fine-tuning (full) 12/12 (100%)") and lines[-1].endswith("done")
