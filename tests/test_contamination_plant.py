@@ -183,6 +183,37 @@ def test_power_json_of_a_group_by_plant_bootstraps_units(tiny_dir, tmp_path, fmg
     assert json.loads((out / "power.json").read_text())["roles"] == ["planted"]
     with pytest.raises(FmgaugeError, match="roles must be"):
         plant_power(out, roles=("planted", "teacher"))
+    both = plant_power(out, exchangeability_permutations=0, roles=("planted", "base"), device="cpu",
+                       progress=False, n_boot=100)
+    delta = {r["group"]: r for r in both["table"] if r["model"] == "planted − base" and r["detector"] == "loss"}
+    planted = {r["group"]: r for r in both["table"] if r["model"] == "planted" and r["detector"] == "loss"}
+    base = {r["group"]: r for r in both["table"] if r["model"] == "base" and r["detector"] == "loss"}
+    for g in ("dup4", "clean"):
+        assert delta[g]["auroc"] == pytest.approx(planted[g]["auroc"] - base[g]["auroc"])
+        assert delta[g]["lo"] <= delta[g]["auroc"] <= delta[g]["hi"]
+    assert not any(r["detector"] == "exchangeability" for r in both["table"])  # 0 permutations: skipped
+
+
+def test_paired_effects_subtract_the_base_and_its_draw():
+    """Δ = planted − base on the same items: a draw that already favours the members under the base model (the
+    group draw's own offset) is subtracted; identical models give Δ = 0 exactly; pairs are resampled whole."""
+    from fmgauge.contamination.power import paired_effects
+
+    rng = np.random.default_rng(0)
+    members_b, clean_b = rng.normal(0.4, 1, 64), rng.normal(0, 1, 64)  # a lucky draw: base AUROC above 0.5
+    members_p = members_b + 3.0  # training lifts every member
+    pairs = [f"p{i // 2}" for i in range(64)]
+    e = paired_effects({"planted": members_p, "base": members_b}, {"planted": clean_b, "base": clean_b},
+                       member_units=pairs, clean_units=pairs, n_boot=300)
+    assert e["auroc_base"] > 0.55 and e["auroc_planted"] > 0.95 and e["units"] == [32, 32]
+    assert e["delta_auroc"] == pytest.approx(e["auroc_planted"] - e["auroc_base"])
+    assert e["delta_auroc_lo"] <= e["delta_auroc"] <= e["delta_auroc_hi"] and e["delta_auroc_lo"] > 0.2
+    same = paired_effects({"planted": members_b, "base": members_b}, {"planted": clean_b, "base": clean_b},
+                          n_boot=200)
+    assert same["delta_auroc"] == same["delta_auroc_lo"] == same["delta_auroc_hi"] == 0.0
+    assert (same["auroc_base_hi"] - same["auroc_base_lo"]) > 0.15  # the draw alone: a wide raw interval
+    with pytest.raises(FmgaugeError, match="same items"):
+        paired_effects({"planted": members_p, "base": members_b[:10]}, {"planted": clean_b, "base": clean_b})
 
 
 def test_cli_plant_and_audit_read_a_headerless_benchmark(tiny_dir, tmp_path, fmgauge_env):
