@@ -275,3 +275,25 @@ def test_plant_reports_step_loss_and_eta_to_a_log(tiny_dir, tmp_path, fmgauge_en
     assert lines[0] == "fine-tuning (full): started (12 it)"  # 6 + 3 × 6 single-item documents, 2 per step
     assert any(" 1/12 " in x and "eta" in x and "loss" in x for x in lines), lines
     assert lines[-1].startswith("fine-tuning (full) 12/12 (100%)") and lines[-1].endswith("done")
+
+
+def test_plant_warns_when_its_grouping_builds_adjacency(tiny_dir, tmp_path, fmgauge_env, caplog):
+    """Pairs interleaved in the benchmark (q0a q1a q0b q1b …) land next to each other in a group file: plant warns
+    and counts them; pairs already adjacent in the benchmark are not counted."""
+    import logging
+
+    from fmgauge.contamination.plant import built_adjacency
+
+    keys = ["p0", "p1", "p0", "p1", "p2", "p2"]
+    assert built_adjacency(keys, {"a": [0, 2], "b": [1, 3], "c": [4, 5]}) == 2
+    texts = _sentences(48)
+    rows = ["body,pair"] + [f"{texts[i]},p{(i // 4) * 2 + i % 2}" for i in range(48)]  # pairs interleaved by 2
+    (tmp_path / "inter.csv").write_text("\n".join(rows) + "\n")
+    cfg = PlantConfig(model=str(tiny_dir), benchmark=f"csv:{tmp_path / 'inter.csv'}?text_column=body", split="all",
+                      items_per_group=6, duplications=[1], doc_items=1, method="full", group_by="pair",
+                      batch_size=4, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="fmgauge.contamination.plant"):
+        out = plant(cfg, tmp_path / "planted", progress=False)
+    man = read_manifest(out)
+    assert man["adjacency_built_by_grouping"] > 0 and man["units_column"] == "pair"
+    assert any("the grouping built that adjacency" in r.getMessage() for r in caplog.records)
