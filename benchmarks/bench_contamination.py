@@ -259,12 +259,14 @@ def power_mrpc(argv: list[str]) -> None:
     ap.add_argument("--lr", type=float, default=None, help="Learning rate (default: the method's).")
     ap.add_argument("--batch", type=int, default=4, help="Documents per optimiser step.")
     ap.add_argument("--permutations", type=int, default=0, help="Exchangeability permutations (0: skip).")
+    ap.add_argument("--dups", default="1,4,16", help="Duplication counts, comma-separated.")
     a = ap.parse_args(argv)
     part = f"power_mrpc_{a.name}"
     res = _load(part) or {"machine": _machine()}
     out = RUNS / a.name
     cfg = PlantConfig(model=MODEL, items_per_group=a.items, method=a.method, lr=a.lr, doc_items=a.doc_items,
-                      batch_size=a.batch, device="cpu", **MRPC)
+                      batch_size=a.batch, device="cpu",
+                      **(MRPC | {"duplications": [int(d) for d in a.dups.split(",")]}))
     if (out / "plant.json").exists():
         have = json.loads((out / "plant.json").read_text())["config"]
         keys = ("benchmark", "split", "group_by", "duplications", "items_per_group", "method", "lr", "doc_items",
@@ -283,8 +285,50 @@ def power_mrpc(argv: list[str]) -> None:
     res["power_seconds"] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
     res["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     res["power"] = summary
+    res["draws"] = _draw_spread(out, man)
     _save(part, res)
     print(part, "saved", flush=True)
+
+
+def _draw_spread(out: Path, man: dict, reps: int = 400) -> dict:
+    """How much the group draw alone moves an AUROC: the never-trained items (clean + cohort groups: pairs) split
+    at random into two disjoint groups of n pairs, Min-K%++ AUROC of one vs the other under the base model (raw)
+    and planted − base (paired), sd over ``reps`` splits, for each n. Token statistics come from the cache."""
+    from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.mink import detectors, item_scores, member_scores
+    from fmgauge.contamination.power import mann_whitney_auc
+    from fmgauge.contamination.scoring import token_stats
+    from fmgauge.core.text_models import load_text_model
+
+    det = detectors(0.2)["minkpp"]
+    benches = [load_benchmark(man["groups"][g]["benchmark"], "all") for g in ("clean", "cohort")]
+    texts = [t for b in benches for t in b.texts]
+    units = [f"{i}/{u}" for i, b in enumerate(benches) for u in b.column("group")]
+    sc = {}
+    for role, src in (("planted", str(out)), ("base", man["base_model"])):
+        tm = load_text_model(src, device="cpu")
+        sc[role] = np.concatenate([member_scores(item_scores(token_stats(tm, b.texts, progress=False), b.texts, b.ids,
+                                                             ks=(0.2,)), det) for b in benches])
+        del tm
+    pairs: dict[str, list[int]] = {}
+    for i, u in enumerate(units):
+        pairs.setdefault(u, []).append(i)
+    plist = list(pairs.values())
+    rng = np.random.default_rng(0)
+    out_rows = {}
+    for n in sorted({n for n in (8, 16, len(plist) // 2) if 2 * n <= len(plist)}):
+        raw, paired = [], []
+        for _ in range(reps):
+            perm = rng.permutation(len(plist))
+            a = np.concatenate([plist[j] for j in perm[:n]])
+            b = np.concatenate([plist[j] for j in perm[n: 2 * n]])
+            ab = mann_whitney_auc(sc["base"][a], sc["base"][b])
+            ap = mann_whitney_auc(sc["planted"][a], sc["planted"][b])
+            raw.append(ab)
+            paired.append(ap - ab)
+        out_rows[str(2 * n)] = {"items_per_group": 2 * n, "pairs_per_group": n, "sd_base_auroc": float(np.std(raw)),
+                                "sd_delta_auroc": float(np.std(paired))}
+    return {"detector": "minkpp", "reps": reps, "texts": len(texts), "rows": list(out_rows.values())}
 
 
 def packing_analysis(argv: list[str]) -> None:
@@ -580,6 +624,9 @@ def _power_mrpc_md(py: str) -> list[str]:
             return next(x for x in t if x["model"] == model and x["group"] == g and x["detector"] == d)
 
         for g in ("dup1", "dup4", "dup16", "clean"):
+            if not any(x["group"] == g for x in t):
+                continue
+
             def ci(x: dict, key: str = "auroc", lo: str = "lo", hi: str = "hi") -> str:
                 return f"{x[key]:.2f} [{x[lo]:.2f}, {x[hi]:.2f}]"
 
@@ -594,6 +641,8 @@ def _power_mrpc_md(py: str) -> list[str]:
     lines += ["", *_md_table(rows, list(rows[0])), ""]
     for name, r in runs.items():
         t = r["power"]["table"]
+        if not {"dup4", "dup16"} <= {x["group"] for x in t}:
+            continue
         d = {g: next(x for x in t if x["model"] == "planted − base" and x["group"] == g and x["detector"] == "minkpp")
              for g in ("dup4", "dup16")}
         raw = [x["hi"] - x["lo"] for x in t if x["model"] == "base" and x["detector"] != "exchangeability"]
@@ -627,6 +676,17 @@ def _power_mrpc_md(py: str) -> list[str]:
                   "of the Min-K%++ (k = 0.2) lowest tokens that are among the first 3.", ""]
         lines += _md_table(list(pa["runs"].values()), ["run", "doc_items", "group", "gain_first3_nats",
                                                        "gain_rest_nats", "minkpp_low_tokens_on_first3"])
+        lines.append("")
+    draws = {n: r["draws"] for n, r in runs.items() if r.get("draws")}
+    if draws:
+        lines += ["### How large a group: the draw's own spread", "",
+                  "The never-trained items of a run (its clean and cohort groups, 128 sentences = 64 pairs) split at "
+                  "random into two disjoint groups of n pairs, 400 times: the standard deviation of the Min-K%++ "
+                  "AUROC of one group against the other under the base model (what a raw AUROC carries from the draw "
+                  "alone) and of planted − base on the same split (what the paired difference carries). Both models "
+                  "saw none of these items, so every AUROC is 0.5 in expectation.", ""]
+        lines += _md_table([{"run": n, **row} for n, d in draws.items() for row in d["rows"]],
+                           ["run", "items_per_group", "pairs_per_group", "sd_base_auroc", "sd_delta_auroc"])
         lines.append("")
     ex = _load("exchangeability_structure")
     if ex.get("runs"):
