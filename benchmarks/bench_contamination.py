@@ -244,7 +244,7 @@ MRPC = {"benchmark": "glue-mrpc-sentences", "split": "train", "group_by": "pair"
 
 def power_mrpc(argv: list[str]) -> None:
     """Plant GLUE MRPC sentences (a paraphrase corpus; the two sentences of a pair are one unit, ``--group-by
-    pair``) into smollm2-135m with one schedule, then every detector's power for the planted and the base model
+    pair``; ``--benchmark`` another corpus to compare texts) into smollm2-135m with one schedule, then every detector's power for the planted and the base model
     and their paired difference (``plant_power``). A checkpoint already under ``runs/bench/contamination/<name>``
     with the same plant config is reused."""
     import argparse
@@ -260,13 +260,18 @@ def power_mrpc(argv: list[str]) -> None:
     ap.add_argument("--batch", type=int, default=4, help="Documents per optimiser step.")
     ap.add_argument("--permutations", type=int, default=0, help="Exchangeability permutations (0: skip).")
     ap.add_argument("--dups", default="1,4,16", help="Duplication counts, comma-separated.")
+    ap.add_argument("--benchmark", default=MRPC["benchmark"], help="Another corpus to compare texts.")
+    ap.add_argument("--split", default=MRPC["split"])
+    ap.add_argument("--group-by", default=MRPC["group_by"], help="Unit column, or 'none'.")
     a = ap.parse_args(argv)
     part = f"power_mrpc_{a.name}"
     res = _load(part) or {"machine": _machine()}
     out = RUNS / a.name
     cfg = PlantConfig(model=MODEL, items_per_group=a.items, method=a.method, lr=a.lr, doc_items=a.doc_items,
                       batch_size=a.batch, device="cpu",
-                      **(MRPC | {"duplications": [int(d) for d in a.dups.split(",")]}))
+                      benchmark=a.benchmark, split=a.split,
+                      group_by=None if a.group_by == "none" else a.group_by,
+                      duplications=[int(d) for d in a.dups.split(",")])
     if (out / "plant.json").exists():
         have = json.loads((out / "plant.json").read_text())["config"]
         keys = ("benchmark", "split", "group_by", "duplications", "items_per_group", "method", "lr", "doc_items",
@@ -595,6 +600,10 @@ def _power_mrpc_md(py: str) -> list[str]:
     if not runs:
         return []
     lines = ["## Power on a paraphrase corpus, relative to the base model", "",
+             "_The sections above were measured before issue 24: their tail-enrichment p-values are the old "
+             "binomial test (the cohort's quantile taken as exact; 17–19 % false positives at 64 vs 64 items) and "
+             "their exchangeability p-values Student-t over single items. Everything below uses the calibrated "
+             "permutation tests and whole units (docs/contamination.md)._", "",
              "Planted: GLUE MRPC train sentences (`glue-mrpc-sentences`: each sentence an item, the two sentences of "
              "a pair one unit, `--group-by pair`), groups dup1, dup4, dup16, clean, cohort, duplications seen once "
              "each in one pass (no further epochs), smollm2-135m, CPU, one torch thread per process on the shared "
@@ -637,7 +646,7 @@ def _power_mrpc_md(py: str) -> list[str]:
                          "loss planted": ci(lp), "loss Δ": f"{ld['auroc']:+.2f} [{ld['lo']:+.2f}, {ld['hi']:+.2f}]",
                          "Min-K% Δ": f"{get('planted − base', g, 'mink')['auroc']:+.2f}",
                          "zlib Δ": f"{get('planted − base', g, 'zlib')['auroc']:+.2f}",
-                         "enrichment p Min-K%++ planted / base": f"{pp['enrichment_p']:.2g} / {bb['enrichment_p']:.2g}"})
+                         "enrichment p Min-K%++ planted / base": f"{_fmt(pp['enrichment_p'])} / {_fmt(bb['enrichment_p'])}"})
     lines += ["", *_md_table(rows, list(rows[0])), ""]
     for name, r in runs.items():
         t = r["power"]["table"]
@@ -677,6 +686,7 @@ def _power_mrpc_md(py: str) -> list[str]:
         lines += _md_table(list(pa["runs"].values()), ["run", "doc_items", "group", "gain_first3_nats",
                                                        "gain_rest_nats", "minkpp_low_tokens_on_first3"])
         lines.append("")
+    lines += _what_made_the_difference(runs)
     draws = {n: r["draws"] for n, r in runs.items() if r.get("draws")}
     if draws:
         lines += ["### How large a group: the draw's own spread", "",
@@ -699,6 +709,38 @@ def _power_mrpc_md(py: str) -> list[str]:
                                                        "mean_diff_nats", "t", "p", "p_t"])
         lines.append("")
     return lines
+
+
+def _what_made_the_difference(runs: dict) -> list[str]:
+    """Prose over the decomposition runs (16 items, duplication 16): packing at equal optimiser steps, then the
+    number of steps at equal tokens; every number read from the results."""
+    def dup16(name: str, det: str, model: str = "planted − base") -> float | None:
+        t = runs.get(name, {}).get("power", {}).get("table", [])
+        x = [r for r in t if r["model"] == model and r["group"] == "dup16" and r["detector"] == det]
+        return x[0]["auroc"] if x else None
+
+    names = ("s8_doc8_b4", "s1_doc1_b32", "s1_doc1_b4")
+    if not all(dup16(n, "minkpp") is not None for n in names):
+        return []
+    st = {n: runs[n]["plant"]["steps"] for n in names}
+    f = {n: (dup16(n, "minkpp", "planted"), dup16(n, "minkpp"), dup16(n, "loss", "planted"), dup16(n, "loss"))
+         for n in names}
+
+    def say(n: str) -> str:
+        return (f"Min-K%++ {f[n][0]:.2f} (Δ {f[n][1]:+.2f}), loss {f[n][2]:.2f} (Δ {f[n][3]:+.2f})")
+
+    out = ["### What made the difference", "",
+           "Three small plants of the same 16 MRPC sentences per group at duplication 16 (full fine-tuning, lr 3e-5, "
+           "16 × 16 = 256 item presentations each, same tokens) separate document packing from the number of "
+           "optimiser steps (rows s8_doc8_b4, s1_doc1_b32, s1_doc1_b4 above; AUROC dup16 vs clean, Δ = planted − "
+           "base; 16 vs 16 items, so each interval is about ±0.2):", "",
+           f"- **packed, as before** (8 items per document, 4 documents per step: {st['s8_doc8_b4']} steps of 32 "
+           f"items): {say('s8_doc8_b4')};",
+           f"- **one item per document, same steps** (32 documents per step: {st['s1_doc1_b32']} steps of 32 items): "
+           f"{say('s1_doc1_b32')} — packing alone;",
+           f"- **one item per document, 8× the steps** (4 per step: {st['s1_doc1_b4']} steps of 4 items): "
+           f"{say('s1_doc1_b4')} — the optimiser steps.", ""]
+    return out
 
 
 def markdown() -> None:

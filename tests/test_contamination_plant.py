@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -297,3 +298,33 @@ def test_plant_warns_when_its_grouping_builds_adjacency(tiny_dir, tmp_path, fmga
     man = read_manifest(out)
     assert man["adjacency_built_by_grouping"] > 0 and man["units_column"] == "pair"
     assert any("the grouping built that adjacency" in r.getMessage() for r in caplog.records)
+
+
+def test_an_interrupted_fine_tune_resumes_where_it_stopped(tiny_dir, tmp_path, monkeypatch):
+    """Ctrl-C (here: an interrupt at the 4th optimiser step) keeps the steps done; the same call resumes there and
+    ends with the same weights and losses as an uninterrupted run; the checkpoint is removed at the end."""
+    docs = [[" ".join(_sentences(2, seed=10 * e + i)) for i in range(4)] for e in range(3)]  # 3 epochs × 2 steps
+    cfg = PlantConfig(method="full", lr=1e-3, batch_size=2)
+    tm = load_text_model(str(tiny_dir), device="cpu")
+    ref_model, ref_losses = finetune(tm.model, tm.tokenizer, docs, cfg, progress=False)
+
+    real_step, calls = torch.optim.AdamW.step, {"n": 0}
+
+    def flaky_step(self, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", flaky_step)
+    tm = load_text_model(str(tiny_dir), device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tm.model, tm.tokenizer, docs, cfg, progress=False, resume_dir=tmp_path / "resume")
+    assert torch.load(tmp_path / "resume" / "resume.pt", weights_only=False)["step"] == 3
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    tm = load_text_model(str(tiny_dir), device="cpu")
+    model, losses = finetune(tm.model, tm.tokenizer, docs, cfg, progress=False, resume_dir=tmp_path / "resume")
+    assert losses == pytest.approx(ref_losses, rel=1e-6) and len(losses) == 6
+    a, b = _weights(model), _weights(ref_model)
+    assert all(np.allclose(a[k], b[k], atol=1e-7) for k in a)
+    assert not (tmp_path / "resume" / "resume.pt").exists()

@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from fmgauge.contamination.benchmarks import TextBenchmark, load_benchmark, units_of
 from fmgauge.contamination.scoring import _progress
+from fmgauge.core.cache import stable_hash
 from fmgauge.core.models import DeviceName
 from fmgauge.core.validation import FmgaugeError
 
@@ -174,10 +175,15 @@ def _trainable(model: Any, cfg: PlantConfig) -> Any:
 
 
 def finetune(model: Any, tokenizer: Any, epochs: list[list[str]], cfg: PlantConfig, *,
-             progress: bool = True) -> tuple[Any, list[float]]:
+             progress: bool = True, resume_dir: str | Path | None = None,
+             checkpoint_seconds: float = 600.0) -> tuple[Any, list[float]]:
     """Fine-tune ``model`` on ``epochs`` (lists of documents) with ``cfg.method``; returns (model, step losses).
 
-    The returned model is a plain transformers model (LoRA merged) in eval mode.
+    The returned model is a plain transformers model (LoRA merged) in eval mode. ``resume_dir``: every
+    ``checkpoint_seconds`` (and on Ctrl-C or an error) the weights, the optimiser state, the step reached and the
+    losses so far are written there (atomically); a later call with the same documents and config continues from
+    the last checkpoint — the document order is fixed by ``cfg.seed``, so the resumed run is the same run — and the
+    checkpoint is removed when training completes.
     """
     model = _trainable(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -185,12 +191,38 @@ def finetune(model: Any, tokenizer: Any, epochs: list[list[str]], cfg: PlantConf
     dev = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     losses: list[float] = []
-    steps = sum(int(np.ceil(len(ep) / cfg.batch_size)) for ep in epochs)
+    batches = [ep[a: a + cfg.batch_size] for ep in epochs for a in range(0, len(ep), cfg.batch_size)]
+    ckpt = None if resume_dir is None else Path(resume_dir) / "resume.pt"
+    key = stable_hash({"docs": batches, "config": cfg.model_dump(exclude={"device", "micro_batch_tokens"})})
+    start = 0
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location=dev, weights_only=False)
+        if state.get("key") == key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            start, losses = int(state["step"]), list(state["losses"])
+            log.info("fine-tuning resumes at step %d of %d from %s", start, len(batches), ckpt)
+        else:
+            log.warning("%s holds a checkpoint of another plant (documents or config differ); starting afresh", ckpt)
+
+    def save(step: int) -> None:
+        if ckpt is None or step <= start:
+            return
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({"key": key, "step": step, "losses": losses, "model": model.state_dict(),
+                    "optimizer": opt.state_dict()}, tmp)
+        tmp.replace(ckpt)
+
     model.train()
-    with _progress(progress, f"fine-tuning ({cfg.method})", steps) as advance:
-        for ep in epochs:
-            for a in range(0, len(ep), cfg.batch_size):
-                rows = tokenizer(ep[a: a + cfg.batch_size], add_special_tokens=False)["input_ids"]
+    last = time.monotonic()
+    step = start
+    with _progress(progress, f"fine-tuning ({cfg.method})", len(batches)) as advance:
+        if start:
+            advance(start, loss=float(np.mean(losses[-20:])) if losses else float("nan"))
+        try:
+            for step in range(start, len(batches)):
+                rows = tokenizer(batches[step], add_special_tokens=False)["input_ids"]
                 n_targets = sum(max(0, len(r) - 1) for r in rows)  # the step's loss is the mean over these
                 opt.zero_grad(set_to_none=True)
                 total = 0.0
@@ -205,6 +237,14 @@ def finetune(model: Any, tokenizer: Any, epochs: list[list[str]], cfg: PlantConf
                 opt.step()
                 losses.append(total)
                 advance(1, loss=float(np.mean(losses[-20:])))
+                if ckpt is not None and time.monotonic() - last >= checkpoint_seconds:
+                    save(step + 1)
+                    last = time.monotonic()
+        except BaseException:
+            save(len(losses))  # Ctrl-C or an error: keep what was trained (steps completed so far)
+            raise
+    if ckpt is not None and ckpt.is_file():
+        ckpt.unlink()
     if cfg.method == "lora":
         model = model.merge_and_unload()
     model.eval()
@@ -257,7 +297,7 @@ def plant(cfg: PlantConfig, out: str | Path, *, progress: bool = True) -> Path:
     epochs = training_documents(bench, groups, cfg)
     tm = load_text_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     t0 = time.perf_counter()
-    model, losses = finetune(tm.model, tm.tokenizer, epochs, cfg, progress=progress)
+    model, losses = finetune(tm.model, tm.tokenizer, epochs, cfg, progress=progress, resume_dir=out / ".resume")
     seconds = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
