@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
