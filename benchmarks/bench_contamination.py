@@ -185,7 +185,7 @@ def power() -> None:
     res = _load("power") or {"machine": _machine()}
     out = Path(os.environ.get("FMGAUGE_CACHE", Path.home() / ".cache" / "fmgauge")) / "contamination-planted-smollm2"
     cfg = PlantConfig(model=MODEL, benchmark="slake-en", split="test", items_per_group=32, duplications=[1, 4, 16],
-                      method="lora", lr=1e-3, batch_size=4, device="cpu")
+                      doc_items=8, method="lora", lr=1e-3, batch_size=4, device="cpu")
     if not (out / "plant.json").exists():
         plant(cfg, out)
     res["plant"] = {k: v for k, v in json.loads((out / "plant.json").read_text()).items() if k != "losses"}
@@ -216,7 +216,7 @@ def power_method(argv: list[str]) -> None:
     res = _load(part) or {"machine": _machine()}
     out = Path(os.environ.get("FMGAUGE_CACHE", Path.home() / ".cache" / "fmgauge")) / f"contamination-{part}"
     cfg = PlantConfig(model=MODEL, benchmark="slake-en", split="test", items_per_group=a.items,
-                      duplications=[1, 4, 16], method=a.method, lr=a.lr, batch_size=4, device="cpu")
+                      duplications=[1, 4, 16], doc_items=8, method=a.method, lr=a.lr, batch_size=4, device="cpu")
     if not (out / "plant.json").exists():
         plant(cfg, out)
     man = json.loads((out / "plant.json").read_text())

@@ -40,7 +40,7 @@ def planted(tmp_path_factory):
         train = load_benchmark("slake-en", "train")
         base = make_tiny_lm(root / "base", train.texts[:800], context=256, vocab_size=300, hidden=64)
         cfg = PlantConfig(model=str(base), benchmark="slake-en", split="test", items_per_group=24, duplications=[32],
-                          method="full", lr=1e-2, batch_size=3, device="cpu")
+                          doc_items=8, method="full", lr=1e-2, batch_size=3, device="cpu")
         out = plant(cfg, root / "planted", progress=False)
         # a "domain" baseline: the same base model trained on SLAKE *train* items (same template, other items)
         tm = load_text_model(str(base), device="cpu")

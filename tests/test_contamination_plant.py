@@ -45,7 +45,9 @@ def _weights(model) -> dict[str, np.ndarray]:  # noqa: ANN001
 
 def test_default_lr_follows_the_method_unless_given():
     assert PlantConfig(method="full").lr == DEFAULT_LR["full"] == 3e-5
-    assert PlantConfig().method == "lora" and PlantConfig().lr == DEFAULT_LR["lora"] == 1e-3
+    assert PlantConfig().method == "full" and PlantConfig().lr == DEFAULT_LR["full"]
+    assert PlantConfig(method="lora").lr == DEFAULT_LR["lora"] == 1e-3
+    assert (PlantConfig().doc_items, PlantConfig().items_per_group) == (1, 64)  # measured in docs/benchmarks.md §4
     assert PlantConfig(method="full", lr=1e-4).lr == 1e-4
     assert PlantConfig.model_validate(PlantConfig(method="full").model_dump()).lr == 3e-5  # round-trips
 

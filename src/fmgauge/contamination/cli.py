@@ -226,11 +226,11 @@ def plant_cmd(
         help="Benchmark column whose equal values stay in one group (e.g. a pair id): member and clean groups are "
              "dealt out whole sets, never splitting one.")] = None,
     method: Annotated[str | None, typer.Option(
-        help="lora (adapters r=16, merged) | full (every weight) | last-layers. Default lora.")] = None,
+        help="full (every weight; default) | lora (adapters r=16, merged) | last-layers.")] = None,
     lr: Annotated[float | None, typer.Option(
         help="AdamW learning rate (default per method: lora 1e-3, full 3e-5, last-layers 1e-3).")] = None,
     doc_items: Annotated[int | None, typer.Option(
-        help="Items per training document (1 = each item its own sequence, as it is scored).")] = None,
+        help="Items per training document (default 1: each item its own sequence, as it is scored).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Documents per optimiser step.")] = None,
     device: Annotated[str | None, typer.Option(help="auto|cpu|cuda|mps.")] = None,
     out: Annotated[Path, typer.Option(help="Output directory (checkpoint + plant.json + groups/).")] = Path(

@@ -9,21 +9,26 @@ benchmark column, e.g. the pair id the two questions of a paraphrase pair share)
 sets of items sharing a value instead of single items (:func:`make_groups`): a member and a clean item never share
 one, and the power's bootstrap resamples those sets.
 
-Training documents. A group's items are concatenated, in canonical order, ``doc_items`` at a time (the separator is
-the exchangeability test's, so the memorised order is the order the test checks); document of group ``dup<d>``
-appears ``d`` times, spread over ``max(d)`` epochs, shuffled within each epoch: one pass over the duplicated
-corpus, no further epochs. Fine-tuning is causal-LM loss with AdamW at a constant learning rate (default per
-method, :data:`DEFAULT_LR`), one of:
+Training documents. A group's items are cut, in canonical order, into documents of ``doc_items`` items (default 1:
+each item its own sequence, exactly as the detectors score it; with more, the separator is the exchangeability
+test's, so the memorised order is the order the test checks); a document of group ``dup<d>`` appears ``d``
+times, spread over ``max(d)`` epochs, shuffled within each epoch: one pass over the duplicated corpus, no further
+epochs. Fine-tuning is causal-LM loss with AdamW at a constant learning rate (default per method,
+:data:`DEFAULT_LR`), micro-batched under ``micro_batch_tokens`` with gradients accumulated, checkpointed for
+resumption, one of:
 
+- ``full`` (default): every weight trains (lr 3e-5);
 - ``lora``: LoRA adapters (peft) on every attention and MLP projection, merged into the weights after training
   (lr 1e-3);
-- ``last-layers``: only the last ``last_layers`` decoder layers and the final norm train (lr 1e-3);
-- ``full``: every weight trains (lr 3e-5). On smollm2-135m its loss AUROCs match LoRA's within their CIs, and
-  its tail enrichment is stronger at low duplication (docs/benchmarks.md §4, "Planting method").
+- ``last-layers``: only the last ``last_layers`` decoder layers and the final norm train (lr 1e-3).
+
+Why these defaults (docs/benchmarks.md §4, "Power on a paraphrase corpus"): items packed 8 to a document are
+learnt after other items, but scored alone; one item per document gives the per-item detectors (Min-K%++ above
+all, whose lowest tokens are often an item's first ones) the signal the fine-tune put there.
 
 The checkpoint (``save_pretrained``) and ``plant.json`` (config with the resolved lr, groups, ids, losses) go to
-``out``; each group is also written as ``groups/<name>.jsonl`` (``id``, ``text``, and ``group``: the item's
-``group_by`` value), a benchmark the audit reads as ``jsonl:<path>``.
+``out``; each group is also written as ``groups/<name>.jsonl`` (``id``, ``text``, and ``group``: the item's unit —
+its ``group_by`` value or the benchmark's known structure), a benchmark the audit reads as ``jsonl:<path>``.
 """
 
 from __future__ import annotations
@@ -50,8 +55,8 @@ log = logging.getLogger(__name__)
 Method = Literal["lora", "last-layers", "full"]
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 #: AdamW learning rate of each method when ``lr`` is unset (full: 3e-5, one pass, as in issue 13's measurement).
-#: Measured on smollm2-135m / SLAKE-en (docs/benchmarks.md §4): the two give loss AUROCs within each other's CIs;
-#: full fine-tuning has the stronger tail enrichment at duplication 1 and 4.
+#: Measured on smollm2-135m (docs/benchmarks.md §4): on SLAKE-en with packed documents the two give loss AUROCs
+#: within each other's CIs; the paraphrase-corpus runs with one item per document use full at 3e-5.
 DEFAULT_LR: dict[str, float] = {"lora": 1e-3, "last-layers": 1e-3, "full": 3e-5}
 
 
@@ -61,11 +66,13 @@ class PlantConfig(BaseModel):
     model: str = Field("smollm2-135m", description="Causal LM to contaminate (name, directory or hub id).")
     benchmark: str = Field("slake-en", description="Benchmark name or <layout>:<path>.")
     split: str = Field("test", description="Benchmark split the groups are drawn from.")
-    items_per_group: int = Field(32, ge=4, description="Items in each group (dup groups, clean, cohort).")
+    items_per_group: int = Field(64, ge=4, description="Items in each group (dup groups, clean, cohort).")
     duplications: list[int] = Field([1, 4, 16], description="Times each planted group is seen in training.")
-    doc_items: int = Field(8, ge=1, description="Items concatenated (canonical order) per training document.")
+    doc_items: int = Field(1, ge=1, description="Items concatenated (canonical order) per training document; 1 = "
+                           "each item its own sequence, as the detectors score it (docs/benchmarks.md §4: packing "
+                           "items weakens the per-item signal).")
     separator: str = Field("\n", description="Between items in a document (= the exchangeability separator).")
-    method: Method = Field("lora", description="lora | last-layers | full.")
+    method: Method = Field("full", description="full | lora | last-layers.")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: float = Field(32.0, description="LoRA scaling numerator (scale = alpha / r).")
     last_layers: int = Field(2, ge=1, description="Decoder layers trained by method last-layers.")
