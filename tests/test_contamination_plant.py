@@ -303,8 +303,12 @@ def test_plant_warns_when_its_grouping_builds_adjacency(tiny_dir, tmp_path, fmga
 
 
 def test_an_interrupted_fine_tune_resumes_where_it_stopped(tiny_dir, tmp_path, monkeypatch):
-    """Ctrl-C (here: an interrupt at the 4th optimiser step) keeps the steps done; the same call resumes there and
-    ends with the same weights and losses as an uninterrupted run; the checkpoint is removed at the end."""
+    """A kill (SIGTERM, as `kill PID` sends a background job, at the 4th optimiser step) keeps the steps done; the
+    same call resumes there and ends with the same weights and losses as an uninterrupted run; the checkpoint is
+    removed at the end."""
+    import os
+    import signal
+
     docs = [[" ".join(_sentences(2, seed=10 * e + i)) for i in range(4)] for e in range(3)]  # 3 epochs × 2 steps
     cfg = PlantConfig(method="full", lr=1e-3, batch_size=2)
     tm = load_text_model(str(tiny_dir), device="cpu")
@@ -315,7 +319,7 @@ def test_an_interrupted_fine_tune_resumes_where_it_stopped(tiny_dir, tmp_path, m
     def flaky_step(self, *a, **k):  # noqa: ANN001, ANN002, ANN003
         calls["n"] += 1
         if calls["n"] == 4:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # finetune turns it into KeyboardInterrupt and saves
         return real_step(self, *a, **k)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", flaky_step)

@@ -35,8 +35,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -187,7 +190,7 @@ def finetune(model: Any, tokenizer: Any, epochs: list[list[str]], cfg: PlantConf
     """Fine-tune ``model`` on ``epochs`` (lists of documents) with ``cfg.method``; returns (model, step losses).
 
     The returned model is a plain transformers model (LoRA merged) in eval mode. ``resume_dir``: every
-    ``checkpoint_seconds`` (and on Ctrl-C or an error) the weights, the optimiser state, the step reached and the
+    ``checkpoint_seconds`` (and on Ctrl-C, SIGTERM or an error) the weights, the optimiser state, the step reached and the
     losses so far are written there (atomically); a later call with the same documents and config continues from
     the last checkpoint — the document order is fixed by ``cfg.seed``, so the resumed run is the same run — and the
     checkpoint is removed when training completes.
@@ -224,7 +227,7 @@ def finetune(model: Any, tokenizer: Any, epochs: list[list[str]], cfg: PlantConf
     model.train()
     last = time.monotonic()
     step = start
-    with _progress(progress, f"fine-tuning ({cfg.method})", len(batches)) as advance:
+    with _progress(progress, f"fine-tuning ({cfg.method})", len(batches)) as advance, _term_interrupts(ckpt is not None):
         if start:
             advance(start, loss=float(np.mean(losses[-20:])) if losses else float("nan"))
         try:
@@ -258,6 +261,24 @@ def finetune(model: Any, tokenizer: Any, epochs: list[list[str]], cfg: PlantConf
     for p in model.parameters():
         p.requires_grad_(False)
     return model, losses
+
+
+@contextmanager
+def _term_interrupts(enabled: bool) -> Iterator[None]:
+    """While fine-tuning with a checkpoint: SIGTERM (``kill``; background jobs ignore SIGINT) raises
+    KeyboardInterrupt, so the steps done are saved before the process ends. Main thread only."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _micro_batches(rows: list[list[int]], budget: int) -> list[list[list[int]]]:
