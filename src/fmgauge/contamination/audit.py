@@ -40,7 +40,7 @@ from fmgauge.contamination.audit_result import AuditResult, label
 from fmgauge.contamination.benchmarks import TextBenchmark, load_benchmark, units_of
 from fmgauge.contamination.cohort import tail_enrichment
 from fmgauge.contamination.detect import check_model_data, load_scorer, scorer_stats
-from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
+from fmgauge.contamination.exchangeability import ExchangeabilityConfig, blocks_of, exchangeability_test
 from fmgauge.contamination.image_overlap import ImageOverlapConfig
 from fmgauge.contamination.mink import DEFAULT_K, K_SWEEP, detectors, item_scores, k_column, member_scores
 from fmgauge.contamination.topk import pairwise_overlap
@@ -191,6 +191,16 @@ def _units(bench: TextBenchmark, cohort: TextBenchmark, cfg: AuditConfig) -> dic
                         "single items and may fire without exposure.")
     for w in warnings:
         log.warning(w)
+    if "exchangeability" in cfg.detectors:  # enough blocks for the shards, checked before any model loads
+        n = min(len(bench), cfg.exchangeability.max_examples)
+        blocks = len(blocks_of(None if b[1] is None else list(b[1][:n]), n))
+        if cfg.exchangeability.shards > blocks // 2:
+            what = f"blocks of related items (consecutive items sharing {b[0]!r} are permuted together)" if b[0] \
+                else "items"
+            raise FmgaugeError(f"exchangeability: {cfg.exchangeability.shards} shards need at least "
+                               f"{2 * cfg.exchangeability.shards} {what}; the benchmark's first {n} items form "
+                               f"{blocks}. Use fewer shards, more items" + (", or group_by: none" if b[0] else "")
+                               + ".")
     return {"benchmark": b, "cohort": c, "warnings": warnings}
 
 

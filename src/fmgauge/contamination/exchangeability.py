@@ -214,8 +214,8 @@ def _logits(model: Any, x: torch.Tensor, keep: int) -> torch.Tensor:
 def shard_bounds(n: int, shards: int, *, what: str = "examples") -> list[tuple[int, int]]:
     """Contiguous shards of ``n`` items (or blocks), sizes differing by at most one (np.array_split)."""
     if shards > n // 2:
-        raise FmgaugeError(f"{shards} shards of {n} {what} leave fewer than 2 per shard; use at most "
-                           f"{n // 2} shards or more examples.")
+        fix = f"use at most {n // 2} shards or more examples" if n >= 4 else "the test needs at least 4"
+        raise FmgaugeError(f"{shards} shards of {n} {what} leave fewer than 2 per shard; {fix}.")
     edges = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(n), shards)])
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
