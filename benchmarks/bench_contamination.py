@@ -662,6 +662,14 @@ def _power_methods_prose(runs: dict) -> list[str]:
     return out + [""]
 
 
+def _date(files) -> str:  # noqa: ANN001
+    """The UTC date of the newest of ``files`` (when the results were written)."""
+    import datetime as dt
+
+    t = max(f.stat().st_mtime for f in files)
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
 def _power_mrpc_md(py: str) -> list[str]:
     """The paraphrase-corpus power table (planted, base, planted − base) from ``contamination_power_mrpc_*.json``."""
     runs = {f.stem.removeprefix("contamination_power_mrpc_"): json.loads(f.read_text())
@@ -675,13 +683,16 @@ def _power_mrpc_md(py: str) -> list[str]:
              "their exchangeability p-values Student-t over single items. Everything below uses the calibrated "
              "permutation tests and whole units (docs/contamination.md)._", "",
              "Planted: GLUE MRPC train sentences (`glue-mrpc-sentences`: each sentence an item, the two sentences of "
-             "a pair one unit, `--group-by pair`), groups dup1, dup4, dup16, clean, cohort, duplications seen once "
-             "each in one pass (no further epochs), smollm2-135m, CPU, one torch thread per process on the shared "
-             "2-core machine. Power (`plant_power`): AUROC of each member group vs the clean group with a 95% "
+             "a pair one unit, `--group-by pair`) — row t8_slake_doc8_b4: SLAKE-En test items, as in the sections "
+             "above — into smollm2-135m, CPU, one torch thread per process on the shared 2-core machine; groups "
+             "dup<d>, clean, cohort, each duplication seen once in one pass (no further epochs). Power (`plant_power`): AUROC of each member group vs the clean group with a 95% "
              "cluster-bootstrap CI over pairs, for the planted model and the un-fine-tuned base model on the same "
              "items, and **Δ = planted − base** with the paired bootstrap interval (1,000 resamples of member and "
              "clean pairs). The goal of issue 24: Min-K%++ AUROC ≥ 0.95 at duplication 16 and ≥ 0.85 at 4, "
              "relative to the base (here: 0.5 + Δ, the planted AUROC with the draw's own offset removed).", "",
+             f"Measured {_date(RESULTS.glob('contamination_power_mrpc_*.json'))} on the shared 2-core machine (1-minute "
+             f"load average after each power run: {min(r['load_avg_1m_after'] for r in runs.values())}–"
+             f"{max(r['load_avg_1m_after'] for r in runs.values())}).", "",
              "Commands (the pilot checkpoints were trained by the same `PlantConfig` from a pilot script; the "
              "command retrains them identically when `runs/bench/contamination/<name>` is absent):", ""]
     for r in runs.values():
@@ -780,7 +791,8 @@ def _power_mrpc_md(py: str) -> list[str]:
                                                        "gain_rest_nats", "minkpp_low_tokens_on_first3"])
         lines.append("")
     lines += _what_made_the_difference(runs)
-    draws = {n: r["draws"] for n, r in runs.items() if r.get("draws")}
+    draws = {n: r["draws"] for n, r in runs.items()
+             if r.get("draws") and r["plant"]["config"]["benchmark"] == MRPC["benchmark"]}
     if draws:
         lines += ["### How large a group: the draw's own spread", "",
                   "The never-trained items of a run (its clean and cohort groups) split at "
@@ -816,11 +828,12 @@ def _what_made_the_difference(runs: dict) -> list[str]:
     if not all(dup16(n, "minkpp") is not None for n in names):
         return []
     st = {n: runs[n]["plant"]["steps"] for n in names}
-    f = {n: (dup16(n, "minkpp", "planted"), dup16(n, "minkpp"), dup16(n, "loss", "planted"), dup16(n, "loss"))
-         for n in names}
+    f = {n: (dup16(n, "minkpp", "planted"), dup16(n, "minkpp"), dup16(n, "loss", "planted"), dup16(n, "loss"),
+             dup16(n, "minkpp", "base")) for n in names}
 
     def say(n: str) -> str:
-        return (f"Min-K%++ {f[n][0]:.2f} (Δ {f[n][1]:+.2f}), loss {f[n][2]:.2f} (Δ {f[n][3]:+.2f})")
+        return (f"Min-K%++ {f[n][0]:.2f} (base {f[n][4]:.2f}, Δ {f[n][1]:+.2f}), loss {f[n][2]:.2f} "
+                f"(Δ {f[n][3]:+.2f})")
 
     out = ["### What made the difference", "",
            "Three small plants of the same 16 MRPC sentences per group at duplication 16 (full fine-tuning, lr 3e-5, "
@@ -832,12 +845,21 @@ def _what_made_the_difference(runs: dict) -> list[str]:
            f"- **one item per document, same steps** (32 documents per step: {st['s1_doc1_b32']} steps of 32 items): "
            f"{say('s1_doc1_b32')} — packing alone;",
            f"- **one item per document, 8× the steps** (4 per step: {st['s1_doc1_b4']} steps of 4 items): "
-           f"{say('s1_doc1_b4')} — the optimiser steps."]
+           f"{say('s1_doc1_b4')} — the optimiser steps"
+           + (": no further gain visible at this duplication (the previous row is already at the ceiling)."
+              if abs(f["s1_doc1_b4"][1] - f["s1_doc1_b32"][1]) < 0.05 else ".")]
     if dup16("t8_slake_doc8_b4", "minkpp") is not None:
         n = "t8_slake_doc8_b4"
-        f[n] = (dup16(n, "minkpp", "planted"), dup16(n, "minkpp"), dup16(n, "loss", "planted"), dup16(n, "loss"))
+        f[n] = (dup16(n, "minkpp", "planted"), dup16(n, "minkpp"), dup16(n, "loss", "planted"), dup16(n, "loss"),
+                dup16(n, "minkpp", "base"))
         out.append(f"- **the texts**: the packed schedule of the first row on 16 SLAKE-En test items per group (row "
-                   f"{n}; short templated question/answer items, SLAKE's image units): {say(n)}.")
+                   f"{n}; short templated question/answer items, SLAKE's image units): {say(n)}. Its raw AUROC is "
+                   f"{'lower' if f[n][0] < f['s8_doc8_b4'][0] else 'not lower'} than on MRPC, its Δ "
+                   f"{'about the same' if abs(f[n][1] - f['s8_doc8_b4'][1]) < 0.1 else 'different'}: the draw put "
+                   f"this SLAKE group at {f[n][4]:.2f} under the base model — the group draw, not the texts, "
+                   "explains most of the raw gap." if abs(f[n][1] - f["s8_doc8_b4"][1]) < 0.1 else
+                   f"- **the texts**: the packed schedule of the first row on 16 SLAKE-En test items per group (row "
+                   f"{n}): {say(n)}.")
     pa = _load("packing_analysis").get("runs", {})
     gain = {r["run"]: r for r in pa.values() if r["group"] == "dup16"}
     if {"s8_doc8_b4", "s1_doc1_b32"} <= set(gain):
@@ -851,6 +873,19 @@ def _what_made_the_difference(runs: dict) -> list[str]:
                 + (" A packed item was learnt after the items before it; scored alone, its opening gains least, "
                    "and Min-K%++ (k = 0.2) reads the lowest tokens." if a["gain_first3_nats"] < 0.75 * b["gain_first3_nats"]
                    and a["gain_first3_nats"] < a["gain_rest_nats"] else "")]
+    full = [n for n, r in runs.items() if r["plant"]["config"]["items_per_group"] >= 64
+            and {4, 16} <= set(r["plant"]["config"]["duplications"])]
+    if not full:
+        out += ["", "**Not measured yet: the new default at 64 items per group** with duplications 1, 4 and 16 (the "
+                "issue's goal: Min-K%++ ≥ 0.95 at 16 and ≥ 0.85 at 4, relative to the base). Its fine-tune (336 "
+                "optimiser steps, 1,344 item presentations, 25–30 s per step on this machine's share) was killed by "
+                "the out-of-memory killer at step 230 while other jobs filled the machine's 24 GB (as were two "
+                "packed 64-item runs); a restart ran at ~110 s per step and was stopped at step 7 with its "
+                "checkpoint kept — `plant` now checkpoints every 10 minutes and resumes. To measure it: "
+                "`OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py power-mrpc "
+                "--name p2_full_doc1 --method full --doc-items 1` (continues from "
+                "`runs/bench/contamination/p2_full_doc1/.resume/`), then `... bench_contamination.py markdown`. "
+                "The 16-item runs above show duplication 16 only."]
     return out + [""]
 
 
