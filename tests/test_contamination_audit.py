@@ -182,3 +182,21 @@ def test_audit_includes_image_overlap_beside_the_text_detectors(planted, fmgauge
                                  "images": cfg.images.model_copy(update={"embedder": "siglip-b61"})})
     with pytest.raises(FmgaugeError, match="Did you mean 'siglip-b16'"):
         run_audit(bad, tmp_path / "audit2", progress=False)
+
+
+def test_exchangeability_shards_follow_the_benchmarks_blocks(fmgauge_env):
+    """SLAKE-En test (1,061 items) is 96 runs of questions about one image: the default 50 shards (Oren's) become
+    24 shards of ~4 image blocks, said in a warning; 50 shards asked for explicitly are refused before any load."""
+    from fmgauge.contamination.audit import _units
+
+    bench, cohort = load_benchmark("slake-en", "test"), load_benchmark("vqamed2019", "test", max_items=50)
+    cfg = AuditConfig(models=["m"], baseline="b", benchmark="slake-en", cohort="vqamed2019")
+    u = _units(bench, cohort, cfg)
+    assert cfg.exchangeability.shards == 24 and u["benchmark"][0] == "img_id" and "96 blocks" in u["warnings"][-1]
+    explicit = AuditConfig(models=["m"], baseline="b", benchmark="slake-en", cohort="vqamed2019",
+                           exchangeability={"shards": 50})
+    with pytest.raises(FmgaugeError, match="50 shards need at least 100 blocks of related items"):
+        _units(bench, cohort, explicit)
+    items = AuditConfig(models=["m"], baseline="b", benchmark="slake-en", cohort="vqamed2019", group_by="none",
+                        exchangeability={"shards": 50})
+    assert _units(bench, cohort, items)["benchmark"] == (None, None)  # single items: 1,061 of them, 50 shards fit

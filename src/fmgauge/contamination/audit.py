@@ -133,6 +133,7 @@ def run_audit(cfg: AuditConfig, out: str | Path | None = None, *, progress: bool
               write_report: bool = True) -> AuditResult:
     """Run the audit described by ``cfg``; write the run directory ``out`` (default ``runs/<name>``)."""
     t0 = time.perf_counter()
+    cfg = cfg.model_copy(deep=True)  # the run may adapt defaults (shards); the caller's config stays as given
     bench = load_benchmark(cfg.benchmark, cfg.split, max_items=cfg.max_items)
     cohort = load_benchmark(cfg.cohort, cfg.cohort_split, max_items=cfg.cohort_max_items)
     _check_disjoint(bench, cohort)
@@ -194,6 +195,14 @@ def _units(bench: TextBenchmark, cohort: TextBenchmark, cfg: AuditConfig) -> dic
     if "exchangeability" in cfg.detectors:  # enough blocks for the shards, checked before any model loads
         n = min(len(bench), cfg.exchangeability.max_examples)
         blocks = len(blocks_of(None if b[1] is None else list(b[1][:n]), n))
+        if (cfg.exchangeability.shards > blocks // 2 and "shards" not in cfg.exchangeability.model_fields_set
+                and blocks >= 4):
+            shards = max(2, blocks // 4)  # the default (Oren's 50) was not chosen for this benchmark: ~4 blocks each
+            warnings.append(f"exchangeability: the benchmark's first {n} items form {blocks} blocks"
+                            + (f" of {b[0]!r}" if b[0] else "") + f"; {shards} shards of about 4 blocks instead of "
+                            f"the default {cfg.exchangeability.shards}.")
+            log.warning(warnings[-1])
+            cfg.exchangeability.shards = shards
         if cfg.exchangeability.shards > blocks // 2:
             what = f"blocks of related items (consecutive items sharing {b[0]!r} are permuted together)" if b[0] \
                 else "items"

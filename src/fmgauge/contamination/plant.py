@@ -227,9 +227,8 @@ def finetune(model: Any, tokenizer: Any, epochs: list[list[str]], cfg: PlantConf
     model.train()
     last = time.monotonic()
     step = start
-    with _progress(progress, f"fine-tuning ({cfg.method})", len(batches)) as advance, _term_interrupts(ckpt is not None):
-        if start:
-            advance(start, loss=float(np.mean(losses[-20:])) if losses else float("nan"))
+    what = f"fine-tuning ({cfg.method})" + (f", resumed after step {start} of {len(batches)}" if start else "")
+    with _progress(progress, what, len(batches) - start) as advance, _term_interrupts(ckpt is not None):
         try:
             for step in range(start, len(batches)):
                 rows = tokenizer(batches[step], add_special_tokens=False)["input_ids"]
