@@ -383,7 +383,7 @@ def packing_analysis(argv: list[str]) -> None:
 
 def audit_mrpc(argv: list[str]) -> None:
     """Audit a planted MRPC run (``--name``) and its never-exposed base model side by side: benchmark = a planted
-    group (dup4, dup16) or the clean group, cohort = the cohort group, external baseline gemma3-270m, Holm over
+    group (dup16, dup4), cohort = the cohort group, external baseline gemma3-270m, Holm over
     detector × model. Exchangeability is left to the power and structure parts (its cost here: three models)."""
     import argparse
 
@@ -397,7 +397,7 @@ def audit_mrpc(argv: list[str]) -> None:
     res = _load(part) or {"machine": _machine(), "verdicts": {}}
     out = RUNS / a.name
     man = json.loads((out / "plant.json").read_text())
-    for g in ("dup16", "dup4", "clean"):
+    for g in ("dup16", "dup4"):
         if g in res["verdicts"]:
             continue
         cfg = AuditConfig(name=f"audit-{a.name}-{g}", models=[str(out), man["base_model"]], baseline=a.baseline,
