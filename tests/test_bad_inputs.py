@@ -365,6 +365,21 @@ def _audit_yaml(tmp: Path, **over: str) -> str:
     return str(tmp / "audit.yaml")
 
 
+def exchangeability_group_by_missing(tmp: Path) -> list[str]:
+    return ["contamination", "exchangeability", "--benchmark", _bench_csv(tmp), "--text-column", "body",
+            "--group-by", "pair"]
+
+
+def audit_group_by_missing(tmp: Path) -> list[str]:
+    (tmp / "cohort.csv").write_text("text\nsomething else\nand more\n")
+    return ["contamination", "audit", "--config", _audit_yaml(tmp, group_by="pair", cohort=f"csv:{tmp / 'cohort.csv'}"),
+            "--text-column", "body", "--out", str(tmp / "run")]
+
+
+def plant_doc_items_zero(tmp: Path) -> list[str]:
+    return _plant(tmp, "--text-column", "body", "--doc-items", "0")
+
+
 def audit_text_column_missing(tmp: Path) -> list[str]:
     return ["contamination", "audit", "--config", _audit_yaml(tmp), "--text-column", "nope", "--out",
             str(tmp / "run")]
@@ -984,12 +999,16 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
                                "they fill 2 of 5 groups of 4 items"),
     (plant_text_column_missing, "missing required field(s) ['nope']; it has ['body', 'x']"),
     (plant_no_header_on_fixed_layout, "--no-header applies to a benchmark file named jsonl|csv|tsv:<path>"),
-    (plant_benchmark_typo, "Did you mean 'slake-en'? Known: glue-mrpc, omnimedvqa, pathvqa, slake-en, vqa-rad, "
-                           "vqamed2019. Or a file: csv:<path>, jsonl:<path>, mevf:<path>"),
+    (plant_benchmark_typo, "Did you mean 'slake-en'? Known: glue-mrpc, glue-mrpc-sentences, omnimedvqa, pathvqa, "
+                           "slake-en, vqa-rad, vqamed2019. Or a file: csv:<path>, jsonl:<path>, mevf:<path>"),
     (audit_text_column_missing, "missing required field(s) ['nope']; it has ['body', 'x']"),
     (audit_no_header_on_fixed_layout, "--no-header applies to a benchmark file named jsonl|csv|tsv:<path>"),
     (audit_benchmark_typo, "unknown benchmark 'vqa-rad2'. Did you mean 'vqa-rad', 'vqamed2019'? Known: glue-mrpc, "
-                           "omnimedvqa, pathvqa, slake-en, vqa-rad, vqamed2019. Or a file: csv:<path>, jsonl:<path>"),
+                           "glue-mrpc-sentences, omnimedvqa, pathvqa, slake-en, vqa-rad, vqamed2019. Or a file: "
+                           "csv:<path>, jsonl:<path>"),
+    (exchangeability_group_by_missing, "--group-by 'pair': benchmark 'bench' ("),
+    (audit_group_by_missing, "group_by 'pair': benchmark 'bench' ("),
+    (plant_doc_items_zero, "doc_items: Input should be greater than or equal to 1"),
     (score_empty_model_dir, "has no config.json; save the model with save_pretrained() or give a registered name "
                             "['gemma3-270m', 'minilm-l6', 'smollm2-135m']"),
     (exchangeability_empty_model_dir, "or give a registered name ['gemma3-270m', 'minilm-l6', 'smollm2-135m']"),

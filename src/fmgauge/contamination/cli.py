@@ -122,6 +122,10 @@ def exchangeability_cmd(
     max_examples: Annotated[int, typer.Option(help="First N examples (reference 5000).")] = 5000,
     seed: Annotated[int, typer.Option(help="Permutation seed.")] = 0,
     batch_tokens: Annotated[int, typer.Option(help="Tokens per forward.")] = 4096,
+    group_by: Annotated[str | None, typer.Option(
+        help="Column whose equal values mark items that belong together: runs of consecutive such items are "
+             "permuted as whole blocks. Default: the benchmark's known structure (SLAKE img_id, "
+             "glue-mrpc-sentences pair, a table's 'group' column); 'none': single items.")] = None,
     device: Device = "auto", dtype: Dtype = "float32",
     out: Annotated[Path | None, typer.Option(help="Write the result as JSON.")] = None,
 ) -> None:
@@ -129,7 +133,7 @@ def exchangeability_cmd(
     vision-language model it runs on the VLM's own language model over the items' text (docs/contamination.md)."""
     from pydantic import ValidationError
 
-    from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.benchmarks import load_benchmark, units_of
     from fmgauge.contamination.detect import load_scorer
     from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
     from fmgauge.core.config import validation_message
@@ -145,14 +149,21 @@ def exchangeability_cmd(
     if out is not None:
         check_output_file(out, option="--out")
     bench = load_benchmark(_bench_name(benchmark, text_column, no_header), split)
+    unit_col, units = units_of(bench, group_by)
+    if unit_col is None and bench.unit_column is not None:
+        console.print(f"[yellow]--group-by none: {bench.name} groups its items by {bench.unit_column!r}, so its "
+                      "canonical order carries structure any LM can use; permuting single items, the test may "
+                      "fire without exposure.[/]")
     tm = load_scorer(model, device=_validate_device(device, dtype), dtype=dtype)
     if vlm_family(model) is not None:
         tm = tm.text_model()
         console.print(f"{model} is a vision-language model: exchangeability scores the item texts with its own "
                       "language model (text only; the image set is the same in every order).")
-    res = exchangeability_test(tm, bench.texts, cfg)
+    res = exchangeability_test(tm, bench.texts, cfg, units=units, unit_name=unit_col)
     console.print(f"{model} on {bench.name}/{split}: {res.n_examples} examples in {len(res.shard_sizes)} shards, "
-                  f"{permutations} permutations each: t = {res.t:.3f}, p = {res.p:.4g} (one-sided, df = "
+                  f"{permutations} permutations each of the {res.units}"
+                  + (f" ({res.n_blocks} blocks)" if units is not None else "") + f": t = {res.t:.3f}, p = "
+                  f"{res.p:.4g} (permutation-calibrated; Student-t p_t = {res.p_t:.4g}, df = "
                   f"{len(res.shard_sizes) - 1}); {res.sequences_scored} sequences scored in {res.seconds:.0f} s")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +192,7 @@ def topk_cmd(
     ov = topk_overlap(names, _bench_name(benchmark, text_column, no_header), split=split, max_items=max_items,
                       top=top, detector=detector, k=k, image_root=image_root, blank_images=blank_images,
                       device=_validate_device(device, dtype), dtype=dtype)
-    from fmgauge.contamination.audit import label
+    from fmgauge.contamination.audit_result import label
 
     df = pd.DataFrame([o.to_dict() for o in ov]).assign(model_a=lambda d: d.model_a.map(label),
                                                          model_b=lambda d: d.model_b.map(label))
@@ -201,16 +212,20 @@ def audit_cmd(
     cohort_image_root: Annotated[Path | None, typer.Option(help="Override the config's cohort_image_root.")] = None,
     blank_images: Annotated[bool | None, typer.Option(
         "--blank-images/--no-blank-images", help="Override the config's blank_images (VLMs).")] = None,
+    group_by: Annotated[str | None, typer.Option(
+        help="Override the config's group_by: the column of items that belong together (relabelled / permuted "
+             "whole); 'none' = independent items.")] = None,
 ) -> None:
     """All detectors, with a known-non-member cohort, a baseline model and multiple-testing correction.
 
     --text-column / --no-header apply to the config's benchmark; a table cohort takes the same options in its
     name (``cohort: csv:items.csv?text_column=body&header=none``)."""
-    from fmgauge.contamination.audit import AuditConfig, label, run_audit
+    from fmgauge.contamination.audit import AuditConfig, run_audit
+    from fmgauge.contamination.audit_result import label
     from fmgauge.core.config import load_config
 
     cfg = load_config(AuditConfig, config, {
-        "device": device, "dtype": dtype, "max_items": max_items, "blank_images": blank_images,
+        "device": device, "dtype": dtype, "max_items": max_items, "blank_images": blank_images, "group_by": group_by,
         "image_root": None if image_root is None else str(image_root),
         "cohort_image_root": None if cohort_image_root is None else str(cohort_image_root)})
     cfg = cfg.model_copy(update={"benchmark": _bench_name(cfg.benchmark, text_column, no_header)})
@@ -235,14 +250,18 @@ def plant_cmd(
         help="Benchmark column whose equal values stay in one group (e.g. a pair id): member and clean groups are "
              "dealt out whole sets, never splitting one.")] = None,
     method: Annotated[str | None, typer.Option(
-        help="lora (adapters r=16, merged) | full (every weight) | last-layers. Default lora.")] = None,
+        help="full (every weight; default) | lora (adapters r=16, merged) | last-layers.")] = None,
     lr: Annotated[float | None, typer.Option(
         help="AdamW learning rate (default per method: lora 1e-3, full 3e-5, last-layers 1e-3).")] = None,
+    doc_items: Annotated[int | None, typer.Option(
+        help="Items per training document (default 1: each item its own sequence, as it is scored).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Documents per optimiser step.")] = None,
     device: Annotated[str | None, typer.Option(help="auto|cpu|cuda|mps.")] = None,
     out: Annotated[Path, typer.Option(help="Output directory (checkpoint + plant.json + groups/).")] = Path(
         "runs/planted"),
     power: Annotated[bool, typer.Option(help="Then measure each detector's power (power.json).")] = True,
-    permutations: Annotated[int, typer.Option(help="Permutations per shard in the power run.")] = 20,
+    permutations: Annotated[int, typer.Option(help="Permutations per shard in the power run's exchangeability "
+                                                   "test (0 skips it).")] = 20,
 ) -> None:
     """Positive control: fine-tune on a benchmark split at duplication counts, keep clean splits, measure power."""
     import pandas as pd
@@ -253,7 +272,8 @@ def plant_cmd(
     dups = None if duplications is None else [int(float(v)) for v in _csv_floats(duplications, "--duplications")]
     cfg = load_config(PlantConfig, config, {"model": model, "benchmark": benchmark, "split": split,
                                             "items_per_group": items_per_group, "duplications": dups,
-                                            "method": method, "lr": lr, "device": device, "group_by": group_by})
+                                            "method": method, "lr": lr, "device": device, "group_by": group_by,
+                                            "doc_items": doc_items, "batch_size": batch_size})
     cfg = cfg.model_copy(update={"benchmark": _bench_name(cfg.benchmark, text_column, no_header)})
     _validate_device(cfg.device, config=True)
     with run_lock(check_output_dir(out, option="--out")):
@@ -263,9 +283,10 @@ def plant_cmd(
         with run_lock(out):
             summary = plant_power(out, exchangeability_permutations=permutations, device=cfg.device)
         t = pd.DataFrame(summary["table"])
-        cols = [c for c in ("model", "group", "duplication", "detector", "auroc", "lo", "hi", "enrichment_p", "p")
-                if c in t]
-        console.print(_table(t[cols], "detector power (AUROC members vs clean; exchangeability p)"))
+        cols = [c for c in ("model", "group", "duplication", "detector", "auroc", "lo", "hi", "enrichment",
+                            "enrichment_p", "p") if c in t]
+        console.print(_table(t[cols], "detector power (AUROC members vs clean; rows 'planted − base': the planted "
+                                      "model's AUROC / enrichment minus the base model's, paired 95% interval)"))
         console.print(f"wrote {out / 'power.json'}")
 
 
