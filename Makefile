@@ -12,9 +12,9 @@ demo: setup  ## the main job: weak-label studies, real text labelers then Pneumo
 	$(VENV)/bin/fmgauge weak-labels calibrate --config configs/weaklabels/demo-text.yaml \
 		--config configs/weaklabels/demo.yaml --out runs/demo
 
-test: setup  ## lint + the fast test suite
+test: setup  ## lint + the fast test suite (2 workers, one test file per worker at a time: module fixtures built once)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: setup  ## slow, honest measurements -> docs/benchmarks.md (never in CI)
 	$(PY) benchmarks/bench_students.py

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_runs import run_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MODEL = "smollm2-135m"
@@ -185,7 +187,7 @@ def power() -> None:
     res = _load("power") or {"machine": _machine()}
     out = Path(os.environ.get("FMGAUGE_CACHE", Path.home() / ".cache" / "fmgauge")) / "contamination-planted-smollm2"
     cfg = PlantConfig(model=MODEL, benchmark="slake-en", split="test", items_per_group=32, duplications=[1, 4, 16],
-                      method="lora", lr=1e-3, batch_size=4, device="cpu")
+                      doc_items=8, method="lora", lr=1e-3, batch_size=4, device="cpu")
     if not (out / "plant.json").exists():
         plant(cfg, out)
     res["plant"] = {k: v for k, v in json.loads((out / "plant.json").read_text()).items() if k != "losses"}
@@ -216,9 +218,9 @@ def power_method(argv: list[str]) -> None:
     res = _load(part) or {"machine": _machine()}
     out = Path(os.environ.get("FMGAUGE_CACHE", Path.home() / ".cache" / "fmgauge")) / f"contamination-{part}"
     cfg = PlantConfig(model=MODEL, benchmark="slake-en", split="test", items_per_group=a.items,
-                      duplications=[1, 4, 16], method=a.method, lr=a.lr, batch_size=4, device="cpu")
+                      duplications=[1, 4, 16], doc_items=8, method=a.method, lr=a.lr, batch_size=4, device="cpu")
     if not (out / "plant.json").exists():
-        plant(cfg, out, progress=False)
+        plant(cfg, out)
     man = json.loads((out / "plant.json").read_text())
     res["plant"] = {k: v for k, v in man.items() if k != "losses"}
     res["loss_first_last"] = [float(np.mean(man["losses"][:5])), float(np.mean(man["losses"][-5:]))]
@@ -238,13 +240,288 @@ def power_method(argv: list[str]) -> None:
     print(part, json.dumps(summary["table"], indent=1), flush=True)
 
 
+RUNS = ROOT / "runs" / "bench" / "contamination"  # planted checkpoints (git-ignored)
+MRPC = {"benchmark": "glue-mrpc-sentences", "split": "train", "group_by": "pair", "duplications": [1, 4, 16]}
+
+
+def power_mrpc(argv: list[str]) -> None:
+    """Plant GLUE MRPC sentences (a paraphrase corpus; the two sentences of a pair are one unit, ``--group-by
+    pair``; ``--benchmark`` another corpus to compare texts) into smollm2-135m with one schedule, then every detector's power for the planted and the base model
+    and their paired difference (``plant_power``). A checkpoint already under ``runs/bench/contamination/<name>``
+    with the same plant config is reused."""
+    import argparse
+
+    from fmgauge.contamination.plant import PlantConfig, plant, plant_power
+
+    ap = argparse.ArgumentParser(prog="bench_contamination.py power-mrpc")
+    ap.add_argument("--name", required=True, help="Run name (checkpoint folder and results file).")
+    ap.add_argument("--method", choices=["lora", "full"], required=True)
+    ap.add_argument("--doc-items", type=int, required=True, help="Items per training document.")
+    ap.add_argument("--items", type=int, default=64, help="Items per group.")
+    ap.add_argument("--lr", type=float, default=None, help="Learning rate (default: the method's).")
+    ap.add_argument("--batch", type=int, default=4, help="Documents per optimiser step.")
+    ap.add_argument("--permutations", type=int, default=0, help="Exchangeability permutations (0: skip).")
+    ap.add_argument("--dups", default="1,4,16", help="Duplication counts, comma-separated.")
+    ap.add_argument("--benchmark", default=MRPC["benchmark"], help="Another corpus to compare texts.")
+    ap.add_argument("--split", default=MRPC["split"])
+    ap.add_argument("--group-by", default=MRPC["group_by"], help="Unit column, or 'none'.")
+    a = ap.parse_args(argv)
+    part = f"power_mrpc_{a.name}"
+    res = _load(part) or {"machine": _machine()}
+    out = RUNS / a.name
+    cfg = PlantConfig(model=MODEL, items_per_group=a.items, method=a.method, lr=a.lr, doc_items=a.doc_items,
+                      batch_size=a.batch, device="cpu",
+                      benchmark=a.benchmark, split=a.split,
+                      group_by=None if a.group_by == "none" else a.group_by,
+                      duplications=[int(d) for d in a.dups.split(",")])
+    if (out / "plant.json").exists():
+        have = json.loads((out / "plant.json").read_text())["config"]
+        keys = ("benchmark", "split", "group_by", "duplications", "items_per_group", "method", "lr", "doc_items",
+                "batch_size", "seed")
+        if any(have[k] != cfg.model_dump()[k] for k in keys):
+            raise SystemExit(f"{out} holds a plant with another config; pick another --name.")
+    else:
+        plant(cfg, out)
+    man = json.loads((out / "plant.json").read_text())
+    res["plant"] = {k: v for k, v in man.items() if k != "losses"}
+    res["loss_first_last"] = [float(np.mean(man["losses"][:5])), float(np.mean(man["losses"][-5:]))]
+    res["command"] = f"benchmarks/bench_contamination.py power-mrpc {' '.join(argv)}"
+    _save(part, res)
+    t0, c0 = time.perf_counter(), time.process_time()
+    summary = plant_power(out, exchangeability_permutations=a.permutations, device="cpu", roles=("planted", "base"))
+    res["power_seconds"] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+    res["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+    res["power"] = summary
+    res["draws"] = _draw_spread(out, man)
+    _save(part, res)
+    print(part, "saved", flush=True)
+
+
+def _draw_spread(out: Path, man: dict, reps: int = 400) -> dict:
+    """How much the group draw alone moves an AUROC: the never-trained items (clean + cohort groups: pairs) split
+    at random into two disjoint groups of n pairs, Min-K%++ AUROC of one vs the other under the base model (raw)
+    and planted − base (paired), sd over ``reps`` splits, for each n. Token statistics come from the cache."""
+    from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.mink import detectors, item_scores, member_scores
+    from fmgauge.contamination.power import mann_whitney_auc
+    from fmgauge.contamination.scoring import token_stats
+    from fmgauge.core.text_models import load_text_model
+
+    det = detectors(0.2)["minkpp"]
+    benches = [load_benchmark(man["groups"][g]["benchmark"], "all") for g in ("clean", "cohort")]
+    texts = [t for b in benches for t in b.texts]
+    units = [f"{i}/{u}" for i, b in enumerate(benches) for u in b.column("group")]
+    sc = {}
+    for role, src in (("planted", str(out)), ("base", man["base_model"])):
+        tm = load_text_model(src, device="cpu")
+        sc[role] = np.concatenate([member_scores(item_scores(token_stats(tm, b.texts, progress=False), b.texts, b.ids,
+                                                             ks=(0.2,)), det) for b in benches])
+        del tm
+    pairs: dict[str, list[int]] = {}
+    for i, u in enumerate(units):
+        pairs.setdefault(u, []).append(i)
+    plist = list(pairs.values())
+    rng = np.random.default_rng(0)
+    out_rows = {}
+    for n in sorted({n for n in (8, 16, len(plist) // 2) if 2 * n <= len(plist)}):
+        raw, paired = [], []
+        for _ in range(reps):
+            perm = rng.permutation(len(plist))
+            a = np.concatenate([plist[j] for j in perm[:n]])
+            b = np.concatenate([plist[j] for j in perm[n: 2 * n]])
+            ab = mann_whitney_auc(sc["base"][a], sc["base"][b])
+            ap = mann_whitney_auc(sc["planted"][a], sc["planted"][b])
+            raw.append(ab)
+            paired.append(ap - ab)
+        out_rows[str(2 * n)] = {"items_per_group": 2 * n, "pairs_per_group": n, "sd_base_auroc": float(np.std(raw)),
+                                "sd_delta_auroc": float(np.std(paired))}
+    return {"detector": "minkpp", "reps": reps, "texts": len(texts), "rows": list(out_rows.values())}
+
+
+def packing_analysis(argv: list[str]) -> None:
+    """Where in an item the planted model's gain sits: per planted run (``--names``), per group, the mean gain in
+    log p (planted − base) of each item's first 3 scored tokens and of the rest, and the share of the Min-K%++
+    (k = 0.2) lowest tokens that fall on the first 3. Items trained inside multi-item documents were learnt after
+    other items; scored alone, their first tokens have no such context."""
+    import argparse
+
+    from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.mink import normalised_token_scores
+    from fmgauge.contamination.scoring import token_stats
+    from fmgauge.core.text_models import load_text_model
+
+    ap = argparse.ArgumentParser(prog="bench_contamination.py packing-analysis")
+    ap.add_argument("--names", required=True, help="Comma-separated runs under runs/bench/contamination/.")
+    a = ap.parse_args(argv)
+    res = _load("packing_analysis") or {"machine": _machine(), "runs": {}}
+    for name in a.names.split(","):
+        out = RUNS / name
+        man = json.loads((out / "plant.json").read_text())
+        groups = {g: load_benchmark(man["groups"][g]["benchmark"], "all") for g in ("dup4", "dup16", "clean")
+                  if g in man["groups"]}
+        stats = {}
+        for role, src in (("planted", str(out)), ("base", man["base_model"])):
+            tm = load_text_model(src, device="cpu")
+            stats[role] = {g: token_stats(tm, b.texts) for g, b in groups.items()}
+            del tm
+        for g in groups:
+            first, rest, low_first = [], [], []
+            for i in range(len(groups[g])):
+                lp_p, mu, sd = stats["planted"][g].item(i)
+                lp_b = stats["base"][g].item(i)[0]
+                d = lp_p - lp_b
+                first.append(d[:3].mean())
+                rest.append(d[3:].mean() if len(d) > 3 else np.nan)
+                z = normalised_token_scores(lp_p, mu, sd)
+                n_low = max(1, int(0.2 * len(z)))
+                low_first.append(float(np.mean(np.argsort(z)[:n_low] < 3)))
+            res["runs"][f"{name}/{g}"] = {"run": name, "doc_items": man["config"]["doc_items"], "group": g,
+                                          "gain_first3_nats": float(np.mean(first)),
+                                          "gain_rest_nats": float(np.nanmean(rest)),
+                                          "minkpp_low_tokens_on_first3": float(np.mean(low_first))}
+            print(res["runs"][f"{name}/{g}"], flush=True)
+        _save("packing_analysis", res)
+
+
+def audit_mrpc(argv: list[str]) -> None:
+    """Audit a planted MRPC run (``--name``) and its never-exposed base model side by side: benchmark = a planted
+    group (dup16, dup4), cohort = the cohort group, external baseline gemma3-270m, Holm over
+    detector × model. Exchangeability is left to the power and structure parts (its cost here: three models)."""
+    import argparse
+
+    from fmgauge.contamination.audit import AuditConfig, run_audit
+
+    ap = argparse.ArgumentParser(prog="bench_contamination.py audit-mrpc")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--baseline", default="gemma3-270m")
+    a = ap.parse_args(argv)
+    part = f"audit_mrpc_{a.name}"
+    res = _load(part) or {"machine": _machine(), "verdicts": {}}
+    out = RUNS / a.name
+    man = json.loads((out / "plant.json").read_text())
+    for g in ("dup16", "dup4"):
+        if g in res["verdicts"]:
+            continue
+        cfg = AuditConfig(name=f"audit-{a.name}-{g}", models=[str(out), man["base_model"]], baseline=a.baseline,
+                          benchmark=man["groups"][g]["benchmark"], split="all",
+                          cohort=man["groups"]["cohort"]["benchmark"], cohort_split="all",
+                          detectors=["loss", "zlib", "mink", "minkpp", "topk"], device="cpu")
+        r = run_audit(cfg, RUNS / f"audit-{a.name}" / g)
+        v = r.verdicts()
+        v["model"] = ["planted" if m == str(out) else "base (never exposed)" for m in v.model]
+        res["verdicts"][g] = v.to_dict("records")
+        res["units"] = r.meta["units"]
+        res["command"] = f"benchmarks/bench_contamination.py audit-mrpc {' '.join(argv)}"
+        _save(part, res)
+        print(g, v, flush=True)
+
+
+def audit_never_exposed() -> None:
+    """The issue-24 false positive, re-run: audit the un-fine-tuned smollm2-135m on groups of MRPC sentences dealt as
+    ``plant`` deals them (64 items, pairs kept whole; nothing is trained), benchmark = the dup4 or dup16 group,
+    cohort = the cohort group, external baseline gemma3-270m, the four per-item detectors, Holm. The groups are
+    exchangeable draws of one corpus, so every verdict should be ``no signal``."""
+    from fmgauge.contamination.audit import AuditConfig, run_audit
+    from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.plant import PlantConfig, make_groups, unique_texts
+
+    res = _load("audit_never_exposed") or {"machine": _machine(), "verdicts": {}}
+    cfg = PlantConfig(model=MODEL, items_per_group=64, **MRPC)
+    bench = unique_texts(load_benchmark(cfg.benchmark, cfg.split))
+    keys = bench.column("pair")
+    groups = make_groups(len(bench), cfg, keys)
+    root = RUNS / "never-exposed-mrpc64"
+    (root / "groups").mkdir(parents=True, exist_ok=True)
+    for g, idx in groups.items():
+        (root / "groups" / f"{g}.jsonl").write_text("".join(
+            json.dumps({"id": bench.ids[i], "text": bench.texts[i], "group": keys[i]}) + "\n" for i in idx))
+    for g in ("dup16", "dup4"):
+        if g in res["verdicts"]:
+            continue
+        a = AuditConfig(name=f"never-exposed-{g}", models=[MODEL], baseline="gemma3-270m",
+                        benchmark=f"jsonl:{root / 'groups' / g}.jsonl", split="all",
+                        cohort=f"jsonl:{root / 'groups' / 'cohort'}.jsonl", cohort_split="all",
+                        detectors=["loss", "zlib", "mink", "minkpp"], device="cpu")
+        r = run_audit(a, root / f"audit-{g}")
+        res["verdicts"][g] = r.verdicts().to_dict("records")
+        res["units"] = r.meta["units"]
+        _save("audit_never_exposed", res)
+        print(g, r.verdicts(), flush=True)
+    if "draws" not in res:
+        res["draws"] = _base_draw_spread([root / "groups" / f"{g}.jsonl" for g in ("dup16", "dup4", "cohort")])
+        _save("audit_never_exposed", res)
+
+
+def _base_draw_spread(files: list[Path], reps: int = 400) -> dict:
+    """sd of the base model's Min-K%++ AUROC between two disjoint random groups of n pairs drawn from the pairs of
+    ``files`` (never-trained MRPC sentences), for several n: what the group draw alone does to a raw AUROC."""
+    from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.mink import detectors, item_scores, member_scores
+    from fmgauge.contamination.power import mann_whitney_auc
+    from fmgauge.contamination.scoring import token_stats
+    from fmgauge.core.text_models import load_text_model
+
+    det = detectors(0.2)["minkpp"]
+    benches = [load_benchmark(f"jsonl:{f}", "all") for f in files]
+    tm = load_text_model(MODEL, device="cpu")
+    sc = np.concatenate([member_scores(item_scores(token_stats(tm, b.texts, progress=False), b.texts, b.ids,
+                                                   ks=(0.2,)), det) for b in benches])
+    pairs: dict[str, list[int]] = {}
+    for i, u in enumerate(u for b in benches for u in b.column("group")):
+        pairs.setdefault(u, []).append(i)
+    plist = list(pairs.values())
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in (8, 16, 32, len(plist) // 2):
+        aucs = []
+        for _ in range(reps):
+            perm = rng.permutation(len(plist))
+            a = np.concatenate([plist[j] for j in perm[:n]])
+            b = np.concatenate([plist[j] for j in perm[n: 2 * n]])
+            aucs.append(mann_whitney_auc(sc[a], sc[b]))
+        rows.append({"pairs_per_group": n, "items_per_group": sum(len(plist[j]) for j in perm[:n]),
+                     "sd_base_auroc": float(np.std(aucs)), "q025": float(np.quantile(aucs, 0.025)),
+                     "q975": float(np.quantile(aucs, 0.975))})
+    return {"detector": "minkpp", "reps": reps, "pairs": len(plist), "rows": rows}
+
+
+def exchangeability_structure() -> None:
+    """The un-fine-tuned smollm2-135m on one MRPC-sentences group (64 sentences = 32 pairs, each pair adjacent, as
+    plant --group-by pair writes it): the exchangeability test permuting single items vs whole pairs."""
+    from fmgauge.contamination.benchmarks import load_benchmark
+    from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
+    from fmgauge.contamination.plant import PlantConfig, make_groups, unique_texts
+    from fmgauge.core.text_models import load_text_model
+
+    res = _load("exchangeability_structure") or {"machine": _machine(), "runs": {}}
+    cfg = PlantConfig(model=MODEL, items_per_group=64, **MRPC)
+    bench = unique_texts(load_benchmark(cfg.benchmark, cfg.split))
+    keys = bench.column("pair")
+    groups = make_groups(len(bench), cfg, keys)
+    tm = load_text_model(MODEL, device="cpu")
+    for g in ("clean",):
+        idx = groups[g]
+        texts, units = [bench.texts[i] for i in idx], [keys[i] for i in idx]
+        for mode in ("items", "pairs"):
+            key = f"{g}/{mode}"
+            if key in res["runs"]:
+                continue
+            ex = exchangeability_test(tm, texts, ExchangeabilityConfig(shards=8, permutations=10, max_examples=len(texts)),
+                                      units=units if mode == "pairs" else None, unit_name="pair")
+            res["runs"][key] = {"group": g, "permuted": ex.units, "items": len(texts), "shards": len(ex.shard_sizes),
+                                "permutations": 10, "t": ex.t, "p": ex.p, "p_t": ex.p_t,
+                                "mean_diff_nats": float(ex.diffs.mean()), "seconds": ex.seconds}
+            print(key, res["runs"][key], flush=True)
+            _save("exchangeability_structure", res)
+
+
 def audit() -> None:
     """Audit the planted smollm2 (from the power part) on its dup16 group: cohort = the cohort group, baseline = the
     base smollm2-135m (which never saw the planted fine-tuning). Token statistics and shards come from the cache."""
     from fmgauge.contamination.audit import AuditConfig, run_audit
 
     planted = Path(os.environ.get("FMGAUGE_CACHE", Path.home() / ".cache" / "fmgauge")) / "contamination-planted-smollm2"
-    out = RESULTS / "contamination_audit_planted"
+    out = run_dir("contamination_audit_planted")  # git-ignored; the verdicts go to contamination_audit.json
     rows = {}
     for group in ("dup16", "clean"):
         cfg = AuditConfig(name=f"audit-planted-{group}", models=[str(planted)], baseline=MODEL,
@@ -387,6 +664,233 @@ def _power_methods_prose(runs: dict) -> list[str]:
     return out + [""]
 
 
+def _date(files) -> str:  # noqa: ANN001
+    """The UTC date of the newest of ``files`` (when the results were written)."""
+    import datetime as dt
+
+    t = max(f.stat().st_mtime for f in files)
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def _power_mrpc_md(py: str) -> list[str]:
+    """The paraphrase-corpus power table (planted, base, planted − base) from ``contamination_power_mrpc_*.json``."""
+    runs = {f.stem.removeprefix("contamination_power_mrpc_"): json.loads(f.read_text())
+            for f in sorted(RESULTS.glob("contamination_power_mrpc_*.json"))}
+    runs = {k: v for k, v in runs.items() if "power" in v}
+    if not runs:
+        return []
+    lines = ["## Power on a paraphrase corpus, relative to the base model", "",
+             "_The sections above were measured before issue 24: their tail-enrichment p-values are the old "
+             "binomial test (the cohort's quantile taken as exact; 17–19 % false positives at 64 vs 64 items) and "
+             "their exchangeability p-values Student-t over single items. Everything below uses the calibrated "
+             "permutation tests and whole units (docs/contamination.md)._", "",
+             "Planted: GLUE MRPC train sentences (`glue-mrpc-sentences`: each sentence an item, the two sentences of "
+             "a pair one unit, `--group-by pair`) — row t8_slake_doc8_b4: SLAKE-En test items, as in the sections "
+             "above — into smollm2-135m, CPU, one torch thread per process on the shared 2-core machine; groups "
+             "dup<d>, clean, cohort, each duplication seen once in one pass (no further epochs). Power (`plant_power`): AUROC of each member group vs the clean group with a 95% "
+             "cluster-bootstrap CI over pairs, for the planted model and the un-fine-tuned base model on the same "
+             "items, and **Δ = planted − base** with the paired bootstrap interval (1,000 resamples of member and "
+             "clean pairs). The goal of issue 24: Min-K%++ AUROC ≥ 0.95 at duplication 16 and ≥ 0.85 at 4, "
+             "relative to the base (here: 0.5 + Δ, the planted AUROC with the draw's own offset removed).", "",
+             f"Measured {_date(RESULTS.glob('contamination_power_mrpc_*.json'))} on the shared 2-core machine (1-minute "
+             f"load average after each power run: {min(r['load_avg_1m_after'] for r in runs.values())}–"
+             f"{max(r['load_avg_1m_after'] for r in runs.values())}).", "",
+             "Commands (the pilot checkpoints were trained by the same `PlantConfig` from a pilot script; the "
+             "command retrains them identically when `runs/bench/contamination/<name>` is absent):", ""]
+    for r in runs.values():
+        lines.append(f"- `{py.format(t=r['machine']['torch_threads'], part=r['command'].split(' ', 1)[1])}`")
+    lines.append("")
+    for name, r in runs.items():
+        p, c = r["plant"], r["plant"]["config"]
+        lines.append(f"- **{name}**: method {c['method']}, lr {c['lr']:g}, {c['doc_items']} item(s) per document, "
+                     f"batch {c['batch_size']} documents, {c['items_per_group']} items per group: {p['steps']} "
+                     f"optimiser steps, {p['documents']} documents, training {p['seconds'] / 60:.0f} min wall, mean "
+                     f"step loss {r['loss_first_last'][0]:.2f} (first 5) -> {r['loss_first_last'][1]:.2f} (last 5); "
+                     f"power {r['power_seconds']['wall'] / 60:.0f} min wall, load average after "
+                     f"{r['load_avg_1m_after']}.")
+    rows = []
+    for name, r in runs.items():
+        t = r["power"]["table"]
+
+        def get(model: str, g: str, d: str, t: list = t) -> dict:
+            return next(x for x in t if x["model"] == model and x["group"] == g and x["detector"] == d)
+
+        for g in ("dup1", "dup4", "dup16", "clean"):
+            if not any(x["group"] == g for x in t):
+                continue
+
+            def ci(x: dict, key: str = "auroc", lo: str = "lo", hi: str = "hi") -> str:
+                return f"{x[key]:.2f} [{x[lo]:.2f}, {x[hi]:.2f}]"
+
+            pp, bb, dd = (get(m, g, "minkpp") for m in ("planted", "base", "planted − base"))
+            lp, ld = get("planted", g, "loss"), get("planted − base", g, "loss")
+            rows.append({"run": name, "group": g, "Min-K%++ planted": ci(pp), "Min-K%++ base": ci(bb),
+                         "Min-K%++ Δ": f"{dd['auroc']:+.2f} [{dd['lo']:+.2f}, {dd['hi']:+.2f}]",
+                         "loss planted": ci(lp), "loss Δ": f"{ld['auroc']:+.2f} [{ld['lo']:+.2f}, {ld['hi']:+.2f}]",
+                         "Min-K% Δ": f"{get('planted − base', g, 'mink')['auroc']:+.2f}",
+                         "zlib Δ": f"{get('planted − base', g, 'zlib')['auroc']:+.2f}",
+                         "enrichment p Min-K%++ planted / base": f"{_fmt(pp['enrichment_p'])} / {_fmt(bb['enrichment_p'])}"})
+    lines += ["", *_md_table(rows, list(rows[0])), ""]
+    for name, r in runs.items():
+        t = r["power"]["table"]
+        if not {"dup4", "dup16"} <= {x["group"] for x in t}:
+            continue
+        d = {g: next(x for x in t if x["model"] == "planted − base" and x["group"] == g and x["detector"] == "minkpp")
+             for g in ("dup4", "dup16")}
+        raw = [x["hi"] - x["lo"] for x in t if x["model"] == "base" and x["detector"] != "exchangeability"]
+        paired = [x["hi"] - x["lo"] for x in t if x["model"] == "planted − base" and x["group"] == "clean"]
+        ok16, ok4 = 0.5 + d["dup16"]["auroc"] >= 0.95, 0.5 + d["dup4"]["auroc"] >= 0.85
+        lines.append(f"{name}: Min-K%++ relative to the base (0.5 + Δ) {0.5 + d['dup16']['auroc']:.2f} at "
+                     f"duplication 16 ({'meets' if ok16 else 'misses'} 0.95) and {0.5 + d['dup4']['auroc']:.2f} at 4 "
+                     f"({'meets' if ok4 else 'misses'} 0.85). The base model's own AUROC intervals are up to "
+                     f"{max(raw):.2f} wide (the draw); the paired interval of Δ on the clean-vs-cohort rows (no "
+                     f"training effect on either side) is up to {max(paired):.2f} wide.")
+        lines.append("")
+    for f in sorted(RESULTS.glob("contamination_audit_mrpc_*.json")):
+        au = json.loads(f.read_text())
+        lines += [f"### Audit: the planted model and its never-exposed base ({f.stem.removeprefix('contamination_audit_mrpc_')})", "",
+                  f"Command: `{py.format(t=au['machine']['torch_threads'], part=au['command'].split(' ', 1)[1])}`  ",
+                  "`run_audit` with both models audited (top-K overlap needs two), external baseline gemma3-270m, "
+                  "benchmark = one group, cohort = the cohort group (64 never-trained sentences), units = the pairs "
+                  f"({au.get('units')}), Holm over the 10 tests, α = 0.05.", ""]
+        for g, rows in au["verdicts"].items():
+            lines += [f"Benchmark = {g} group:", ""]
+            lines += _md_table(rows, ["model", "detector", "statistic", "p", "p_adjusted", "baseline_p", "verdict"])
+            lines.append("")
+        base = [r["verdict"] for rows in au["verdicts"].values() for r in rows if r["model"].startswith("base")]
+        lines += [f"Never-exposed base model: {sum(v == 'signal' for v in base)} of {len(base)} verdicts `signal`.", ""]
+    ne = _load("audit_never_exposed")
+    if ne.get("verdicts"):
+        lines += ["### A never-exposed model on planted-style groups: no signal", "",
+                  f"Command: `{py.format(t=ne['machine']['torch_threads'], part='audit-never-exposed')}`  ",
+                  "The un-fine-tuned smollm2-135m audited on MRPC-sentence groups dealt as `plant --group-by pair` "
+                  "deals them (64 items each; nothing trained): benchmark = the dup16 or dup4 group, cohort = the "
+                  "cohort group, external baseline gemma3-270m, loss / zlib / Min-K% / Min-K%++, Holm, α = 0.05, "
+                  f"units {ne.get('units')}. Issue 24 saw `signal` on Min-K%++ here (raw p 0.0044 from the old "
+                  "binomial test, on its medical question pairs).", ""]
+        for g, rows in ne["verdicts"].items():
+            lines += [f"Benchmark = {g} group:", ""]
+            lines += _md_table(rows, ["detector", "statistic", "p", "p_adjusted", "baseline_p", "verdict"])
+            lines.append("")
+        allv = [r["verdict"] for rows in ne["verdicts"].values() for r in rows]
+        lines += [f"{sum(v == 'signal' for v in allv)} of {len(allv)} verdicts `signal`.", ""]
+        if ne.get("draws"):
+            d = ne["draws"]
+            lines += ["How far the group draw alone moves a raw AUROC, from the same never-trained sentences (the "
+                      f"base model's Min-K%++ scores of the dup16, dup4 and cohort groups: {d['pairs']} pairs): two "
+                      f"disjoint random groups of n pairs, {d['reps']} times; sd and the central 95 % of the AUROC of "
+                      "one against the other (0.5 in expectation).", ""]
+            lines += _md_table(d["rows"], ["pairs_per_group", "items_per_group", "sd_base_auroc", "q025", "q975"])
+            lines.append("")
+    pa = _load("packing_analysis")
+    if pa.get("runs"):
+        lines += ["### Where the gain sits: the first tokens of an item", "",
+                  f"Command: `{py.format(t=pa['machine']['torch_threads'], part='packing-analysis --names ' + ','.join(dict.fromkeys(r['run'] for r in pa['runs'].values())))}`  ",
+                  "Per planted run and group: mean gain in log p (planted − base, nats per token) on each item's "
+                  "first 3 scored tokens and on the rest, scored alone as the detectors score them, and the share "
+                  "of the Min-K%++ (k = 0.2) lowest tokens that are among the first 3.", ""]
+        lines += _md_table(list(pa["runs"].values()), ["run", "doc_items", "group", "gain_first3_nats",
+                                                       "gain_rest_nats", "minkpp_low_tokens_on_first3"])
+        lines.append("")
+    lines += _what_made_the_difference(runs)
+    draws = {n: r["draws"] for n, r in runs.items()
+             if r.get("draws") and r["plant"]["config"]["benchmark"] == MRPC["benchmark"]}
+    if draws:
+        lines += ["### How large a group: the draw's own spread", "",
+                  "The never-trained items of a run (its clean and cohort groups) split at "
+                  "random into two disjoint groups of n pairs, 400 times: the standard deviation of the Min-K%++ "
+                  "AUROC of one group against the other under the base model (what a raw AUROC carries from the draw "
+                  "alone) and of planted − base on the same split (what the paired difference carries). Both models "
+                  "saw none of these items, so every AUROC is 0.5 in expectation.", ""]
+        lines += _md_table([{"run": n, **row} for n, d in draws.items() for row in d["rows"]],
+                           ["run", "items_per_group", "pairs_per_group", "sd_base_auroc", "sd_delta_auroc"])
+        lines.append("")
+    ex = _load("exchangeability_structure")
+    if ex.get("runs"):
+        lines += ["### Exchangeability under structure: single items vs whole pairs", "",
+                  f"Command: `{py.format(t=ex['machine']['torch_threads'], part='exchangeability-structure')}`  ",
+                  "The un-fine-tuned smollm2-135m (never trained on these items) on the MRPC-sentences clean group "
+                  "(64 sentences = 32 pairs, each pair's two sentences adjacent, as `plant --group-by pair` writes "
+                  "them): the test permuting single items, as before issue 24, and whole pairs.", ""]
+        lines += _md_table(list(ex["runs"].values()), ["group", "permuted", "items", "shards", "permutations",
+                                                       "mean_diff_nats", "t", "p", "p_t"])
+        lines.append("")
+    return lines
+
+
+def _what_made_the_difference(runs: dict) -> list[str]:
+    """Prose over the decomposition runs (16 items, duplication 16): packing at equal optimiser steps, then the
+    number of steps at equal tokens; every number read from the results."""
+    def dup16(name: str, det: str, model: str = "planted − base") -> float | None:
+        t = runs.get(name, {}).get("power", {}).get("table", [])
+        x = [r for r in t if r["model"] == model and r["group"] == "dup16" and r["detector"] == det]
+        return x[0]["auroc"] if x else None
+
+    names = ("s8_doc8_b4", "s1_doc1_b32", "s1_doc1_b4")
+    if not all(dup16(n, "minkpp") is not None for n in names):
+        return []
+    st = {n: runs[n]["plant"]["steps"] for n in names}
+    f = {n: (dup16(n, "minkpp", "planted"), dup16(n, "minkpp"), dup16(n, "loss", "planted"), dup16(n, "loss"),
+             dup16(n, "minkpp", "base")) for n in names}
+
+    def say(n: str) -> str:
+        return (f"Min-K%++ {f[n][0]:.2f} (base {f[n][4]:.2f}, Δ {f[n][1]:+.2f}), loss {f[n][2]:.2f} "
+                f"(Δ {f[n][3]:+.2f})")
+
+    out = ["### What made the difference", "",
+           "Three small plants of the same 16 MRPC sentences per group at duplication 16 (full fine-tuning, lr 3e-5, "
+           "16 × 16 = 256 item presentations each, same tokens) separate document packing from the number of "
+           "optimiser steps (rows s8_doc8_b4, s1_doc1_b32, s1_doc1_b4 above; AUROC dup16 vs clean, Δ = planted − "
+           "base; 16 vs 16 items, so each interval is about ±0.2):", "",
+           f"- **packed, as before** (8 items per document, 4 documents per step: {st['s8_doc8_b4']} steps of 32 "
+           f"items): {say('s8_doc8_b4')};",
+           f"- **one item per document, same steps** (32 documents per step: {st['s1_doc1_b32']} steps of 32 items): "
+           f"{say('s1_doc1_b32')} — packing alone;",
+           f"- **one item per document, 8× the steps** (4 per step: {st['s1_doc1_b4']} steps of 4 items): "
+           f"{say('s1_doc1_b4')} — the optimiser steps"
+           + (": no further gain visible at this duplication (the previous row is already at the ceiling)."
+              if abs(f["s1_doc1_b4"][1] - f["s1_doc1_b32"][1]) < 0.05 else ".")]
+    if dup16("t8_slake_doc8_b4", "minkpp") is not None:
+        n = "t8_slake_doc8_b4"
+        f[n] = (dup16(n, "minkpp", "planted"), dup16(n, "minkpp"), dup16(n, "loss", "planted"), dup16(n, "loss"),
+                dup16(n, "minkpp", "base"))
+        out.append(f"- **the texts**: the packed schedule of the first row on 16 SLAKE-En test items per group (row "
+                   f"{n}; short templated question/answer items, SLAKE's image units): {say(n)}. Its raw AUROC is "
+                   f"{'lower' if f[n][0] < f['s8_doc8_b4'][0] else 'not lower'} than on MRPC, its Δ "
+                   f"{'about the same' if abs(f[n][1] - f['s8_doc8_b4'][1]) < 0.1 else 'different'}: the draw put "
+                   f"this SLAKE group at {f[n][4]:.2f} under the base model — the group draw, not the texts, "
+                   "explains most of the raw gap." if abs(f[n][1] - f["s8_doc8_b4"][1]) < 0.1 else
+                   f"- **the texts**: the packed schedule of the first row on 16 SLAKE-En test items per group (row "
+                   f"{n}): {say(n)}.")
+    pa = _load("packing_analysis").get("runs", {})
+    gain = {r["run"]: r for r in pa.values() if r["group"] == "dup16"}
+    if {"s8_doc8_b4", "s1_doc1_b32"} <= set(gain):
+        a, b = gain["s8_doc8_b4"], gain["s1_doc1_b32"]
+        out += ["", "Where the packed model's gain is missing (the table above): scored alone, the first 3 tokens of a "
+                f"dup16 item gain {a['gain_first3_nats']:.2f} nats per token under the packed model against "
+                f"{b['gain_first3_nats']:.2f} under the one-item model at the same steps (the rest of the item: "
+                f"{a['gain_rest_nats']:.2f} vs {b['gain_rest_nats']:.2f}); "
+                f"{100 * a['minkpp_low_tokens_on_first3']:.0f} % of the packed model's Min-K%++ lowest tokens are "
+                "among those first 3."
+                + (" A packed item was learnt after the items before it; scored alone, its opening gains least, "
+                   "and Min-K%++ (k = 0.2) reads the lowest tokens." if a["gain_first3_nats"] < 0.75 * b["gain_first3_nats"]
+                   and a["gain_first3_nats"] < a["gain_rest_nats"] else "")]
+    full = [n for n, r in runs.items() if r["plant"]["config"]["items_per_group"] >= 64
+            and {4, 16} <= set(r["plant"]["config"]["duplications"])]
+    if not full:
+        out += ["", "**Not measured yet: the new default at 64 items per group** with duplications 1, 4 and 16 (the "
+                "issue's goal: Min-K%++ ≥ 0.95 at 16 and ≥ 0.85 at 4, relative to the base). Its fine-tune (336 "
+                "optimiser steps, 1,344 item presentations, 25–30 s per step on this machine's share) was killed by "
+                "the out-of-memory killer at step 230 while other jobs filled the machine's 24 GB (as were two "
+                "packed 64-item runs); a restart ran at ~110 s per step and was stopped at step 7 with its "
+                "checkpoint kept — `plant` now checkpoints every 10 minutes and resumes. To measure it: "
+                "`OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py power-mrpc "
+                "--name p2_full_doc1 --method full --doc-items 1` (continues from "
+                "`runs/bench/contamination/p2_full_doc1/.resume/`), then `... bench_contamination.py markdown`. "
+                "The 16-item runs above show duplication 16 only."]
+    return out + [""]
+
+
 def markdown() -> None:
     """Render docs/bench-parts/contamination.md from the results JSON files (no number typed by hand)."""
     py = "OMP_NUM_THREADS={t} HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_contamination.py {part}"
@@ -487,22 +991,28 @@ def markdown() -> None:
                   "`run_audit` on the planted smollm2 from the power part: benchmark = its dup16 group (planted 16 "
                   "times) or its clean group (never trained), cohort = the cohort group (known non-members), "
                   "baseline = the base smollm2-135m, Holm correction over the 5 tests, α = 0.05. Reports: "
-                  "`benchmarks/results/contamination_audit_planted/<group>/report.html`.", ""]
+                  "`runs/bench/contamination_audit_planted/<group>/report.html` (not tracked).", ""]
         for g, rows in au["verdicts"].items():
             lines += [f"Benchmark = {g} group:", ""]
             lines += _md_table(rows, ["detector", "statistic", "p", "p_adjusted", "baseline_p", "verdict"])
             lines.append("")
     lines += _power_methods_md(py)
+    lines += _power_mrpc_md(py)
     out = ROOT / "docs" / "bench-parts" / "contamination.md"
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["power-method"]:
-        power_method(sys.argv[2:])
+    from fmgauge.core.console import configure_logging
+
+    configure_logging()  # progress lines (step, loss, ETA) reach a log under nohup
+    if sys.argv[1:2] in (["power-method"], ["power-mrpc"], ["packing-analysis"], ["audit-mrpc"]):
+        {"power-method": power_method, "power-mrpc": power_mrpc, "packing-analysis": packing_analysis,
+         "audit-mrpc": audit_mrpc}[sys.argv[1]](sys.argv[2:])
         sys.exit(0)
     parts = sys.argv[1:] or ["throughput", "exchangeability", "power", "audit", "markdown"]
     for part in parts:
         {"throughput": throughput, "exchangeability": exchangeability, "power": power, "audit": audit,
+         "exchangeability-structure": exchangeability_structure, "audit-never-exposed": audit_never_exposed,
          "markdown": markdown}[part]()

@@ -1,4 +1,4 @@
-"""Merge the rendered parts in docs/bench-parts/ into docs/benchmarks.md (sections 3-6, 8, 9), demoting headings.
+"""Merge the rendered parts in docs/bench-parts/ into docs/benchmarks.md (sections 3-6, 8, 9, 12), demoting headings.
 
     .venv/bin/python benchmarks/bench_docs.py
 
@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 PARTS = {3: "text-labelers.md", 4: "contamination.md", 5: "quantization.md", 6: "masking.md", 8: "weaklabels-rules.md",
-         9: "weaklabels-fairness.md"}
+         9: "weaklabels-fairness.md", 12: "weaklabels-decide.md"}
 
 
 def body(part: Path) -> str:

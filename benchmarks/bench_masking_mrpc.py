@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_masking_mrpc.py \
         [--config configs/masking/mrpc-minilm-cpu.yaml] [--workers 2]
 
-Trials are committed to the run directory (--out, default benchmarks/results/masking_mrpc/) as they finish;
-re-running resumes. Writes <out>.json (wall time, machine, table) next to the run's report.html / report.md.
+Trials are committed to the run directory (--out, default runs/bench/masking_mrpc/, git-ignored) as they finish;
+re-running resumes. Writes benchmarks/results/<out name>.json (wall time, machine, table), which the docs cite.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import platform
 import time
 from pathlib import Path
 
+from bench_runs import RESULTS, run_dir
 from fmgauge.core.config import load_config
 from fmgauge.core.runner import BackendConfig
 from fmgauge.masking.experiment import CompareConfig, compare
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "configs/masking/mrpc-minilm-cpu.yaml"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/masking_mrpc"))
+    ap.add_argument("--out", default=str(run_dir("masking_mrpc")))
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -48,7 +49,7 @@ def main() -> None:
                                                   "initialised", "trials_done")},
         "run": res.summary["meta"]["run"],
     }
-    (out.parent / f"{out.name}.json").write_text(json.dumps(record, indent=2))
+    (RESULTS / f"{out.name}.json").write_text(json.dumps(record, indent=2))
     logging.info("done in %.0f s; report %s", wall, out / "report.html")
 
 

@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/bench_masking_render.py
 
-Reads benchmarks/results/masking_overhead.json, the comparison run directories in ``RUNS`` (re-analysed from
-their trial stores, so a partly finished run renders what finished) and the stored attempts kept as evidence.
+Reads benchmarks/results/masking_overhead.json and, for the comparison runs in ``RUNS`` and the attempts kept as
+evidence, their digests (benchmarks/results/digests/<name>.json, see ``bench_runs``): refreshed from the run
+directory runs/bench/<name>/ when it is there (re-analysed from its trial store, so a partly finished run renders
+what finished), read as stored otherwise.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench_runs import digest
 from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.masking.experiment import load_result
@@ -21,6 +24,35 @@ from fmgauge.masking.report import pairs_table, strategy_table, token_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / "benchmarks" / "results"
+METRIC_COLUMNS = ["strategy", "seed", "dev_f1", "dev_acc", "test_f1", "test_acc", "mlm_seconds", "ft_seconds",
+                  "ft_steps", "ft_train_size"]
+
+
+def _digest_comparison(run: Path) -> dict:
+    """What a comparison section reads from its run directory: the analysis, trial sums, the dev curve, wall."""
+    try:
+        res = load_result(run)
+    except FmgaugeError as e:
+        return {"error": str(e)}
+    trials = res.results[res.results.kind == "metrics"]
+    curve = res.results[res.results.kind == "ft_curve"]
+    mean = curve.dropna(subset=["dev_f1"]).groupby("step").dev_f1.mean() if "dev_f1" in curve else pd.Series()
+    return {"summary": res.summary, "wall": list(_wall(run)),
+            "trial_seconds": [float(trials.mlm_seconds.sum()), float(trials.ft_seconds.sum())],
+            "dev_f1_by_step": [[int(k), float(v)] for k, v in mean.items()],
+            "metrics": _metric_rows(trials)}
+
+
+def _digest_attempt(run: Path) -> dict:
+    """What an attempt section reads: its config, majority baseline on dev and the per-trial metrics."""
+    res = load_result(run)
+    return {"config": res.summary["meta"]["config"],
+            "majority_dev": res.summary.get("majority_baseline", {}).get("dev", {}),
+            "metrics": _metric_rows(res.results[res.results.kind == "metrics"])}
+
+
+def _metric_rows(t: pd.DataFrame) -> list[dict]:
+    return t[[c for c in METRIC_COLUMNS if c in t]].to_dict(orient="records")
 
 
 def _wall(run_dir: Path) -> tuple[str, str, float, int, int]:
@@ -86,28 +118,25 @@ RUNS = {  # run directory -> (section title, config, how the run shared the mach
 
 
 def comparison_section(name: str) -> list[str]:
-    run = RES / name
     title, config, shared = RUNS[name]
-    if not (run / "trials.sqlite").exists():
+    d = digest(name, _digest_comparison)
+    if d is None:
         return [f"## {title}", "", "Not run yet.", ""]
-    try:
-        res = load_result(run)
-    except FmgaugeError as e:
-        return [f"## {title}", "", f"No trial finished yet ({e}).", ""]
-    s = res.summary
+    if "error" in d:
+        return [f"## {title}", "", f"No trial finished yet ({d['error']}).", ""]
+    s = d["summary"]
     cfg = s["meta"]["config"]
-    start, end, busy, n, sittings = _wall(run)
+    start, end, busy, n, sittings = d["wall"]
     rec_path = RES / f"{name}.json"
     cmd = (json.loads(rec_path.read_text())["command"] if rec_path.exists() else
            f"OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_masking_mrpc.py --config {config} "
-           f"--out benchmarks/results/{name} --workers 2")
-    trials = res.results[res.results.kind == "metrics"]
-    trial_min = (trials.mlm_seconds.sum() + trials.ft_seconds.sum()) / 60
+           f"--out runs/bench/{name} --workers 2")
+    trial_min = sum(d["trial_seconds"]) / 60
     gap = f"{sittings} sittings, the time between them not counted; " if sittings > 1 else ""
     stopped = " Stopped at the end of a session; rerunning the command resumes it." if n < s["trials_planned"] else ""
     out = [
         f"## {title}", "",
-        f"Command: `{cmd}` (config `{config}`; run directory `benchmarks/results/{name}/`, with report.html / "
+        f"Command: `{cmd}` (config `{config}`; run directory `runs/bench/{name}/`, with report.html / "
         "report.md / summary.json).", "",
         f"**{n} of {s['trials_planned']} trials finished**; first trial started {start}, last finished {end}: "
         f"**{busy / 60:.1f} min wall** with trials running ({gap}{trial_min:.1f} trial-minutes), {shared}{stopped} "
@@ -118,13 +147,12 @@ def comparison_section(name: str) -> list[str]:
         "*Paired differences B − A over the same seeds*", "",
         pairs_table(s).to_markdown(index=False) if s["pairs"] else "(fewer than 2 paired seeds yet)", "",
     ]
-    curve = res.results[res.results.kind == "ft_curve"]
-    mean = curve.dropna(subset=["dev_f1"]).groupby("step").dev_f1.mean() if "dev_f1" in curve else pd.Series()
+    mean = d["dev_f1_by_step"]
     if len(mean):  # full fine-tuning evaluates dev F1 along the way; the probe has no such curve
-        rising = len(mean) > 1 and mean.iloc[-1] > mean.iloc[-2]
+        rising = len(mean) > 1 and mean[-1][1] > mean[-2][1]
         out += ["Dev F1 during fine-tuning, mean over all trials at each evaluation (per-strategy curves with CIs: "
-                f"`benchmarks/results/{name}/figures/dev_f1.png`): "
-                + ", ".join(f"step {int(k)} {v:.3f}" for k, v in mean.items())
+                f"`runs/bench/{name}/figures/dev_f1.png`): "
+                + ", ".join(f"step {int(k)} {v:.3f}" for k, v in mean)
                 + (" — still rising at the last evaluation: fine-tuning had not converged within this budget."
                    if rising else "."), ""]
     tok = s.get("tokens") or {}
@@ -156,16 +184,15 @@ def _protocol(cfg: dict) -> str:
 
 
 def finetune_attempt_section() -> list[str]:
-    run = RES / "masking_mrpc_finetune16"
-    if not (run / "trials.sqlite").exists():
+    d = digest("masking_mrpc_finetune16", _digest_attempt)
+    if d is None:
         return []
-    res = load_result(run)
-    t = res.results[res.results.kind == "metrics"]
-    cfg = res.summary["meta"]["config"]
+    t = pd.DataFrame(d["metrics"])
+    cfg = d["config"]
     rows = pd.DataFrame([{"strategy": r.strategy, "seed": r.seed, "dev F1": f"{r.dev_f1:.4f}",
                           "dev acc": f"{r.dev_acc:.4f}", "test F1": f"{r.test_f1:.4f}", "wall s": f"{r.mlm_seconds + r.ft_seconds:.0f}"}
                          for r in t.itertuples()])
-    base = res.summary.get("majority_baseline", {}).get("dev", {})
+    base = d["majority_dev"]
     at_base = bool(len(t)) and bool((abs(t.dev_f1 - base.get("f1", -1)) < 1e-9).all())
     what = ("every one predicted the majority class (dev F1 {:.4f} = always 'paraphrase')".format(base["f1"])
             if at_base else "see the table")
@@ -176,7 +203,7 @@ def finetune_attempt_section() -> list[str]:
         f"training pairs x {cfg['ft_epochs']} epoch at batch {cfg['ft_batch']} = {int(t.ft_steps.iloc[0])} steps, "
         f"lr {cfg['ft_lr']}) finished {len(t)} trials before it was stopped; {what}, at {wall:.1f} min wall per "
         "trial on the shared CPU. "
-        "Stored in `benchmarks/results/masking_mrpc_finetune16/`.", "",
+        "Stored in `runs/bench/masking_mrpc_finetune16/`.", "",
         rows.to_markdown(index=False), "",
     ]
 
@@ -202,13 +229,12 @@ ATTEMPTS = {  # fine-tuning attempts kept as evidence: run directory -> (title, 
 
 
 def attempt_section(name: str) -> list[str]:
-    run = RES / name
-    if not (run / "trials.sqlite").exists():
+    d = digest(name, _digest_attempt)
+    if d is None:
         return []
-    res = load_result(run)
-    t = res.results[res.results.kind == "metrics"]
-    cfg = res.summary["meta"]["config"]
-    base = res.summary.get("majority_baseline", {}).get("dev", {})
+    t = pd.DataFrame(d["metrics"])
+    cfg = d["config"]
+    base = d["majority_dev"]
     title, change = ATTEMPTS[name]
     rows = pd.DataFrame([{"strategy": r.strategy, "seed": r.seed, "dev F1": f"{r.dev_f1:.4f}",
                           "dev acc": f"{r.dev_acc:.4f}", "test acc": f"{r.test_acc:.4f}",
@@ -218,33 +244,28 @@ def attempt_section(name: str) -> list[str]:
         f"{cfg['mlm_steps']} MLM steps, then all training pairs x {cfg['ft_epochs']} epoch at batch {cfg['ft_batch']} "
         f"= {int(t.ft_steps.iloc[0])} steps, lr {cfg['ft_lr']}; {change}. {len(t)} trial(s) finished before it was "
         f"stopped. Majority class on dev: F1 {base.get('f1', float('nan')):.4f}, accuracy "
-        f"{base.get('acc', float('nan')):.4f}. Stored in `benchmarks/results/{name}/`.", "",
+        f"{base.get('acc', float('nan')):.4f}. Stored in `runs/bench/{name}/`.", "",
         rows.to_markdown(index=False), "",
     ]
 
 
 def probe_c1_section() -> list[str]:
-    run = RES / "masking_mrpc_probe_c1"
-    if not (run / "trials.sqlite").exists():
+    d = digest("masking_mrpc_probe_c1", _digest_attempt)
+    if d is None:
         return []
-    res = load_result(run)
-    t = res.results[res.results.kind == "metrics"]
-    new = RES / "masking_mrpc"
+    t = pd.DataFrame(d["metrics"])
     rows = pd.DataFrame([{"strategy": r.strategy, "seed": r.seed, "dev F1 (C=1)": f"{r.dev_f1:.4f}",
                           "dev acc (C=1)": f"{r.dev_acc:.4f}"} for r in t.itertuples()])
-    if (new / "trials.sqlite").exists():
-        try:
-            cur = load_result(new).results
-            cur = cur[(cur.kind == "metrics")].set_index(["strategy", "seed"])
-            rows["dev acc (CV-chosen C)"] = [f"{cur.loc[(r.strategy, r.seed), 'dev_acc']:.4f}"
-                                             if (r.strategy, r.seed) in cur.index else "–" for r in t.itertuples()]
-        except FmgaugeError:
-            pass
+    new = digest("masking_mrpc", _digest_comparison)
+    if new is not None and "error" not in new:
+        cur = pd.DataFrame(new["metrics"]).set_index(["strategy", "seed"])
+        rows["dev acc (CV-chosen C)"] = [f"{cur.loc[(r.strategy, r.seed), 'dev_acc']:.4f}"
+                                         if (r.strategy, r.seed) in cur.index else "–" for r in t.itertuples()]
     return [
         "## Probe attempt: a fixed C = 1 overfit", "",
         f"The probe protocol with a fixed L2 strength C = 1 (1,536 features, {int(t.ft_train_size.iloc[0])} "
         f"training pairs) finished {len(t)} trials before it was replaced by the CV-chosen C; its dev accuracy "
-        "hovered around the majority-class rate. Stored in `benchmarks/results/masking_mrpc_probe_c1/`.", "",
+        "hovered around the majority-class rate. Stored in `runs/bench/masking_mrpc_probe_c1/`.", "",
         rows.to_markdown(index=False), "",
     ]
 

@@ -12,7 +12,7 @@ typed).
         --n-samples 32 --max-windows 16
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py layer-check
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py export-check \
-        --out benchmarks/results/quantization-peers-w3 --checks rtn:3:64,gptq:3:64
+        --out runs/bench/quantization-peers-w3 --checks rtn:3:64,gptq:3:64
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py doc
 """
 
@@ -22,6 +22,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+from bench_runs import run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -205,7 +207,8 @@ def main() -> None:
     p.add_argument("--context", type=int, default=512)
     p.add_argument("--max-windows", type=int, default=8)
     p.add_argument("--kl-windows", type=int, default=2)
-    p.add_argument("--out", type=Path, default=RESULTS / "quantization-compare")
+    p.add_argument("--out", type=Path, default=run_dir("quantization-compare"),
+                   help="the compare run directory (default runs/bench/quantization-compare/, git-ignored)")
     p.add_argument("--checks", default="rtn:3:64,gptq:3:64", help="export-check: method:bits:group[:sym], …")
     p.add_argument("--formats", default="compressed-tensors,gptq,gguf", help="export-check: formats to write")
     a = p.parse_args()

@@ -1,23 +1,52 @@
-"""Write docs/bench-parts/quantization.md from the benchmark run directories (every number is read, none typed).
+"""Write docs/bench-parts/quantization.md from the benchmark runs (every number is read, none typed).
 
     .venv/bin/python benchmarks/bench_quantization.py doc
+
+A run's numbers come from its digest, benchmarks/results/digests/<run>.json (see ``bench_runs``), refreshed from
+the run directory runs/bench/<run>/ when it is there (its report rebuilt from the trial store) and read as stored
+otherwise; the figures the doc shows are copied to docs/figures/<run>-<figure>.png.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
+from bench_runs import digest
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "bench-parts" / "quantization.md"
+FIGURES = ROOT / "docs" / "figures"
+
+
+def _digest_compare(run: Path) -> dict:
+    """A compare run's report rebuilt from its store: the table and the summary (its rows are the table); the
+    perplexity figure is copied next to the docs."""
+    from fmgauge.quantization.compare import write_report
+
+    res = write_report(run)
+    fig = run / "figures" / "ppl_vs_bits.png"
+    if fig.exists() and run.name in RUNS:  # the compare sections show it; the peers section does not
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fig, FIGURES / f"{run.name}-ppl_vs_bits.png")
+    return {"table": res.table.to_dict(orient="records"),
+            "summary": {k: v for k, v in res.summary.items() if k != "rows"}}
+
+
+@functools.cache
+def _compare_run(name: str) -> tuple[pd.DataFrame, dict] | None:
+    d = digest(name, _digest_compare)
+    return None if d is None else (pd.DataFrame(d["table"]), d["summary"])
 RUNS = {  # run directory -> (the commands that filled it, what distinguishes it)
     "quantization-compare-v2": (
         "`OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quantization.py compare --n-samples 32 "
-        "--max-windows 16 --kl-windows 2 --stages 3:128,3:-1,4:128,4:-1 --out benchmarks/results/quantization-compare-v2"
+        "--max-windows 16 --kl-windows 2 --stages 3:128,3:-1,4:128,4:-1 --out runs/bench/quantization-compare-v2"
         "`, with the 4-bit stages and `--methods mixed --stages 3:128,3:-1` run by parallel invocations into the same "
         "run directory (each stage is `fmgauge quantize compare --model smollm2-135m --methods … --bits B "
         "--group-size G --n-samples 32 --seqlen 512 --context 512 --max-windows 16 --kl-windows 2`)",
@@ -37,19 +66,18 @@ RUNS = {  # run directory -> (the commands that filled it, what distinguishes it
 }
 
 
-def _compare_section(run: Path, title: str) -> list[str]:
-    from fmgauge.quantization.compare import table_for_report, write_report
+def _compare_section(name: str, title: str) -> list[str]:
+    from fmgauge.quantization.compare import table_for_report
 
-    res = write_report(run)
-    df, s = res.table, res.summary
-    command, setting = RUNS[run.name]
+    df, s = _compare_run(name)
+    command, setting = RUNS[name]
     lines = [f"## {title}", "", f"Command: {command}.", "",
              f"Protocol: **{s['protocol']}** (the same windows for every method). Calibration: "
              f"{s['calibration']['n_samples']} random windows × {s['calibration']['seqlen']} tokens of WikiText-2 "
              f"valid (seed {s['calibration']['seed']}). {setting}", "",
              f"**Caveat (spec):** {s['caveat']}", "",
              table_for_report(df, s["fp_ppl"]).to_markdown(index=False), "",
-             f"![perplexity vs bits]({os.path.relpath(run / 'figures' / 'ppl_vs_bits.png', DOC.parent)})", ""]
+             f"![perplexity vs bits]({os.path.relpath(FIGURES / f'{name}-ppl_vs_bits.png', DOC.parent)})", ""]
     q = df[df.method != "fp"]
     if len(q):
         cal = q.dropna(subset=["calib_seconds"])
@@ -89,7 +117,7 @@ def _compare_section(run: Path, title: str) -> list[str]:
 PEER_RUNS = ("quantization-peers-w3", "quantization-peers-w4")
 PEER_COMMAND = ("`OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/fmgauge quantize compare --model smollm2-135m --methods "
                 "rtn,gptq,awq,sens-gptq --bits B --group-size G --n-samples 32 --seqlen 512 --context 512 "
-                "--max-windows 40 --kl-windows 8 --peers llmcompressor --out benchmarks/results/quantization-peers-wB`"
+                "--max-windows 40 --kl-windows 8 --peers llmcompressor --out runs/bench/quantization-peers-wB`"
                 " with B = 3, G = 64,-1 and, in a second process, B = 4, G = 64 (its first invocation with G = 64,-1 "
                 "was cut after the RTN rows to fit the session; the 4-bit per-channel RTN row is from it)")
 
@@ -112,16 +140,15 @@ def _pair(pairs: pd.DataFrame, b: int, g: int, x: str, y: str) -> str:
 
 
 def _peers_section() -> list[str]:
-    from fmgauge.quantization.compare import table_for_report, write_report
+    from fmgauge.quantization.compare import table_for_report
 
-    runs = [RESULTS / r for r in PEER_RUNS if (RESULTS / r / "trials.sqlite").exists()]
-    if not runs:
+    results = [r for r in map(_compare_run, PEER_RUNS) if r is not None]
+    if not results:
         return []
-    results = [write_report(r) for r in runs]
-    df = pd.concat([res.table for res in results], ignore_index=True)
+    df = pd.concat([table for table, _ in results], ignore_index=True)
     df = pd.concat([df[df.method == "fp"].head(1), df[df.method != "fp"]], ignore_index=True)
-    pairs = pd.DataFrame([p for res in results for p in res.summary["paired"]])
-    s = results[0].summary
+    pairs = pd.DataFrame([p for _, summary in results for p in summary["paired"]])
+    s = results[0][1]
     fp_ppl = s["fp_ppl"]
     lines = ["## fmgauge next to llmcompressor: GPTQ and AWQ on the same tokens, the same windows", "",
              f"Command: {PEER_COMMAND}.", "",
@@ -176,13 +203,16 @@ PEER_TIMING = "quantization-peers-timing"
 
 def _peer_timing() -> list[str]:
     """GPTQ time and memory of both tools measured back to back on an otherwise idle machine."""
-    run = RESULTS / PEER_TIMING
-    if not (run / "results.parquet").exists():
-        return []
-    import yaml
+    def build(run: Path) -> dict:
+        import yaml
 
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    df = pd.read_parquet(run / "results.parquet")
+        return {"config": yaml.safe_load((run / "config.yaml").read_text()),
+                "table": pd.read_parquet(run / "results.parquet").to_dict(orient="records")}
+
+    d = digest(PEER_TIMING, build, marker="results.parquet")
+    if d is None:
+        return []
+    cfg, df = d["config"], pd.DataFrame(d["table"])
     q = df[df.method != "fp"].set_index("method")
     rows = pd.DataFrame([{"tool": "fmgauge" if m == "gptq" else "llmcompressor", "method": m,
                           "setting": f"w{int(r.bits)} g{int(r.group_size)}", "threads": int(r.threads),
@@ -195,7 +225,7 @@ def _peer_timing() -> list[str]:
             f"Command: `OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 .venv/bin/fmgauge quantize compare --model {cfg['model']} "
             f"--methods gptq --bits {cfg['bits'][0]} --group-size {cfg['group_sizes'][0]} --n-samples "
             f"{c['n_samples']} --seqlen {c['seqlen']} --max-windows {cfg['eval']['max_windows']} --kl-windows 0 "
-            f"--peers llmcompressor --out benchmarks/results/{PEER_TIMING}` with every other job stopped: the two "
+            f"--peers llmcompressor --out runs/bench/{PEER_TIMING}` with every other job stopped: the two "
             f"GPTQs ran one after the other, each on {int(q.threads.iloc[0])} threads, on the same {c['n_samples']} "
             f"× {c['seqlen']} calibration tokens. Peak RSS is each process's whole peak (fmgauge's includes the FP "
             "model it keeps for the comparison).", "", rows.to_markdown(index=False), "",
@@ -271,18 +301,17 @@ def _ablation_section(path: Path) -> list[str]:
             f"{'sequential' if best['sequential'] else 'one FP capture'}.", ""]
 
 
-def _sensitivity_section(run: Path) -> list[str]:
-    p = run / "summary.json"
-    if not p.exists():
+def _sensitivity_section(name: str) -> list[str]:
+    s = digest(name, lambda run: json.loads((run / "summary.json").read_text()), marker="summary.json")
+    if s is None:
         return []
-    s = json.loads(p.read_text())
     corr = pd.DataFrame(s["correlations"])
     lines = ["## Sensitivity metrics vs ground truth", "",
              "Command: `OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/fmgauge quantize sensitivity --model smollm2-135m "
              f"--n-samples {s['calibration']['n_sequences']} --seqlen {s['calibration']['seqlen']} "
              f"--blocks {','.join(map(str, sorted({int(n.split('.')[2]) for n in s['meta']['gt_layers']})))} "
              f"--gt-group {s['meta']['gt_group']} --heldout-windows {s['meta']['heldout_shape'][0]} "
-             f"--heldout-len {s['meta']['heldout_shape'][1]} --out {run.relative_to(ROOT)}`", ""]
+             f"--heldout-len {s['meta']['heldout_shape'][1]} --out runs/bench/{name}`", ""]
     if not corr.empty:
         for target in ("delta_loss_rms", "delta_loss"):
             d = corr[(corr.target == target)]
@@ -300,7 +329,7 @@ LLAMA_COMMON = ("OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/fmgauge
                 "--peers llama.cpp --llama-windows {windows}")
 LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it holds)
     "quantization-llama": (
-        "--methods sens-gptq --grid-search --llama-types Q4_0 --out benchmarks/results/quantization-llama` (the RTN "
+        "--methods sens-gptq --grid-search --llama-types Q4_0 --out runs/bench/quantization-llama` (the RTN "
         "rows come from a first invocation into the same directory, `… --methods rtn,sens-gptq --llama-types "
         "Q4_0,Q4_K_M …`, stopped after them because the machine's load made the full set too slow; same protocol",
         "about 4 bits. Q4_0 files of fmgauge's (4-bit symmetric groups of 32: RTN, and sens-GPTQ with S_j-weighted "
@@ -309,14 +338,14 @@ LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it hold
         "with fmgauge's E[x²] and with fmgauge's S_j"),
     "quantization-llama-k3": (
         "--methods sens-gptq --grid-search --k-bits 3 --llama-types Q3_K_M,Q2_K --llama-imatrix none,llama,fisher "
-        "--out benchmarks/results/quantization-llama-k3",
+        "--out runs/bench/quantization-llama-k3",
         "about 3 bits. The smallest GGUF fmgauge writes for this model: Q4_0, with ffn_down (the only Linear whose width, 1536, is a "
         "multiple of 256) on a Q3_K grid, sens-GPTQ with grid search, beside llama-quantize's Q3_K_M and Q2_K "
         "(on smollm2 their Q3_K / Q2_K tensors of width 576 fall back to Q4_0), without and with llama-imatrix's "
         "and fmgauge's S_j importance matrices"),
     "quantization-llama-k3-signed": (
         "--methods sens-gptq --grid-search --k-bits 3 --llama-types Q3_K_M,Q2_K --llama-imatrix none,llama,fisher "
-        "--out benchmarks/results/quantization-llama-k3-signed` (the directory started as a copy of "
+        "--out runs/bench/quantization-llama-k3-signed` (the directory started as a copy of "
         "quantization-llama-k3 without its fmgauge rows, so the llama-quantize rows are the same measurements; "
         "only fmgauge's row was quantized again",
         "about 3 bits, after the K-quant grid search learned sub-scales of either sign. The same comparison as "
@@ -324,12 +353,12 @@ LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it hold
         "sub-block's largest weight (commit 9df3de9; the run above used positive sub-scales only)"),
     "quantization-llama-w40": (
         "--methods sens-gptq --grid-search --llama-types Q4_0 --llama-imatrix llama "
-        "--out benchmarks/results/quantization-llama-w40",
+        "--out runs/bench/quantization-llama-w40",
         "about 4 bits, on 40 windows. fmgauge's best Q4_0 file against llama-quantize's Q4_0 with llama-imatrix "
         "again, quantized afresh and scored on 40 windows instead of 16 (the machine was less loaded by then)"),
     "quantization-llama-k3-w40": (
         "--methods sens-gptq --grid-search --k-bits 3 --llama-types Q2_K --llama-imatrix llama "
-        "--out benchmarks/results/quantization-llama-k3-w40",
+        "--out runs/bench/quantization-llama-k3-w40",
         "about 3 bits, on 40 windows. fmgauge's Q4_0 + Q3_K file (signed sub-scales) against llama-quantize's Q2_K "
         "with llama-imatrix (the same tensor types), quantized afresh and scored on 40 windows"),
 }
@@ -369,27 +398,111 @@ def _llama_verdicts(pairs: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
     return out
 
 
-def _llama_section() -> list[str]:
+def _digest_llama(run: Path) -> dict:
+    """A llama.cpp comparison run: its report rebuilt from the store, when its last trial finished, its llama.cpp
+    tables (``llama_cpp.json``, None before a llama.cpp row finished) and its summary."""
+    from datetime import datetime, timezone
+
+    from fmgauge.core.store import RunStore
     from fmgauge.quantization.compare import write_report
 
+    write_report(run)
+    finished = RunStore(run).trial_table().finished_at.dropna()
+    llama = run / "llama_cpp.json"
+    return {"finished": datetime.fromtimestamp(float(finished.max()), tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "llama_cpp": json.loads(llama.read_text()) if llama.exists() else None,
+            "summary": json.loads((run / "summary.json").read_text())}
+
+
+GOAL_RUNS = {  # level of the issue's goal -> the llama.cpp runs that measure it, most recent (and most windows) first
+    "about 4 bits": ("quantization-llama-w40", "quantization-llama"),
+    "about 3 bits": ("quantization-llama-k3-w40", "quantization-llama-k3-signed", "quantization-llama-k3"),
+}
+
+
+def _llama_tables(name: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The llama.cpp rows and paired table of run ``name``, or None before a llama.cpp row finished."""
+    d = digest(name, _digest_llama)
+    if d is None or d["llama_cpp"] is None:
+        return None
+    return pd.DataFrame(d["llama_cpp"]["rows"]), pd.DataFrame(d["llama_cpp"]["paired"])
+
+
+def _beats(p: pd.Series) -> str:
+    """A paired comparison (A = fmgauge's side) as met / not met, with how far from the goal it is."""
+    dppl = float(p["ΔPPL A−B (%)"])
+    how = (f"PPL {p['PPL A / B']} ({dppl:+.1f} %), ΔNLL {p['ΔNLL A−B [95% CI]']}, p = {p['sign-flip p']}, "
+           f"fmgauge better on {p['A wins windows']} windows")
+    if p.verdict == "A better":
+        return f"{how} → **met**"
+    side = "ahead" if dppl < 0 else "behind"
+    extra = "not significant" if p.verdict == "not resolved" else "significantly"
+    return f"{how} → **not met** (fmgauge {abs(dppl):.1f} % {side} in perplexity, {extra})"
+
+
+def _goal_section() -> list[str]:
+    """The issue's goal, item by item, from the llama.cpp runs (the most recent run that measured each item)."""
+    lines = ["## Against the goal: fmgauge's GGUF and importance matrix inside llama.cpp", "",
+             "The goal (issue 28): at equal or smaller file size, fmgauge's best GGUF beats llama-quantize with its "
+             "own importance matrix (llama-imatrix) at about 4 and about 3 bits per weight, paired per window with "
+             "p < 0.05; fmgauge's S_j importance matrix beats llama-imatrix's inside llama-quantize; fmgauge's Q4_0 "
+             "file is no larger than llama-quantize's. Each line below is read from the run sections that follow "
+             "(llama.cpp perplexity on WikiText-2 test, the same windows for both sides; met = the paired 95% CI "
+             "excludes 0 and the sign-flip p < 0.05 in fmgauge's favour).", ""]
+    imatrix: dict[str, tuple[str, pd.Series]] = {}
+    for level, names in GOAL_RUNS.items():
+        found = [(n, t) for n in names if (t := _llama_tables(n)) is not None]
+        for name, (_, pairs) in reversed(found):  # the most recent run's measurement of a type wins
+            for _, p in pairs[pairs.comparison.str.endswith(": imatrix") & pairs.A.str.contains("fmgauge S_j")
+                              & pairs.B.str.contains("llama-imatrix")].iterrows():
+                imatrix[p.A] = (name, p)
+        with_llama = [(n, rows, pairs) for n, (rows, pairs) in found
+                      if len(pairs) and (pairs.comparison.str.startswith("fmgauge GGUF")
+                                         & pairs.B.str.contains("llama-imatrix")).any()]
+        if not with_llama:
+            lines.append(f"- {level}: not measured.")
+            continue
+        name, rows, pairs = with_llama[0]
+        for n in names[:names.index(name)]:
+            if digest(n, _digest_llama) is not None:
+                lines.append(f"- {level}: run {n} is recorded but has no llama.cpp row (it was stopped before its "
+                             f"first quantized configuration finished), so {name} stands for this level.")
+        fm = rows[rows.method.str.endswith("(fmgauge GGUF)")]
+        best = fm.loc[fm.ppl.idxmin()]
+        mine = pairs[pairs.A.eq(best.method) & pairs.comparison.str.startswith("fmgauge GGUF")
+                     & pairs.B.str.contains("llama-imatrix")]
+        for _, p in mine.iterrows():
+            lines.append(f"- {level} ({name}, {rows.protocol.iloc[0].split(', ')[-1]}): fmgauge's best GGUF "
+                         f"{best.method} vs {p.B}, files {p['file MB A / B']} MB: {_beats(p)}.")
+        smaller = rows[rows.method.str.startswith("lq ") & (rows.imatrix == "llama-imatrix (E[x²])")
+                       & (rows.on_disk_mb < best.on_disk_mb)]
+        for _, r in smaller.iterrows():
+            lines.append(f"- {level}: {r.method} + llama-imatrix is smaller ({r.on_disk_mb:.1f} vs "
+                         f"{best.on_disk_mb:.1f} MB), so no equal-or-smaller comparison with it.")
+    for a, (name, p) in imatrix.items():
+        lines.append(f"- S_j inside llama-quantize ({name}): {a} vs {p.B}: {_beats(p)}.")
+    four = next((t for n in GOAL_RUNS["about 4 bits"] if (t := _llama_tables(n)) is not None), None)
+    if four is not None:
+        rows = four[0]
+        lq0 = rows[(rows.method == "lq Q4_0") & (rows.imatrix == "none")]
+        fmq = rows[rows.method.str.endswith("(fmgauge GGUF)") & ~rows.method.str.contains("Q3_K|Q6_K")]
+        if len(lq0) and len(fmq):
+            f, q = float(fmq.on_disk_mb.max()), float(lq0.on_disk_mb.iloc[0])
+            lines.append(f"- Q4_0 file size: fmgauge's largest Q4_0 file {f:.3f} MB, llama-quantize's Q4_0 of the "
+                         f"same model {q:.3f} MB ({1e6 * (f - q):+,.0f} bytes) → "
+                         f"**{'met' if f <= q else 'not met'}**.")
+    return lines + [""]
+
+
+def _llama_section() -> list[str]:
     lines: list[str] = []
     for name, (options, what) in LLAMA_RUNS.items():
         common = LLAMA_COMMON.format(windows=LLAMA_WINDOWS.get(name, 16))
         command = f"`{common} {options}" + ("`" if options.endswith(name) else ")")
-        run = RESULTS / name
-        if not (run / "trials.sqlite").exists():
+        d = digest(name, _digest_llama)
+        if d is None or d["llama_cpp"] is None:  # not run here, or no llama.cpp row finished yet
             continue
-        write_report(run)
-        from datetime import datetime, timezone
-
-        from fmgauge.core.store import RunStore
-
-        finished = RunStore(run).trial_table().finished_at.dropna()
-        when = datetime.fromtimestamp(float(finished.max()), tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        if not (run / "llama_cpp.json").exists():  # no llama.cpp row finished yet
-            continue
-        data = json.loads((run / "llama_cpp.json").read_text())
-        s = json.loads((run / "summary.json").read_text())
+        when, data, s = d["finished"], d["llama_cpp"], d["summary"]
         rows, table = pd.DataFrame(data["rows"]), pd.DataFrame(data["table"])
         pairs = pd.DataFrame(data["paired"])
         loads = pd.concat([rows.get(c, pd.Series(dtype=float)) for c in ("eval_load_avg", "quant_load_avg")]).dropna()
@@ -432,18 +545,19 @@ def write_doc() -> Path:
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU. The comparison runs used one torch "
              "thread per process and shared the cores with other benchmarks (said per run); the GPTQ timing ran alone "
              "with 2 threads.", ""]
+    lines += _goal_section()
     lines += _llama_section()
     lines += _peers_section()
-    if (RESULTS / "quantization-compare-v2" / "trials.sqlite").exists():
-        lines += _compare_section(RESULTS / "quantization-compare-v2",
+    if _compare_run("quantization-compare-v2") is not None:
+        lines += _compare_section("quantization-compare-v2",
                                   "Perplexity, KL, size, time and memory per method (sequential GPTQ family)")
     lines += _timing_section(RESULTS / "quantization-gptq-timing.json")
     lines += _ablation_section(RESULTS / "quantization-gptq-ablation.json")
-    if (RESULTS / "quantization-compare" / "trials.sqlite").exists():
-        lines += _compare_section(RESULTS / "quantization-compare",
+    if _compare_run("quantization-compare") is not None:
+        lines += _compare_section("quantization-compare",
                                   "First run: non-sequential GPTQ, 8 × 512 calibration tokens")
         lines += [*_layer_check(), ""]
-    lines += _sensitivity_section(RESULTS / "quantization-sensitivity")
+    lines += _sensitivity_section("quantization-sensitivity")
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(lines))
     return DOC

@@ -31,3 +31,16 @@ def reads_input(config: dict) -> list[dict]:
     with open(os.environ[GONE_ENV]) as f:
         f.read()
     return draw(config)
+
+
+def stepped(config: dict) -> list[dict]:
+    """A training-like trial: ``config["steps"]`` steps counted on a progress tracker (with a loss), then draws."""
+    import time
+
+    from fmgauge.core.progress import progress
+
+    with progress(f"trial {config['seed']}: train", total=config["steps"], unit="step") as p:
+        for i in range(config["steps"]):
+            time.sleep(0.02)
+            p.advance(1, loss=1.0 / (i + 1))
+    return draw(config)

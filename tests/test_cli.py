@@ -32,6 +32,17 @@ def test_label_writes_outputs_and_metrics(fmgauge_env, tmp_path, pneumonia):
     assert (df.id.to_numpy() == pneumonia.split("train").ids).all()
     assert abs((df.label.to_numpy() == pneumonia.split("train").y).mean() - 0.8) < 0.03
     assert "0.80" in res.output  # the accuracy table
+    assert "0.742" in res.output  # beside what always answering the majority class scores
+    assert "WARNING" not in res.output
+
+
+def test_label_warns_when_accuracy_is_below_the_majority_rate(fmgauge_env, tmp_path, pneumonia):
+    """74% of the pool is pneumonia: a labeler at 70% accuracy is worse than answering 'pneumonia' to everything."""
+    res = runner.invoke(app, ["weak-labels", "label", "--dataset", "pneumoniamnist", "--labeler",
+                              "simulated:random", "--accuracy", "0.7"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "WARNING" in text and "worse than always answering 'pneumonia'" in text
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -67,7 +78,7 @@ def test_several_configs_run_in_order_into_one_combined_report(fmgauge_env, tmp_
         (tmp_path / f"{name}.yaml").write_text(
             f"name: {name}\ndataset: pneumoniamnist\nlabelers: [{{kind: simulated, accuracy: {acc}}}]\n"
             "students: [{kind: logreg, epochs: 1, min_steps: 5}]\nn_gold: [10, 50]\nseeds: 1\nn_boot: 0\n"
-            "conditions: [gold, gold+weak]\ncleanlab: false\n")
+            "conditions: [gold, gold+weak]\ncleanlab: false\nrule_eval: false\n")  # the rules: test_weaklabels_*
     out = tmp_path / "demo"
     res = runner.invoke(app, ["weak-labels", "calibrate", "--config", str(tmp_path / "first.yaml"), "--config",
                               str(tmp_path / "second.yaml"), "--out", str(out), "--no-progress", "--workers", "1"])

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats as sps
 
+from conftest import SHARED_DATA
 from fmgauge.contamination.audit import AuditConfig, run_audit
 from fmgauge.contamination.benchmarks import load_benchmark
-from fmgauge.contamination.cohort import tail_enrichment
 from fmgauge.contamination.plant import (
     PlantConfig,
     finetune,
@@ -28,7 +26,6 @@ from fmgauge.contamination.verdict import NO_SIGNAL, NOT_SPECIFIC, SIGNAL, adjus
 from fmgauge.core.text_models import load_text_model
 from fmgauge.core.validation import FmgaugeError
 
-SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 EX = {"shards": 6, "permutations": 10, "context": 256, "stride": 128}
 
 
@@ -42,7 +39,7 @@ def planted(tmp_path_factory):
         train = load_benchmark("slake-en", "train")
         base = make_tiny_lm(root / "base", train.texts[:800], context=256, vocab_size=300, hidden=64)
         cfg = PlantConfig(model=str(base), benchmark="slake-en", split="test", items_per_group=24, duplications=[32],
-                          method="full", lr=1e-2, batch_size=3, device="cpu")
+                          doc_items=8, method="full", lr=1e-2, batch_size=3, device="cpu")
         out = plant(cfg, root / "planted", progress=False)
         # a "domain" baseline: the same base model trained on SLAKE *train* items (same template, other items)
         tm = load_text_model(str(base), device="cpu")
@@ -56,9 +53,11 @@ def planted(tmp_path_factory):
         return {"out": out, "base": base, "domain": root / "domain", "mrpc": root / "mrpc.jsonl", "root": root}
 
 
-def _audit(planted, benchmark: str, cohort: str, baseline: str, out, detectors=None):
+def _audit(planted, benchmark: str, cohort: str, baseline: str, out, detectors=None, group_by="none"):
+    """group_by none: single items, as these verdict tests were written (24 items of this fixture form 14 SLAKE
+    image units, too few for the unit-aware tests' power; those are tested in test_contamination_calibration)."""
     cfg = AuditConfig(models=[str(planted["out"])], baseline=baseline, benchmark=benchmark, split="all",
-                      cohort=cohort, cohort_split="all", exchangeability=EX, device="cpu",
+                      cohort=cohort, cohort_split="all", exchangeability=EX, device="cpu", group_by=group_by,
                       detectors=detectors or ["loss", "zlib", "mink", "minkpp", "exchangeability"])
     return run_audit(cfg, out, progress=False)
 
@@ -122,20 +121,13 @@ def test_verdict_rules_and_corrections():
     np.testing.assert_allclose(adjust_pvalues(p, "bonferroni"), [0.04, 0.16, 0.12, 1.0])
 
 
-def test_enrichment_and_topk_known_answers():
+def test_topk_known_answers():
     rng = np.random.default_rng(0)
-    cohort = rng.normal(size=400)
-    e = tail_enrichment(np.r_[rng.normal(size=80), rng.normal(5, 1, size=20)], cohort, q=0.95)
-    assert e.k >= 20 and e.p < 1e-6 and e.fraction_lo <= e.fraction <= e.fraction_hi
-    assert e.p == pytest.approx(sps.binom.sf(e.k - 1, 100, 0.05))
-    null = tail_enrichment(rng.normal(size=100), cohort)
-    assert null.p > 0.01
-    with pytest.raises(FmgaugeError, match="cannot resolve"):
-        tail_enrichment(np.zeros(5), np.zeros(10), q=0.95)
     s = rng.normal(size=50)
     ov = pairwise_overlap({"a": s, "b": s + 1e-3 * rng.normal(size=50), "c": rng.normal(size=50)}, 5)
     ab = next(o for o in ov if (o.model_a, o.model_b) == ("a", "b"))
-    assert ab.overlap == 5 and ab.p == pytest.approx(1 / math.comb(50, 5))
+    assert ab.overlap == 5 and ab.p_hypergeom == pytest.approx(1 / math.comb(50, 5))
+    assert ab.p == pytest.approx(1 / 10_000)  # no reassignment of b's scores reaches it: the smallest p
     assert hypergeom_overlap_p(0, 50, 5) == 1.0
     with pytest.raises(FmgaugeError, match="same items"):
         pairwise_overlap({"a": s, "b": s[:10]}, 3)
@@ -189,3 +181,21 @@ def test_audit_includes_image_overlap_beside_the_text_detectors(planted, fmgauge
                                  "images": cfg.images.model_copy(update={"embedder": "siglip-b61"})})
     with pytest.raises(FmgaugeError, match="Did you mean 'siglip-b16'"):
         run_audit(bad, tmp_path / "audit2", progress=False)
+
+
+def test_exchangeability_shards_follow_the_benchmarks_blocks(fmgauge_env):
+    """SLAKE-En test (1,061 items) is 96 runs of questions about one image: the default 50 shards (Oren's) become
+    24 shards of ~4 image blocks, said in a warning; 50 shards asked for explicitly are refused before any load."""
+    from fmgauge.contamination.audit import _units
+
+    bench, cohort = load_benchmark("slake-en", "test"), load_benchmark("vqamed2019", "test", max_items=50)
+    cfg = AuditConfig(models=["m"], baseline="b", benchmark="slake-en", cohort="vqamed2019")
+    u = _units(bench, cohort, cfg)
+    assert cfg.exchangeability.shards == 24 and u["benchmark"][0] == "img_id" and "96 blocks" in u["warnings"][-1]
+    explicit = AuditConfig(models=["m"], baseline="b", benchmark="slake-en", cohort="vqamed2019",
+                           exchangeability={"shards": 50})
+    with pytest.raises(FmgaugeError, match="50 shards need at least 100 blocks of related items"):
+        _units(bench, cohort, explicit)
+    items = AuditConfig(models=["m"], baseline="b", benchmark="slake-en", cohort="vqamed2019", group_by="none",
+                        exchangeability={"shards": 50})
+    assert _units(bench, cohort, items)["benchmark"] == (None, None)  # single items: 1,061 of them, 50 shards fit

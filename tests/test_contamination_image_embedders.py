@@ -3,21 +3,20 @@ invariance, an end-to-end overlap run), and the real loaders' one-line offline r
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
 pytest.importorskip("open_clip")
 
+from conftest import SHARED_DATA
 from fmgauge.contamination.embedders import OpenClipEmbedder, make_embedder  # noqa: E402
 from fmgauge.contamination.image_overlap import ImageOverlapConfig, Inputs, run_image_overlap  # noqa: E402
 from fmgauge.contamination.images import open_image_set, to_rgb  # noqa: E402
 from fmgauge.core.validation import FmgaugeError  # noqa: E402
 from test_open_clip_labeler import TINY  # noqa: E402
 
-MEDMNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "medmnist"
+MEDMNIST = SHARED_DATA / "medmnist"
 
 
 @pytest.fixture(scope="module")

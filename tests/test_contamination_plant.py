@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import SHARED_DATA
 from fmgauge.contamination.benchmarks import load_benchmark
 from fmgauge.contamination.plant import (
     DEFAULT_LR,
@@ -28,7 +30,6 @@ from fmgauge.core.stats import auc_ci
 from fmgauge.core.text_models import load_text_model
 from fmgauge.core.validation import FmgaugeError
 
-SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 WORDS = ["the", "of", "and", "in", "to", "a", "was", "is", "for", "on", "as", "by", "with", "that", "from", "at",
          "his", "it", "an", "were", "are", "which", "this", "be"]
 
@@ -44,7 +45,9 @@ def _weights(model) -> dict[str, np.ndarray]:  # noqa: ANN001
 
 def test_default_lr_follows_the_method_unless_given():
     assert PlantConfig(method="full").lr == DEFAULT_LR["full"] == 3e-5
-    assert PlantConfig().method == "lora" and PlantConfig().lr == DEFAULT_LR["lora"] == 1e-3
+    assert PlantConfig().method == "full" and PlantConfig().lr == DEFAULT_LR["full"]
+    assert PlantConfig(method="lora").lr == DEFAULT_LR["lora"] == 1e-3
+    assert (PlantConfig().doc_items, PlantConfig().items_per_group) == (1, 64)  # measured in docs/benchmarks.md §4
     assert PlantConfig(method="full", lr=1e-4).lr == 1e-4
     assert PlantConfig.model_validate(PlantConfig(method="full").model_dump()).lr == 3e-5  # round-trips
 
@@ -183,6 +186,37 @@ def test_power_json_of_a_group_by_plant_bootstraps_units(tiny_dir, tmp_path, fmg
     assert json.loads((out / "power.json").read_text())["roles"] == ["planted"]
     with pytest.raises(FmgaugeError, match="roles must be"):
         plant_power(out, roles=("planted", "teacher"))
+    both = plant_power(out, exchangeability_permutations=0, roles=("planted", "base"), device="cpu",
+                       progress=False, n_boot=100)
+    delta = {r["group"]: r for r in both["table"] if r["model"] == "planted − base" and r["detector"] == "loss"}
+    planted = {r["group"]: r for r in both["table"] if r["model"] == "planted" and r["detector"] == "loss"}
+    base = {r["group"]: r for r in both["table"] if r["model"] == "base" and r["detector"] == "loss"}
+    for g in ("dup4", "clean"):
+        assert delta[g]["auroc"] == pytest.approx(planted[g]["auroc"] - base[g]["auroc"])
+        assert delta[g]["lo"] <= delta[g]["auroc"] <= delta[g]["hi"]
+    assert not any(r["detector"] == "exchangeability" for r in both["table"])  # 0 permutations: skipped
+
+
+def test_paired_effects_subtract_the_base_and_its_draw():
+    """Δ = planted − base on the same items: a draw that already favours the members under the base model (the
+    group draw's own offset) is subtracted; identical models give Δ = 0 exactly; pairs are resampled whole."""
+    from fmgauge.contamination.power import paired_effects
+
+    rng = np.random.default_rng(0)
+    members_b, clean_b = rng.normal(0.4, 1, 64), rng.normal(0, 1, 64)  # a lucky draw: base AUROC above 0.5
+    members_p = members_b + 3.0  # training lifts every member
+    pairs = [f"p{i // 2}" for i in range(64)]
+    e = paired_effects({"planted": members_p, "base": members_b}, {"planted": clean_b, "base": clean_b},
+                       member_units=pairs, clean_units=pairs, n_boot=300)
+    assert e["auroc_base"] > 0.55 and e["auroc_planted"] > 0.95 and e["units"] == [32, 32]
+    assert e["delta_auroc"] == pytest.approx(e["auroc_planted"] - e["auroc_base"])
+    assert e["delta_auroc_lo"] <= e["delta_auroc"] <= e["delta_auroc_hi"] and e["delta_auroc_lo"] > 0.2
+    same = paired_effects({"planted": members_b, "base": members_b}, {"planted": clean_b, "base": clean_b},
+                          n_boot=200)
+    assert same["delta_auroc"] == same["delta_auroc_lo"] == same["delta_auroc_hi"] == 0.0
+    assert (same["auroc_base_hi"] - same["auroc_base_lo"]) > 0.15  # the draw alone: a wide raw interval
+    with pytest.raises(FmgaugeError, match="same items"):
+        paired_effects({"planted": members_p, "base": members_b[:10]}, {"planted": clean_b, "base": clean_b})
 
 
 def test_cli_plant_and_audit_read_a_headerless_benchmark(tiny_dir, tmp_path, fmgauge_env):
@@ -213,3 +247,90 @@ def test_cli_plant_and_audit_read_a_headerless_benchmark(tiny_dir, tmp_path, fmg
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["benchmark"].endswith("?text_column=1&header=none")
+
+
+def test_micro_batches_give_the_full_batch_step(tiny_dir):
+    """A step's documents split into micro-batches (gradients accumulated, weighted by target tokens) train like
+    full-batch steps: the same step losses over three steps (each after the previous update)."""
+    docs = [" ".join(_sentences(1 + i % 3, seed=i)) for i in range(6)]
+    runs = []
+    for budget in (10_000, 40):
+        tm = load_text_model(str(tiny_dir), device="cpu")
+        _, losses = finetune(tm.model, tm.tokenizer, [docs] * 3, PlantConfig(method="full", lr=1e-3, batch_size=6,
+                                                                             micro_batch_tokens=budget),
+                             progress=False)
+        runs.append(losses)
+    assert len(runs[0]) == 3 and runs[1] == pytest.approx(runs[0], rel=1e-4)
+    assert runs[0][2] < runs[0][0]  # it trains
+
+
+def test_plant_reports_step_loss_and_eta_to_a_log(tiny_dir, tmp_path, fmgauge_env, monkeypatch, caplog):
+    """Under nohup (not a TTY) fine-tuning logs plain progress lines: step/total, rate, ETA and the loss."""
+    import logging
+
+    monkeypatch.setenv("FMGAUGE_PROGRESS", "log")
+    monkeypatch.setenv("FMGAUGE_PROGRESS_EVERY", "0.05")
+    cfg = PlantConfig(model=str(tiny_dir), benchmark=_pairs_csv(tmp_path), split="all", items_per_group=6,
+                      duplications=[1, 3], doc_items=1, method="full", group_by="pair", batch_size=2, device="cpu")
+    with caplog.at_level(logging.INFO, logger="fmgauge.progress"):
+        plant(cfg, tmp_path / "planted")
+    lines = [r.getMessage() for r in caplog.records if "fine-tuning (full)" in r.getMessage()]
+    assert lines[0] == "fine-tuning (full): started (12 it)"  # 6 + 3 × 6 single-item documents, 2 per step
+    assert any(" 1/12 " in x and "eta" in x and "loss" in x for x in lines), lines
+    assert lines[-1].startswith("fine-tuning (full) 12/12 (100%)") and lines[-1].endswith("done")
+
+
+def test_plant_warns_when_its_grouping_builds_adjacency(tiny_dir, tmp_path, fmgauge_env, caplog):
+    """Pairs interleaved in the benchmark (q0a q1a q0b q1b …) land next to each other in a group file: plant warns
+    and counts them; pairs already adjacent in the benchmark are not counted."""
+    import logging
+
+    from fmgauge.contamination.plant import built_adjacency
+
+    keys = ["p0", "p1", "p0", "p1", "p2", "p2"]
+    assert built_adjacency(keys, {"a": [0, 2], "b": [1, 3], "c": [4, 5]}) == 2
+    texts = _sentences(48)
+    rows = ["body,pair"] + [f"{texts[i]},p{(i // 4) * 2 + i % 2}" for i in range(48)]  # pairs interleaved by 2
+    (tmp_path / "inter.csv").write_text("\n".join(rows) + "\n")
+    cfg = PlantConfig(model=str(tiny_dir), benchmark=f"csv:{tmp_path / 'inter.csv'}?text_column=body", split="all",
+                      items_per_group=6, duplications=[1], doc_items=1, method="full", group_by="pair",
+                      batch_size=4, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="fmgauge.contamination.plant"):
+        out = plant(cfg, tmp_path / "planted", progress=False)
+    man = read_manifest(out)
+    assert man["adjacency_built_by_grouping"] > 0 and man["units_column"] == "pair"
+    assert any("the grouping built that adjacency" in r.getMessage() for r in caplog.records)
+
+
+def test_an_interrupted_fine_tune_resumes_where_it_stopped(tiny_dir, tmp_path, monkeypatch):
+    """A kill (SIGTERM, as `kill PID` sends a background job, at the 4th optimiser step) keeps the steps done; the
+    same call resumes there and ends with the same weights and losses as an uninterrupted run; the checkpoint is
+    removed at the end."""
+    import os
+    import signal
+
+    docs = [[" ".join(_sentences(2, seed=10 * e + i)) for i in range(4)] for e in range(3)]  # 3 epochs × 2 steps
+    cfg = PlantConfig(method="full", lr=1e-3, batch_size=2)
+    tm = load_text_model(str(tiny_dir), device="cpu")
+    ref_model, ref_losses = finetune(tm.model, tm.tokenizer, docs, cfg, progress=False)
+
+    real_step, calls = torch.optim.AdamW.step, {"n": 0}
+
+    def flaky_step(self, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)  # finetune turns it into KeyboardInterrupt and saves
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", flaky_step)
+    tm = load_text_model(str(tiny_dir), device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tm.model, tm.tokenizer, docs, cfg, progress=False, resume_dir=tmp_path / "resume")
+    assert torch.load(tmp_path / "resume" / "resume.pt", weights_only=False)["step"] == 3
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    tm = load_text_model(str(tiny_dir), device="cpu")
+    model, losses = finetune(tm.model, tm.tokenizer, docs, cfg, progress=False, resume_dir=tmp_path / "resume")
+    assert losses == pytest.approx(ref_losses, rel=1e-6) and len(losses) == 6
+    a, b = _weights(model), _weights(ref_model)
+    assert all(np.allclose(a[k], b[k], atol=1e-7) for k in a)
+    assert not (tmp_path / "resume" / "resume.pt").exists()

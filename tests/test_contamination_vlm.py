@@ -286,6 +286,12 @@ def test_cli_score_topk_and_audit_on_tiny_vlms(tmp_path, slake_with_images, fmga
            "cohort": f"csv:{tmp_path / 'cohort' / 'c.csv'}", "cohort_split": "all", "image_root": str(slake_with_images),
            "detectors": ["loss", "minkpp", "exchangeability"], "device": "cpu",
            "exchangeability": {"shards": 2, "permutations": 3, "context": 64, "stride": 32}}
+    # SLAKE's first 6 items are the questions about one image: one block, nothing to permute — refused up front
+    (tmp_path / "a.yaml").write_text(json.dumps(cfg))
+    code, err = run_cli(["contamination", "audit", "--config", str(tmp_path / "a.yaml"), "--out",
+                         str(tmp_path / "run")], capsys)
+    assert code == 2 and "the benchmark's first 6 items form 1. Use fewer shards" in " ".join(err.split()), err
+    cfg["group_by"] = "none"  # the plumbing under test: score items one by one
     (tmp_path / "a.yaml").write_text(json.dumps(cfg))
     code, err = run_cli(["contamination", "audit", "--config", str(tmp_path / "a.yaml"), "--out",
                          str(tmp_path / "run")], capsys)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fmgauge.core.data as data
+import fmgauge.core.datasets_medmnist as datasets_medmnist
 import fmgauge.core.datasets_online as online
 from fmgauge.core.data import load_dataset
 from fmgauge.core.validation import FmgaugeError
@@ -30,7 +31,7 @@ def datadir(tmp_path, monkeypatch):
 
     monkeypatch.setattr(online, "_download_pcam", no_download)
     monkeypatch.setattr(online, "_download_medmnist", no_download)
-    monkeypatch.setattr(data, "_download_medmnist", no_download)
+    monkeypatch.setattr(datasets_medmnist, "_download_medmnist", no_download)
     monkeypatch.setattr(socket.socket, "connect", no_download)
     return store
 

@@ -3,12 +3,15 @@ slice of real MRPC; seeded determinism of a trial; the paired analysis on plante
 
 from __future__ import annotations
 
-from pathlib import Path
+import logging
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SHARED_DATA
+from fmgauge.core.runner import BackendConfig
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.masking.analysis import paired, verdict
 from fmgauge.masking.experiment import (
@@ -59,7 +62,6 @@ def small_mrpc(tmp_path_factory):
     return str(d)
 
 
-SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 
 
 def _cfg(task, model, **kw) -> CompareConfig:
@@ -70,9 +72,16 @@ def _cfg(task, model, **kw) -> CompareConfig:
 
 
 def test_compare_end_to_end_then_same_seed_same_masks_and_metrics(fmgauge_env, tmp_path, headless_bert,
-                                                                  small_mrpc):
+                                                                  small_mrpc, monkeypatch, caplog):
     cfg = _cfg(small_mrpc, headless_bert)
-    res = compare(cfg, tmp_path / "run", progress=False)
+    # in this process (a spawn pool is core.runner's test), with progress as a log file shows it
+    monkeypatch.setenv("FMGAUGE_PROGRESS", "log")
+    caplog.set_level(logging.INFO, logger="fmgauge.progress")
+    res = compare(cfg, tmp_path / "run", backend=BackendConfig(workers=1), progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "fmgauge.progress"]
+    for stage, steps in (("MLM", 2), ("fine-tune", 3)):  # fine-tune: 48 pairs / batch 16
+        assert any(re.fullmatch(rf"masking typhoon seed 1: {stage} {steps}/{steps} \(100%\) \| .* \| loss "
+                                r"[\d.e+-]+ \| done", ln) for ln in lines), lines
     s = res.summary
     assert s["trials_done"] == 4
     assert {r["strategy"] for r in s["strategies"]} == {"random", "typhoon"}

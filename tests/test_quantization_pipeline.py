@@ -11,11 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import SHARED_DATA
 from fmgauge.cli import app
 from fmgauge.quantization.text_data import eval_windows
 
 runner = CliRunner()
-SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 
 
 def save_tiny_llama(path, *, hidden: int = 64, zero_head: bool = False):

@@ -279,3 +279,39 @@ def test_convex_student_fits_images_on_standardised_pixels(pneumonia) -> None:
     p = fit_predict_convex(cfg, tr.x, idx, tr.y[idx], te.x, 2)
     assert p.shape == (2, len(te.y), 2)
     assert min(auc(te.y, p[r][:, 1]) for r in range(2)) > 0.85
+
+
+def test_logreg_is_the_converged_l2_fit(data: dict) -> None:
+    """logreg = scikit-learn's L2 logistic regression on the same inputs at its optimum (softmax over 2 classes:
+    a binary fit at C = 2c); the step budget, learning rate and seed cannot move it, and ELR is refused."""
+    from sklearn.linear_model import LogisticRegression
+
+    cfg = StudentConfig(kind="logreg", c=0.05)
+    x, y = _stack(data["x"], data["y"], 2)
+    got = train_predict(cfg, x, y, data["xt"], [0, 1], 2)
+    flat = lambda a: a.reshape(len(a), -1).astype(np.float64) * (4 / 255) - 2  # noqa: E731
+    ref = LogisticRegression(C=0.1, tol=1e-10, max_iter=10_000).fit(flat(data["x"]), data["y"])
+    for r in range(2):
+        np.testing.assert_allclose(got[r, :, 1], ref.predict_proba(flat(data["xt"]))[:, 1], atol=1e-4)
+    other = cfg.model_copy(update={"lr": 0.5, "epochs": 1.0, "steps": 3})
+    np.testing.assert_allclose(train_predict(other, x, y, data["xt"], [7, 8], 2, steps=2), got, atol=1e-5)
+    with pytest.raises(FmgaugeError, match="ELR"):
+        train_predict(cfg, x, y, data["xt"], [0, 1], 2, elr=(0.7, 3.0))
+    assert StudentConfig(kind="logreg").c == 0.01 and StudentConfig(kind="sk-logreg").c == 1.0
+
+
+def test_logreg_on_shared_rows_equals_per_seed_rows(data: dict) -> None:
+    """The pool conditions (every seed on the same rows, labels differ) take one shared-input solve; it equals
+    the per-seed solve, and a class missing from a training set gets probability 0."""
+    from fmgauge.weaklabels.training import fit_predict
+
+    cfg = StudentConfig(kind="logreg", c=0.1)
+    n = len(data["y"])
+    labels = np.stack([data["y"], np.where(np.arange(n) < 6, 1 - data["y"], data["y"])])  # seed 1: 6 flips
+    idx = np.stack([np.arange(n)] * 2)
+    shared = fit_predict(cfg, data["x"], idx, labels, data["xt"], [0, 1], 2, n_pool=n)
+    per_seed = train_predict(cfg, data["x"][idx], labels, data["xt"], [0, 1], 2)
+    np.testing.assert_allclose(shared, per_seed, atol=1e-4)
+    assert not np.allclose(shared[0], shared[1], atol=1e-3)
+    three = train_predict(cfg, data["x"][None], data["y"][None], data["xt"], [0], 3)  # class 2 never seen
+    assert np.all(three[0, :, 2] == 0) and np.allclose(three.sum(-1), 1, atol=1e-5)

@@ -10,14 +10,10 @@ from typer.testing import CliRunner
 
 from fmgauge.cli import app
 from fmgauge.core.validation import FmgaugeError
-from fmgauge.weaklabels.decide import (
-    Pool,
-    corrected_accuracy,
-    decide,
-    decide_from_files,
-    extrapolate_crossover,
-    pool_prior,
-)
+from fmgauge.weaklabels.confusion import labeler_summary
+from fmgauge.weaklabels.decide import Pool, decide
+from fmgauge.weaklabels.decide_files import decide_from_files
+from fmgauge.weaklabels.gold_auc import extrapolate_crossover
 
 
 def gaussian(n: int, sep: float, d: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -37,21 +33,19 @@ def labeler(y: np.ndarray, n_wrong: int) -> np.ndarray:
 
 
 def test_labeler_far_better_than_gold_only_says_use_weak_labels():
-    x, y = gaussian(20, sep=0.0)  # gold-only can learn nothing from 20 items
-    d = decide(x, y, labeler(y, 1))  # labeler accuracy 0.95
+    x, y = gaussian(40, sep=0.0)  # gold-only can learn nothing from 40 items (its LPO AUC is floored at 0.5)
+    d = decide(x, y, labeler(y, 2))  # labeler accuracy 0.95
     assert d.primary == "auc" and d.verdict == "use-weak-labels"  # without a pool: the like-for-like rule
     assert d.rules["accuracy"].verdict == "use-weak-labels"
     assert d.rules["accuracy"].labeler.value == pytest.approx(0.95)
+    assert d.gold_auc.value < 0.6
     assert d.gold_auc.hi < d.rules["accuracy"].labeler.lo
 
 
 def test_labeler_at_chance_says_gold_only():
     x, y = gaussian(30, sep=8.0)  # trivially separable
-    d = decide(x, y, labeler(y, 15), fallback="lean")  # accuracy exactly 0.5
+    d = decide(x, y, labeler(y, 15))  # accuracy exactly 0.5; the default proxy is converged (sk-logreg)
     assert d.rules["auc"].choice == d.rules["accuracy"].choice == "gold-only"
-    # the default proxy (AdamW logreg under a study's budget) learns 28 items only roughly; a converged convex
-    # proxy sees the separation outright
-    d = decide(x, y, labeler(y, 15), proxy={"kind": "sk-logreg"})
     assert d.verdict == "gold-only" and d.rules["accuracy"].verdict == "gold-only"
     assert d.gold_auc.value > 0.95
     assert d.rules["accuracy"].crossover == pytest.approx(30)  # gold-only already past the labeler
@@ -62,7 +56,7 @@ def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
     d = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"}, fallback="lean")  # acc 0.8
     assert d.verdict == "uncertain"
     assert d.rules["accuracy"].choice == d.rules["accuracy"].lean  # uncertain falls back to its lean
-    weak = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"})  # default: weak
+    weak = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"}, fallback="weak")
     assert weak.verdict == "uncertain" and weak.rules["accuracy"].choice == "use-weak-labels"
     with pytest.raises(FmgaugeError, match="fallback must be"):
         decide(x, y, labeler(y, 2), fallback="coin")
@@ -74,7 +68,7 @@ def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
 def test_more_labels_shrink_with_the_gap():
     # same interval widths, larger gap -> fewer extra labels
     from fmgauge.core.stats import Estimate
-    from fmgauge.weaklabels.decide import _interval_verdict
+    from fmgauge.weaklabels.rules import interval_verdict as _interval_verdict
 
     small = _interval_verdict(Estimate(0.80, 0.6, 1.0), Estimate(0.75, 0.55, 0.95), 10)
     large = _interval_verdict(Estimate(0.80, 0.6, 1.0), Estimate(0.65, 0.45, 0.85), 10)
@@ -87,6 +81,8 @@ def test_extrapolated_crossover_inverts_a_log_linear_curve():
     assert extrapolate_crossover(curve, 0.6 + 0.05 * np.log(80)) == pytest.approx(80, rel=1e-6)
     assert extrapolate_crossover(curve, 0.1) == 20  # already above the target
     assert extrapolate_crossover([(10, 0.7), (20, 0.7)], 0.9) is None  # flat curve never gets there
+    # a noisy curve whose fitted line crosses the target before m while its last point is still below it: n* > m
+    assert extrapolate_crossover([(10, 0.70), (15, 0.90), (20, 0.84)], 0.85) > 20
 
 
 def test_fewer_than_two_gold_items_of_a_class_is_refused():
@@ -99,12 +95,12 @@ def test_fewer_than_two_gold_items_of_a_class_is_refused():
         decide(x[:6], np.arange(6) % 2, labeler(np.arange(6) % 2, 1))
 
 
-def _files(tmp_path, n=20, drop_from_labeler=0, class_cols=("a", "b")):
+def _files(tmp_path, n=40, drop_from_labeler=0, class_cols=("a", "b")):
     x, y = gaussian(n, 0.0)
     ids = [f"item{i}" for i in range(n)]
     names = np.array(["a", "b"])
     pd.DataFrame({"id": ids, "label": names[y]}).to_csv(tmp_path / "gold.csv", index=False)
-    p = labeler(y, 1)
+    p = labeler(y, 2)
     keep = slice(drop_from_labeler, None)
     pd.DataFrame({"id": ids[keep], f"p_{class_cols[0]}": p[keep, 0], f"p_{class_cols[1]}": p[keep, 1]}).to_csv(
         tmp_path / "labeler.csv", index=False)
@@ -132,19 +128,20 @@ def test_gold_ids_missing_from_the_labeler_file_are_named(tmp_path):
 
 def test_class_names_the_labeler_output_lacks_are_refused(tmp_path):
     gold, lab, feats = _files(tmp_path, class_cols=("a", "c"))
-    with pytest.raises(FmgaugeError, match=r"p_c.*none for class\(es\) \['p_b'\]"):
+    with pytest.raises(FmgaugeError, match=r"has label\(s\) \['b'\] that the labeler-outputs file .* has no "
+                                           r"probability column for \(its classes: \['a', 'c'\]\)"):
         decide_from_files(gold, lab, features=feats)
 
 
 CONVEX = {"kind": "sk-logreg"}  # planted-signal tests of the rules' logic use a proxy that is solved exactly
 
 
-def test_default_proxy_is_the_zoo_logreg_and_runs_with_a_pool():
-    """The default proxy mirrors the sweep's torch students (AdamW under a study's budget): it learns 20 noisy
-    dimensions only roughly in that budget, which is why the logic tests below pin a convex proxy."""
+def test_a_torch_proxy_still_runs_with_a_pool():
+    """The rules default to a converged sk-logreg proxy; the zoo's AdamW logreg can still be named."""
     x, y = gaussian(20, sep=1.5, seed=1)
-    d = decide(x, y, labeler(y, 2), pool=_weak_pool(400, 1.5, 0.1, seed=2))
-    assert d.primary == "cv-delta" and set(d.rules) == {"accuracy", "auc", "cv-delta", "weak-student"}
+    d = decide(x, y, labeler(y, 2), pool=_weak_pool(400, 1.5, 0.1, seed=2), proxy={"kind": "logreg"}, curve=False,
+               rules=("auc", "cv-delta", "weak-student"), primary="cv-delta")
+    assert d.primary == "cv-delta" and set(d.rules) == {"auc", "cv-delta", "weak-student"}
     assert all(r.choice in ("use-weak-labels", "gold-only") for r in d.rules.values())
 
 
@@ -166,10 +163,13 @@ def test_pool_rules_see_weak_labels_that_help():
     """30 gold items carry too little to learn a 2.5-sd signal in 100 dimensions; 1,000 weak labels at 90% do."""
     x, y = gaussian(30, sep=2.5, d=100, seed=1)
     d = decide(x, y, labeler(y, 3), pool=_weak_pool(1000, 2.5, 0.1, seed=2, d=100), proxy=CONVEX)
-    assert d.primary == "cv-delta" and set(d.rules) == {"accuracy", "auc", "cv-delta", "weak-student"}
-    assert d.verdict == "use-weak-labels", d.explain()
+    assert d.primary == "delta-worth"
+    assert set(d.rules) == {"accuracy", "auc", "cv-delta", "delta-worth", "weak-student", "projection"}
+    assert d.choice == "use-weak-labels", d.explain()
+    assert d.crossover is None or d.crossover > 30  # the weak labels still help beyond the 30 gold labels
+    assert d.n_eff is not None and 0.4 * 1030 < d.n_eff.value < 0.9 * 1030  # (1 - 0.1 - 0.1)^2 = 0.64
     assert d.rules["weak-student"].choice == "use-weak-labels"
-    assert d.rules["cv-delta"].gap_ci[1] < 0  # gold − gold+weak: the whole CI below 0
+    assert d.rules["cv-delta"].gap < -0.05 and d.rules["cv-delta"].gap_ci[1] < 0.05  # gold − gold+weak
     assert d.pool_size == 1000
 
 
@@ -181,25 +181,33 @@ def test_pool_rules_see_weak_labels_that_point_the_wrong_way():
     assert d.rules["auc"].choice == "use-weak-labels"  # fooled: the labeler ranks the gold items well
     assert d.rules["cv-delta"].verdict == "gold-only", d.explain()
     assert d.rules["weak-student"].verdict == "gold-only"
+    assert d.verdict == "gold-only" and d.rules["delta-worth"].worthless is False  # the gold items look fine
 
 
-def test_accuracy_is_corrected_to_the_pool_prior():
-    """Balanced gold set (10 + 10), pool 90% class 0: the labeler's recall 0.9 / 0.5 gives 0.70 accuracy on the
-    gold set but 0.86 on the pool; the black-box shift estimate of the pool prior recovers the latter."""
-    y = np.array([0] * 10 + [1] * 10)
-    lab = y.copy()
-    lab[:1] = 1  # recall 0.9 on class 0
-    lab[10:15] = 0  # recall 0.5 on class 1
-    t = np.array([[0.9, 0.1], [0.5, 0.5]])
+def test_labeler_quality_is_post_stratified_on_the_weak_labels():
+    """Pool 90% class 0, the labeler's recall 0.9 / 0.5 (T = [[0.9, 0.1], [0.5, 0.5]]): accuracy 0.86 on the pool.
+    A gold set of 20 items drawn at random within each weak-label stratum (20 + 20, as sample-gold would) is far from
+    the pool's class balance, yet q (the weak-label shares, from the pool) and P(y | ŷ) (from the gold items) recover
+    the pool's accuracy, prior, recall and precision."""
     pool_y = np.array([0] * 900 + [1] * 100)
     pool_w = np.concatenate([np.repeat([0, 1], [810, 90]), np.repeat([0, 1], [50, 50])])  # T applied exactly
-    prior = pool_prior(t, pool_w, 2)
-    np.testing.assert_allclose(prior, [0.9, 0.1], atol=1e-9)
-    acc = corrected_accuracy(y, lab, 2, prior, 0.95)
-    assert acc.value == pytest.approx(0.9 * 0.9 + 0.1 * 0.5)
-    assert acc.lo < acc.value < acc.hi
-    assert corrected_accuracy(y, lab, 2, None, 0.95).value == pytest.approx(0.7)
-    assert (pool_w == pool_y).mean() == pytest.approx(0.86)
+    rng = np.random.default_rng(0)
+    gold = np.concatenate([rng.choice(np.flatnonzero(pool_w == k), 20, replace=False) for k in (0, 1)])
+    s = labeler_summary(pool_y[gold], pool_w[gold], 2, pool_labels=np.delete(pool_w, gold), class_names=("a", "b"))
+    assert s.unusable is None and s.source == "pool + gold"
+    assert abs(s.accuracy.value - 0.86) < 0.08 and s.accuracy.lo < 0.86 < s.accuracy.hi
+    assert abs(s.prior[1].value - 0.1) < 0.05 and s.majority_class == "a"
+    assert s.recall[1].lo < 0.5 < s.recall[1].hi and s.precision[1].lo < 50 / 140 < s.precision[1].hi
+    assert s.factor.value == pytest.approx((s.recall[0].value + s.recall[1].value - 1) ** 2)  # (1 - ρ0 - ρ1)²
+    assert s.youden.value == pytest.approx(2 * s.balanced_accuracy.value - 1)
+    # a labeler that says "a" to everything: accuracy = the majority rate, and the summary says so
+    allneg = labeler_summary(pool_y, np.zeros(1000, int), 2, class_names=("not b", "b"), truth=True)
+    assert allneg.worse_than_majority and "always answering 'not b'" in allneg.warning()
+    assert np.isnan(allneg.precision[1].value)  # never says "b": precision undefined, not 0
+    # no gold item the labeler called "b" although 14% of the pool is: the population estimate is unusable
+    none = labeler_summary(pool_y[:20], pool_w[:20] * 0, 2, pool_labels=pool_w, class_names=("a", "b"))
+    assert none.unusable and "'b'" in none.unusable and np.isnan(none.accuracy.value)
+    assert "unusable" in none.lines()[0]
 
 
 def test_decide_from_files_uses_the_labelled_ids_beyond_the_gold_set_as_the_pool(tmp_path):
@@ -213,8 +221,8 @@ def test_decide_from_files_uses_the_labelled_ids_beyond_the_gold_set_as_the_pool
     np.savez(tmp_path / "x.npz", ids=np.array(ids), features=x)
     d = decide_from_files(tmp_path / "gold.csv", tmp_path / "labeler.csv", features=tmp_path / "x.npz",
                           proxy=CONVEX)
-    assert d.pool_size == n_pool and d.primary == "cv-delta"
-    assert d.prior is not None and abs(d.prior[1] - y[20:].mean()) < 0.15
+    assert d.pool_size == n_pool and d.primary == "delta-worth"
+    assert abs(d.labeler_summary.prior[1].value - y.mean()) < 0.15
     res = CliRunner().invoke(app, ["weak-labels", "decide", "--gold", str(tmp_path / "gold.csv"),
                                    "--labeler-outputs", str(tmp_path / "labeler.csv"),
                                    "--features", str(tmp_path / "x.npz")])
@@ -223,7 +231,7 @@ def test_decide_from_files_uses_the_labelled_ids_beyond_the_gold_set_as_the_pool
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--primary", "vote"], "rules must be among"),
+    (["--primary", "vote"], "--primary must be one of accuracy, auc, cv-delta, delta-worth, weak-student, projection, got 'vote'"),
     (["--proxy", "cnn"], "proxy must be one of"),
     (["--max-pairs", "0"], "--max-pairs"),
 ])
@@ -241,6 +249,52 @@ def test_bad_decide_options_exit_2_with_one_line(tmp_path, extra, message):
 
 def test_a_one_class_gold_file_is_named_as_such(tmp_path):
     gold, lab, feats = _files(tmp_path)
-    pd.DataFrame({"id": [f"item{i}" for i in range(20)], "label": "a"}).to_csv(gold, index=False)
+    pd.DataFrame({"id": [f"item{i}" for i in range(40)], "label": "a"}).to_csv(gold, index=False)
     with pytest.raises(FmgaugeError, match="holds a single class"):
         decide_from_files(gold, lab, features=feats)
+
+
+def test_projection_verdict_reads_the_crossover_interval_against_m():
+    from fmgauge.weaklabels.rules import crossover_verdict
+
+    assert crossover_verdict(300.0, (120.0, 900.0), 20) == ("use-weak-labels", "use-weak-labels")
+    assert crossover_verdict(20.0, (20.000000000000004, 20.000000000000004), 20)[0] == "gold-only"  # n* = m
+    assert crossover_verdict(15.0, (8.0, float("inf")), 20) == ("uncertain", "gold-only")
+    assert crossover_verdict(None, (30.0, float("inf")), 20) == ("use-weak-labels", "use-weak-labels")
+    assert crossover_verdict(None, None, 20) == ("uncertain", "use-weak-labels")
+
+
+def test_from_200_gold_items_the_gold_side_is_cross_validated():
+    """At m >= 200 the gold side ranks pairs by pooled 5-fold out-of-fold scores: every (pos, neg) pair up to the
+    cap, and an AUC close to the truth of a clearly learnable task."""
+    from fmgauge.weaklabels.gold_auc import CV_FROM, CV_PAIRS, gold_only_auc, gold_pairs
+    from fmgauge.weaklabels.proxy import Proxy
+    from fmgauge.weaklabels.students import StudentConfig
+
+    x, y = gaussian(CV_FROM, sep=2.0, d=5, seed=7)
+    p = gold_pairs(Proxy(StudentConfig(kind="sk-logreg"), 0), x, y, 2, max_pairs=20)
+    assert len(p.c) == min((y == 1).sum() * (y == 0).sum(), CV_PAIRS)  # every pair up to the cap, not max_pairs
+    assert abs(gold_only_auc(p, y, 2).value - 0.92) < 0.04  # Φ(2/√2) = 0.92 for a 2-sd shift
+
+
+def test_leave_pair_out_auc_is_floored_at_chance():
+    """Pairs ranked backwards every time (an artefact of holding out one of 2 items of a class) read as 0.5."""
+    from fmgauge.weaklabels.gold_auc import PairOutcomes, gold_only_auc, weighted_aucs
+
+    y = np.array([1, 1] + [0] * 8)
+    pairs = PairOutcomes(np.ones(16, int), np.repeat([0, 1], 8), np.tile(np.arange(2, 10), 2), np.zeros(16))
+    assert gold_only_auc(pairs, y, 2).value == 0.5
+    assert weighted_aucs(y, 2, np.ones((1, 10)), pairs=pairs)[0] == 0.5
+    good = PairOutcomes(pairs.c, pairs.i, pairs.j, np.ones(16))
+    assert gold_only_auc(good, y, 2).value == 1.0 and gold_only_auc(good, y, 2).lo < 0.9  # Newcombe: not [1, 1]
+
+
+def test_delta_worth_leans_gold_only_for_a_labeler_no_better_than_chance():
+    from fmgauge.weaklabels.rules import worth_verdict
+
+    assert worth_verdict(("uncertain", "use-weak-labels"), -0.04) == ("gold-only", "gold-only", True)
+    # a committed cv-delta verdict stands: J from a 2-positive gold set can be wrong
+    assert worth_verdict(("use-weak-labels", "use-weak-labels"), -0.04) == ("use-weak-labels", "use-weak-labels", True)
+    assert worth_verdict(("gold-only", "gold-only"), -0.4) == ("gold-only", "gold-only", True)
+    assert worth_verdict(("use-weak-labels", "use-weak-labels"), 0.4) == ("use-weak-labels", "use-weak-labels", False)
+    assert worth_verdict(("uncertain", "use-weak-labels"), float("nan"))[1] == "use-weak-labels"  # unusable

@@ -39,14 +39,18 @@ def test_known_regret_hit_rate_and_abstention():
     assert head["always-gold"]["regret"]["value"] == pytest.approx((0.10 + 0.12 + 0.09 + 0.11) / 4)
     assert head["auc"]["hit_rate"]["value"] == pytest.approx(0.75)
     assert head["auc"]["abstain"]["value"] == pytest.approx(0.25)
-    assert head["auc"]["decisive_cells"] == 4 and head["auc"]["hit_rate_committed"] == pytest.approx(2 / 3)
+    assert head["auc"]["decisive_cells"] == 4
+    # committed verdicts (3 of 4) scored against each cell's own realised sign: 2 right, the gold-only one wrong
+    assert head["auc"]["committed_cells"] == 3
+    assert head["auc"]["hit_rate_committed"]["value"] == pytest.approx(2 / 3)
+    assert head["auc"]["wide_cells"] == 4 and head["auc"]["pick_rate_wide"]["value"] == pytest.approx(0.75)
     vs = head["auc"]["vs_trivial"]
     assert vs["baseline"] == "always-weak" and vs["value"] == pytest.approx(0.11 / 4)
     r = head["auc"]["regret"]
     assert r["lo"] <= r["value"] <= r["hi"] and r["hi"] > r["lo"]  # seeds resampled: a real interval
     assert ev["best_rule"] == "auc" and ev["best_trivial"] == "always-weak" and ev["headline_m"] == 20
     assert len(cells) == 4 * 3  # 4 seeds x (auc, always-weak, always-gold)
-    assert "With 20 gold labels" in conclusion(ev) and "always-weak" in conclusion(ev)
+    assert "Over every n_gold of the grid (20)" in conclusion(ev) and "always-weak" in conclusion(ev)
 
 
 def test_cells_within_noise_are_not_decisive():
@@ -90,3 +94,34 @@ def test_pool_rules_are_also_scored_with_the_weak_fallback():
     assert head["cv-delta"]["regret"]["value"] == pytest.approx(0.105)  # the lean: gold-only, wrong every time
     assert head["cv-delta (uncertain→weak)"]["regret"]["value"] == pytest.approx(0.0)
     assert ev["best_rule"] == "cv-delta (uncertain→weak)"
+
+
+def test_a_rule_that_copies_a_trivial_policy_gets_a_bound_not_a_zero_width_interval():
+    """Two policies that agree on every cell: the seed bootstrap would say [0, 0] and MDE 0; the comparison says
+    they never disagreed and bounds the difference by the rule of three instead, with the MDE undefined."""
+    res = _sweep({20: [0.10, 0.12, 0.09, -0.05]})
+    rules = _rules({(20, s): ("uncertain", "use-weak-labels") for s in range(4)})
+    ev, _ = evaluate(res, rules, {"s": "raw"}, [0, 1, 2, 3])
+    vs = {r["policy"]: r for r in ev["scores"] if r["scope"] == "all" and r["n_gold"] == 20}["auc"]["vs_trivial"]
+    assert vs["baseline"] == "always-weak" and vs["identical"] and vs["disagree"] == 0
+    assert vs["value"] == 0.0 and vs["mde"] is None
+    assert vs["hi"] == pytest.approx(3 / 4 * 0.12) and vs["lo"] == -vs["hi"]
+    assert "same choice as always-weak on all 4 cells" in conclusion(ev)
+
+
+def test_every_grid_size_is_scored_and_the_suite_pools_clusters():
+    from fmgauge.weaklabels.rule_eval import score_cells, score_policies
+
+    res = _sweep({10: [0.1, 0.1, 0.1, 0.1], 1000: [-0.03, -0.02, -0.04, -0.03]})
+    rules = _rules({**{(10, s): ("uncertain", "use-weak-labels") for s in range(4)},
+                    **{(1000, s): ("gold-only", "gold-only") for s in range(4)}})
+    ev, cells = evaluate(res, rules, {"s": "raw"}, [0, 1, 2, 3])
+    assert ev["grid"] == [10, 1000]
+    assert {r["n_gold"] for r in ev["scores"]} == {"all", 10, 1000}
+    # two studies pooled: clusters are (study, seed), so 8 resampling units
+    both = pd.concat([cells.assign(study="a"), cells.assign(study="b")]).drop(columns=["target", "hit"])
+    both = score_cells(both.assign(cluster=lambda d: d.study + ":" + d.seed.astype(str)))
+    rows = score_policies(both, scope_col="study")
+    overall = {r["policy"]: r for r in rows if r["scope"] == "all" and r["n_gold"] == "all"}
+    assert overall["auc"]["cells"] == 16 and overall["auc"]["regret"]["value"] == pytest.approx(0.0)
+    assert overall["auc"]["vs_trivial"]["hi"] < 0  # beats both trivial policies on every resample

@@ -74,7 +74,7 @@ def test_same_config_and_seeds_give_identical_results(env, tmp_path):
 def test_report_is_written_and_rebuilt_from_the_store(env, tmp_path):
     from fmgauge.weaklabels import rebuild_report
 
-    res = calibrate(small_study(rule_eval=True, rule_pool_max=500), tmp_path / "r",
+    res = calibrate(small_study(rule_eval=True, rule_pool_max=500, rule_max_gold=100), tmp_path / "r",
                     backend=BackendConfig(workers=1), progress=False)
     assert res.stats.total == 2 * 3 + 1 + 1 * 2 * 2  # one seed chunk + rule trials: labeler x n_gold (10, 100) x seeds
     html = (tmp_path / "r" / "report.html").read_text()
@@ -82,6 +82,8 @@ def test_report_is_written_and_rebuilt_from_the_store(env, tmp_path):
     assert "figures/delta_" in html and "Crossover per student" in html
     assert "Decision rules, evaluated" in html and "figures/rules_regret.png" in html
     assert "always use the weak labels (trivial)" in html
+    assert "committed verdicts right" in html and "always the majority class" in html
+    assert "realised gold-only test AUC" in html
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["meta"]["seeds"] == [0, 1] and summary["crossovers"][0]["student"] == "logreg"
     (tmp_path / "r" / "report.html").unlink()

@@ -9,7 +9,10 @@ detectors are tested as cohort-relative tail enrichment, :mod:`~fmgauge.contamin
 Tests per audited model: ``loss``, ``zlib``, ``mink``, ``minkpp`` (tail enrichment at quantile ``q``, default
 detector Min-K%++ at k = 0.2; the k sweep is reported as AUROC benchmark vs cohort), ``exchangeability`` (Oren et
 al.; optional, it is the expensive one) and ``topk`` (overlap of the model's top-K items with each other audited
-model's, hypergeometric null, Bonferroni over partners; needs ≥ 2 audited models).
+model's, Bonferroni over partners; needs ≥ 2 audited models). Every p-value is a permutation test that holds its
+level on data no model saw (issue 24; ``tests/test_contamination_calibration.py``), the baseline's veto uses the
+same tests, and items that belong together (``group_by``, default the benchmark's known structure) are relabelled
+and permuted as whole units.
 
 Models may be causal LMs or vision-language models (Qwen2.5-VL audited, BLIP-2 as the external baseline, as in
 Xu et al.): a VLM scores each item's answer tokens given its image and question
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -34,10 +36,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from fmgauge.contamination.benchmarks import TextBenchmark, load_benchmark
+from fmgauge.contamination.audit_result import AuditResult, label
+from fmgauge.contamination.benchmarks import TextBenchmark, load_benchmark, units_of
 from fmgauge.contamination.cohort import tail_enrichment
 from fmgauge.contamination.detect import check_model_data, load_scorer, scorer_stats
-from fmgauge.contamination.exchangeability import ExchangeabilityConfig, exchangeability_test
+from fmgauge.contamination.exchangeability import ExchangeabilityConfig, blocks_of, exchangeability_test
 from fmgauge.contamination.image_overlap import ImageOverlapConfig
 from fmgauge.contamination.mink import DEFAULT_K, K_SWEEP, detectors, item_scores, k_column, member_scores
 from fmgauge.contamination.topk import pairwise_overlap
@@ -64,6 +67,11 @@ class AuditConfig(BaseModel):
     cohort: str = Field(..., description="Known non-members (benchmark name or <layout>:<path>).")
     cohort_split: str = Field("test", description="Split of the cohort benchmark.")
     cohort_max_items: int | None = Field(None, ge=4, description="First items of the cohort.")
+    group_by: str | None = Field(None, description="Benchmark column whose equal values mark items that belong "
+                                 "together: the cohort test relabels and the exchangeability test permutes them "
+                                 "as whole units (the cohort uses the same column when it has it). Unset: the "
+                                 "benchmark's known structure (SLAKE img_id, glue-mrpc-sentences pair, a table's "
+                                 "'group' column); 'none': every item independent.")
     detectors: list[Literal["loss", "zlib", "mink", "minkpp", "exchangeability", "topk"]] = Field(
         list(ALL_DETECTORS), description="Detectors to run.")
     k: float = Field(DEFAULT_K, gt=0, le=1, description="Min-K% / Min-K%++ fraction of lowest tokens.")
@@ -86,43 +94,6 @@ class AuditConfig(BaseModel):
                                               "into <run>/image-overlap/ and reported beside the text detectors.")
 
 
-@dataclass
-class AuditResult:
-    """Everything the report needs. ``tests``: one row per detector × model (audited and baseline)."""
-
-    config: dict
-    tests: pd.DataFrame
-    enrichment: pd.DataFrame
-    overlaps: pd.DataFrame
-    sweep: pd.DataFrame  # AUROC benchmark vs cohort per model, detector column and k
-    exchangeability: dict[str, dict]
-    scores: pd.DataFrame
-    run_dir: Path | None = None
-    meta: dict = field(default_factory=dict)
-    image_overlap: dict | None = None  # results.json of the image-side run (config.images), None without images
-
-    def verdicts(self) -> pd.DataFrame:
-        """Audited models only: model, detector, p, p_adjusted, baseline_p, verdict."""
-        t = self.tests[self.tests.role == "audited"]
-        return t[["model", "detector", "statistic", "p", "p_adjusted", "baseline_p", "verdict"]].reset_index(drop=True)
-
-    def to_dict(self) -> dict:
-        return {"config": self.config, "tests": _records(self.tests), "enrichment": _records(self.enrichment),
-                "overlaps": _records(self.overlaps), "sweep": _records(self.sweep),
-                "exchangeability": self.exchangeability, "meta": self.meta, "image_overlap": self.image_overlap}
-
-
-def _records(df: pd.DataFrame) -> list[dict]:
-    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
-            for r in df.to_dict("records")]
-
-
-def label(model: str) -> str:
-    """Short display name of a model spec (a directory's last component)."""
-    p = Path(model)
-    return p.name if (p.is_absolute() or model.startswith(".")) else model
-
-
 def _check_disjoint(bench: TextBenchmark, cohort: TextBenchmark) -> None:
     shared = set(bench.texts) & set(cohort.texts)
     if shared:
@@ -139,8 +110,8 @@ def _check_models_data(models: list[str], bench: TextBenchmark, cohort: TextBenc
 
 
 def _score_model(model: str, bench: TextBenchmark, cohort: TextBenchmark, cfg: AuditConfig,
-                 run_exchangeability: bool, progress: bool, items: tuple = (None, None)) -> tuple[pd.DataFrame,
-                                                                                                 dict | None]:
+                 run_exchangeability: bool, progress: bool, items: tuple = (None, None),
+                 units: tuple = (None, None)) -> tuple[pd.DataFrame, dict | None]:
     tm = load_scorer(model, device=cfg.device, dtype=cfg.dtype)
     frames = []
     for role, b, it in (("benchmark", bench, items[0]), ("cohort", cohort, items[1])):
@@ -152,7 +123,8 @@ def _score_model(model: str, bench: TextBenchmark, cohort: TextBenchmark, cfg: A
     ex = None
     if run_exchangeability:
         lm = tm if items[0] is None else tm.text_model()  # a VLM: its own language model on the items' text
-        ex = exchangeability_test(lm, bench.texts, cfg.exchangeability, progress=progress).to_dict()
+        ex = exchangeability_test(lm, bench.texts, cfg.exchangeability, units=units[1], unit_name=units[0],
+                                  progress=progress).to_dict()
     del tm
     return pd.concat(frames, ignore_index=True), ex
 
@@ -161,6 +133,7 @@ def run_audit(cfg: AuditConfig, out: str | Path | None = None, *, progress: bool
               write_report: bool = True) -> AuditResult:
     """Run the audit described by ``cfg``; write the run directory ``out`` (default ``runs/<name>``)."""
     t0 = time.perf_counter()
+    cfg = cfg.model_copy(deep=True)  # the run may adapt defaults (shards); the caller's config stays as given
     bench = load_benchmark(cfg.benchmark, cfg.split, max_items=cfg.max_items)
     cohort = load_benchmark(cfg.cohort, cfg.cohort_split, max_items=cfg.cohort_max_items)
     _check_disjoint(bench, cohort)
@@ -171,6 +144,7 @@ def run_audit(cfg: AuditConfig, out: str | Path | None = None, *, progress: bool
         from fmgauge.contamination.image_overlap import prepare
 
         image_inputs = prepare(cfg.images)
+    units = _units(bench, cohort, cfg)
     root = Path(out) if out is not None else Path("runs") / cfg.name
     run_ex = "exchangeability" in cfg.detectors
     models = [*cfg.models, cfg.baseline]
@@ -179,17 +153,20 @@ def run_audit(cfg: AuditConfig, out: str | Path | None = None, *, progress: bool
     for m in models:
         log.info("scoring %s on %s (%d items) and the cohort (%d items)", label(m), bench.name, len(bench),
                  len(cohort))
-        df, ex = _score_model(m, bench, cohort, cfg, run_ex, progress, items[m])
+        df, ex = _score_model(m, bench, cohort, cfg, run_ex, progress, items[m], units["benchmark"])
         df.insert(0, "model", m)
         scores.append(df)
         if ex is not None:
             exch[m] = ex
     scores_df = pd.concat(scores, ignore_index=True)
-    tests, enrich, overlaps = _tests(cfg, scores_df, exch)
+    tests, enrich, overlaps = _tests(cfg, scores_df, exch, units)
     sweep = _sweep(scores_df, models, cfg)
     meta = {"seconds": time.perf_counter() - t0, "n_benchmark": len(bench), "n_cohort": len(cohort),
             "benchmark": bench.identity | {"source": bench.source, "template": bench.template},
-            "cohort": cohort.identity | {"source": cohort.source}}
+            "cohort": cohort.identity | {"source": cohort.source},
+            "units": {k: {"column": units[k][0], "units": len(b) if units[k][1] is None else len(set(units[k][1]))}
+                      for k, b in (("benchmark", bench), ("cohort", cohort))},
+            "warnings": units["warnings"]}
     res = AuditResult(cfg.model_dump(), tests, enrich, overlaps, sweep, exch, scores_df, None, meta)
     if image_inputs is not None:
         from fmgauge.contamination.image_overlap import run_image_overlap
@@ -203,7 +180,41 @@ def run_audit(cfg: AuditConfig, out: str | Path | None = None, *, progress: bool
     return res
 
 
-def _tests(cfg: AuditConfig, scores: pd.DataFrame, exch: dict[str, dict]) -> tuple[pd.DataFrame, ...]:
+def _units(bench: TextBenchmark, cohort: TextBenchmark, cfg: AuditConfig) -> dict:
+    """Unit labels of the benchmark and the cohort (``{"benchmark": (column, labels), "cohort": ...,
+    "warnings": [...]}``), checked before any model loads."""
+    b = units_of(bench, cfg.group_by, option="group_by")
+    c = units_of(cohort, cfg.group_by, option="group_by", required=False)
+    warnings = []
+    if b[0] is None and bench.unit_column is not None:
+        warnings.append(f"group_by none: the benchmark's items are grouped by {bench.unit_column!r} in its source, so "
+                        "its canonical order carries structure any LM can use; the exchangeability test permutes "
+                        "single items and may fire without exposure.")
+    for w in warnings:
+        log.warning(w)
+    if "exchangeability" in cfg.detectors:  # enough blocks for the shards, checked before any model loads
+        n = min(len(bench), cfg.exchangeability.max_examples)
+        blocks = len(blocks_of(None if b[1] is None else list(b[1][:n]), n))
+        if (cfg.exchangeability.shards > blocks // 2 and "shards" not in cfg.exchangeability.model_fields_set
+                and blocks >= 4):
+            shards = max(2, blocks // 4)  # the default (Oren's 50) was not chosen for this benchmark: ~4 blocks each
+            warnings.append(f"exchangeability: the benchmark's first {n} items form {blocks} blocks"
+                            + (f" of {b[0]!r}" if b[0] else "") + f"; {shards} shards of about 4 blocks instead of "
+                            f"the default {cfg.exchangeability.shards}.")
+            log.warning(warnings[-1])
+            cfg.exchangeability.shards = shards
+        if cfg.exchangeability.shards > blocks // 2:
+            what = f"blocks of related items (consecutive items sharing {b[0]!r} are permuted together)" if b[0] \
+                else "items"
+            raise FmgaugeError(f"exchangeability: {cfg.exchangeability.shards} shards need at least "
+                               f"{2 * cfg.exchangeability.shards} {what}; the benchmark's first {n} items form "
+                               f"{blocks}. Use fewer shards, more items" + (", or group_by: none" if b[0] else "")
+                               + ".")
+    return {"benchmark": b, "cohort": c, "warnings": warnings}
+
+
+def _tests(cfg: AuditConfig, scores: pd.DataFrame, exch: dict[str, dict],
+           units: dict | None = None) -> tuple[pd.DataFrame, ...]:
     dets = detectors(cfg.k)
     rows, enrich_rows = [], []
     models = [*cfg.models, cfg.baseline]
@@ -216,7 +227,8 @@ def _tests(cfg: AuditConfig, scores: pd.DataFrame, exch: dict[str, dict]) -> tup
             det = dets[name]
             b = member_scores(s[s.set == "benchmark"], det)
             c = member_scores(s[s.set == "cohort"], det)
-            e = tail_enrichment(b, c, q=cfg.q)
+            e = tail_enrichment(b, c, q=cfg.q, benchmark_units=(units or {}).get("benchmark", (None, None))[1],
+                                cohort_units=(units or {}).get("cohort", (None, None))[1])
             enrich_rows.append({"model": m, "role": role, "detector": name, "column": det.column} | e.to_dict())
             rows.append({"model": m, "role": role, "detector": name, "statistic": e.enrichment, "p": e.p})
         if m in exch:

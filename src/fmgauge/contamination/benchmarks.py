@@ -80,6 +80,10 @@ class TextBenchmark:
     template: str  # how an item became text
     columns: Mapping[str, tuple[str | None, ...]] = field(default_factory=dict)
     vqa: VQAFields | None = None
+    #: The column whose equal values mark items that belong together in the source (SLAKE: the questions about one
+    #: image, ``img_id``; a paraphrase pair; a plant group file's ``group``): the unit the cohort test and the
+    #: exchangeability test permute. None: every item is its own unit.
+    unit_column: str | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -95,7 +99,7 @@ class TextBenchmark:
         return TextBenchmark(name or self.name, self.split, tuple(self.ids[i] for i in idx),
                              tuple(self.texts[i] for i in idx), self.source, self.template,
                              {c: tuple(v[i] for i in idx) for c, v in self.columns.items()},
-                             None if self.vqa is None else self.vqa.subset(idx))
+                             None if self.vqa is None else self.vqa.subset(idx), self.unit_column)
 
     def column(self, name: str, *, option: str = "column") -> tuple[str, ...]:
         """Values (N,) of source column ``name``; refuses a column the benchmark lacks (naming those it has) or an
@@ -113,6 +117,21 @@ class TextBenchmark:
     def head(self, n: int | None) -> TextBenchmark:
         """The first ``n`` items in canonical order (all when ``n`` is None)."""
         return self if n is None or n >= len(self) else self.subset(range(n))
+
+
+def units_of(bench: TextBenchmark, group_by: str | None, *, option: str = "--group-by",
+             required: bool = True) -> tuple[str | None, tuple[str, ...] | None]:
+    """(column, (N,) unit labels) of the items that belong together: ``group_by`` names a column (refused when
+    absent and ``required``; skipped when absent otherwise), ``"none"`` means independent items, None falls back
+    to the benchmark's known structure (:attr:`TextBenchmark.unit_column`). (None, None) = every item its own
+    unit."""
+    if group_by is not None and group_by.strip().lower() == "none":
+        return None, None
+    if group_by is not None and (required or group_by in bench.columns):
+        return group_by, bench.column(group_by, option=option)
+    if bench.unit_column is not None:
+        return bench.unit_column, bench.column(bench.unit_column, option=option)
+    return None, None
 
 
 BenchmarkLoader = Callable[[str], TextBenchmark]
@@ -196,15 +215,19 @@ def _columns(rows: Sequence[object]) -> dict[str, tuple[str | None, ...]]:
 
 
 def _finish(name: str, split: str, ids: list[str], texts: list[str], source: Path | str,
-            template: str, rows: Sequence[object] = (), vqa: VQAFields | None = None) -> TextBenchmark:
-    """The benchmark, ``rows`` (the N source records, optional) becoming its ``columns``."""
+            template: str, rows: Sequence[object] = (), vqa: VQAFields | None = None,
+            unit_column: str | None = None) -> TextBenchmark:
+    """The benchmark, ``rows`` (the N source records, optional) becoming its ``columns``; ``unit_column`` is kept
+    only when every item has a value in it."""
     if not texts:
         raise FmgaugeError(f"benchmark {name!r} split {split!r} from {source} holds no items (empty benchmark).")
     dup = len(ids) - len(set(ids))
     if dup:
         ids = [f"{i}#{k}" for k, i in enumerate(ids)]  # keep every item; ids must be unique
-    return TextBenchmark(name, split, tuple(ids), tuple(texts), str(source), template,
-                         _columns(rows) if rows else {}, vqa)
+    columns = _columns(rows) if rows else {}
+    unit = unit_column if unit_column in columns and all(v is not None and str(v).strip()
+                                                         for v in columns[unit_column]) else None
+    return TextBenchmark(name, split, tuple(ids), tuple(texts), str(source), template, columns, vqa, unit)
 
 
 def _read_json_list(path: Path) -> list:
@@ -244,7 +267,7 @@ def _image_name(rec: dict, field: str | None) -> str | None:
 
 def _vqa_items(name: str, split: str, rows: list, path: Path, *, id_field: str | None,
                answer_field: str = "answer", image_field: str | None = None,
-               image_dir: Path | None = None) -> TextBenchmark:
+               image_dir: Path | None = None, unit_column: str | None = None) -> TextBenchmark:
     ids, texts, qs, ans, imgs = [], [], [], [], []
     for i, rec in enumerate(rows):
         where = f"{path} item {i}"
@@ -257,7 +280,7 @@ def _vqa_items(name: str, split: str, rows: list, path: Path, *, id_field: str |
         ans.append(a)
         imgs.append(_image_name(rec, image_field))
     vqa = VQAFields(tuple(qs), tuple(ans), tuple(imgs), None if image_dir is None else str(image_dir))
-    return _finish(name, split, ids, texts, path, VQA_TEMPLATE, rows, vqa)
+    return _finish(name, split, ids, texts, path, VQA_TEMPLATE, rows, vqa, unit_column)
 
 
 # ------------------------------------------------------------------------------------------------ SLAKE
@@ -282,7 +305,8 @@ def read_slake(path: Path, split: str = "test", *, lang: str = "en") -> TextBenc
         _need_fields(rec, ["question", "answer", "q_lang"], f"{path} item {i}")
         if rec["q_lang"] == lang and not (rec.get("qid") == 1622 and not str(rec["answer"]).strip()):
             keep.append(rec)
-    return _vqa_items(f"slake-{lang}", split, keep, path, id_field="qid", image_field="img_name")
+    return _vqa_items(f"slake-{lang}", split, keep, path, id_field="qid", image_field="img_name",
+                      unit_column="img_id")
 
 
 def _slake_dir() -> Path:
@@ -305,7 +329,8 @@ def read_mevf(path: Path, split: str = "test", *, name: str = "vqa-rad") -> Text
         if split not in MEVF_FILES:
             raise FmgaugeError(f"VQA-RAD/MEVF split must be one of {sorted(MEVF_FILES)}, got {split!r}.")
         path = path / MEVF_FILES[split]
-    return _vqa_items(name, split, _read_json_list(path), path, id_field="qid", image_field="image_name")
+    return _vqa_items(name, split, _read_json_list(path), path, id_field="qid", image_field="image_name",
+                      unit_column="image_name")
 
 
 BENCHMARKS.add("vqa-rad", lambda split: read_mevf(find_data_file(
@@ -389,7 +414,7 @@ def read_omnimedvqa(root: Path, split: str = "all") -> TextBenchmark:
             imgs.append(_image_name(rec, "image_path"))
     root_dir = qa.parent if qa.name == "QA_information" else qa  # image_path is relative to the dataset root
     return _finish("omnimedvqa", split, ids, texts, qa, MCQ_TEMPLATE, recs,
-                   VQAFields(tuple(qs), tuple(ans), tuple(imgs), str(root_dir)))
+                   VQAFields(tuple(qs), tuple(ans), tuple(imgs), str(root_dir)), unit_column="image_path")
 
 
 BENCHMARKS.add("omnimedvqa", lambda split: read_omnimedvqa(find_data_file(
@@ -425,14 +450,39 @@ def read_mrpc(path: Path, split: str = "test") -> TextBenchmark:
     return _finish("glue-mrpc", split, ids, texts, path, PAIR_TEMPLATE, rows)
 
 
-BENCHMARKS.add("glue-mrpc", lambda split: read_mrpc(find_data_file(
-    "glue_mrpc", how_to_get="put GLUE MRPC's train/dev/test.tsv in <data dir>/glue_mrpc/."), split))
+def read_mrpc_sentences(path: Path, split: str = "test") -> TextBenchmark:
+    """GLUE MRPC as a paraphrase corpus of single sentences: each pair's ``#1 String`` then ``#2 String`` is an
+    item (id = the MSR sentence id), with a ``pair`` column (``<#1 ID>-<#2 ID>``, the known structure: the two
+    sentences of a pair are one unit) and ``quality`` (1 = paraphrase)."""
+    pairs = read_mrpc(path, split)
+    ids, texts, rows = [], [], []
+    q = pairs.columns.get("Quality", (None,) * len(pairs))
+    for k, (pid, text) in enumerate(zip(pairs.ids, pairs.texts, strict=True)):
+        s1, s2 = text.split("\n", 1)
+        a, b = pid.split("-", 1)
+        for sid, sent in ((a, s1), (b, s2)):
+            ids.append(sid)
+            texts.append(sent)
+            rows.append({"pair": pid, "quality": q[k], "pair_index": str(k)})
+    return _finish("glue-mrpc-sentences", split, ids, texts, pairs.source, "{sentence}", rows,
+                   unit_column="pair")
+
+
+def _mrpc_dir() -> Path:
+    return find_data_file("glue_mrpc", how_to_get="put GLUE MRPC's train/dev/test.tsv in <data dir>/glue_mrpc/.")
+
+
+BENCHMARKS.add("glue-mrpc", lambda split: read_mrpc(_mrpc_dir(), split))
+BENCHMARKS.add("glue-mrpc-sentences", lambda split: read_mrpc_sentences(_mrpc_dir(), split))
 LAYOUTS.add("mrpc", read_mrpc)
+LAYOUTS.add("mrpc-sentences", read_mrpc_sentences)
 
 
 # ---------------------------------------------------------------------------------------- generic files
 
 TABLE_LAYOUTS = ("jsonl", "csv", "tsv")
+#: A table column of this name marks items that belong together (``plant`` writes it into its group files).
+UNIT_COLUMN = "group"
 TABLE_OPTIONS = {  # option of a ``csv:<path>?<option>=<value>&...`` benchmark -> what it takes
     "text_column": "the column holding each item's text (default 'text', else question + answer; position 0 with "
                    "header=none)",
@@ -487,12 +537,14 @@ def read_text_table(path: Path, split: str = "all", *, kind: str = "jsonl", text
     if rows and isinstance(rows[0], dict) and "split" in rows[0] and split != "all":
         rows = [r for r in rows if str(r.get("split")) == split]
     if rows and isinstance(rows[0], dict) and text_column is None and "text" not in rows[0]:
+        headless = (" or, if the file has no header row (its first row was read as the column names "
+                    f"{list(rows[0])}), --no-header (?header=none)") if kind in ("csv", "tsv") else ""
         _need_fields(rows[0], ["question", "answer"], f"{path} item 0 (no 'text' field; name the text column "
-                                                      "with --text-column or ?text_column=)")
+                                                      f"with --text-column or ?text_column={headless})")
         if image_column is not None and image_column not in rows[0]:
             _need_fields(rows[0], [image_column], f"{path} item 0 (image_column)")
         return _vqa_items(path.stem, split, rows, path, id_field=id_column or "id",
-                          image_field=image_column or "image", image_dir=path.parent)
+                          image_field=image_column or "image", image_dir=path.parent, unit_column=UNIT_COLUMN)
     text_column = text_column or "text"
     ids, texts = [], []
     for i, rec in enumerate(rows):
@@ -500,7 +552,7 @@ def read_text_table(path: Path, split: str = "all", *, kind: str = "jsonl", text
         _need_fields(rec, [text_column] + ([id_column] if id_column else []), where)
         texts.append(_nonempty(text_column, rec[text_column], where))
         ids.append(str(rec[id_column]) if id_column else str(rec.get("id") or i))
-    return _finish(path.stem, split, ids, texts, path, "{" + text_column + "}", rows)
+    return _finish(path.stem, split, ids, texts, path, "{" + text_column + "}", rows, unit_column=UNIT_COLUMN)
 
 
 LAYOUTS.add("jsonl", lambda p, split: read_text_table(p, split, kind="jsonl"))

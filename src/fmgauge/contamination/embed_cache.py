@@ -22,6 +22,7 @@ import numpy as np
 
 from fmgauge.contamination.images import ImageSet, Skipped
 from fmgauge.core.cache import cache_root, stable_hash
+from fmgauge.core.files import quarantine, read_back
 
 log = logging.getLogger(__name__)
 DEFAULT_CHUNK = 4096
@@ -42,11 +43,15 @@ class EmbeddedSet:
     def chunk_path(self, c: int) -> Path:
         return self.root / f"chunk-{c:06d}.npz"
 
+    def _load(self, c: int, *keys: str) -> tuple[np.ndarray, ...]:
+        path = self.chunk_path(c)
+        return read_back(path, lambda p: _read_npz(p, keys), what="embedding cache chunk",
+                         fix="delete it and rerun: the chunk is recomputed (the others are kept).")
+
     def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(rows (M,) int64, emb (M, D) float32) per chunk, in row order; one chunk in memory at a time."""
         for c in range(self.n_chunks):
-            with np.load(self.chunk_path(c), allow_pickle=False) as z:
-                yield z["rows"], z["emb"]
+            yield self._load(c, "rows", "emb")
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """All of it: (rows (N_ok,) int64, emb (N_ok, D) float32). For benchmark- and control-sized sets."""
@@ -55,11 +60,7 @@ class EmbeddedSet:
 
     def rows(self) -> np.ndarray:
         """(N_ok,) int64: the rows that decoded, in order."""
-        out = []
-        for c in range(self.n_chunks):
-            with np.load(self.chunk_path(c), allow_pickle=False) as z:
-                out.append(z["rows"])
-        return np.concatenate(out)
+        return np.concatenate([self._load(c, "rows")[0] for c in range(self.n_chunks)])
 
     def skipped(self) -> list[Skipped]:
         out: list[Skipped] = []
@@ -69,7 +70,8 @@ class EmbeddedSet:
 
     @property
     def dim(self) -> int:
-        return int(json.loads((self.root / "manifest.json").read_text())["dim"])
+        return read_back(self.root / "manifest.json", lambda p: int(json.loads(p.read_text())["dim"]),
+                         what="embedding cache manifest", fix="delete it and rerun: it is rewritten.")
 
 
 def embed_image_set(images: ImageSet, embedder, *, batch_size: int = 64, chunk: int = DEFAULT_CHUNK,
@@ -85,7 +87,7 @@ def embed_image_set(images: ImageSet, embedder, *, batch_size: int = 64, chunk: 
     root = cache_root() / "image-embeddings" / stable_hash(desc)
     root.mkdir(parents=True, exist_ok=True)
     out = EmbeddedSet(root, len(images), chunk)
-    todo = [c for c in range(out.n_chunks) if not out.chunk_path(c).exists()]
+    todo = [c for c in range(out.n_chunks) if not _chunk_ok(out.chunk_path(c))]
     if len(todo) < out.n_chunks:
         log.info("%s: %d of %d embedding chunks cached in %s", label, out.n_chunks - len(todo), out.n_chunks, root)
     dim = None
@@ -113,6 +115,30 @@ def embed_image_set(images: ImageSet, embedder, *, batch_size: int = 64, chunk: 
         (root / "manifest.json").write_text(json.dumps({**desc, "n_rows": len(images), "dim": dim,
                                                         "spec": images.spec}, indent=1, default=str))
     return out
+
+
+def _read_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    with np.load(path, allow_pickle=False) as z:
+        return tuple(z[k] for k in keys)
+
+
+def _chunk_ok(path: Path) -> bool:
+    """A finished chunk: its npz opens with both arrays and its skipped list parses. A truncated or corrupt one is
+    moved aside with a warning (and recomputed by the caller); a missing one is simply not done yet."""
+    import zipfile
+
+    if not path.exists():
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+        if not {"rows.npy", "emb.npy"} <= names:
+            raise ValueError(f"holds {sorted(names)}, not rows.npy and emb.npy")
+        json.loads(path.with_suffix(".skipped.json").read_text())
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        quarantine(path, e, what="embedding cache chunk")
+        return False
+    return True
 
 
 def _probe_dim(embedder) -> int:

@@ -103,7 +103,7 @@ class OpenClipEmbedder:
     ``model``: a registered name (``siglip-b16``, ``siglip-so400m``, ``biomedclip``), ``hf-hub:org/repo``,
     ``local-dir:<path>`` or a local directory with ``open_clip_config.json`` and weights. ``model_cfg``: an
     open_clip model config to build a randomly initialised model from (tests); then ``model`` is only a label.
-    Loading reuses the open_clip labeler's loader (:mod:`fmgauge.weaklabels.labelers.open_clip`).
+    Loading goes through the shared loader :func:`fmgauge.core.open_clip_models.load_open_clip`.
     """
 
     model: str
@@ -141,9 +141,9 @@ class OpenClipEmbedder:
         if spec.kind != "open_clip":
             raise FmgaugeError(f"embedder {self.model!r} is a {spec.kind} model; an image embedder needs open_clip.")
         if spec.remote and offline():
-            from fmgauge.weaklabels.labelers.open_clip import _in_hf_cache
+            from fmgauge.core.open_clip_models import in_hf_cache
 
-            if not _in_hf_cache(spec.hub_id):
+            if not in_hf_cache(spec.hub_id):
                 raise FmgaugeError(
                     f"embedder {self.model!r} needs the weights of {spec.hub_id}, which are not in the Hugging Face "
                     "cache and this machine is offline (HF_HUB_OFFLINE / FMGAUGE_OFFLINE / CI set). Download them "
@@ -156,14 +156,13 @@ class OpenClipEmbedder:
         if self._loaded is not None:
             return
         from fmgauge.core.models import resolve_device, resolve_dtype
-        from fmgauge.weaklabels.labelers.open_clip import OpenClipLabeler, load_model
+        from fmgauge.core.open_clip_models import load_open_clip
 
         self.check()
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
-        cfg = OpenClipLabeler(model=self.model, model_cfg=self.model_cfg, seed=self.seed, device=self.device,
-                              dtype=self.dtype)
-        model, preprocess, _ = load_model(cfg, device, dtype)
+        model, preprocess, _ = load_open_clip(self.model, model_cfg=self.model_cfg, seed=self.seed, device=device,
+                                              dtype=dtype, alternative="or use --embedder dct (offline)")
         self._loaded = (model, preprocess, device, dtype)
         log.info("open_clip embedder %s on %s (%s)", self.name, device, dtype)
 

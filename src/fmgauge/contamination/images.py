@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from fmgauge.core.cache import file_fingerprint
+from fmgauge.core.files import check_npz
 from fmgauge.core.validation import FmgaugeError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -247,6 +248,7 @@ def _resolve(rel: str, roots: list[Path]) -> str:
 def _npz(spec: str, path: Path, split: str, option: str) -> ImageSet:
     if not path.is_file():
         raise FmgaugeError(f"{option} npz {str(path)!r} does not exist; give {FORMS}.")
+    check_npz(path, what=option)
     try:
         with np.load(path, allow_pickle=False) as z:
             shapes = {k: z[k].shape for k in z.files if k.endswith("_images")}

@@ -55,7 +55,7 @@ def similarity_histograms(benchmark_top1: np.ndarray, control_top1: np.ndarray, 
 
 
 def plot_histograms(benchmark_top1: np.ndarray, control_top1: np.ndarray, tau: float, path, *,
-                    embedder: str = "") -> None:
+                    embedder: str = "", control_label: str = "control", xlabel: str | None = None) -> None:
     """Density histograms of benchmark vs control top-1 similarity with τ marked, saved to ``path``."""
     import matplotlib.pyplot as plt
 
@@ -65,11 +65,11 @@ def plot_histograms(benchmark_top1: np.ndarray, control_top1: np.ndarray, tau: f
     edges, _, _ = similarity_histograms(benchmark_top1, control_top1)
     fig, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
     ax.hist(control_top1, bins=edges, alpha=0.55, density=True, color="tab:gray",
-            label=f"control (n={len(control_top1)})")
+            label=f"{control_label} (n={len(control_top1)})")
     ax.hist(benchmark_top1, bins=edges, alpha=0.55, density=True, color="tab:red",
             label=f"benchmark (n={len(benchmark_top1)})")
     ax.axvline(tau, color="k", ls="--", lw=1, label=f"τ = {tau:.4f}")
-    ax.set_xlabel(f"top-1 cosine similarity to the reference{f' ({embedder})' if embedder else ''}")
+    ax.set_xlabel(xlabel or f"top-1 cosine similarity to the reference{f' ({embedder})' if embedder else ''}")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     save_figure(fig, path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fmgauge.contamination.audit import AuditResult, label
+from fmgauge.contamination.audit_result import AuditResult, label
 from fmgauge.contamination.mink import detectors, member_scores
 from fmgauge.contamination.verdict import NOT_SPECIFIC, SIGNAL
 from fmgauge.core.report import Report, Section, figure_backend, render_html, render_markdown, save_figure
@@ -88,6 +88,13 @@ def plot_permutations(ex: dict, title: str, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def _units_text(res: AuditResult) -> str:
+    u = res.meta.get("units", {})
+    parts = [f"{k}: {v['units']} units of {v['column']!r}" if v.get("column") else f"{k}: independent items"
+             for k, v in u.items() if isinstance(v, dict)]
+    return "; ".join(parts) or "independent items"
+
+
 def lead_line(res: AuditResult) -> str:
     v = res.verdicts()
     parts = []
@@ -109,6 +116,8 @@ def build_report(res: AuditResult, root: Path) -> Report:
     cfg = res.config
     figs = root / "figures"
     rep = Report(f"Contamination audit: {cfg['name']}", lead_line(res))
+    for w in res.meta.get("warnings", []):
+        rep.sections.append(Section("Warning", [w]))
     v = res.verdicts().assign(model=lambda d: d.model.map(label))
     rep.sections.append(Section("Verdicts", [
         f"Each test's p-value is corrected across detector × model ({cfg['correction']}, α = {cfg['alpha']}). "
@@ -118,8 +127,10 @@ def build_report(res: AuditResult, root: Path) -> Report:
         "top-K overlap on small cohorts."], [("verdict per detector × model", _pretty(v))]))
     sec = Section("Per-item detectors vs the known-non-member cohort", [
         f"Tail enrichment: the fraction of benchmark items above the cohort's {cfg['q']}-quantile, against the "
-        f"expected {1 - cfg['q']:.2f}; exact binomial p-value, Wilson 95% CI. Cohort: {cfg['cohort']} "
-        f"({res.meta['n_cohort']} items)."])
+        "fraction an item exchangeable with the cohort would reach (expected), Wilson 95% CI. p-value: a "
+        f"permutation test over the pooled items ({_units_text(res)}), so the quantile's own sampling error is "
+        "part of the null. "
+        f"Cohort: {cfg['cohort']} ({res.meta['n_cohort']} items)."])
     if len(res.enrichment):
         e = res.enrichment.assign(model=lambda d: d.model.map(label))[
             ["model", "role", "detector", "column", "n_benchmark", "fraction", "fraction_lo", "fraction_hi",
@@ -131,8 +142,13 @@ def build_report(res: AuditResult, root: Path) -> Report:
                         str(plot_sweep(res, figs / "k_sweep.png").relative_to(root))))
     rep.sections.append(sec)
     if res.exchangeability:
+        first = next(iter(res.exchangeability.values()))
         ex_sec = Section("Canonical-order exchangeability (Oren et al.)", [
-            "Per shard: log p(canonical order) − mean log p(random orders); one-sided t-test across shards."])
+            "Per shard: log p(canonical order) − mean log p(random orders); t across shards, its p-value calibrated "
+            "by permutation (in each shard the canonical order is exchangeable with the scored random orders "
+            "under the null; p_t = Student-t reference). Permuted: "
+            + (first.get("units") or "items") + (f" ({first['n_blocks']} blocks)" if first.get("n_blocks") else "")
+            + "."])
         rows = []
         for m, ex in res.exchangeability.items():
             p = plot_permutations(ex, label(m), figs / f"permutations_{_slug(label(m))}.png")

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from fmgauge.core.files import quarantine
+
 log = logging.getLogger(__name__)
 
 
@@ -48,8 +50,11 @@ def cached_arrays(
     path = cache_file(kind, stable_hash(description))
     if path.exists():
         log.debug("cache hit %s", path)
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except Exception as e:  # noqa: BLE001 - truncated/corrupt: a cache entry is recomputed, never fatal
+            quarantine(path, e)
     arrays = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")

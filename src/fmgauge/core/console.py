@@ -7,6 +7,7 @@ plain timestamped lines that never wrap, so a log file holds one line per messag
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from functools import lru_cache
 
@@ -34,4 +35,7 @@ def configure_logging(*, verbose: bool = False) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        # Hugging Face's tqdm bars (weights loading, shard writing) are carriage-return lines in a log file; our
+        # progress lines say the same. Read when transformers is imported, inherited by worker processes.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=level, handlers=[handler])

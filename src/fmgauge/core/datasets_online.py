@@ -1,6 +1,6 @@
 """Loaders for the weak-label paper's three benchmarks: PCAM, ISIC 2018 and NIH ChestX-ray14.
 
-Registered in :data:`fmgauge.core.data.DATASETS` on import (splits ``train``/``val``/``test``, ``y`` (N,) int64):
+Registered in :data:`fmgauge.core.datasets_base.DATASETS` on import (splits ``train``/``val``/``test``, ``y`` (N,) int64):
 
 - ``pcam``: PatchCamelyon, ``x`` (N, 3, 96, 96) uint8; 0 = 'lymph node', 1 = 'lymph node containing metastatic
   tumor tissue' (CLIP_benchmark names). At most 20,000 items per split, seeded and stratified (the full train split
@@ -32,18 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fmgauge.core.data import (
-    DATASETS,
-    Dataset,
-    Split,
-    _download_medmnist,
-    data_dirs,
-    find_data_file,
-    load_medmnist_npz,
-    offline,
-    relabel,
-    to_nchw,
-)
+from fmgauge.core.datasets_base import DATASETS, Dataset, Split, data_dirs, find_data_file, offline
+from fmgauge.core.datasets_medmnist import _download_medmnist, load_medmnist_npz, relabel, to_nchw
 from fmgauge.core.validation import FmgaugeError
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Text datasets: Medical Abstracts TC (real text for real zero-shot labelers) and any CSV/TSV/JSONL of texts.
 
-A text :class:`~fmgauge.core.data.Split` holds ``x`` (N,) of ``str`` (object dtype), ``y`` (N,) int64 and ids
+A text :class:`~fmgauge.core.datasets_base.Split` holds ``x`` (N,) of ``str`` (object dtype), ``y`` (N,) int64 and ids
 ``"<split>/<row>"`` where ``row`` is the item's row in its source file, so ids stay the same however the
 pool/test split is drawn.
 
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from fmgauge.core.data import DATASETS, Dataset, Split, find_data_file
+from fmgauge.core.datasets_base import DATASETS, Dataset, Split, find_data_file
 from fmgauge.core.validation import FmgaugeError, check_template, did_you_mean, name_unknown, parse_options
 
 TEST_FRACTION = 0.3

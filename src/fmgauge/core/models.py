@@ -136,6 +136,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def check_device_dtype(device: str | None, dtype: str | None = None, *,
+                       names: tuple[str, str] = ("--device", "--dtype")) -> None:
+    """``--device`` / ``--dtype`` as a command line gives them, checked (form and availability) before any model
+    loads; a problem names the option (``names``; e.g. ``("device", "dtype")`` for values from a config file).
+    ``None`` = unset."""
+    if device is not None:
+        try:
+            resolve_device(device)
+        except FmgaugeError as e:
+            raise FmgaugeError(f"{names[0]}: {e}") from None
+    if dtype is not None and dtype not in (*DTYPES, "auto"):
+        raise FmgaugeError(f"{names[1]} must be one of {', '.join([*DTYPES, 'auto'])}, got {dtype!r}.")
+
+
 def resolve_dtype(name: str, device: torch.device | None = None) -> torch.dtype:
     """``float32|float16|bfloat16|auto`` -> ``torch.dtype``; auto is float16 on CUDA, float32 elsewhere."""
     check_choice("dtype", name, [*DTYPES, "auto"])

@@ -89,7 +89,10 @@ class Tracker:
         """The status as one plain line: done/total (percent), rate, elapsed, ETA, metrics."""
         elapsed = time.monotonic() - self.start
         rate = self.done / elapsed if elapsed > 0 else float("nan")
-        parts = [f"{self.what} {self.done}/{self.total}" if self.total is not None else f"{self.what} {self.done}"]
+        if self.total is not None:
+            parts = [f"{self.what} {self.done}/{self.total}"]
+        else:  # one long step (a model load) counts nothing: just its name
+            parts = [f"{self.what} {self.done}" if self.done else self.what]
         if self.total:
             parts[0] += f" ({100 * self.done / self.total:.0f}%)"
         if self.done:
@@ -180,8 +183,33 @@ def progress(what: str, total: int | None = None, *, unit: str = "it", enabled: 
     try:
         yield t
         ok = True
+    except KeyboardInterrupt:
+        if _interrupted is None:  # the innermost loop Ctrl-C stopped (the CLI's message names it)
+            _note_interrupt(t)
+        raise
     finally:
         t._close(ok)
+
+
+_interrupted: str | None = None
+
+
+def _note_interrupt(t: Tracker) -> None:
+    global _interrupted
+    todo = f", {t.total - t.done} to go" if t.total is not None else ""
+    _interrupted = f"{t.what}: {t.done}" + (f" of {t.total}" if t.total is not None else "") + f" {t.unit} done{todo}"
+
+
+def clear_interrupt() -> None:
+    """Forget where an earlier Ctrl-C stopped (a new command starts)."""
+    global _interrupted
+    _interrupted = None
+
+
+def interrupted_at() -> str | None:
+    """Where Ctrl-C stopped the last tracked loop (``"embedding reference: 40 of 100 image done, 60 to go"``), or
+    None when it stopped outside any."""
+    return _interrupted
 
 
 def track(items: Iterable[T], what: str, *, total: int | None = None, unit: str = "it",

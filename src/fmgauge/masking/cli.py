@@ -42,27 +42,39 @@ def compare_cmd(
     device: Annotated[str | None, typer.Option(help="auto|cpu|cuda|mps.")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32|float16|bfloat16|auto.")] = None,
     backend: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
-    workers: Annotated[int | None, typer.Option(help="Parallel trials (local processes; default: CPU count).")] = None,
-    threads: Annotated[int, typer.Option(help="Torch threads per trial process.")] = 1,
+    workers: Annotated[int | None, typer.Option(help="Parallel trials (local processes; default: CPU count).",
+                                                min=1)] = None,
+    threads: Annotated[int, typer.Option(help="Torch threads per trial process.", min=1)] = 1,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, ray://host:port).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """For each strategy x seed: MLM stage on the task's text, fine-tune, score dev/test; paired report."""
-    from fmgauge.core.config import load_config, read_yaml
+    from fmgauge.core.config import load_config
+    from fmgauge.core.files import check_output_dir
+    from fmgauge.core.models import check_device_dtype
     from fmgauge.core.runner import BackendConfig
+    from fmgauge.core.store import run_lock
+    from fmgauge.core.validation import FmgaugeError
     from fmgauge.masking.experiment import CompareConfig, compare
 
-    masking = read_yaml(config).get("masking", {}) if config else {}
-    masking.update({k: v for k, v in {"rate": rate, "replacement": replacement, "spread": spread}.items()
-                    if v is not None})
+    masking = {k: v for k, v in {"rate": rate, "replacement": replacement, "spread": spread}.items()
+               if v is not None}  # merged key by key into the file's masking: mapping
     cfg = load_config(CompareConfig, config, {
         "task": task, "model": model, "strategies": _csv(strategies), "seeds": seeds, "mlm_steps": mlm_steps,
         "ft_epochs": ft_epochs, "ft_train_size": ft_train_size, "max_length": max_length,
         "label_column": label_column, "text_columns": _csv(text_columns),
         "header": False if no_header else None, "device": device, "dtype": dtype,
-        "masking": masking or None})
-    res = compare(cfg, out, backend=BackendConfig(backend=backend, workers=workers, address=address,
-                                                  threads_per_worker=threads), progress=progress)
+        "masking": masking or None}, options={"text_columns": "--text-columns", "header": "--no-header",
+                                              **{f"masking.{k}": f"--{k}" for k in masking}})
+    if backend not in ("local", "ray"):
+        raise FmgaugeError(f"--backend must be local or ray, got {backend!r}.")
+    if device is not None or dtype is not None:
+        check_device_dtype(device, dtype)  # as given on the command line
+    check_device_dtype(cfg.device, cfg.dtype, names=("device", "dtype"))  # and as configured
+    be = BackendConfig(backend=backend, workers=workers, address=address, threads_per_worker=threads)
+    run_dir = check_output_dir(out if out is not None else Path("runs") / cfg.name, option="--out")
+    with run_lock(run_dir):  # before the task and model load: a second run into it is refused, changing nothing
+        res = compare(cfg, run_dir, backend=be, progress=progress)
     _print(res.summary)
     console.print(f"Report: [bold]{res.run_dir / 'report.html'}[/]")
 

@@ -24,9 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import fmgauge
 from fmgauge.core.models import DeviceName
+from fmgauge.core.progress import progress as progress_tracker
 from fmgauge.core.runner import BackendConfig, RunStats, Trial, run_trials
 from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
+from fmgauge.masking.analysis import analyse, classification_metrics
 from fmgauge.masking.strategies import STRATEGIES, MaskingConfig, make_strategy
 
 log = logging.getLogger(__name__)
@@ -167,14 +169,6 @@ def stratified_indices(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     return np.sort(idx)
 
 
-def classification_metrics(y: np.ndarray, pred: np.ndarray, n_labels: int) -> dict[str, float]:
-    """Accuracy and F1 (positive class 1 when binary, macro otherwise)."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    avg = "binary" if n_labels == 2 else "macro"
-    return {"acc": float(accuracy_score(y, pred)), "f1": float(f1_score(y, pred, average=avg, zero_division=0))}
-
-
 def _training_args(out: str, *, seed: int, device: str, **kw: Any):
     from transformers import TrainingArguments
 
@@ -192,6 +186,22 @@ class _ListDataset:
 
     def __getitem__(self, i: int) -> dict:
         return self.items[i]
+
+
+def _step_progress(tracker: Any):
+    """A HF ``TrainerCallback`` counting optimizer steps on ``tracker`` (:func:`fmgauge.core.progress.progress`)
+    and showing the last logged training loss: on a non-TTY a log line with step/total, rate, ETA and loss."""
+    from transformers import TrainerCallback
+
+    class StepProgress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001 - HF signature
+            tracker.advance(1)
+
+        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001 - HF signature
+            if logs and "loss" in logs:
+                tracker.update(loss=float(logs["loss"]))
+
+    return StepProgress()
 
 
 # ------------------------------------------------------------------------------------------ one trial
@@ -241,10 +251,11 @@ def run_trial(config: dict) -> list[dict]:
             per_device_train_batch_size=cfg.mlm_batch, learning_rate=cfg.mlm_lr,
             weight_decay=cfg.mlm_weight_decay, logging_steps=max(1, cfg.mlm_steps // 20), lr_scheduler_type="constant")
         model.train()
-        trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(mlm_items),
-                          data_collator=setup.collator, callbacks=setup.callbacks)
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        with progress_tracker(f"masking {strategy} seed {seed}: MLM", total=cfg.mlm_steps, unit="step") as p:
+            trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(mlm_items),
+                              data_collator=setup.collator, callbacks=[*setup.callbacks, _step_progress(p)])
+            trainer.remove_callback(PrinterCallback)
+            trainer.train()
         mlm_seconds = time.perf_counter() - t0
         rows += [{**base, "kind": "mlm_curve", "step": h["step"], "loss": h["loss"]}
                  for h in trainer.state.log_history if "loss" in h]
@@ -299,11 +310,12 @@ def run_trial(config: dict) -> list[dict]:
             f"{tmp}/ft", seed=seed, device=device.type, max_steps=total, per_device_train_batch_size=cfg.ft_batch,
             per_device_eval_batch_size=64, learning_rate=cfg.ft_lr, warmup_steps=int(cfg.ft_warmup * total),
             weight_decay=0.01, logging_steps=max(1, total // 20), eval_strategy="no")
-        ft = Trainer(model=clf, args=args, train_dataset=_ListDataset(ft_items),
-                     eval_dataset=_ListDataset(evals[dev_name][0]), data_collator=DataCollatorWithPadding(tok),
-                     compute_metrics=metrics, callbacks=[EvalAt()])
-        ft.remove_callback(PrinterCallback)
-        ft.train()
+        with progress_tracker(f"masking {strategy} seed {seed}: fine-tune", total=total, unit="step") as p:
+            ft = Trainer(model=clf, args=args, train_dataset=_ListDataset(ft_items),
+                         eval_dataset=_ListDataset(evals[dev_name][0]), data_collator=DataCollatorWithPadding(tok),
+                         compute_metrics=metrics, callbacks=[EvalAt(), _step_progress(p)])
+            ft.remove_callback(PrinterCallback)
+            ft.train()
         for h in ft.state.log_history:
             if "loss" in h:
                 rows.append({**base, "kind": "ft_curve", "step": h["step"], "loss": h["loss"]})
@@ -347,15 +359,17 @@ def carry_untouched(clf: Any, initialised: tuple[str, ...], cfg: CompareConfig) 
 
 
 def sentence_features(encoder: Any, tok: Any, texts: list[str], max_length: int, device: Any, *,
-                      batch: int = 64) -> np.ndarray:
-    """Mean-pooled last hidden states (N, d) of ``texts`` (batched by length to limit padding)."""
+                      batch: int = 64, tracker: Any = None) -> np.ndarray:
+    """Mean-pooled last hidden states (N, d) of ``texts`` (batched by length to limit padding); ``tracker`` (a
+    :func:`fmgauge.core.progress.progress` tracker counting texts) advances batch by batch."""
     import torch
 
     with torch.no_grad():
-        return _pool(encoder, tok, texts, max_length, device, batch)
+        return _pool(encoder, tok, texts, max_length, device, batch, tracker)
 
 
-def _pool(encoder: Any, tok: Any, texts: list[str], max_length: int, device: Any, batch: int) -> np.ndarray:
+def _pool(encoder: Any, tok: Any, texts: list[str], max_length: int, device: Any, batch: int,
+          tracker: Any = None) -> np.ndarray:
     order = np.argsort([len(t) for t in texts], kind="stable")
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
     encoder.eval()
@@ -366,6 +380,8 @@ def _pool(encoder: Any, tok: Any, texts: list[str], max_length: int, device: Any
         h = encoder(**enc).last_hidden_state  # (B, T, d)
         m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)  # (B, T, 1)
         out[idx] = ((h * m).sum(1) / m.sum(1).clamp(min=1)).float().cpu().numpy()
+        if tracker is not None:
+            tracker.advance(len(idx))
     return out
 
 
@@ -382,21 +398,21 @@ def probe_eval(model: Any, tok: Any, task: Any, cfg: CompareConfig, seed: int, d
 
     encoder = model.base_model
 
-    def feats(split: Any, idx: np.ndarray) -> np.ndarray:
-        u = sentence_features(encoder, tok, [split.text_a[i] for i in idx], cfg.max_length, device)
+    def feats(split: Any, idx: np.ndarray, p: Any) -> np.ndarray:
+        u = sentence_features(encoder, tok, [split.text_a[i] for i in idx], cfg.max_length, device, tracker=p)
         if split.text_b is None:
             return u
-        v = sentence_features(encoder, tok, [split.text_b[i] for i in idx], cfg.max_length, device)
+        v = sentence_features(encoder, tok, [split.text_b[i] for i in idx], cfg.max_length, device, tracker=p)
         return np.hstack([u, v, np.abs(u - v), u * v])
 
     train = task.split("train")
     keep = stratified_indices(train.y, cfg.ft_train_size, seed)
-    x_tr, y_tr = feats(train, keep), train.y[keep]
-    evals = {}
-    for s in cfg.eval_splits:
-        sp = task.split(s)
-        idx = stratified_indices(sp.y, cfg.eval_max, 0)
-        evals[s] = (feats(sp, idx), sp.y[idx])
+    picks = {s: stratified_indices(task.split(s).y, cfg.eval_max, 0) for s in cfg.eval_splits}
+    n_texts = sum(len(i) * (1 if task.split(s).text_b is None else 2)
+                  for s, i in [("train", keep), *picks.items()])
+    with progress_tracker(f"masking probe seed {seed}: features", total=n_texts, unit="text") as p:
+        x_tr, y_tr = feats(train, keep, p), train.y[keep]
+        evals = {s: (feats(task.split(s), idx, p), task.split(s).y[idx]) for s, idx in picks.items()}
 
     c_value = cfg.probe_c
     if c_value is None:  # pick the L2 strength by CV on the probe's own training items (never dev/test)
@@ -448,8 +464,6 @@ def plan_trials(cfg: CompareConfig) -> list[Trial]:
 def compare(cfg: CompareConfig, run_dir: str | Path | None = None, *, backend: BackendConfig | None = None,
             progress: bool = True, report: bool = True) -> CompareResult:
     """Run (or resume) the comparison ``cfg`` in ``run_dir`` (default runs/<name>); analyse and report it."""
-    from fmgauge.masking.analysis import analyse
-
     if len(cfg.seed_list()) < 2:
         raise FmgaugeError(f"a paired comparison needs at least 2 seeds, got {cfg.seed_list()}.")
     task = cfg.load_task()  # fail early on a bad task, before any model load or trial
@@ -497,8 +511,6 @@ def finish(run_dir: Path, df: pd.DataFrame, summary: dict, *, stats: RunStats | 
 
 def load_result(run_dir: str | Path) -> CompareResult:
     """A finished comparison from its run directory (no retraining)."""
-    from fmgauge.masking.analysis import analyse
-
     run_dir = Path(run_dir)
     store = RunStore(run_dir)
     cfg = CompareConfig.model_validate(store.load_config())

@@ -102,6 +102,12 @@ def split_from_table(df, path: Path, *, text_columns: tuple[str, str | None] | N
     for c in (a, b):
         if c is not None and c not in cols:
             raise FmgaugeError(f"{path}: sentence column {c!r} is missing; it has columns {cols}.")
+    for c in (a, b):
+        empty = (df[c].astype(str).str.strip() == "").to_numpy() if c is not None else np.zeros(0, bool)
+        if empty.any():
+            rows = np.flatnonzero(empty)[:5].tolist()
+            raise FmgaugeError(f"{path}: {int(empty.sum())} row(s) have an empty sentence column {c!r} (first rows "
+                               f"{rows}, counted from 0 after the header); drop them or fill in the text.")
     raw = df[label_column].astype(str).str.strip()
     if (raw == "").any():
         rows = np.flatnonzero((raw == "").to_numpy())[:5].tolist()

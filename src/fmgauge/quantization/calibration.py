@@ -79,7 +79,7 @@ class CalibStats:
 
     @classmethod
     def load(cls, path: Path) -> CalibStats:
-        d = torch.load(path, weights_only=False)
+        d = torch.load(path, weights_only=True)  # tensors and plain Python values only: never unpickle code
         layers = {k: LayerStats(**v) for k, v in d.pop("layers").items()}
         return cls(layers=layers, **d)
 

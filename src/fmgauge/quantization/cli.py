@@ -4,6 +4,7 @@ library (heavy imports happen inside the commands)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -23,8 +24,8 @@ Device = Annotated[str, typer.Option(help="auto|cpu|cuda|mps")]
 Dtype = Annotated[str, typer.Option(help="float32|float16|bfloat16 (weights and activations).")]
 Calib = Annotated[str | None, typer.Option(
     help="Calibration text: 'wikitext2' (valid split, default) or a UTF-8 text file.")]
-NSamples = Annotated[int | None, typer.Option(help="Calibration windows (default 128).")]
-SeqLen = Annotated[int | None, typer.Option(help="Tokens per calibration window (default 512).")]
+NSamples = Annotated[int | None, typer.Option(help="Calibration windows (default 128).", min=1)]
+SeqLen = Annotated[int | None, typer.Option(help="Tokens per calibration window (default 512).", min=2)]
 Seed = Annotated[int | None, typer.Option(help="Seed of the calibration sampler (default 0).")]
 Sampling = Annotated[str | None, typer.Option(
     help="Calibration windows: 'random' offsets (default, GPTQ's sampler) or 'consecutive' from the start.")]
@@ -35,9 +36,16 @@ def _ints(text: str | None, option: str) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise FmgaugeError(f"{option} must be comma-separated integers like 3,4; got {text!r}.") from None
+    if not values:
+        raise FmgaugeError(f"{option} needs at least one integer (e.g. 3,4); got {text!r}.")
+    return values
+
+
+_CALIB_OPTIONS = {"text": "--calib", "n_samples": "--n-samples", "seqlen": "--seqlen", "seed": "--seed",
+                  "sampling": "--sampling"}
 
 
 def _calib(calib: str | None, n_samples: int | None, seqlen: int | None, seed: int | None,
@@ -46,15 +54,38 @@ def _calib(calib: str | None, n_samples: int | None, seqlen: int | None, seed: i
                               "sampling": sampling}.items() if v is not None}
 
 
-def _merge(base: dict, key: str, values: dict) -> None:
-    if values:
-        base[key] = {**base.get(key, {}), **values}
+def _load(model, config: Path | None, overrides: dict, options: dict[str, str] | None = None):  # noqa: ANN001, ANN202
+    """``model`` from defaults < --config YAML < the options given (mappings such as ``calib`` merged key by key);
+    a bad value is one line naming its option (or the file and key when it came from the file)."""
+    from fmgauge.core.config import load_config
+
+    names = {f"calib.{k}": o for k, o in _CALIB_OPTIONS.items() if k in overrides.get("calib", {})}
+    names.update({f"eval.{k}": f"--{k.replace('_', '-')}" for k in overrides.get("eval", {})})
+    names.update({f"quant.{k}": f"--{k.replace('_', '-')}" for k in overrides.get("quant", {})})
+    names.update(options or {})
+    return load_config(model, config, {k: v for k, v in overrides.items() if v not in (None, {})}, options=names)
 
 
-def _read(config: Path | None) -> dict:
-    from fmgauge.core.config import read_yaml
+def _devices(device: str, dtype: str) -> None:
+    from fmgauge.core.models import check_device_dtype
 
-    return read_yaml(config) if config is not None else {}
+    check_device_dtype(device, dtype)  # before any model loads
+
+
+def _model_blocks(model: str) -> int | None:
+    """The number of transformer blocks of ``model`` from its config alone (no weights), or None if unknown."""
+    from fmgauge.core.text_models import model_config
+
+    cfg = model_config(model)
+    return getattr(cfg, "num_hidden_layers", None) if cfg is not None else None
+
+
+def _out_dir(out: Path):  # noqa: ANN202 - a context manager
+    """``--out`` checked writable, then locked for this run (before any model loads)."""
+    from fmgauge.core.files import check_output_dir
+    from fmgauge.core.store import run_lock
+
+    return run_lock(check_output_dir(out, option="--out"))
 
 
 @app.command("sensitivity")
@@ -66,11 +97,14 @@ def sensitivity_cmd(
     seed: Seed = None,
     blocks: Annotated[str | None, typer.Option(help="Blocks with ground truth, e.g. 0,15,29 (default first, "
                                                     "middle, last).")] = None,
-    gt_group: Annotated[int | None, typer.Option(help="Input channels per perturbed group (default 64).")] = None,
-    gt_bits: Annotated[int | None, typer.Option(help="Bits of the one-group RTN perturbation (default 2).")] = None,
-    heldout_windows: Annotated[int | None, typer.Option(help="Held-out windows (0 = no ground truth).")] = None,
-    heldout_len: Annotated[int | None, typer.Option(help="Tokens per held-out window (default 256).")] = None,
-    n_boot: Annotated[int | None, typer.Option(help="Bootstrap resamples for the Spearman CIs (default 1000).")] = None,
+    gt_group: Annotated[int | None, typer.Option(help="Input channels per perturbed group (default 64).",
+                                                 min=1)] = None,
+    gt_bits: Annotated[int | None, typer.Option(help="Bits of the one-group RTN perturbation (default 2).",
+                                                min=1, max=8)] = None,
+    heldout_windows: Annotated[int | None, typer.Option(help="Held-out windows (0 = no ground truth).", min=0)] = None,
+    heldout_len: Annotated[int | None, typer.Option(help="Tokens per held-out window (default 256).", min=2)] = None,
+    n_boot: Annotated[int | None, typer.Option(help="Bootstrap resamples for the Spearman CIs (default 1000).",
+                                               min=0)] = None,
     out: Annotated[Path, typer.Option(help="Run directory for tables, figures and report.")] = Path(
         "runs/quant-sensitivity"),
     config: ConfigOpt = None,
@@ -78,17 +112,22 @@ def sensitivity_cmd(
     dtype: Dtype = "float32",
 ) -> None:
     """Per-channel sensitivity of every Linear (act-magnitude, Hessian diag, Fisher S_j, OBD) vs ground truth."""
-    from fmgauge.core.config import load_config
     from fmgauge.quantization.study import SensitivityConfig, run_sensitivity
 
-    data = _read(config)
-    _merge(data, "calib", _calib(calib, n_samples, seqlen, seed))
-    cfg = load_config(SensitivityConfig, None, {**data, "model": model, "gt_blocks": _ints(blocks, "--blocks"),
-                                                "gt_group": gt_group, "gt_bits": gt_bits,
-                                                "heldout_windows": heldout_windows, "heldout_len": heldout_len,
-                                                "n_boot": n_boot,
-                                                "device": device, "dtype": dtype})
-    res = run_sensitivity(cfg, out)
+    cfg = _load(SensitivityConfig, config, {
+        "calib": _calib(calib, n_samples, seqlen, seed), "model": model, "gt_blocks": _ints(blocks, "--blocks"),
+        "gt_group": gt_group, "gt_bits": gt_bits, "heldout_windows": heldout_windows, "heldout_len": heldout_len,
+        "n_boot": n_boot, "device": device, "dtype": dtype}, {"gt_blocks": "--blocks"})
+    if cfg.gt_blocks is not None:  # against the model's config (no weights loaded)
+        n_blocks = _model_blocks(cfg.model)
+        bad = [b for b in cfg.gt_blocks if b < 0 or (n_blocks is not None and b >= n_blocks)]
+        if bad:
+            raise FmgaugeError(f"--blocks {bad} out of range: {cfg.model} has {n_blocks} blocks, numbered 0.."
+                               f"{(n_blocks or 0) - 1}." if n_blocks is not None else
+                               f"--blocks {bad}: block numbers start at 0.")
+    _devices(device, dtype)
+    with _out_dir(out):
+        res = run_sensitivity(cfg, out)
     for target, b in res.summary["best"].items():
         console.print(f"{target}: best metric [bold]{b['metric']}[/] (Spearman {b['spearman']:.2f}); "
                       f"tied within CI: {', '.join(b['tied_within_ci']) or 'none'}")
@@ -144,18 +183,22 @@ def run_cmd(
     dtype: Dtype = "float32",
 ) -> None:
     """Quantize a causal LM (weight-only) and save a checkpoint an engine loads, with a JSON of what was done."""
-    from fmgauge.core.config import load_config
     from fmgauge.quantization.pipeline import RunConfig, run_quantization
 
-    data = _read(config)
-    _merge(data, "calib", _calib(calib, n_samples, seqlen, seed, sampling))
     quant = {"method": method, "bits": bits, "group_size": group_size, "sym": sym, "ragged": ragged,
-             "actorder": actorder, "sequential": sequential, "clip": clip, "fisher_mix": fisher_mix, "mixed_fraction": mixed_fraction,
-             "high_bits": high_bits, "mixed_unit": mixed_unit, "k_bits": k_bits, "grid_search": grid_search}
-    _merge(data, "quant", {k: v for k, v in quant.items() if v is not None})
-    cfg = load_config(RunConfig, None, {**data, "model": model, "format": fmt, "device": device, "dtype": dtype,
-                                        **({"embeddings": embeddings} if embeddings is not None else {})})
-    res = run_quantization(cfg, out)
+             "actorder": actorder, "sequential": sequential, "clip": clip, "fisher_mix": fisher_mix,
+             "mixed_fraction": mixed_fraction, "high_bits": high_bits, "mixed_unit": mixed_unit, "k_bits": k_bits,
+             "grid_search": grid_search}
+    cfg = _load(RunConfig, config, {"calib": _calib(calib, n_samples, seqlen, seed, sampling),
+                                    "quant": {k: v for k, v in quant.items() if v is not None}, "model": model,
+                                    "format": fmt, "device": device, "dtype": dtype, "embeddings": embeddings})
+    given = [o for k, o in _CALIB_OPTIONS.items() if k in _calib(calib, n_samples, seqlen, seed, sampling)]
+    if given and not (cfg.quant.needs_hessian or cfg.quant.needs_gradients):
+        logging.getLogger(__name__).warning("%s reads no calibration text; ignoring %s", cfg.quant.method,
+                                            ", ".join(given))
+    _devices(device, dtype)
+    with _out_dir(out):  # before the model loads: a quantized model with nowhere to go is an hour lost
+        res = run_quantization(cfg, out)
     r = res.record
     c = r["calibration"]
     q = r["config"]
@@ -183,10 +226,11 @@ def run_cmd(
 def eval_cmd(
     model: Annotated[str, typer.Argument(help="A directory from `quantize run`, or any model name/directory.")],
     reference: Annotated[str | None, typer.Option(help="FP model for the KL (default: the one it came from).")] = None,
-    context: Annotated[int, typer.Option(help="Tokens per perplexity window.")] = 512,
-    stride: Annotated[int | None, typer.Option(help="Window step (default = context: non-overlapping).")] = None,
-    max_windows: Annotated[int | None, typer.Option(help="Score only the first N windows.")] = None,
-    kl_windows: Annotated[int, typer.Option(help="Held-out windows for the KL (0 = skip).")] = 8,
+    context: Annotated[int, typer.Option(help="Tokens per perplexity window.", min=2)] = 512,
+    stride: Annotated[int | None, typer.Option(help="Window step (default = context: non-overlapping).",
+                                               min=1)] = None,
+    max_windows: Annotated[int | None, typer.Option(help="Score only the first N windows.", min=1)] = None,
+    kl_windows: Annotated[int, typer.Option(help="Held-out windows for the KL (0 = skip).", min=0)] = 8,
     text: Annotated[str, typer.Option(help="'wikitext2' (test split) or a UTF-8 text file.")] = "wikitext2",
     out: Annotated[Path | None, typer.Option(help="Also write the result as JSON here.")] = None,
     engine: Annotated[str, typer.Option(help=(
@@ -198,12 +242,27 @@ def eval_cmd(
     dtype: Dtype = "float32",
 ) -> None:
     """WikiText-2 perplexity (context and stride stated), KL to the FP model, size, time and memory."""
+    from fmgauge.core.files import check_output_file
+    from fmgauge.core.text_models import model_weights_errors
     from fmgauge.quantization.evaluate import EvalConfig, evaluate_model
 
+    if stride is not None and stride > context:
+        raise FmgaugeError(f"--stride must be at most --context ({context}), got {stride}.")
+    if text != "wikitext2" and not Path(text).expanduser().is_file():
+        raise FmgaugeError(f"--text must be 'wikitext2' or an existing UTF-8 text file; {text!r} is neither.")
+    if out is not None:
+        check_output_file(out, option="--out")
+    _devices(device, dtype)
+    if reference is not None:
+        from fmgauge.core.text_models import TEXT_MODELS, resolve_text_model
+
+        if reference not in TEXT_MODELS:  # a registered name resolves when it loads (it may convert once)
+            resolve_text_model(reference)
     cfg = EvalConfig(text=text, context=context, stride=stride or context, max_windows=max_windows,
                      kl_windows=kl_windows)
-    row = evaluate_model(model, cfg, reference=reference, device=device, dtype=dtype, engine=engine,
-                         llama_root=llama_root)
+    with model_weights_errors(model):
+        row = evaluate_model(model, cfg, reference=reference, device=device, dtype=dtype, engine=engine,
+                             llama_root=llama_root)
     t = Table("quantity", "value", title=f"{model}")
     t.add_row("protocol", row["protocol"])
     t.add_row("perplexity [95% CI]", f"{row['ppl']:.3f} [{row['ppl_lo']:.3f}, {row['ppl_hi']:.3f}]")
@@ -230,10 +289,11 @@ def compare_cmd(
     seqlen: SeqLen = None,
     seed: Seed = None,
     sampling: Sampling = None,
-    context: Annotated[int | None, typer.Option(help="Perplexity window (default 512).")] = None,
-    stride: Annotated[int | None, typer.Option(help="Window step (default = context).")] = None,
-    max_windows: Annotated[int | None, typer.Option(help="Score only the first N windows (state it!).")] = None,
-    kl_windows: Annotated[int | None, typer.Option(help="Windows for the KL (default 8).")] = None,
+    context: Annotated[int | None, typer.Option(help="Perplexity window (default 512).", min=2)] = None,
+    stride: Annotated[int | None, typer.Option(help="Window step (default = context).", min=1)] = None,
+    max_windows: Annotated[int | None, typer.Option(help="Score only the first N windows (state it!).",
+                                                    min=1)] = None,
+    kl_windows: Annotated[int | None, typer.Option(help="Windows for the KL (default 8).", min=0)] = None,
     peers: Annotated[str | None, typer.Option(
         help="Peer tools run side by side on the same weights, calibration tokens and windows: 'llmcompressor' "
              "(its GPTQ and AWQ, for the gptq / awq in --methods), 'gptqmodel' (its GPTQ), 'llama.cpp' "
@@ -264,27 +324,33 @@ def compare_cmd(
 ) -> None:
     """Compare methods × bits × group sizes from one calibration pass (and, with --peers, the same configurations
     from llmcompressor); table with paired per-window tests + perplexity-vs-bits plot."""
-    from fmgauge.core.config import load_config
     from fmgauge.quantization.compare import CompareConfig, compare, table_for_report
 
-    data = _read(config)
-    _merge(data, "calib", _calib(calib, n_samples, seqlen, seed, sampling))
+    if stride is not None and context is not None and stride > context:
+        raise FmgaugeError(f"--stride must be at most --context ({context}), got {stride}.")
     if k_bits is not None:
-        _merge(data, "quant", {"k_bits": k_bits})
-    if grid_search is not None:
-        _merge(data, "quant", {"grid_search": grid_search})
+        from fmgauge.quantization.grid import KQUANT_TYPES
+
+        if k_bits not in KQUANT_TYPES:
+            raise FmgaugeError(f"--k-bits must be one of {', '.join(map(str, KQUANT_TYPES))} (Q3_K, Q6_K), got {k_bits}.")
+    quant = {k: v for k, v in {"k_bits": k_bits, "grid_search": grid_search}.items() if v is not None}
     ev = {"context": context, "stride": stride or context, "max_windows": max_windows, "kl_windows": kl_windows}
-    _merge(data, "eval", {k: v for k, v in ev.items() if v is not None})
-    cfg = load_config(CompareConfig, None, {
-        **data, "model": model, "methods": [m for m in methods.split(",") if m.strip()],
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    if not method_list:
+        raise FmgaugeError(f"--methods needs at least one method (e.g. rtn,gptq); got {methods!r}.")
+    cfg = _load(CompareConfig, config, {
+        "calib": _calib(calib, n_samples, seqlen, seed, sampling), "eval": {k: v for k, v in ev.items() if v is not None},
+        "model": model, "methods": method_list,
         "bits": _ints(bits, "--bits"), "group_sizes": _ints(group_size, "--group-size"), "device": device,
         "dtype": dtype, **({"peers": [p for p in peers.split(",") if p.strip()]} if peers else {}),
         **({"peers_python": peers_python} if peers_python else {}),
         **({"llama_types": [t for t in llama_types.split(",") if t.strip()]} if llama_types else {}),
         **({"llama_imatrix": [t for t in llama_imatrix.split(",") if t.strip()]} if llama_imatrix else {}),
-        **({"llama_root": llama_root} if llama_root else {}),
-        **({"llama_windows": llama_windows} if llama_windows else {})})
-    res = compare(cfg, out)
+        "llama_root": llama_root, "llama_windows": llama_windows, "quant": quant},
+        {"group_sizes": "--group-size"})
+    _devices(device, dtype)
+    with _out_dir(out):
+        res = compare(cfg, out)
     t = Table(*table_for_report(res.table, res.summary["fp_ppl"]).columns, title=res.summary["protocol"])
     for row in table_for_report(res.table, res.summary["fp_ppl"]).itertuples(index=False):
         t.add_row(*map(str, row))
@@ -299,5 +365,7 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A `quantize compare
     """Rebuild a comparison's report from its store (no recomputation)."""
     from fmgauge.quantization.compare import write_report
 
+    if not (run_dir / "config.yaml").is_file():
+        raise FmgaugeError(f"{run_dir} is not a `quantize compare` run directory: it has no config.yaml.")
     res = write_report(run_dir)
     console.print(f"Report: [bold]{res.run_dir / 'report.html'}[/]")

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -41,6 +39,9 @@ from fmgauge.quantization.pipeline import (
     size_report,
 )
 from fmgauge.quantization.text_data import TextSource, token_stream
+from fmgauge.quantization.trial_files import load_windows as _load_windows
+from fmgauge.quantization.trial_files import method_name
+from fmgauge.quantization.trial_files import save_windows as _save_windows
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +130,6 @@ def _gguf_fits(qc) -> bool:  # noqa: ANN001  (QuantConfig)
     except FmgaugeError:
         return False
     return True
-
-
-def method_name(qc) -> str:  # noqa: ANN001  (QuantConfig)
-    """The row name of a configuration: the method, with the K-quant type when ``k_bits`` gives the layers of
-    widths that are multiples of 256 a GGUF K-quant grid (``sens-gptq+Q3_K``), and whether the grids were searched."""
-    from fmgauge.quantization.grid import KQUANT_TYPES
-
-    name = qc.method if qc.k_bits is None else f"{qc.method}+{KQUANT_TYPES[qc.k_bits][0]}"
-    return f"{name} (searched grid)" if qc.grid_search else name
 
 
 def _trial_id(method: str, bits: int, gs: int) -> str:
@@ -340,25 +332,6 @@ def run_peers(cfg: CompareConfig, tm, stream, seqs, todo: list, store: RunStore,
         store.record(tid, {"peer": peer, **qc.model_dump()}, [row], time.perf_counter() - t0)
         del qtm
     shutil.rmtree(fp_dir, ignore_errors=True)  # 4 bytes per weight; a resumed run writes it again in seconds
-
-
-def windows_path(root: Path, tid: str) -> Path:
-    """Where a trial's per-window NLLs are kept: ``windows/<trial id>.json``, characters other than letters, digits
-    and ``._+-`` replaced by ``_`` (portable file names)."""
-    import re
-
-    return Path(root) / "windows" / f"{re.sub(r'[^A-Za-z0-9._+-]', '_', tid)}.json"
-
-
-def _save_windows(store: RunStore, tid: str, nll: list[float]) -> None:
-    path = windows_path(store.root, tid)
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(nll))
-
-
-def _load_windows(root: Path, tid: str) -> np.ndarray | None:
-    path = windows_path(root, tid)
-    return np.array(json.loads(path.read_text())) if path.exists() else None
 
 
 def paired_tests(root: Path, df: pd.DataFrame) -> pd.DataFrame:

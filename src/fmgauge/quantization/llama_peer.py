@@ -61,7 +61,7 @@ def _windows(stream: torch.Tensor, ev) -> tuple[list[tuple[int, int, int]], int]
 
 
 def _save_windows(store: RunStore, tid: str, nll: list[float]) -> None:
-    from fmgauge.quantization.compare import _save_windows as save
+    from fmgauge.quantization.trial_files import save_windows as save
 
     save(store, tid, nll)
 
@@ -108,7 +108,7 @@ def score_fmgauge(cfg, res, qc, tid: str, stream, store: RunStore, llama: llamac
     _save_windows(store, ftid, row.pop("window_nll"))
     keep = {k: base_row.get(k) for k in ("quant_seconds", "quant_cpu_seconds", "quant_peak_rss_mb", "calib_seconds",
                                          "calib_peak_rss_mb", "calib_tokens", "threads")}
-    from fmgauge.quantization.compare import method_name
+    from fmgauge.quantization.trial_files import method_name
 
     row.update(method=f"{method_name(qc)} (fmgauge GGUF)", bits=qc.bits, group_size=qc.group_size, tool="fmgauge",
                imatrix="–", file_format="gguf", fallbacks="", avg_bits=info["bits_per_weight"], **keep)
@@ -242,7 +242,7 @@ def llama_pairs(root: Path, df: pd.DataFrame) -> pd.DataFrame:
       E[x²], and llama-imatrix vs none.
     """
     from fmgauge.core.stats import paired_bootstrap, sign_flip_test
-    from fmgauge.quantization.compare import _load_windows
+    from fmgauge.quantization.trial_files import load_windows as _load_windows
 
     d = df[is_llama(df)]
     tids = dict(zip(d.method + "|" + d.imatrix.astype(str), d.trial_id, strict=False)) if "trial_id" in d else {}

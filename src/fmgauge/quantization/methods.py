@@ -105,6 +105,15 @@ class QuantConfig(BaseModel):
                              f"got {v}")
         return v
 
+    @field_validator("k_bits")
+    @classmethod
+    def _k_bits(cls, v: int | None) -> int | None:
+        from fmgauge.quantization.grid import KQUANT_TYPES
+
+        if v is not None and v not in KQUANT_TYPES:
+            raise ValueError(f"k_bits must be one of {', '.join(map(str, KQUANT_TYPES))} (Q3_K, Q6_K), got {v}")
+        return v
+
     @field_validator("fisher_mix", "mixed_fraction")
     @classmethod
     def _unit_interval(cls, v: float) -> float:
@@ -116,15 +125,10 @@ class QuantConfig(BaseModel):
     def _high_above_bits(self) -> QuantConfig:
         if self.method == "mixed" and self.high_bits_ <= self.bits:
             raise ValueError(f"high_bits ({self.high_bits_}) must exceed bits ({self.bits})")
-        if self.k_bits is not None:
-            from fmgauge.quantization.grid import KQUANT_TYPES
-
-            if self.k_bits not in KQUANT_TYPES:
-                raise ValueError(f"k_bits must be one of {', '.join(map(str, KQUANT_TYPES))} (Q3_K, Q6_K), got "
-                                 f"{self.k_bits}")
-            if self.method not in ("rtn", "gptq", "sens-gptq") or self.actorder or self.sym is False:
-                raise ValueError("k_bits (GGUF K-quant grids) works with rtn, gptq and sens-gptq, symmetric, "
-                                 "without act-order")
+        if self.k_bits is not None and (self.method not in ("rtn", "gptq", "sens-gptq") or self.actorder
+                                        or self.sym is False):
+            raise ValueError("k_bits (GGUF K-quant grids) works with rtn, gptq and sens-gptq, symmetric, "
+                             "without act-order")
         return self
 
     def k_layer(self, d_in: int) -> bool:

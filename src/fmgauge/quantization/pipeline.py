@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fmgauge.core.cache import cache_root, stable_hash
+from fmgauge.core.files import read_back
 from fmgauge.core.models import DeviceName
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.quantization.calibration import CalibStats, capture, linear_layers
@@ -44,12 +45,19 @@ class CalibConfig(BaseModel):
 
     text: str = Field("wikitext2", description="'wikitext2' or a path to a UTF-8 text file.")
     split: str = Field("valid", description="WikiText-2 split for calibration (test is kept for evaluation).")
-    n_samples: int = Field(128, description="Number of random windows.")
-    seqlen: int = Field(512, description="Tokens per window.")
+    n_samples: int = Field(128, ge=1, description="Number of random windows.")
+    seqlen: int = Field(512, ge=2, description="Tokens per window.")
     seed: int = Field(0, description="Seed of the window sampler.")
-    batch_size: int = Field(1, description="Windows per forward/backward pass (memory vs speed).")
+    batch_size: int = Field(1, ge=1, description="Windows per forward/backward pass (memory vs speed).")
     sampling: Literal["random", "consecutive"] = Field(
         "random", description="'random' offsets (GPTQ's sampler, seeded) or the first n_samples consecutive windows.")
+
+    @field_validator("text")
+    @classmethod
+    def _text_exists(cls, v: str) -> str:  # checked when the config is built, whether the method reads it or not
+        if v != "wikitext2" and not Path(v).expanduser().is_file():
+            raise ValueError(f"must be 'wikitext2' or an existing UTF-8 text file; {v!r} is neither")
+        return v
 
 
 def calibration_tokens(tm, calib: CalibConfig) -> torch.Tensor:  # noqa: ANN001
@@ -77,7 +85,13 @@ def calibrate(
 
     for g, f in dict.fromkeys([(gradients, full_hessian), (True, True)]):  # the exact capture, or a superset
         if use_cache and path_for(g, f).exists():
-            stats = CalibStats.load(path_for(g, f))
+            try:
+                stats = CalibStats.load(path_for(g, f))
+            except Exception as e:  # noqa: BLE001 - truncated/corrupt/unsafe: a cache entry is recomputed
+                from fmgauge.core.files import quarantine
+
+                quarantine(path_for(g, f), e, what="calibration cache file")
+                continue
             stats.meta["cached"] = str(path_for(g, f))
             return stats, usage
     seqs = calibration_tokens(tm, calib)
@@ -207,7 +221,8 @@ def read_record(out: str | Path) -> dict:
     p = Path(out) / "quantization.json"
     if not p.exists():
         raise FmgaugeError(f"{out} has no quantization.json; was it written by `fmgauge quantize run`?")
-    return json.loads(p.read_text())
+    return read_back(p, lambda f: json.loads(f.read_text()), what="quantization record",
+                     fix="rerun `fmgauge quantize run` into a fresh --out.")
 
 
 class RunConfig(BaseModel):

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fmgauge.weaklabels.decide import Decision, Pool, decide, decide_from_files
+from fmgauge.weaklabels.decide import Pool, decide
+from fmgauge.weaklabels.decide_files import decide_from_files
 from fmgauge.weaklabels.labelers import LabelerOutput, parse_labeler, run_labeler
 from fmgauge.weaklabels.study import StudyConfig, StudyResult, calibrate, load_result
+from fmgauge.weaklabels.verdicts import Decision
 
 __all__ = ["StudyConfig", "StudyResult", "LabelerOutput", "Decision", "Pool", "calibrate", "decide",
            "decide_from_files", "label", "rebuild_report", "load_result"]

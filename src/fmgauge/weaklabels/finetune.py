@@ -2,7 +2,7 @@
 
 Per seed: the encoder (``load_text_model(model, "sequence-classification")``; its classification head is freshly
 initialised under the seed) is trained with AdamW (linear warm-up over the first 10% of steps, then linear decay,
-the BERT fine-tuning recipe) on the seed's training set for the study's budget (``training.budget_steps``: the
+the BERT fine-tuning recipe) on the seed's training set for the study's budget (``students.budget_steps``: the
 same number of steps for every condition) of ``batch_size`` texts truncated to ``max_length`` tokens, then
 predicts the test texts. The texts are tokenised once per call; batches are padded
 to their longest member. This is the expensive student of the study: give it a small grid (configs do).
@@ -51,7 +51,7 @@ def fit_predict_finetune(
     budget (default ``budget_steps(cfg, N)``).
     """
     from fmgauge.core.text_models import load_text_model
-    from fmgauge.weaklabels.training import budget_steps
+    from fmgauge.weaklabels.students import budget_steps
 
     idx, y_train = np.asarray(idx), np.asarray(y_train)
     if idx.shape != y_train.shape or idx.ndim != 2 or len(seeds) != len(idx):

@@ -166,14 +166,27 @@ def crossover_table(summary: dict, labeler: str) -> pd.DataFrame:
 
 
 def labeler_table(summary: dict) -> pd.DataFrame:
+    classes = summary["dataset"]["classes"]
     rows = []
     for lab, m in summary["labelers"].items():
         met = m["metrics"]
+        per = "–"
+        if "recall" in met:
+            per = "; ".join(f"{c}: {_num(r['value'])} / {_num(p['value'])}"
+                            for c, r, p in zip(classes, met["recall"], met["precision"], strict=True))
         rows.append({"labeler": lab, "simulated": "yes" if m["simulated"] else "no",
                      "accuracy on pool [95% Wilson CI]": _fmt(met["accuracy"]),
+                     "always the majority class": "–" if "majority_rate" not in met else
+                     f"{met['majority_rate']:.3f} ('{met['majority_class']}')",
+                     "balanced accuracy": _fmt(met.get("balanced_accuracy")),
+                     "recall / precision per class": per,
                      "AUC on pool": "–" if met["auc"] is None else f"{met['auc']:.3f}",
-                     "error rate per true class": ", ".join(f"{v:.2f}" for v in met["noise_rate_per_class"])})
+                     "warning": met.get("warning") or ""})
     return pd.DataFrame(rows)
+
+
+def _num(v: float | None) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.2f}"
 
 
 def conclusion(summary: dict, labeler: str) -> str:
@@ -188,8 +201,16 @@ def conclusion(summary: dict, labeler: str) -> str:
     below = [r["student"] for r in rows if r["empirical"]["status"] == "below-range"]
     helped_small = sum(r["delta_at_min"]["value"] > 0 for r in rows)
     worst = min(rows, key=lambda r: r["min_delta"])
+    met = summary["labelers"][labeler]["metrics"]
+    beside = ""
+    if "majority_rate" in met:
+        beside = (f", next to {met['majority_rate']:.3f} for always answering '{met['majority_class']}'; balanced "
+                  f"accuracy {met['balanced_accuracy']['value']:.3f}")
     parts = [f"With labeler {labeler} (accuracy {acc['value']:.3f}, 95% CI [{acc['lo']:.3f}, {acc['hi']:.3f}] on the "
-             f"pool), weak labels raised test AUC at n_gold = {grid[0]} for {helped_small} of {len(rows)} students."]
+             f"pool{beside}), weak labels raised test AUC at n_gold = {grid[0]} for {helped_small} of {len(rows)} "
+             f"students."]
+    if met.get("warning"):
+        parts.append(f"WARNING: {met['warning']}")
     if inside:
         parts.append(f"For {len(inside)} of {len(rows)} students they stop helping at a crossover between "
                      f"n_gold ≈ {min(inside):.0f} and {max(inside):.0f} (median {np.median(inside):.0f}).")
@@ -288,8 +309,12 @@ POLICY_TEXT = {
     "accuracy": "accuracy rule (paper: gold-only AUC vs prior-corrected labeler accuracy)",
     "auc": "auc rule (gold-only AUC vs labeler AUC)",
     "cv-delta": "cv-delta rule (cross-validated ΔAUC on the gold set, with the pool)",
+    "delta-worth": "delta-worth rule (cv-delta; gold-only when the labeler is no better than chance)",
+    "delta-worth (uncertain→weak)": "delta-worth rule, uncertain → use the weak labels",
     "weak-student": "weak-student rule (weak-trained proxy vs gold-only on the gold set)",
+    "projection": "projection rule (n* of the gold-only curve at the weak-trained AUC, against m)",
     "cv-delta (uncertain→weak)": "cv-delta rule, uncertain → use the weak labels",
+    "projection (uncertain→weak)": "projection rule, uncertain → use the weak labels",
     "weak-student (uncertain→weak)": "weak-student rule, uncertain → use the weak labels",
     "always-weak": "always use the weak labels (trivial)",
     "always-gold": "always train on gold only (trivial)",
@@ -297,24 +322,38 @@ POLICY_TEXT = {
 
 
 def rule_table(summary: dict, m: int | str, scope: str = "all") -> pd.DataFrame:
-    """Per policy at gold-set size ``m`` (or 'all'): regret, hit rate on decisive cells, abstention, vs trivial."""
+    """Per policy at gold-set size ``m`` (or 'all'): regret, hit rates, abstention, the regret difference to the
+    better trivial policy."""
+    from fmgauge.weaklabels.rule_eval import _fmt_vs
+
     ev = summary.get("rule_eval") or {}
     rows = []
     for r in ev.get("scores", []):
         if r["scope"] != scope or r["n_gold"] != m:
             continue
         vs = r.get("vs_trivial")
+        hc = r.get("hit_rate_committed")
         rows.append({
             "policy": POLICY_TEXT.get(r["policy"], r["policy"]),
             "regret, AUC [95% CI over seeds]": _ci(r["regret"]),
             "hit rate on decisive cells": _ci(r["hit_rate"], "{:.2f}"),
             "decisive cells": f"{r['decisive_cells']} of {r['cells']}",
+            "committed verdicts right (all cells)": _ci(hc, "{:.2f}") if isinstance(hc, dict) else "–",
+            "better side where |ΔAUC| > 0.02": _ci(r.get("pick_rate_wide"), "{:.2f}"),
             "abstains": _ci(r["abstain"], "{:.0%}"),
-            "hit rate when it commits": "–" if r.get("hit_rate_committed") is None
-            else f"{r['hit_rate_committed']:.2f}",
-            "regret − better trivial [95% CI] (MDE)": "–" if not vs else
-            f"{vs['value']:+.4f} [{vs['lo']:+.4f}, {vs['hi']:+.4f}] ({vs['mde']:.4f}) vs {vs['baseline']}",
+            "regret − better trivial": "–" if not vs else f"{_fmt_vs(vs)} vs {vs['baseline']}",
         })
+    return pd.DataFrame(rows)
+
+
+def bias_table(summary: dict) -> pd.DataFrame:
+    """The rule's gold-only AUC estimate against each student's realised gold-only test AUC, per n_gold."""
+    rows = []
+    for r in (summary.get("rule_eval") or {}).get("gold_bias", []):
+        rows.append({"student": r["student"], "n_gold": r["n_gold"], "estimate (mean)": f"{r['estimate']:.3f}",
+                     "realised test AUC (mean)": f"{r['realised']:.3f}",
+                     "bias [95% CI over seeds]": _ci(r["bias"], "{:+.3f}"),
+                     "median |error|": f"{r['abs_median']:.3f}"})
     return pd.DataFrame(rows)
 
 
@@ -420,17 +459,22 @@ def build_report(result) -> Report:  # noqa: ANN001 - StudyResult (avoid an impo
         m = ev["headline_m"]
         sec = Section("Decision rules, evaluated", [
             rule_conclusion(ev),
-            "How: for every labeler, seed and gold-set size n_gold ≤ "
-            f"{cfg.get('rule_max_gold', 100)}, `decide` ran on that seed's own n_gold gold items and the "
-            "weak-labelled rest of the pool (nothing from the test set), and its choice was scored against the "
-            "sweep's realised ΔAUC of every student. Regret = AUC lost against the per-cell best of gold-only and "
-            "gold+weak; an uncertain verdict falls back to the side its estimate leans to (its share is the "
-            "abstention). Decisive cells are those whose seed-mean ΔAUC has a 95% CI excluding 0. Intervals "
-            "resample seeds; MDE = the smallest regret difference these seeds could detect (80% power).",
+            "How: for every labeler, seed and gold-set size n_gold of the grid, `decide` ran on that seed's own "
+            "n_gold gold items and the weak-labelled rest of the pool (nothing from the test set), and its choice "
+            "was scored against the sweep's realised ΔAUC of every student. Regret = AUC lost against the per-cell "
+            "best of gold-only and gold+weak; a rule's uncertain verdict falls back to the side its estimate leans "
+            "to, and '(uncertain→weak)' to the weak labels (its share is the abstention). Decisive cells: the "
+            "seed-mean ΔAUC has a 95% CI excluding 0. Committed verdicts are scored against each cell's own "
+            "realised sign. Intervals resample seeds; MDE = the smallest regret difference these seeds could "
+            "detect (80% power), undefined when two policies never chose differently (a rule-of-three bound is "
+            "given instead).",
         ])
         sec.tables.append((f"At n_gold = {m} (all labelers and students)", rule_table(summary, m)))
-        sec.tables.append((f"Over every n_gold ≤ {cfg.get('rule_max_gold', 100)} in the grid",
-                           rule_table(summary, "all")))
+        sec.tables.append(("Over every n_gold of the grid", rule_table(summary, "all")))
+        bias = bias_table(summary)
+        if not bias.empty:
+            sec.tables.append(("The rules' gold-only AUC estimate (leave-pair-out, from the gold items alone) "
+                               "against each student's realised gold-only test AUC", bias))
         sec.figures.append(("Regret of each policy by gold-set size", plot_rule_regret(
             summary, fig_dir / "rules_regret.png").relative_to(run_dir).as_posix()))
         sections.append(sec)

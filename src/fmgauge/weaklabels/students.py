@@ -19,12 +19,14 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from fmgauge.core.registry import Registry
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.seedbatch import Residual
+
+LOGREG_C = 0.01  # logreg's default C on images scaled to [-2, 2] (docs/weak-labels.md, "Students")
 
 
 class StudentConfig(BaseModel):
@@ -39,7 +41,7 @@ class StudentConfig(BaseModel):
     width: int = Field(32, ge=1, description="mlp: hidden units; cnn/resnet: channels of the first stage")
     epochs: float = Field(8.0, gt=0, description="training budget in passes over the study's pool (the largest "
                           "training set): every condition and gold-set size runs the same ceil(epochs·N_pool/"
-                          "batch_size) optimizer steps (weaklabels.training.budget_steps)")
+                          "batch_size) optimizer steps (budget_steps below)")
     steps: int | None = Field(None, ge=1, description="explicit budget in optimizer steps for every condition "
                               "(overrides epochs)")
     min_steps: int = Field(60, ge=1, description="lower bound on the budget in optimizer steps")
@@ -48,9 +50,17 @@ class StudentConfig(BaseModel):
     schedule: Literal["cosine", "constant"] = Field("cosine", description="learning-rate schedule over the "
                                                     "budget: cosine decay to 0 (a settled final model) or constant")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW decoupled weight decay")
-    c: float = Field(1.0, gt=0, description="sk-logreg: inverse L2 regularisation strength (scikit-learn C)")
+    c: float = Field(1.0, gt=0, description="logreg, sk-logreg: inverse L2 regularisation strength (scikit-learn's "
+                     "C: the penalty is ||W||^2/(2c) beside the summed cross-entropy); default 1.0, for logreg "
+                     f"{LOGREG_C} (students.LOGREG_C)")
     model: str = Field("minilm-l6", description="finetune: the encoder to fine-tune (registered name or path)")
     max_length: int = Field(128, ge=8, description="finetune: tokens per text (longer texts are truncated)")
+
+    @model_validator(mode="after")
+    def _kind_defaults(self) -> StudentConfig:
+        if self.kind == "logreg" and "c" not in self.model_fields_set:
+            self.c = LOGREG_C
+        return self
 
     @field_validator("kind")
     @classmethod
@@ -81,12 +91,16 @@ STUDENTS: Registry[ModelFactory] = Registry("student")
 
 @STUDENTS.register("logreg")
 def _logreg(cfg: StudentConfig, shape: tuple[int, int, int], k: int) -> nn.Module:
-    """Multinomial logistic regression trained by AdamW from zero weights (the usual start of a convex problem:
-    a random init on hundreds of inputs is noise the budget would have to train away)."""
+    """Multinomial logistic regression on the torch students' inputs, solved to convergence (L-BFGS on the
+    L2-regularised objective at C = ``c``: :func:`fmgauge.weaklabels.training.fit_logistic`); this module holds
+    its parameters (n_params, the seed-batched layout)."""
     lin = nn.Linear(math.prod(shape), k)
     nn.init.zeros_(lin.weight)
     nn.init.zeros_(lin.bias)
     return nn.Sequential(nn.Flatten(), lin)
+
+
+SOLVED_STUDENTS = ("logreg",)  # torch students fit to convergence (no step budget, no minibatches, no ELR)
 
 
 @STUDENTS.register("mlp")
@@ -176,3 +190,13 @@ def n_params(cfg: StudentConfig, shape: tuple[int, int, int], n_classes: int) ->
     return sum(p.numel() for p in build(cfg, shape, n_classes, 0).parameters())
 
 
+def budget_steps(cfg: StudentConfig, n_ref: int) -> int:
+    """Optimizer steps every condition of ``cfg`` runs: ``cfg.steps``, else max(min_steps, ceil(epochs·n_ref/B)).
+
+    ``n_ref``: the reference training-set size, the study's pool (so the budget does not depend on the condition).
+    """
+    if cfg.steps is not None:
+        return int(cfg.steps)
+    if n_ref < 1:
+        raise FmgaugeError(f"budget_steps: the reference training-set size must be >= 1, got {n_ref}.")
+    return max(cfg.min_steps, math.ceil(cfg.epochs * n_ref / min(cfg.batch_size, n_ref)))

@@ -22,19 +22,28 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 import fmgauge
 from fmgauge.core.cache import stable_hash
 from fmgauge.core.data import Dataset, load_dataset
+from fmgauge.core.progress import progress as progress_tracker
+from fmgauge.core.progress import track
 from fmgauge.core.runner import BackendConfig, RunStats, Trial, run_trials
 from fmgauge.core.stats import auc, mean_ci, wilson_ci
 from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
+from fmgauge.weaklabels.confusion import labeler_summary
 from fmgauge.weaklabels.crossover import empirical_crossover, rate_only_crossover
-from fmgauge.weaklabels.decide import PROXY_KINDS, RULES_VERSION
+from fmgauge.weaklabels.decide import PROXY_KINDS, rule_version
 from fmgauge.weaklabels.features import input_shape, represent
 from fmgauge.weaklabels.labelers import LabelerConfig, LabelerOutput, labeler_cache_key, run_labeler
 from fmgauge.weaklabels.labelers.simulated import SimulatedLabeler
 from fmgauge.weaklabels.noise import cleanlab_noise, projected_crossover, transition_matrix
 from fmgauge.weaklabels.rule_eval import evaluate as evaluate_rules
 from fmgauge.weaklabels.rule_eval import proxy_features, run_rule_trial
-from fmgauge.weaklabels.students import CONVEX_STUDENTS, TEXT_STUDENTS, StudentConfig, n_params
+from fmgauge.weaklabels.students import (
+    CONVEX_STUDENTS,
+    SOLVED_STUDENTS,
+    TEXT_STUDENTS,
+    StudentConfig,
+    n_params,
+)
 from fmgauge.weaklabels.sweep import CONDITIONS, check_n_gold, gold_order, run_trial
 
 log = logging.getLogger(__name__)
@@ -59,13 +68,15 @@ class StudyConfig(BaseModel):
     seed_batch: int | None = Field(None, ge=1, description="seeds trained together per trial (None: all)")
     matched_rate: bool = Field(False, description="add the matched-rate noise study: for every real labeler, "
                                "simulated random / class-conditional (its T) / instance noise at its error rate")
-    rule_eval: bool = Field(True, description="operate the decision rules on every seed's gold sets of size <= "
-                            "rule_max_gold and score them against the sweep's realised ΔAUC (weaklabels.rule_eval)")
-    rule_max_gold: int = Field(100, ge=1, description="largest gold-set size at which the rules are evaluated")
+    rule_eval: bool = Field(True, description="operate the decision rules on every seed's gold set at every n_gold "
+                            "(up to rule_max_gold) and score them against the sweep's realised ΔAUC "
+                            "(weaklabels.rule_eval)")
+    rule_max_gold: int | None = Field(None, ge=1, description="largest gold-set size at which the rules are "
+                                      "evaluated (None: every n_gold of the grid)")
     rule_eval_controls: bool = Field(False, description="also evaluate the rules on the matched-rate controls "
                                      "(simulated; 3x the rule trials)")
     rule_pool_max: int | None = Field(2000, ge=10, description="pool items the pool rules train on (None: all)")
-    rule_pool_repeats: int = Field(3, ge=1, description="repeats of stratified K-fold in the cv-delta rule")
+    rule_pool_repeats: int = Field(2, ge=1, description="repeats of stratified K-fold in the cv-delta rule")
     rule_proxy: StudentConfig | None = Field(None, description="the proxy student the rules train (None: "
                                              "decide's default; see weaklabels.decide)")
     cleanlab: bool = Field(True, description="estimate each labeler's noise matrix with cleanlab (no gold)")
@@ -115,14 +126,22 @@ class StudyResult:
     stats: RunStats | None = None
 
 
-def labeler_metrics(y: np.ndarray, out_probs: np.ndarray, out_labels: np.ndarray, k: int) -> dict[str, Any]:
-    """Accuracy (Wilson CI), AUC of the labeler's probabilities and the confusion matrix C[y, ŷ] on the pool."""
+def labeler_metrics(y: np.ndarray, out_probs: np.ndarray, out_labels: np.ndarray, k: int,
+                    class_names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The labeler on the pool's true labels: accuracy (Wilson CI) beside the majority-class rate, balanced accuracy,
+    per-class recall and precision, AUC of its probabilities, the confusion matrix C[y, ŷ], and a plain warning when
+    its accuracy is at or below the majority-class rate (:class:`.confusion.LabelerSummary`)."""
     correct = int((out_labels == y).sum())
     conf = np.zeros((k, k), dtype=int)
     np.add.at(conf, (y, out_labels), 1)
     scores = out_probs[:, 1] if k == 2 else out_probs
+    s = labeler_summary(y, out_labels, k, class_names=class_names, truth=True)
     return {
         "accuracy": wilson_ci(correct, len(y)).to_dict(),
+        "majority_rate": s.majority_rate.value, "majority_class": s.majority_class,
+        "balanced_accuracy": s.balanced_accuracy.to_dict(),
+        "recall": [e.to_dict() for e in s.recall], "precision": [e.to_dict() for e in s.precision],
+        "warning": s.warning(),
         "auc": auc(y, scores) if len(np.unique(y)) > 1 else None,
         "confusion": conf.tolist(),
         "noise_rate_per_class": (1 - np.diag(conf) / np.clip(conf.sum(1), 1, None)).tolist(),
@@ -156,9 +175,11 @@ def plan_trials(cfg: StudyConfig, weak_keys: dict[str, dict[int, str]]) -> list[
     return trials
 
 
-def plan_rule_trials(cfg: StudyConfig, weak_keys: dict[str, dict[int, str]], n_classes: int) -> list[Trial]:
-    """The decision-rule trials: per labeler × proxy representation × n_gold ≤ rule_max_gold × seed (n_gold of at
-    least 2 per class: ``decide`` needs them). The matched-rate controls join only with ``rule_eval_controls``."""
+def plan_rule_trials(cfg: StudyConfig, weak_keys: dict[str, dict[int, str]], n_classes: int,
+                     n_pool: int) -> list[Trial]:
+    """The decision-rule trials: per labeler × proxy representation × n_gold (every size of the grid up to
+    rule_max_gold, from 2 per class — ``decide`` needs them — to the pool size less 10, leaving a pool) × seed.
+    The matched-rate controls join only with ``rule_eval_controls``."""
     if not cfg.rule_eval or "gold+weak" not in cfg.conditions:
         return []
     own = {lab.display_name() for lab in cfg.labelers}
@@ -166,10 +187,11 @@ def plan_rule_trials(cfg: StudyConfig, weak_keys: dict[str, dict[int, str]], n_c
     feats = list(dict.fromkeys(proxy_features(s.features) for s in cfg.students))
     base = {"kind": "rule", "dataset": cfg.dataset, "pool_split": cfg.pool_split, "test_split": cfg.test_split,
             "pool_max": cfg.rule_pool_max, "pool_repeats": cfg.rule_pool_repeats,
-            "proxy": None if cfg.rule_proxy is None else cfg.rule_proxy.model_dump(), "version": RULES_VERSION}
-    return [Trial({**base, "labeler": lab, "features": f, "n_gold": n, "seed": s, "weak_key": by_seed[s]})
+            "proxy": None if cfg.rule_proxy is None else cfg.rule_proxy.model_dump()}
+    return [Trial({**base, "labeler": lab, "features": f, "n_gold": n, "seed": s, "weak_key": by_seed[s],
+                   "version": rule_version(n)})
             for lab, by_seed in weak_keys.items() for f in feats for n in cfg.n_gold
-            if 2 * n_classes <= n <= cfg.rule_max_gold for s in cfg.seed_list()]
+            if 2 * n_classes <= n <= (cfg.rule_max_gold or n) and n <= n_pool - 10 for s in cfg.seed_list()]
 
 
 def study_trial(config: dict) -> list[dict]:
@@ -219,7 +241,7 @@ def analyse(cfg: StudyConfig, results: pd.DataFrame, labelers: dict[str, dict]) 
 
 
 def explain(cfg: StudyConfig, ds: Dataset, results: pd.DataFrame, labelers: dict[str, dict],
-            outputs: dict[str, LabelerOutput]) -> dict[str, Any]:
+            outputs: dict[str, LabelerOutput], *, progress: bool = True) -> dict[str, Any]:
     """The matched-rate comparison, the projection predictor and cleanlab (``outputs``: each labeler's pool
     outputs; the first seed's draw for a simulated one)."""
     pool = ds.split(cfg.pool_split)
@@ -228,7 +250,8 @@ def explain(cfg: StudyConfig, ds: Dataset, results: pd.DataFrame, labelers: dict
     gold = results[results.condition == "gold"].pivot_table(index="seed", columns=["student", "n_gold"], values="auc")
     weak_only = results[results.condition == "weak"].groupby(["labeler", "student"])["auc"].mean()
     gold100 = gold_order(pool.y, 0, ds.n_classes)[:100]  # seed 0's first 100 gold items
-    for lab, meta in labelers.items():
+    for lab, meta in track(labelers.items(), f"{cfg.name}: noise structure (cleanlab, projection)",
+                           unit="labeler", enabled=progress):
         out = outputs[lab]
         t_pool = transition_matrix(pool.y, out.labels, ds.n_classes)
         if meta.get("matched_to") is None:
@@ -286,7 +309,7 @@ def matched_labelers(name: str, accuracy: float, t: np.ndarray) -> list[Simulate
     ]
 
 
-def label_all(cfg: StudyConfig, ds: Dataset) -> tuple[dict[str, dict], dict[str, dict[int, str]],
+def label_all(cfg: StudyConfig, ds: Dataset, *, progress: bool = True) -> tuple[dict[str, dict], dict[str, dict[int, str]],
                                                      dict[str, LabelerOutput]]:
     """Run (or load from cache) every labeler on the pool, plus the matched-rate labelers when asked.
 
@@ -309,12 +332,17 @@ def label_all(cfg: StudyConfig, ds: Dataset) -> tuple[dict[str, dict], dict[str,
                  f", one noise draw per seed ({len(seeds)})" if lab.simulated else "")
         first = None
         keys[name] = {}
-        for s, d in draws.items():
-            out = run_labeler(d, ds, cfg.pool_split)
-            first = first or out
-            keys[name][s] = stable_hash(labeler_cache_key(d, ds, cfg.pool_split))
+        # a simulated labeler's draws (an instance-noise one fits its reference model per draw) show as steps;
+        # a model labeler shows its own batches
+        with progress_tracker(f"{cfg.name}: {name} draws", total=len(draws), unit="draw",
+                              enabled=progress and lab.simulated) as p:
+            for s, d in draws.items():
+                out = run_labeler(d, ds, cfg.pool_split)
+                first = first or out
+                keys[name][s] = stable_hash(labeler_cache_key(d, ds, cfg.pool_split))
+                p.advance(1)
         meta[name] = {"config": lab.model_dump(), "simulated": lab.simulated, **extra,
-                      "metrics": labeler_metrics(pool.y, first.probs, first.labels, ds.n_classes)}
+                      "metrics": labeler_metrics(pool.y, first.probs, first.labels, ds.n_classes, ds.class_names)}
         outs[name] = first
         return first
 
@@ -351,8 +379,8 @@ def calibrate(
         if (s.kind in TEXT_STUDENTS) != (s.features == "text"):
             raise FmgaugeError(f"student {s.display_name()!r}: kind {s.kind!r} with features {s.features!r}; "
                                f"students {list(TEXT_STUDENTS)} read texts (features: text) and only they do.")
-        if "gold+weak-elr" in cfg.conditions and s.kind in (*CONVEX_STUDENTS, *TEXT_STUDENTS):
-            raise FmgaugeError(f"condition gold+weak-elr trains torch students only (logreg, mlp, cnn, resnet); "
+        if "gold+weak-elr" in cfg.conditions and s.kind in (*CONVEX_STUDENTS, *SOLVED_STUDENTS, *TEXT_STUDENTS):
+            raise FmgaugeError(f"condition gold+weak-elr trains minibatch torch students only (mlp, cnn, resnet); "
                                f"student {s.display_name()!r} is {s.kind!r}.")
         if hasattr(x_pool, "toarray") and s.kind not in CONVEX_STUDENTS:
             raise FmgaugeError(f"student {s.display_name()!r}: features {s.features!r} are sparse; only "
@@ -364,9 +392,9 @@ def calibrate(
     store.write_json("splits.json", {"dataset": ds.name, "source": ds.source, "meta": ds.meta,
                                      "pool": pool.ids.tolist(), "test": test.ids.tolist()})
     t0 = time.time()
-    labelers, keys, outputs = label_all(cfg, ds)
+    labelers, keys, outputs = label_all(cfg, ds, progress=progress)
     trials = plan_trials(cfg, keys)
-    rule_trials = plan_rule_trials(cfg, keys, ds.n_classes)
+    rule_trials = plan_rule_trials(cfg, keys, ds.n_classes, len(pool))
     log.info("%d sweep trials (%d seeds each at most) and %d decision-rule trials", len(trials),
              cfg.seed_batch or len(cfg.seed_list()), len(rule_trials))
     stats = run_trials(trials + rule_trials, study_trial, store, backend=backend,
@@ -396,7 +424,7 @@ def calibrate(
                      for s in cfg.students},
         "labelers": labelers,
         **analyse(cfg, results, labelers),
-        **explain(cfg, ds, results, labelers, outputs),
+        **explain(cfg, ds, results, labelers, outputs, progress=progress),
         "rule_eval": rule_eval,
     }
     store.write_json("summary.json", summary)
@@ -414,6 +442,11 @@ def load_result(run_dir: str | Path) -> StudyResult:
         if not (run_dir / f).exists():
             raise FmgaugeError(f"{run_dir} has no {f}: run `fmgauge weak-labels calibrate` into it first.")
     store = RunStore(run_dir)
-    summary = store.read_json("summary.json")
-    store.close()
-    return StudyResult(run_dir, summary, pd.read_parquet(run_dir / "results.parquet"))
+    fix = (f"rebuild it with `fmgauge weak-labels calibrate --config {run_dir / 'config.yaml'} --out {run_dir}` "
+           "(saved trials are reused, not rerun).")
+    try:
+        summary = store.read_json("summary.json", fix=fix)
+        results = store.read_parquet("results.parquet", fix=fix)
+    finally:
+        store.close()
+    return StudyResult(run_dir, summary, results)

@@ -1,10 +1,10 @@
 """The calibration sweep: which trials a study runs, and the trial function itself.
 
-One trial = (student, condition, n_gold, labeler) with all its seeds trained together (``training.train_predict``)
+One trial = (student, condition, n_gold, labeler) with all its seeds trained together (``training.fit_predict``)
 under the study's budget rule (the same optimizer steps for every condition).
 Conditions (spec): ``gold`` — the n_gold gold items only; ``gold+weak`` — the whole pool, gold labels on the n_gold
 gold items and the labeler's labels elsewhere; ``weak`` — the whole pool with weak labels (n_gold = 0); optional
-``gold+weak-elr`` — like ``gold+weak`` but trained with early-learning regularisation (torch students only).
+``gold+weak-elr`` — like ``gold+weak`` but trained with early-learning regularisation (minibatch torch students: mlp, cnn, resnet).
 
 Gold sets are nested per seed: ``gold_order(y_pool, seed)[:n]`` — gold(10) ⊂ gold(20) ⊂ … — so ΔAUC curves
 compare like with like, and every gold set holds at least one item of each class.
@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 
 import numpy as np
 
 from fmgauge.core.cache import cache_file
 from fmgauge.core.data import Dataset, load_dataset
+from fmgauge.core.files import read_back
 from fmgauge.core.stats import auc, auc_ci
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.features import represent
-from fmgauge.weaklabels.students import CONVEX_STUDENTS, TEXT_STUDENTS, StudentConfig
-from fmgauge.weaklabels.training import budget_steps, fit_predict_convex, train_predict
+from fmgauge.weaklabels.students import StudentConfig
+from fmgauge.weaklabels.training import fit_predict
 
 CONDITIONS = ("gold", "gold+weak", "weak", "gold+weak-elr")
 ELR_DEFAULT = (0.7, 3.0)  # (β, λ): the ELR paper's CIFAR-10 setting
@@ -65,8 +67,11 @@ def labeler_arrays(key: str) -> tuple[np.ndarray, np.ndarray]:
     path = cache_file("labels", key)
     if not path.exists():
         raise FmgaugeError(f"weak labels {path} are missing; run `fmgauge weak-labels label` first.")
-    with np.load(path) as z:
-        return z["probs"], z["labels"]
+    def read(p: Path) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(p, allow_pickle=False) as z:
+            return z["probs"], z["labels"]
+
+    return read_back(path, read, what="weak labels", fix="delete it and rerun: the labeler outputs are recomputed.")
 
 
 def training_sets(
@@ -109,18 +114,7 @@ def run_trial(config: dict) -> list[dict]:
     idx, labels = training_sets(config["condition"], pool.y, weak, config["n_gold"], seeds, ds.n_classes)
     x_pool, x_test = represent(ds, student.features, config["pool_split"], config["test_split"])
     elr = ELR_DEFAULT if config["condition"] == "gold+weak-elr" else None
-    if elr and student.kind in (*CONVEX_STUDENTS, *TEXT_STUDENTS):
-        raise FmgaugeError(f"condition gold+weak-elr trains torch students only, not {student.kind!r}.")
-    if student.kind in CONVEX_STUDENTS:
-        probs = fit_predict_convex(student, x_pool, idx, labels, x_test, ds.n_classes)
-    elif student.kind in TEXT_STUDENTS:
-        from fmgauge.weaklabels.finetune import fit_predict_finetune
-
-        probs = fit_predict_finetune(student, x_pool, idx, labels, x_test, seeds, ds.n_classes,
-                                     steps=budget_steps(student, len(pool)))
-    else:
-        probs = train_predict(student, x_pool[idx], labels, x_test, seeds, ds.n_classes,
-                              steps=budget_steps(student, len(pool)), elr=elr)
+    probs = fit_predict(student, x_pool, idx, labels, x_test, seeds, ds.n_classes, n_pool=len(pool), elr=elr)
     secs = (time.perf_counter() - t0) / len(seeds)
     rows = []
     for r, seed in enumerate(seeds):

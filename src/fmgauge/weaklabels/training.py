@@ -9,8 +9,16 @@ student and the *same number of optimizer steps* for every condition and labelle
 (the largest training set), so the pool gets ``epochs`` passes and a smaller set more; the learning rate follows
 a cosine decay to 0 over the budget, so every run ends at a settled model of the same regularised objective
 (cross-entropy + AdamW weight decay) instead of wherever a constant step size left it. Minibatches are
-``batch_size`` items (the whole set when it is smaller). Convex students (``sk-logreg``) need no budget: they are
-solved to convergence (L-BFGS), which is the same rule in the limit.
+``batch_size`` items (the whole set when it is smaller). Convex students need no budget: they are solved to
+convergence, which is the same rule in the limit — ``sk-logreg`` by scikit-learn (:func:`fit_predict_convex`,
+pixels standardised with the pool's statistics, sparse inputs welcome) and ``logreg`` in torch, all seeds at once
+(:func:`fit_logistic`, on the torch students' inputs, zero-weight padding welcome).
+
+Why ``logreg`` is solved rather than given the budget (docs/weak-labels.md, "Students"): under the step budget
+its fit on the 4,708-item PneumoniaMNIST pool stopped far from its optimum (test AUC 0.908 after the 295-step
+budget, 0.920 after 16×) while a 500-item gold set got 75 epochs, and its objective (cross-entropy + 1e-4
+decoupled weight decay) was nearly unregularised; a 99%-accurate labeler then "hurt" and n* followed the
+optimiser, not the labels (docs/benchmarks.md §9).
 
 Seed batching: :func:`train_predict` trains S seeds at once through :func:`fmgauge.weaklabels.seedbatch.seed_batched`
 (the seeds' parameters stacked on a seed axis, one optimizer step advancing all S runs); each seed keeps its own
@@ -34,19 +42,14 @@ import torch.nn.functional as F
 
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.seedbatch import seed_batched
-from fmgauge.weaklabels.students import CONVEX_STUDENTS, StudentConfig, build
-
-
-def budget_steps(cfg: StudentConfig, n_ref: int) -> int:
-    """Optimizer steps every condition of ``cfg`` runs: ``cfg.steps``, else max(min_steps, ceil(epochs·n_ref/B)).
-
-    ``n_ref``: the reference training-set size, the study's pool (so the budget does not depend on the condition).
-    """
-    if cfg.steps is not None:
-        return int(cfg.steps)
-    if n_ref < 1:
-        raise FmgaugeError(f"budget_steps: the reference training-set size must be >= 1, got {n_ref}.")
-    return max(cfg.min_steps, math.ceil(cfg.epochs * n_ref / min(cfg.batch_size, n_ref)))
+from fmgauge.weaklabels.students import (  # noqa: F401 (budget_steps: re-exported)
+    CONVEX_STUDENTS,
+    SOLVED_STUDENTS,
+    TEXT_STUDENTS,
+    StudentConfig,
+    budget_steps,
+    build,
+)
 
 
 def lr_factor(schedule: str, step: int, steps: int) -> float:
@@ -138,7 +141,8 @@ def train_predict(
     x_test : (M, C, H, W) or (M, D) — shared test inputs, like ``x_train``.
     seeds : S ints — each seed fixes its model's init and its minibatch order.
     steps : optimizer steps (the budget rule: the sweep passes ``budget_steps(cfg, pool size)`` for every
-        condition); default ``budget_steps(cfg, N)``.
+        condition); default ``budget_steps(cfg, N)``. Students in ``SOLVED_STUDENTS`` (``logreg``) ignore it: they
+        are solved to convergence (:func:`fit_predict_logistic`), every seed equal to its own run.
     elr : (β, λ) to train with early-learning regularisation (Liu et al. 2020, "Early-Learning Regularization
         Prevents Memorization of Noisy Labels"): every training item keeps a target t ← β·t + (1−β)·p̂ (its
         running mean prediction, updated when it is in a minibatch) and the loss adds λ·mean log(1 − ⟨t, p̂⟩),
@@ -157,6 +161,11 @@ def train_predict(
     if weights is not None and (np.shape(weights) != y_train.shape or elr is not None):
         raise FmgaugeError(f"train_predict: weights must be (S, N) = {y_train.shape}, got {np.shape(weights)}, "
                            "and cannot be combined with ELR.")
+    if cfg.kind in SOLVED_STUDENTS:
+        if elr is not None:
+            raise FmgaugeError(f"train_predict: ELR regularises minibatch training; student {cfg.kind!r} is solved "
+                               "to convergence (train mlp, cnn or resnet students with ELR).")
+        return fit_predict_logistic(cfg, x_train, y_train, x_test, n_classes, weights=weights)
     _keep_freed_memory()
     s_count, n = y_train.shape
     shape = tuple(x_train.shape[2:])
@@ -195,6 +204,97 @@ def train_predict(
         opt.step()
     del xf
     return _predict(model, x_test, s_count)
+
+
+def fit_logistic(
+    x: torch.Tensor, y: torch.Tensor, n_classes: int, *, c: float, weights: torch.Tensor | None = None,
+    tol: float = 1e-6, max_iter: int = 5000, init: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
+    """L2-regularised multinomial logistic regression for S training sets at once, solved to convergence.
+
+    Per seed s: argmin over W_s (K, D), b_s (K,) of  Σ_i w_si · CE(W_s x_si + b_s, y_si) + ‖W_s‖² / (2c),
+    the bias unpenalised (scikit-learn's objective with C = c; softmax over K classes, so on K = 2 the weight
+    difference sees a penalty of ‖w1 − w0‖²/(4c), i.e. a binary fit at C = 2c).
+    The objective is strictly convex in W, so the optimum depends on the training set alone (no init, no seed,
+    no step budget): L-BFGS from zero on the S problems jointly (their sum, each scaled by 1/Σ_i w_si), on
+    centred inputs (the unpenalised bias absorbs the shift, so the optimum is unchanged; conditioning improves),
+    until every gradient entry is ≤ ``tol``.
+
+    x : (S, N, D) float64, or (N, D) shared by every seed (the pool conditions: the seeds differ only in labels;
+    one GEMM then serves all seeds). y : (S, N) int64. weights : (S, N) ≥ 0 (default 1; weight-0 rows pad sets
+    of different sizes). A class absent from a seed's training set gets logit −∞ (probability 0). ``init``: a
+    (W, b) to start from instead of zero (a nearby problem's solution: fewer iterations, the same optimum).
+    Returns W (S, K, D), b (S, K), a (S, K) mask of the classes present, and {"iterations", "grad_max"}.
+    """
+    shared = x.dim() == 2
+    s_count, n = y.shape
+    d = x.shape[-1]
+    w = torch.ones(s_count, n, dtype=x.dtype) if weights is None else weights.to(x.dtype)
+    onehot = F.one_hot(y, n_classes).to(x.dtype) * (w > 0).unsqueeze(-1).to(x.dtype)  # (S, N, K)
+    present = onehot.sum(1) > 0  # (S, K)
+    neg = torch.zeros(s_count, 1, n_classes, dtype=x.dtype).masked_fill(~present.unsqueeze(1), -torch.inf)
+    n_eff = w.sum(1).clamp(min=1e-12)  # (S,)
+    # (S, D) centre: shared inputs take their mean (any shift is absorbed by the bias), else the weighted mean
+    mu = x.mean(0).expand(s_count, d) if shared else (w.unsqueeze(-1) * x).sum(1) / n_eff[:, None]
+    xc = x - (mu[0] if shared else mu.unsqueeze(1))
+    scale = (w / n_eff[:, None]).unsqueeze(-1)  # (S, N, 1): each seed's objective per unit weight
+    pen = (1.0 / (c * n_eff))[:, None, None]  # (S, 1, 1)
+    weight = torch.zeros(s_count, n_classes, d, dtype=x.dtype)
+    bias = torch.zeros(s_count, n_classes, dtype=x.dtype)
+    if init is not None:  # in centred coordinates: b + W·mu
+        weight.copy_(init[0])
+        bias.copy_(init[1] + torch.einsum("skd,sd->sk", init[0], mu))
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
+
+    def logits() -> torch.Tensor:  # (S, N, K)
+        if shared:
+            z = (xc @ weight.reshape(-1, d).T).view(n, s_count, n_classes).transpose(0, 1)
+        else:
+            z = torch.bmm(xc, weight.transpose(1, 2))
+        return z + bias.unsqueeze(1) + neg
+
+    def closure() -> torch.Tensor:
+        with torch.no_grad():
+            logp = torch.log_softmax(logits(), -1)
+            ce = -(onehot * logp.nan_to_num(neginf=0.0)).sum(-1, keepdim=True)  # (S, N, 1)
+            loss = (ce * scale).sum() + 0.5 * (pen * weight.square()).sum()
+            r = (logp.exp() - onehot) * scale  # (S, N, K): ∂loss/∂z
+            if shared:
+                gw = (r.permute(0, 2, 1).reshape(-1, n) @ xc).view(s_count, n_classes, d)
+            else:
+                gw = torch.bmm(r.transpose(1, 2), xc)
+            weight.grad = gw + pen * weight
+            bias.grad = r.sum(1)
+        return loss
+
+    opt = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=tol, tolerance_change=0.0)
+    opt.step(closure)
+    closure()
+    grad_max = float(max(weight.grad.abs().max(), bias.grad.abs().max()))
+    w_out = weight.detach()
+    b_out = bias.detach() - torch.einsum("skd,sd->sk", w_out, mu)
+    return w_out, b_out, present, {"iterations": float(opt.state[weight]["n_iter"]), "grad_max": grad_max}
+
+
+def fit_predict_logistic(
+    cfg: StudentConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, n_classes: int, *,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """The ``logreg`` student: :func:`fit_logistic` at C = ``cfg.c`` on the torch students' inputs (images scaled
+    to [−2, 2] and flattened; features as given). x_train (S, N, ...) per seed or (N, ...) shared by every seed,
+    y_train (S, N), x_test (M, ...), weights (S, N) or None. Returns (S, M, K) float32 probabilities."""
+    s_count, n = y_train.shape
+    lead = (n,) if x_train.shape[0] == n and x_train.ndim == x_test.ndim else (s_count, n)
+    x = scale_inputs(torch.from_numpy(np.ascontiguousarray(x_train)).view(*lead, -1)).double()
+    y = torch.from_numpy(np.ascontiguousarray(y_train)).long()
+    w = None if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float64))
+    weight, bias, present, _ = fit_logistic(x, y, n_classes, c=cfg.c, weights=w)
+    xt = scale_inputs(torch.from_numpy(np.ascontiguousarray(x_test)).view(len(x_test), -1)).double()
+    z = torch.einsum("md,skd->smk", xt, weight) + bias.unsqueeze(1)
+    z = z.masked_fill(~present.unsqueeze(1), -torch.inf)
+    return torch.softmax(z, -1).numpy().astype(np.float32)
 
 
 def convex_inputs(x_pool: Any, x_test: Any) -> tuple[Any, Any]:
@@ -241,6 +341,35 @@ def fit_predict_convex(
         clf.fit(x_pool[idx[r]], y_train[r])
         out[r][:, clf.classes_] = clf.predict_proba(x_test)
     return out
+
+
+def fit_predict(
+    cfg: StudentConfig, x_pool: Any, idx: np.ndarray, labels: np.ndarray, x_test: Any, seeds: list[int],
+    n_classes: int, *, n_pool: int, elr: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """One sweep trial's training: every seed's student on its training set, scored on ``x_test``.
+
+    ``x_pool`` (N_pool, ...) the study's pool inputs in the student's representation; ``idx`` (S, N) each seed's
+    training rows, ``labels`` (S, N) their labels; ``n_pool`` the pool size the budget is set by (the same budget
+    for every condition). Convex students are solved by scikit-learn, ``logreg`` by :func:`fit_logistic`, text
+    students fine-tuned, the other torch students trained for ``budget_steps(cfg, n_pool)`` steps (``elr``: with
+    early-learning regularisation, minibatch students only). Returns (S, M, K) float32 probabilities.
+    """
+    if elr is not None and cfg.kind in (*CONVEX_STUDENTS, *SOLVED_STUDENTS, *TEXT_STUDENTS):
+        raise FmgaugeError(f"condition gold+weak-elr trains minibatch torch students only, not {cfg.kind!r}.")
+    if cfg.kind in CONVEX_STUDENTS:
+        return fit_predict_convex(cfg, x_pool, idx, labels, x_test, n_classes)
+    if cfg.kind in SOLVED_STUDENTS and elr is None:
+        idx = np.asarray(idx)
+        shared = bool((idx == idx[:1]).all())  # pool conditions: every seed trains on the same rows
+        return fit_predict_logistic(cfg, x_pool[idx[0]] if shared else x_pool[idx], labels, x_test, n_classes)
+    if cfg.kind in TEXT_STUDENTS:
+        from fmgauge.weaklabels.finetune import fit_predict_finetune
+
+        return fit_predict_finetune(cfg, x_pool, idx, labels, x_test, seeds, n_classes,
+                                    steps=budget_steps(cfg, n_pool))
+    return train_predict(cfg, x_pool[idx], labels, x_test, seeds, n_classes, steps=budget_steps(cfg, n_pool),
+                         elr=elr)
 
 
 def _predict(model: torch.nn.Module, x_test: np.ndarray, s_count: int, chunk: int = 256) -> np.ndarray:

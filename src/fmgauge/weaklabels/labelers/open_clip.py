@@ -13,18 +13,17 @@ the softmax. Images (N, C, H, W) uint8, C in (1, 3), become RGB PIL images fed t
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from fmgauge.core.data import Dataset, offline
-from fmgauge.core.models import DeviceName, ModelSpec, resolve_device, resolve_dtype, resolve_model
+from fmgauge.core.data import Dataset
+from fmgauge.core.models import DeviceName, resolve_device, resolve_dtype
+from fmgauge.core.open_clip_models import load_open_clip
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput, check_template
 
@@ -66,86 +65,16 @@ class OpenClipLabeler(LabelerBase):
         return "open_clip:random-init" if self.model_cfg is not None else f"open_clip:{self.model}"
 
 
-def _import_open_clip():
-    try:
-        import open_clip
-    except ImportError as e:
-        raise FmgaugeError("the open_clip labeler needs open_clip_torch: pip install 'fmgauge[vision]'.") from e
-    return open_clip
+FILE_LABELER_HINT = ("or run the model elsewhere and give its outputs to the file labeler ({kind: file, path: "
+                     "outputs.csv} with columns id, p_<class>)")
 
 
 def load_model(cfg: OpenClipLabeler, device: torch.device, dtype: torch.dtype) -> tuple[Any, Callable, Callable]:
-    """(model in eval mode on ``device``, preprocess: PIL -> (3, S, S), tokenizer: list[str] -> (M, L))."""
-    oc = _import_open_clip()
-    model, preprocess, tokenizer = _from_cfg(oc, cfg) if cfg.model_cfg is not None else _from_pretrained(oc, cfg)
-    ctx = getattr(model, "context_length", None)
-    if cfg.context_length is not None and ctx is not None and cfg.context_length > ctx:
-        raise FmgaugeError(f"context_length {cfg.context_length} exceeds the model's {ctx}; use <= {ctx}.")
-    return model.to(device=device, dtype=dtype).eval(), preprocess, tokenizer
-
-
-def _from_cfg(oc, cfg: OpenClipLabeler) -> tuple[Any, Callable, Callable]:
-    mc = copy.deepcopy(cfg.model_cfg)
-    text_cfg = mc.get("text_cfg", {})
-    custom_text = mc.pop("custom_text", False) or "hf_model_name" in text_cfg
-    if "hf_model_name" in text_cfg:
-        text_cfg.setdefault("hf_model_pretrained", False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        try:
-            model = (oc.CustomTextCLIP if custom_text else oc.CLIP)(**mc)
-        except Exception as e:  # TypeError/KeyError/shape errors, varying with the config
-            raise FmgaugeError(f"model_cfg is not a valid open_clip model config ({type(e).__name__}: {e}); "
-                               "it needs embed_dim, vision_cfg and text_cfg as in open_clip/model_configs/*.json."
-                               ) from e
-    pp = oc.get_model_preprocess_cfg(model)
-    preprocess = oc.image_transform(pp["size"], is_train=False, mean=pp.get("mean"), std=pp.get("std"))
-    ctx = cfg.context_length or model.context_length
-    hf_tok = text_cfg.get("hf_tokenizer_name")
-    tokenizer = (oc.tokenizer.HFTokenizer(hf_tok, context_length=ctx) if hf_tok
-                 else oc.SimpleTokenizer(context_length=ctx))
-    return model, preprocess, tokenizer
-
-
-def _from_pretrained(oc, cfg: OpenClipLabeler) -> tuple[Any, Callable, Callable]:
-    spec = resolve_model(cfg.model)
-    if spec.kind != "open_clip":
-        raise FmgaugeError(f"model {cfg.model!r} is a {spec.kind} model; the open_clip labeler needs an "
-                           "open_clip one.")
-    is_arch = not spec.hub_id.startswith(("hf-hub:", "local-dir:"))
-    if is_arch and cfg.pretrained is None:
-        raise FmgaugeError(f"{cfg.model!r} is an open_clip architecture without weights: set pretrained to a "
-                           f"tag ({oc.list_pretrained_tags_by_model(cfg.model)}) or a checkpoint file, or give "
-                           "model_cfg.")
-    remote = spec.remote or (is_arch and not Path(cfg.pretrained).expanduser().is_file())
-    if spec.remote and offline() and not _in_hf_cache(spec.hub_id):
-        raise _download_error(cfg, spec, "offline mode is set and the model is not in the Hugging Face cache")
-    try:
-        pretrained = cfg.pretrained if is_arch else None  # open_clip ignores it with hf-hub:/local-dir:
-        model, preprocess = oc.create_model_from_pretrained(spec.hub_id, pretrained=pretrained)
-        tokenizer = oc.get_tokenizer(spec.hub_id, context_length=cfg.context_length)
-    except Exception as e:  # network, hub and checkpoint errors come in many types
-        if remote:
-            raise _download_error(cfg, spec, str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)) from e
-        raise FmgaugeError(f"could not load open_clip model {spec.hub_id!r}: {type(e).__name__}: {e}") from e
-    return model, preprocess, tokenizer
-
-
-def _in_hf_cache(hub_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(hub_id.removeprefix("hf-hub:"), "open_clip_config.json"), str)
-
-
-def _download_error(cfg: OpenClipLabeler, spec: ModelSpec, reason: str) -> FmgaugeError:
-    where = spec.hub_id if spec.remote else f"open_clip tag {cfg.pretrained!r} of {spec.hub_id}"
-    return FmgaugeError(
-        f"could not download the weights of model {cfg.model!r} from {where}; this machine appears offline "
-        f"({reason}). To provide them: run once with internet access to fill the Hugging Face cache "
-        "($HF_HOME, default ~/.cache/huggingface), then offline runs find them there; or pass a local model "
-        "directory (open_clip_config.json + weights) as model; or run the model elsewhere and give its outputs "
-        "to the file labeler ({kind: file, path: outputs.csv} with columns id, p_<class>)."
-    )
+    """(model in eval mode on ``device``, preprocess: PIL -> (3, S, S), tokenizer: list[str] -> (M, L)), loaded by
+    :func:`fmgauge.core.open_clip_models.load_open_clip`."""
+    return load_open_clip(cfg.model, model_cfg=cfg.model_cfg, seed=cfg.seed, pretrained=cfg.pretrained,
+                          context_length=cfg.context_length, device=device, dtype=dtype,
+                          alternative=FILE_LABELER_HINT)
 
 
 def to_pil(img: np.ndarray):

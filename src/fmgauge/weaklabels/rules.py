@@ -1,0 +1,133 @@
+"""The decision rules: from the gold-only side (:mod:`.gold_auc`) and the labeler side (:mod:`.confusion`, the
+weak-labelled pool), a verdict per rule.
+
+- ``accuracy`` — the paper's rule (Xu, James, Ryu 2026): gold-only AUC against the labeler's accuracy on the
+  population (post-stratified, :mod:`.confusion`; the gold set's accuracy when that estimate is unusable).
+- ``auc`` — like-for-like: the labeler's AUC from its scores on the gold items against the gold-only AUC.
+- ``cv-delta`` — what the weak labels do (needs the pool): the proxy trained on the weak-labelled pool + the training
+  folds of repeated stratified K-fold over the gold items scores the held-out folds; its AUC against the gold-only
+  AUC on the same items is ΔAUC = AUC(gold+weak) − AUC(gold), with a paired bootstrap CI over gold items.
+- ``delta-worth`` — ``cv-delta``, unless the labeler's estimated confusion says its labels carry no class
+  information or the inverse (Youden's J = 1 − ρ0 − ρ1 ≤ 0, for a binary task a balanced accuracy ≤ 0.5; for K > 2
+  the mean J over one-vs-rest problems: by the label-space projection they
+  are worth no clean labels at all): then ``gold-only``, unless cv-delta commits to the weak labels (J from 2
+  positives can be wrong: −0.14 was estimated for a labeler whose J is 0.5). With
+  2 positives in a 20-item gold set the paired ΔAUC is mostly noise, and a labeler at or below chance is where that
+  noise costs most (docs/benchmarks.md §8).
+- ``weak-student`` — the proxy trained on the weak-labelled pool alone, scored on the gold items, against the
+  gold-only AUC on the same items (paired CI).
+- ``projection`` — where the weak labels stop helping: n*, the n at which the gold-only learning curve (leave-pair-out
+  AUC at nested subsets, a + b·ln n) reaches the weak-trained proxy's AUC, with an interval (:func:`.gold_auc.
+  crossover_interval`); ``use-weak-labels`` when the whole interval lies above the user's m, ``gold-only`` when
+  below.
+
+The unpaired rules compare intervals; the paired ones read the CI of the difference. ``uncertain`` says roughly how
+many more gold labels would settle it, assuming the half-widths shrink like 1/√m: m' = m·(half-width / |gap|)².
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from fmgauge.core.stats import Estimate
+from fmgauge.weaklabels.gold_auc import PairOutcomes, weighted_aucs
+from fmgauge.weaklabels.proxy import Proxy, stack_rows
+from fmgauge.weaklabels.verdicts import MAX_MORE, Verdict
+
+
+def more_labels(n: int, half: float, gap: float) -> int | None:
+    """About how many more gold labels would make an interval of half-width ``half`` exclude a gap ``gap``."""
+    if gap < 1e-9:
+        return None
+    more = math.ceil(n * (half / gap) ** 2 - n)
+    return max(1, more) if more <= MAX_MORE else None
+
+
+def interval_verdict(gold: Estimate, lab: Estimate, n: int) -> tuple[Verdict, int | None]:
+    """Unpaired rules: ``gold-only`` / ``use-weak-labels`` when the intervals do not overlap."""
+    if gold.lo > lab.hi:
+        return "gold-only", None
+    if gold.hi < lab.lo:
+        return "use-weak-labels", None
+    gap = abs(gold.value - lab.value)
+    half = (gold.hi - gold.lo) / 2 + (lab.hi - lab.lo) / 2
+    return "uncertain", more_labels(n, half, gap)
+
+
+def paired_verdict(diff: float, lo: float, hi: float, n: int) -> tuple[Verdict, int | None]:
+    """Paired rules: the CI of ΔAUC = weak side − gold-only excludes 0, or not."""
+    if lo > 0:
+        return "use-weak-labels", None
+    if hi < 0:
+        return "gold-only", None
+    return "uncertain", more_labels(n, (hi - lo) / 2, abs(diff))
+
+
+def crossover_verdict(n_star: float | None, ci: tuple[float, float] | None, m: int) -> tuple[Verdict, str]:
+    """The projection rule: the crossover interval against the user's m (and the lean of its point estimate)."""
+    top = m * (1 + 1e-9)  # n* = m (the curve is already at the weak side) counts as "stopped helping"
+    lean = "use-weak-labels" if (n_star is None or not math.isfinite(n_star) or n_star > top) else "gold-only"
+    if ci is None or not all(math.isfinite(v) or v == math.inf for v in ci):
+        return "uncertain", lean
+    if ci[0] > top:
+        return "use-weak-labels", lean
+    if ci[1] <= top:
+        return "gold-only", lean
+    return "uncertain", lean
+
+
+def folds(y: np.ndarray, n_classes: int, n_repeats: int, seed: int):  # noqa: ANN201 - iterator of (train, test)
+    """Repeated stratified K-fold over the gold items, K = min(5, smallest class count)."""
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    k = int(min(5, np.bincount(y, minlength=n_classes).min()))
+    return RepeatedStratifiedKFold(n_splits=k, n_repeats=n_repeats, random_state=seed).split(np.zeros(len(y)), y)
+
+
+def mixed_oof(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, x_pool: Any, weak: np.ndarray, *,
+              n_repeats: int = 2, seed: int = 0, init: Any = None) -> np.ndarray:
+    """Out-of-fold class probabilities (m, K) of the proxy trained on the weak-labelled pool (``x_pool``,
+    ``weak``) + the training folds of ``n_repeats`` stratified K-fold splits of the gold set, averaged.
+
+    Every fold's model is trained on the same ~N_pool items and differs only in the few gold items it sees, so
+    pooling their out-of-fold scores into one AUC is sound (unlike for gold-only models trained on 8 items).
+    ``init`` warm-starts a convex proxy (:meth:`Proxy.warm_model` on the pool).
+    """
+    splits = list(folds(y, n_classes, n_repeats, seed))
+    fits = proxy.fit_predict([stack_rows(x_pool, x[tr]) for tr, _ in splits],
+                             [np.concatenate([weak, y[tr]]) for tr, _ in splits], x, n_classes, init=init)
+    out = np.zeros((len(y), n_classes))
+    for (_, te), p in zip(splits, fits, strict=True):
+        out[te] += p[te]
+    return out / n_repeats
+
+
+def paired_difference(y: np.ndarray, n_classes: int, weights: np.ndarray, pairs: PairOutcomes,
+                      weak_side: np.ndarray, *, level: float) -> tuple[float, float, float]:
+    """AUC(weak side: fixed scores (m, K)) − gold-only leave-pair-out AUC on the same gold items, with a
+    percentile bootstrap CI over items (``weights`` from :func:`.gold_auc.boot_weights`: the same resamples for
+    both sides; resamples that lose a class are skipped)."""
+    d = (weighted_aucs(y, n_classes, weights, scores=weak_side)
+         - weighted_aucs(y, n_classes, weights, pairs=pairs))
+    boots = d[1:][np.isfinite(d[1:])]
+    a = (1 - level) / 2
+    return float(d[0]), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+
+
+def scores_of(p: np.ndarray) -> np.ndarray:
+    """Scores for AUC: column 1 of a binary (m, 2) probability array, else the array."""
+    return p[:, 1] if p.shape[1] == 2 else p
+
+
+def worth_verdict(cv: tuple[str, str], youden: float) -> tuple[str, str, bool]:
+    """``delta-worth``: (verdict, lean, worthless) from cv-delta's (verdict, lean) and the labeler's estimated
+    Youden's J = 1 − ρ0 − ρ1 (binary: 2·balanced accuracy − 1; NaN when unusable: cv-delta decides)."""
+    verdict, lean = cv
+    if not math.isfinite(youden) or youden > 0:
+        return verdict, lean, False
+    if verdict == "use-weak-labels":  # cv-delta's paired interval excludes 0: what the labels do outweighs J
+        return verdict, lean, True
+    return "gold-only", "gold-only", True

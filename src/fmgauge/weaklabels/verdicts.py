@@ -1,0 +1,172 @@
+"""What a decision says: each rule's verdict and the numbers behind it, and the whole decision in plain words.
+
+A rule ends in ``use-weak-labels``, ``gold-only`` or ``uncertain``; an uncertain verdict also carries the side its
+point estimate leans to and acts as the decision's **fallback** (``lean``: that side; ``weak``: the weak labels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from fmgauge.core.stats import Estimate
+from fmgauge.weaklabels.confusion import LabelerSummary
+
+Verdict = Literal["use-weak-labels", "gold-only", "uncertain"]
+Lean = Literal["use-weak-labels", "gold-only"]
+Fallback = Literal["lean", "weak"]
+RULES = ("accuracy", "auc", "cv-delta", "delta-worth", "weak-student", "projection")
+POOL_RULES = ("cv-delta", "delta-worth", "weak-student", "projection")
+MAX_MORE = 100_000  # "more labels" beyond this is reported as "more than" (the two estimates are ~equal)
+RULE_TEXT = {
+    "accuracy": "gold-only AUC vs labeler accuracy on the pool (the paper's rule)",
+    "auc": "gold-only AUC vs labeler AUC (like-for-like)",
+    "cv-delta": "cross-validated ΔAUC = AUC(gold+weak) − AUC(gold) on the gold set",
+    "delta-worth": "cv-delta, unless the labeler's confusion says its labels are worth nothing (Youden's J = "
+                   "1 − ρ0 − ρ1 ≤ 0, i.e. balanced accuracy ≤ 0.5 on a binary task)",
+    "weak-student": "weak-trained student's AUC on the gold set vs gold-only AUC",
+    "projection": "the gold-only learning curve's crossover n* with the weak-trained AUC, against m",
+}
+
+
+@dataclass(frozen=True)
+class RuleVerdict:
+    """One rule's verdict and the numbers behind it."""
+
+    rule: str
+    verdict: Verdict
+    lean: Lean  # the side the point estimate favours: what ``uncertain`` falls back to under fallback "lean"
+    labeler: Estimate  # the number standing for the weak labels: accuracy, AUC, gold+weak or weak-student AUC
+    gap: float  # gold-only − weak side (> 0: weak labels expected to hurt); projection: ln(m / n*)
+    gap_ci: tuple[float, float] | None  # paired rules: CI of the gap
+    more_gold: int | None  # uncertain only: about how many more gold labels would decide
+    crossover: float | None  # estimated n* where the gold-only curve reaches the weak side (None: unreachable)
+    fallback: Fallback = "lean"
+    worthless: bool = False  # delta-worth: the labeler's Youden's J = 1 − ρ0 − ρ1 is at most 0
+
+    @property
+    def choice(self) -> Lean:
+        """What a user following this rule does: the verdict, or when uncertain its fallback."""
+        if self.verdict != "uncertain":
+            return self.verdict  # type: ignore[return-value]
+        return self.lean if self.fallback == "lean" else "use-weak-labels"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["labeler"] = self.labeler.to_dict()
+        d["choice"] = self.choice
+        return d
+
+
+def _n(v: float) -> str:
+    if not math.isfinite(v):
+        return "∞"
+    return f"{v:,.0f}" if v >= 10 else f"{v:.1f}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What ``fmgauge weak-labels decide`` prints: the verdict of each rule and the numbers behind it."""
+
+    n_gold: int
+    class_counts: list[int]
+    gold_auc: Estimate  # gold-only AUC by leave-pair-out (Newcombe interval)
+    rules: dict[str, RuleVerdict]
+    primary: str
+    learning_curve: list[tuple[int, Estimate]] = field(default_factory=list)  # (n, LPO AUC) used for n*
+    pool_size: int = 0  # pool items the pool rules trained on (after subsampling)
+    population: int = 0  # items the labeler labelled (pool + gold)
+    labeler_summary: LabelerSummary | None = None
+    n_eff: Estimate | None = None  # what the weak labels are worth in clean labels: N·(1 − ρ0 − ρ1)²
+    crossover: float | None = None  # n* where the gold-only curve reaches the weak-trained AUC
+    crossover_ci: tuple[float, float] | None = None
+    weighted: bool = False  # the gold items carried design weights (a stratified gold sample)
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.rules[self.primary].verdict
+
+    @property
+    def choice(self) -> Lean:
+        return self.rules[self.primary].choice
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "choice": self.choice, "primary_rule": self.primary,
+                "fallback": self.rules[self.primary].fallback,
+                "n_gold": self.n_gold, "class_counts": self.class_counts, "gold_auc": self.gold_auc.to_dict(),
+                "pool_size": self.pool_size, "population": self.population, "weighted": self.weighted,
+                "labeler_summary": None if self.labeler_summary is None else self.labeler_summary.to_dict(),
+                "n_eff": None if self.n_eff is None else self.n_eff.to_dict(),
+                "crossover": self.crossover, "crossover_ci": self.crossover_ci,
+                "rules": {k: v.to_dict() for k, v in self.rules.items()},
+                "learning_curve": [[n, e.to_dict()] for n, e in self.learning_curve],
+                "summary": self.plain()}
+
+    def plain(self) -> list[str]:
+        """The answer in plain words: the verdict at the user's m, what the weak labels are worth, where they stop
+        helping."""
+        r = self.rules[self.primary]
+        if r.verdict == "uncertain":
+            acts = (f"acting on it: {r.choice}" + (" (the side its estimate leans to)" if r.fallback == "lean"
+                                                    else " (the weak labels are free: kept unless shown to hurt)"))
+            head = (f"With your {self.n_gold} gold labels: uncertain — {acts}; the {r.rule} rule leans "
+                    f"{r.lean}.")
+        else:
+            head = {"use-weak-labels": f"With your {self.n_gold} gold labels: use the weak labels (train on gold + "
+                                       f"weak); the {r.rule} rule is confident they help.",
+                    "gold-only": f"With your {self.n_gold} gold labels: train on gold only; " + (
+                        "the labeler is no better than chance at telling the classes apart (1 − ρ0 − ρ1 ≤ 0): its "
+                        "labels are worth nothing." if r.worthless else
+                        f"the {r.rule} rule is confident the weak labels hurt.")}[r.verdict]
+        out = [head]
+        if self.n_eff is not None and math.isfinite(self.n_eff.value):
+            out.append(f"By their confusion the weak labels are worth about {_n(self.n_eff.value)} clean labels "
+                       f"[{_n(self.n_eff.lo)}, {_n(self.n_eff.hi)}] (label-space projection: "
+                       f"N·(1 − ρ0 − ρ1)² over {self.population:,} weak labels; blind to errors that depend on the "
+                       f"item, which the next line measures).")
+        elif self.labeler_summary is not None and self.labeler_summary.unusable:
+            out.append(f"What the weak labels are worth in clean labels: unknown — {self.labeler_summary.unusable}.")
+        if self.crossover is not None or self.crossover_ci is not None:
+            ci = "" if self.crossover_ci is None else f" [{_n(self.crossover_ci[0])}, {_n(self.crossover_ci[1])}]"
+            ws = self.rules.get("weak-student")
+            lvl = f" (where gold-only training reaches the weak-trained AUC {ws.labeler.value:.3f})" if ws else ""
+            if self.crossover is None:
+                out.append(f"They stop helping beyond any gold set the learning curve reaches{lvl}: n* unknown, "
+                           f"large{ci} (rough extrapolation).")
+            elif self.crossover <= self.n_gold:
+                out.append(f"They have stopped helping: gold-only training is already at their level at your "
+                           f"{self.n_gold} labels{lvl}; n* ≈ {_n(self.crossover)}{ci}.")
+            else:
+                out.append(f"They stop helping at about n* ≈ {_n(self.crossover)} gold labels{ci}{lvl}; a rough "
+                           f"extrapolation of the gold-only learning curve.")
+        return out
+
+    def explain(self) -> str:
+        """Plain words: the answer, the labeler's quality, then one line per rule."""
+        lines = list(self.plain())
+        if self.labeler_summary is not None:
+            lines += self.labeler_summary.lines()
+        for r in self.rules.values():
+            tag = " (primary)" if r.rule == self.primary else ""
+            if r.rule == "projection":
+                xo = "unknown (large)" if r.crossover is None else f"{_n(r.crossover)}"
+                head = f"[projection rule{tag}] n* {xo} against your {self.n_gold} gold labels: {r.verdict}"
+            elif r.rule in ("cv-delta", "delta-worth", "weak-student"):
+                what = "weak-trained AUC" if r.rule == "weak-student" else "gold+weak AUC"
+                ci = f" [{-r.gap_ci[1]:+.3f}, {-r.gap_ci[0]:+.3f}]" if r.gap_ci else ""
+                head = (f"[{r.rule} rule{tag}] gold-only AUC {self.gold_auc} vs {what} {r.labeler}: "
+                        f"difference {-r.gap:+.3f}{ci}: {r.verdict}")
+                if r.rule == "delta-worth" and r.worthless:
+                    head += " (the labeler is no better than chance, 1 − ρ0 − ρ1 ≤ 0: its labels are worth nothing)"
+            else:
+                what = "accuracy on the pool" if r.rule == "accuracy" else "AUC"
+                lab = "unusable" if not math.isfinite(r.labeler.value) else str(r.labeler)
+                head = f"[{r.rule} rule{tag}] gold-only AUC {self.gold_auc} vs labeler {what} {lab}: {r.verdict}"
+            if r.verdict == "uncertain":
+                head += f" (leaning {r.lean}; acting on it: {r.choice})"
+                if r.rule != "projection":  # its interval on n* says nothing about how many labels would settle it
+                    more = (f"more than {MAX_MORE}" if r.more_gold is None else f"about {r.more_gold}")
+                    head += f" — label {more} more gold items to decide"
+            lines.append(head)
+        return "\n".join(lines)
