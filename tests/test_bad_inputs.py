@@ -269,6 +269,17 @@ def quant_run_gguf_group_128(tmp: Path) -> list[str]:
     return _quantize_run(tmp, "--format", "gguf", "--group-size", "128")
 
 
+def quant_run_group_does_not_divide_width(tmp: Path) -> list[str]:
+    """A model directory with a config and no weights: the group size is refused from the config's widths (the
+    load would fail with a different message, so this proves the check comes first)."""
+    from transformers import LlamaConfig
+
+    LlamaConfig(hidden_size=96, intermediate_size=160, num_hidden_layers=1, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=300).save_pretrained(tmp / "config-only")
+    return ["quantize", "run", "--model", str(tmp / "config-only"), "--out", str(tmp / "q"), "--method", "rtn",
+            "--group-size", "64", "--format", "compressed-tensors"]
+
+
 def quant_compare_k_bits_4(tmp: Path) -> list[str]:
     return _quant_compare(tmp, "--k-bits", "4")
 
@@ -1119,6 +1130,7 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (quant_run_k_bits_compressed_tensors, "format compressed-tensors has no K-quant blocks; --k-bits 3 writes GGUF"),
     (quant_run_gguf_group_128, "format gguf cannot store 4-bit weights with group size 128"),
     (quant_compare_k_bits_4, "--k-bits must be one of 3, 6 (Q3_K, Q6_K), got 4"),
+    (quant_run_group_does_not_divide_width, "group size 64 does not divide 96"),
     (overlap_embedder_typo, "unknown embedder 'dtc'. Did you mean 'dct'?"),
     (overlap_embedder_offline, "needs the weights of hf-hub:timm/ViT-SO400M-14-SigLIP, which are not in the Hugging"),
     (overlap_missing_benchmark, "nowhere' does not exist; give a folder of images, a .csv/.tsv/.parquet listing"),

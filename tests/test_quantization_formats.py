@@ -285,3 +285,24 @@ def test_gptq_act_order_defaults_to_the_gptq_format_and_reloads(tiny_dir, tmp_pa
     assert "GPTQ" in loader
     got, want = _logits(tm.model), _logits(res.model)
     assert (got - want).abs().max() <= 14 * 2 * 2**-11 * want.abs().max()
+
+
+@pytest.mark.parametrize(("fmt", "quant"), [("gptq", {"method": "gptq", "bits": 4, "actorder": True}),
+                                            ("fmgauge", {"method": "rtn", "bits": 3})])
+def test_size_bookkeeping_is_the_written_bytes(tiny_dir, tmp_path, fmt, quant):
+    """The gptq and fmgauge formats (compressed-tensors and GGUF: the tests above and test_quantization_gguf): the
+    files the record lists are every weight file in the directory with its size on disk, MB is their sum, and the
+    tensor bytes are the files minus their headers (8 bytes + the JSON index), so bits per weight counts what ships."""
+    res = _run(tiny_dir, tmp_path / fmt, fmt, **quant)
+    ex = res.record["export"]
+    out = tmp_path / fmt
+    shipped = {p.name: p.stat().st_size for p in out.iterdir() if p.suffix in (".safetensors", ".gguf", ".bin", ".pt")}
+    assert ex["files"] == shipped and shipped
+    assert ex["on_disk_mb"] == pytest.approx(sum(shipped.values()) / 1e6)
+    payload = 0
+    for name in shipped:
+        raw = (out / name).read_bytes()
+        payload += len(raw) - 8 - int.from_bytes(raw[:8], "little")
+    assert ex["tensor_bytes"] == payload
+    n = sum(p.numel() for p in res.model.parameters())
+    assert ex["bits_per_weight"] == pytest.approx(8 * payload / n)

@@ -267,16 +267,50 @@ def calibration_for(tm, q: QuantConfig, calib: CalibConfig, *, use_cache: bool =
     return stats, calibration_tokens(tm, calib) if q.sequential_ else None
 
 
+def planned_layers(model: str) -> tuple[dict[str, int], str] | None:
+    """The input width of every Linear that would be quantized, by name, and the model type of ``model``, read from
+    its config alone (the architecture built on torch's meta device: shapes, no weights, no load); None when the
+    config cannot be read before the load (the load then says what is wrong)."""
+    import transformers
+
+    from fmgauge.core.text_models import model_config
+
+    config = model_config(model)
+    if config is None:
+        return None
+    try:
+        with torch.device("meta"):
+            meta = transformers.AutoModelForCausalLM.from_config(config)
+    except Exception as e:  # noqa: BLE001 - not a causal LM transformers builds from a config: the load decides
+        log.debug("no meta model for %s: %s", model, e)
+        return None
+    return {n: m.in_features for n, m in linear_layers(meta).items()}, getattr(config, "model_type", "?")
+
+
+def check_before_load(cfg: RunConfig) -> None:
+    """The refusals that depend on the model's layer widths (group size vs every width, the format's grid), made
+    from its config before any weights load; the same checks as after the load (:func:`run_quantization`)."""
+    plan = planned_layers(cfg.model)
+    if plan is None:
+        return
+    widths, model_type = plan
+    quant = cfg.quant.resolved(widths, cfg.format or default_format(cfg.quant))
+    quant.validate_for(widths)
+    resolve_format(cfg.format, quant, widths, model_type, fallback=False)
+
+
 def run_quantization(cfg: RunConfig, out: str | Path, *, progress: bool = True, use_cache: bool = True,
                      ) -> QuantizationResult:
     """Load, calibrate (only what the method needs), quantize and save to ``out`` in ``cfg.format``.
 
-    Everything that can be refused is refused before the calibration pass: the config when it is built (bits,
-    group size, method, format vs grid), the layer widths and architecture right after the model loads.
+    Everything that can be refused is refused before the model loads: the config when it is built (bits, group size,
+    method, format vs grid), the layer widths and architecture from the model's config (:func:`check_before_load`),
+    and again from the loaded model.
     """
     from fmgauge.core.progress import progress as progress_tracker
     from fmgauge.core.text_models import load_text_model
 
+    check_before_load(cfg)
     with progress_tracker(f"loading {cfg.model}", 1, enabled=progress) as bar:
         tm = load_text_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
         bar.advance(1)
