@@ -331,11 +331,14 @@ LLAMA_RUNS = {  # run directory -> (the options after LLAMA_COMMON, what it hold
     "quantization-llama": (
         "--methods sens-gptq --grid-search --llama-types Q4_0 --out runs/bench/quantization-llama` (the RTN "
         "rows come from a first invocation into the same directory, `… --methods rtn,sens-gptq --llama-types "
-        "Q4_0,Q4_K_M …`, stopped after them because the machine's load made the full set too slow; same protocol",
+        "Q4_0,Q4_K_M …`, stopped after them because the machine's load made the full set too slow; the Q4_K_M rows from a third, `… "
+        "--methods sens-gptq --grid-search --llama-types Q4_K_M --llama-imatrix none,llama …`, which re-ran "
+        "llama-imatrix on the same calibration text; same protocol",
         "about 4 bits. Q4_0 files of fmgauge's (4-bit symmetric groups of 32: RTN, and sens-GPTQ with S_j-weighted "
         "grid search — each group's range chosen by the S_j-weighted rounding error, as llama.cpp's imatrix "
         "quantizers choose theirs) beside llama-quantize's Q4_0 without an importance matrix, with llama-imatrix's, "
-        "with fmgauge's E[x²] and with fmgauge's S_j"),
+        "with fmgauge's E[x²] and with fmgauge's S_j, and llama-quantize's Q4_K_M (the 4-bit type most users run; "
+        "larger files here, see its fallbacks) without and with llama-imatrix's"),
     "quantization-llama-k3": (
         "--methods sens-gptq --grid-search --k-bits 3 --llama-types Q3_K_M,Q2_K --llama-imatrix none,llama,fisher "
         "--out runs/bench/quantization-llama-k3",
