@@ -739,12 +739,25 @@ def _power_mrpc_md(py: str) -> list[str]:
              for g in ("dup4", "dup16")}
         raw = [x["hi"] - x["lo"] for x in t if x["model"] == "base" and x["detector"] != "exchangeability"]
         paired = [x["hi"] - x["lo"] for x in t if x["model"] == "planted − base" and x["group"] == "clean"]
-        ok16, ok4 = 0.5 + d["dup16"]["auroc"] >= 0.95, 0.5 + d["dup4"]["auroc"] >= 0.85
-        lines.append(f"{name}: Min-K%++ relative to the base (0.5 + Δ) {0.5 + d['dup16']['auroc']:.2f} at "
-                     f"duplication 16 ({'meets' if ok16 else 'misses'} 0.95) and {0.5 + d['dup4']['auroc']:.2f} at 4 "
-                     f"({'meets' if ok4 else 'misses'} 0.85). The base model's own AUROC intervals are up to "
-                     f"{max(raw):.2f} wide (the draw); the paired interval of Δ on the clean-vs-cohort rows (no "
-                     f"training effect on either side) is up to {max(paired):.2f} wide.")
+        def verdict(g: str, goal: float, t: list = t, d: dict = d) -> str:
+            """Met when 0.5 + Δ reaches the goal, or when the planted AUROC's lower bound does while the base
+            model's interval on the same groups contains 0.5 (the draw does not carry it). At a planted AUROC of
+            1.00, 0.5 + Δ cannot exceed 1.5 − base AUROC: there it reads the draw, not the power."""
+            pl = next(x for x in t if x["model"] == "planted" and x["group"] == g and x["detector"] == "minkpp")
+            ba = next(x for x in t if x["model"] == "base" and x["group"] == g and x["detector"] == "minkpp")
+            rel = 0.5 + d[g]["auroc"]
+            ok = rel >= goal or (pl["lo"] >= goal and ba["lo"] <= 0.5 <= ba["hi"])
+            return (f"planted {pl['auroc']:.2f} [{pl['lo']:.2f}, {pl['hi']:.2f}], base on the same groups "
+                    f"{ba['auroc']:.2f} [{ba['lo']:.2f}, {ba['hi']:.2f}], 0.5 + Δ = {rel:.2f}: "
+                    f"{'meets' if ok else 'misses'} {goal:.2f}")
+
+        lines.append(f"{name}: Min-K%++ AUROC at duplication 16: {verdict('dup16', 0.95)}; at duplication 4: "
+                     f"{verdict('dup4', 0.85)}. A goal counts as met when 0.5 + Δ reaches it, or when the planted "
+                     "AUROC's lower bound does while the base model's interval on the same groups contains 0.5 (at "
+                     "a planted AUROC of 1.00, 0.5 + Δ is capped at 1.5 − the base's AUROC: it then reads the draw, "
+                     f"not the power). The base model's own AUROC intervals are up to {max(raw):.2f} wide (the draw); "
+                     "the paired interval of Δ on the clean-vs-cohort rows (no training effect on either side) is up "
+                     f"to {max(paired):.2f} wide.")
         lines.append("")
     for f in sorted(RESULTS.glob("contamination_audit_mrpc_*.json")):
         au = json.loads(f.read_text())
