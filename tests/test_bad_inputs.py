@@ -280,6 +280,11 @@ def quant_run_group_does_not_divide_width(tmp: Path) -> list[str]:
             "--group-size", "64", "--format", "compressed-tensors"]
 
 
+def quant_run_calib_shorter_than_a_window(tmp: Path) -> list[str]:
+    (tmp / "short.txt").write_text("a few words")
+    return _quantize_run(tmp, "--method", "gptq", "--calib", str(tmp / "short.txt"), "--seqlen", "64")
+
+
 def quant_compare_k_bits_4(tmp: Path) -> list[str]:
     return _quant_compare(tmp, "--k-bits", "4")
 
@@ -1131,6 +1136,7 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (quant_run_gguf_group_128, "format gguf cannot store 4-bit weights with group size 128"),
     (quant_compare_k_bits_4, "--k-bits must be one of 3, 6 (Q3_K, Q6_K), got 4"),
     (quant_run_group_does_not_divide_width, "group size 64 does not divide 96"),
+    (quant_run_calib_shorter_than_a_window, "--seqlen: calibration text"),
     (overlap_embedder_typo, "unknown embedder 'dtc'. Did you mean 'dct'?"),
     (overlap_embedder_offline, "needs the weights of hf-hub:timm/ViT-SO400M-14-SigLIP, which are not in the Hugging"),
     (overlap_missing_benchmark, "nowhere' does not exist; give a folder of images, a .csv/.tsv/.parquet listing"),

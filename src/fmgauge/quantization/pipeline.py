@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from fmgauge.core.cache import cache_root, stable_hash
 from fmgauge.core.files import read_back
@@ -57,6 +57,19 @@ class CalibConfig(BaseModel):
     def _text_exists(cls, v: str) -> str:  # checked when the config is built, whether the method reads it or not
         if v != "wikitext2" and not Path(v).expanduser().is_file():
             raise ValueError(f"must be 'wikitext2' or an existing UTF-8 text file; {v!r} is neither")
+        return v
+
+    @field_validator("seqlen")
+    @classmethod
+    def _text_long_enough(cls, v: int, info: ValidationInfo) -> int:
+        """A text file shorter than one window whatever the tokenizer (a token covers at least one byte; +1 for a
+        special token) is refused here, before any model or tokenizer loads."""
+        text = info.data.get("text")
+        if text is not None and text != "wikitext2":
+            size = Path(text).expanduser().stat().st_size
+            if size + 1 < v + 1:
+                raise ValueError(f"calibration text {text} has {size} bytes, fewer than the {v} + 1 tokens of one "
+                                 "window (a token covers at least one byte); give more text or a smaller --seqlen")
         return v
 
 
