@@ -1080,7 +1080,7 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
                            "csv:<path>, jsonl:<path>"),
     (exchangeability_group_by_missing, "--group-by 'pair': benchmark 'bench' ("),
     (audit_group_by_missing, "group_by 'pair': benchmark 'bench' ("),
-    (plant_doc_items_zero, "doc_items: Input should be greater than or equal to 1"),
+    (plant_doc_items_zero, "--doc-items: Input should be greater than or equal to 1"),
     (score_empty_model_dir, "has no config.json; save the model with save_pretrained() or give a registered name "
                             "['gemma3-270m', 'minilm-l6', 'smollm2-135m']"),
     (exchangeability_empty_model_dir, "or give a registered name ['gemma3-270m', 'minilm-l6', 'smollm2-135m']"),
