@@ -352,6 +352,15 @@ def render() -> str:
                     + (f"; J estimated {', '.join(f'{v:+.2f}' for v in r['j_est'])}, true "
                        f"{', '.join(f'{v:+.2f}' for v in r['j_true'].values())}" if r["j_est"] else "") + ")"
                     for r in rows) + ".")
+            lean = su["goals"].get(dp.replace(" (uncertain→weak)", ""))
+            if lean:
+                lines.append(f"   - The other fallback does not close it: acting on the lean instead "
+                             f"({dp.replace(' (uncertain→weak)', '')}, the table above) removes the cost of "
+                             f"\"uncertain → weak\" on hurting labelers but its worst study is {lean['worst_study']} "
+                             f"({lean['worst_excess']:+.4f}). Not tried this round, because each needs every rule "
+                             "trial of the suite re-run and would again be chosen on this suite: a guard that fires "
+                             "only when the interval of J lies at or below 0 (the trials store J's point estimate "
+                             "only, so it cannot be scored from them).")
             lines.append(f"3. Where the trivial policies differ by more than {su['wide']} AUC, the better side in ≥ 80% "
                          f"of cells: {'**met**' if m['picks_80pct'] else '**not met**'} — "
                          f"{_ci(su['overall'][dp]['pick_rate_wide'], '{:.2f}')} of "
