@@ -291,7 +291,12 @@ def render() -> str:
             c = d["computed_by"]
             lines.append(f"\n{name}: its {c['run']['ran']} trials were computed by `{c['command']}` (finished {c['created']}, "
                          f"{c['seconds']:.0f} s for this study; docs/benchmarks.md §7) into `{c['dir']}` and re-read "
-                         f"here (`--only {name} --every-n`), so the row above shows them as reused.")
+                         f"here (`--only {name} --every-n`), so the row above shows them as reused. Only studies "
+                         "with a `logreg` student were re-run after issue 23 F made that student a converged fit; "
+                         "the others' trials (sk-logreg and MLP students, the sk-logreg proxy: code unchanged since) "
+                         "keep their dates above. Checked: the same run's fresh demo-text sweep (current code) equals "
+                         "the stored demo-text trials exactly (max |ΔAUC| 0.0 over the 585 rows they share; "
+                         "results.parquet of both merged on student, condition, n_gold, labeler, seed).")
     if su:
         pol = ("delta-worth", "cv-delta", "weak-student", "projection", "auc", "accuracy",
                "delta-worth (uncertain→weak)", "cv-delta (uncertain→weak)", "weak-student (uncertain→weak)",
