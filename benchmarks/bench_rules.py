@@ -352,8 +352,8 @@ def render() -> str:
                 if not rows:
                     continue
                 lines.append(f"   - **{st}** (+{ex:.4f}): " + "; ".join(
-                    f"n_gold {r['n_gold']}, {r['mechanism']}: {r['share']:+.4f} ({r['cells']} cells, seeds "
-                    f"{', '.join(map(str, r['seeds']))}"
+                    f"n_gold {r['n_gold']}, {r['mechanism']}: {r['share']:+.4f} ({r['cells']} cells; "
+                    f"{', '.join(r['labelers'])}; seeds {', '.join(map(str, r['seeds']))}"
                     + (f"; J estimated {', '.join(f'{v:+.2f}' for v in r['j_est'])}, true "
                        f"{', '.join(f'{v:+.2f}' for v in r['j_true'].values())}" if r["j_est"] else "") + ")"
                     for r in rows) + ".")
