@@ -99,7 +99,13 @@ def run(args: argparse.Namespace) -> None:
                                          "by_n_gold": {str(int(m)): float(g.cpu_seconds.mean())
                                                        for m, g in rr.groupby("n_gold")}}
         if res.summary["meta"]["run"]["ran"] == 0 and "seconds" in before:  # re-read: keep what computing it cost
-            out[name].update({k: before[k] for k in ("seconds", "date") if k in before})
+            out[name].update({k: before[k] for k in ("seconds", "date", "computed_by") if k in before})
+        if args.computed_by:  # the trials were computed elsewhere (the demo: `make demo`'s commands, §7)
+            src = Path(args.computed_by)
+            meta = json.loads((src / "summary.json").read_text())["meta"]
+            out[name]["computed_by"] = {"command": args.computed_by_command, "dir": str(src.relative_to(ROOT))
+                                        if src.is_relative_to(ROOT) else str(src), "created": meta["created"],
+                                        "seconds": meta["seconds"], "run": meta["run"]}
         now = json.loads((RESULTS / "rules.json").read_text()) if (RESULTS / "rules.json").exists() else {}
         now[name] = out[name]  # other bench processes may have written other studies meanwhile
         (RESULTS / "rules.json").write_text(json.dumps(now, indent=1))
@@ -132,7 +138,7 @@ def suite(out_dir: Path, names: list[str]) -> dict:
     from fmgauge.weaklabels.study import load_result
 
     data = json.loads((RESULTS / "rules.json").read_text()) if (RESULTS / "rules.json").exists() else {}
-    frames = []
+    frames, rule_rows, truth_j = [], {}, {}
     for n in names:  # re-score every study from its stored trials with the current evaluation
         if not (out_dir / n / "rules.parquet").exists():
             continue
@@ -143,6 +149,9 @@ def suite(out_dir: Path, names: list[str]) -> dict:
         if n in data:
             data[n]["rule_eval"] = slim(ev)
         frames.append(cells.assign(study=n))
+        rule_rows[n] = pd.read_parquet(out_dir / n / "rules.parquet")
+        truth_j[n] = {lab: 2 * m["metrics"]["balanced_accuracy"]["value"] - 1
+                      for lab, m in res.summary["labelers"].items() if len(res.summary["dataset"]["classes"]) == 2}
     (RESULTS / "rules.json").write_text(json.dumps(data, indent=1))
     cells = pd.concat(frames, ignore_index=True).drop(columns=["target", "hit", "hit_committed", "wide", "abstain",
                                                                "regret", "delta"])
@@ -160,6 +169,8 @@ def suite(out_dir: Path, names: list[str]) -> dict:
                          "regret": {p: float(v) for p, v in reg.items()},
                          "excess": {p: float(reg[p] - reg[best]) for p in reg.index},
                          "cells": int((g.policy == best).sum())}
+        if st in rule_rows:
+            per_study[st]["why"] = why(g, rule_rows[st], best, DEFAULT_POLICY, truth_j.get(st, {}))
     policies = [p for p in overall if p not in TRIVIAL]
     goals = {}
     ids = np.unique(cells.cluster)
@@ -190,6 +201,46 @@ def suite(out_dir: Path, names: list[str]) -> dict:
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
     (RESULTS / "rules_suite.json").write_text(json.dumps(out, indent=1, default=float))
     return out
+
+
+def why(cells, rules, best: str, policy: str, truth_j: dict[str, float]) -> list[dict]:  # noqa: ANN001 - frames
+    """Where ``policy`` loses to the study's better trivial policy ``best``: its excess regret per (n_gold,
+    mechanism), as a share of the study's mean excess (sums over cells / the study's cells). Mechanisms, from the
+    cv-delta trial of the same (labeler, n_gold, seed) and the labeler's estimated Youden's J against its true J on
+    the pool: the J guard choosing gold-only, cv-delta committing to a side, or an uncertain cv-delta acted on as
+    the weak labels (split by whether the gold-only estimate sat at its 0.5 floor)."""
+    from fmgauge.weaklabels.rule_eval import _projection_verdicts, _worth_verdicts
+
+    r = _worth_verdicts(_projection_verdicts(rules))
+    cv = r[r.rule == "cv-delta"].drop_duplicates(["labeler", "n_gold", "seed"])[
+        ["labeler", "n_gold", "seed", "verdict", "gold_auc", "lab_youden", "lab_balanced"]]
+    a = cells[cells.policy == policy][["labeler", "student", "n_gold", "seed", "choice", "regret"]]
+    b = cells[cells.policy == best][["labeler", "student", "n_gold", "seed", "regret"]]
+    d = a.merge(b, on=["labeler", "student", "n_gold", "seed"], suffixes=("", "_best")).merge(
+        cv, on=["labeler", "n_gold", "seed"], how="left")
+    n = len(d)
+    d["excess"] = d.regret - d.regret_best
+    d = d[d.excess != 0]
+
+    def mechanism(row) -> str:  # noqa: ANN001 - a row
+        if row.choice == "gold-only":
+            return "cv-delta committed to gold-only" if row.verdict == "gold-only" else "the J guard chose gold-only"
+        if row.verdict == "use-weak-labels":
+            return "cv-delta committed to the weak labels"
+        return ("uncertain, acted on as weak (gold-only estimate at its 0.5 floor)" if row.gold_auc <= 0.5 + 1e-9
+                else "uncertain, acted on as weak")
+
+    d["mechanism"] = [mechanism(row) for row in d.itertuples()]
+    j = d.lab_youden.where(d.lab_youden.notna(), 2 * d.lab_balanced - 1)
+    d["j"] = j
+    out = []
+    for (m, mech), g in d.groupby(["n_gold", "mechanism"]):
+        guard = g[g.mechanism == "the J guard chose gold-only"]
+        out.append({"n_gold": int(m), "mechanism": mech, "share": float(g.excess.sum() / n), "cells": int(len(g)),
+                    "seeds": sorted({int(s) for s in g.seed}), "labelers": sorted(set(g.labeler)),
+                    "j_est": sorted({round(float(v), 2) for v in guard.j}) if len(guard) else [],
+                    "j_true": {lab: round(truth_j[lab], 2) for lab in set(g.labeler) if lab in truth_j}})
+    return sorted(out, key=lambda r: -r["share"])
 
 
 def _ci(d: dict | None, fmt: str) -> str:
@@ -235,6 +286,17 @@ def render() -> str:
         lines.append(f"| {name} | `{d['config']}` {d['overrides'] or ''} | {', '.join(d['labelers'])} | "
                      f"{', '.join(d['students'])} | {d['overrides'].get('n_gold', '')} | {len(d['seeds'])} | "
                      f"{d['run']['ran']} run, {d['run']['skipped']} reused, {d['seconds']:.0f} s | {d['date']} |")
+    for name, d in data.items():
+        if d.get("computed_by"):
+            c = d["computed_by"]
+            lines.append(f"\n{name}: its {c['run']['ran']} trials were computed by `{c['command']}` (finished {c['created']}, "
+                         f"{c['seconds']:.0f} s for this study; docs/benchmarks.md §7) into `{c['dir']}` and re-read "
+                         f"here (`--only {name} --every-n`), so the row above shows them as reused. Only studies "
+                         "with a `logreg` student were re-run after issue 23 F made that student a converged fit; "
+                         "the others' trials (sk-logreg and MLP students, the sk-logreg proxy: code unchanged since) "
+                         "keep their dates above. Checked: the same run's fresh demo-text sweep (current code) equals "
+                         "the stored demo-text trials exactly (max |ΔAUC| 0.0 over the 585 rows they share; "
+                         "results.parquet of both merged on student, condition, n_gold, labeler, seed).")
     if su:
         pol = ("delta-worth", "cv-delta", "weak-student", "projection", "auc", "accuracy",
                "delta-worth (uncertain→weak)", "cv-delta (uncertain→weak)", "weak-student (uncertain→weak)",
@@ -281,7 +343,29 @@ def render() -> str:
                          "tasks), so the gold-only side is estimated from fits that see one or two of them and the "
                          "paired ΔAUC is mostly noise; a labeler that helps by a little or hurts by a "
                          "little is then called either way, and the guard that catches labelers at chance also fires "
-                         "when 2 positives misstate a good labeler's J.")
+                         "when 2 positives misstate a good labeler's J. Measured, per study (the excess split by "
+                         "n_gold and by what made the choice; shares of the study's excess over all its cells; the "
+                         "cells are labeler × student × seed; J = Youden's J, estimated by decide vs true on the "
+                         "pool):")
+            for st, ex in bad:
+                rows = [r for r in su["per_study"][st].get("why", []) if r["share"] > 0.0005]
+                if not rows:
+                    continue
+                lines.append(f"   - **{st}** (+{ex:.4f}): " + "; ".join(
+                    f"n_gold {r['n_gold']}, {r['mechanism']}: {r['share']:+.4f} ({r['cells']} cells; "
+                    f"{', '.join(r['labelers'])}; seeds {', '.join(map(str, r['seeds']))}"
+                    + (f"; J estimated {', '.join(f'{v:+.2f}' for v in r['j_est'])}, true "
+                       f"{', '.join(f'{v:+.2f}' for v in r['j_true'].values())}" if r["j_est"] else "") + ")"
+                    for r in rows) + ".")
+            lean = su["goals"].get(dp.replace(" (uncertain→weak)", ""))
+            if lean:
+                lines.append(f"   - The other fallback does not close it: acting on the lean instead "
+                             f"({dp.replace(' (uncertain→weak)', '')}, the table above) removes the cost of "
+                             f"\"uncertain → weak\" on hurting labelers but its worst study is {lean['worst_study']} "
+                             f"({lean['worst_excess']:+.4f}). Not tried this round, because each needs every rule "
+                             "trial of the suite re-run and would again be chosen on this suite: a guard that fires "
+                             "only when the interval of J lies at or below 0 (the trials store J's point estimate "
+                             "only, so it cannot be scored from them).")
             lines.append(f"3. Where the trivial policies differ by more than {su['wide']} AUC, the better side in ≥ 80% "
                          f"of cells: {'**met**' if m['picks_80pct'] else '**not met**'} — "
                          f"{_ci(su['overall'][dp]['pick_rate_wide'], '{:.2f}')} of "
@@ -346,6 +430,9 @@ def main() -> None:
                     help="recompute the suite pooling over these studies' run directories, then render")
     ap.add_argument("--sweep-only", action="store_true", help="run the sweeps without the rule trials")
     ap.add_argument("--every-n", action="store_true", help="drop the rule_max_gold cap of a study (demo)")
+    ap.add_argument("--computed-by", default=None, help="run directory whose trials were copied into --out/<study> "
+                    "(recorded with its summary's date, seconds and trial counts)")
+    ap.add_argument("--computed-by-command", default="", help="the command that computed --computed-by")
     args = ap.parse_args()
     if args.suite:
         suite(Path(args.out), args.suite)

@@ -259,7 +259,7 @@ def decide_cmd(
                                           min=10)] = 2000,
     proxy: Annotated[str | None, typer.Option(
         help="Student the rules train: sk-logreg (default: converged L2 logistic regression), logreg (the "
-             "sweep's AdamW logreg), mlp.")] = None,
+             "sweep's torch logreg, also solved to convergence), mlp (trained under the step budget).")] = None,
     fallback: Annotated[str, typer.Option(
         help="What an uncertain verdict acts as: weak (use the free weak labels unless shown to hurt, or the "
              "labeler is no better than chance; the default) or lean (the side its estimate favours).")] = "weak",

@@ -10,8 +10,9 @@ Default proxy: ``sk-logreg`` — L2 logistic regression solved to convergence by
 on dense inputs and 10 on sparse TF-IDF (the shipped text students' strengths). A converged convex proxy has one
 answer per training set, so the dozens of small fits a decision makes (leave-pair-out, folds) measure the data, not
 where an optimiser stopped: the AdamW ``logreg`` the rules used before estimated gold-only AUCs 0.1–0.3 below the
-students' real test AUCs at m = 20–100 (issue 23). ``proxy`` picks another (``logreg``, ``mlp``: trained under the
-study's budget rule, :mod:`fmgauge.weaklabels.training`).
+students' real test AUCs at m = 20–100 (issue 23). ``proxy`` picks another: ``logreg`` (the torch students' logistic
+regression, now also solved to convergence, L-BFGS at its C) or ``mlp`` (trained under the study's step budget),
+:mod:`fmgauge.weaklabels.training`.
 """
 
 from __future__ import annotations
