@@ -713,7 +713,7 @@ def _power_mrpc_md(py: str) -> list[str]:
         t = r["power"]["table"]
 
         def get(model: str, g: str, d: str, t: list = t) -> dict:
-            return next(x for x in t if x["model"] == model and x["group"] == g and x["detector"] == d)
+            return _power_row(t, model, g, d)
 
         for g in ("dup1", "dup4", "dup16", "clean"):
             if not any(x["group"] == g for x in t):
@@ -735,24 +735,10 @@ def _power_mrpc_md(py: str) -> list[str]:
         t = r["power"]["table"]
         if not {"dup4", "dup16"} <= {x["group"] for x in t}:
             continue
-        d = {g: next(x for x in t if x["model"] == "planted − base" and x["group"] == g and x["detector"] == "minkpp")
-             for g in ("dup4", "dup16")}
         raw = [x["hi"] - x["lo"] for x in t if x["model"] == "base" and x["detector"] != "exchangeability"]
         paired = [x["hi"] - x["lo"] for x in t if x["model"] == "planted − base" and x["group"] == "clean"]
-        def verdict(g: str, goal: float, t: list = t, d: dict = d) -> str:
-            """Met when 0.5 + Δ reaches the goal, or when the planted AUROC's lower bound does while the base
-            model's interval on the same groups contains 0.5 (the draw does not carry it). At a planted AUROC of
-            1.00, 0.5 + Δ cannot exceed 1.5 − base AUROC: there it reads the draw, not the power."""
-            pl = next(x for x in t if x["model"] == "planted" and x["group"] == g and x["detector"] == "minkpp")
-            ba = next(x for x in t if x["model"] == "base" and x["group"] == g and x["detector"] == "minkpp")
-            rel = 0.5 + d[g]["auroc"]
-            ok = rel >= goal or (pl["lo"] >= goal and ba["lo"] <= 0.5 <= ba["hi"])
-            return (f"planted {pl['auroc']:.2f} [{pl['lo']:.2f}, {pl['hi']:.2f}], base on the same groups "
-                    f"{ba['auroc']:.2f} [{ba['lo']:.2f}, {ba['hi']:.2f}], 0.5 + Δ = {rel:.2f}: "
-                    f"{'meets' if ok else 'misses'} {goal:.2f}")
-
-        lines.append(f"{name}: Min-K%++ AUROC at duplication 16: {verdict('dup16', 0.95)}; at duplication 4: "
-                     f"{verdict('dup4', 0.85)}. A goal counts as met when 0.5 + Δ reaches it, or when the planted "
+        lines.append(f"{name}: Min-K%++ AUROC at duplication 16: {_power_goal(t, 'dup16', 0.95)}; at duplication 4: "
+                     f"{_power_goal(t, 'dup4', 0.85)}. A goal counts as met when 0.5 + Δ reaches it, or when the planted "
                      "AUROC's lower bound does while the base model's interval on the same groups contains 0.5 (at "
                      "a planted AUROC of 1.00, 0.5 + Δ is capped at 1.5 − the base's AUROC: it then reads the draw, "
                      f"not the power). The base model's own AUROC intervals are up to {max(raw):.2f} wide (the draw); "
@@ -902,6 +888,25 @@ def _what_made_the_difference(runs: dict) -> list[str]:
                 "`runs/bench/contamination/p2_full_doc1/.resume/`), then `... bench_contamination.py markdown`. "
                 "The 16-item runs above show duplication 16 only."]
     return out + [""]
+
+
+def _power_row(table: list[dict], model: str, group: str, detector: str) -> dict:
+    """The row of a ``plant_power`` table for (model, group, detector); model is 'planted', 'base' or
+    'planted − base'."""
+    return next(x for x in table if x["model"] == model and x["group"] == group and x["detector"] == detector)
+
+
+def _power_goal(table: list[dict], group: str, goal: float) -> str:
+    """Issue 24's power goal for Min-K%++ on ``group``, in words. Met when 0.5 + Δ (planted − base) reaches the goal,
+    or when the planted AUROC's lower bound does while the base model's interval on the same groups contains 0.5 (the
+    draw does not carry it). At a planted AUROC of 1.00, 0.5 + Δ cannot exceed 1.5 − base AUROC: there it reads the
+    draw, not the power."""
+    pl, ba, dl = (_power_row(table, m, group, "minkpp") for m in ("planted", "base", "planted − base"))
+    rel = 0.5 + dl["auroc"]
+    ok = rel >= goal or (pl["lo"] >= goal and ba["lo"] <= 0.5 <= ba["hi"])
+    return (f"planted {pl['auroc']:.2f} [{pl['lo']:.2f}, {pl['hi']:.2f}], base on the same groups "
+            f"{ba['auroc']:.2f} [{ba['lo']:.2f}, {ba['hi']:.2f}], 0.5 + Δ = {rel:.2f}: "
+            f"{'meets' if ok else 'misses'} {goal:.2f}")
 
 
 def markdown() -> None:

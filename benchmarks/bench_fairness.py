@@ -334,11 +334,11 @@ def render_logreg(tags: list[str]) -> str:
                   "record against the shipped configs.", "",
                   "| student | gold AUC | gold+weak(0.99) AUC | ΔAUC [95% CI] | violations | wall (s) |",
                   "|---|---|---|---|---|---|"]
+        from fmgauge.core.stats import mean_ci
+
         for name, r in rec.items():
             aucs = {(c, n): v for c, n, v in r["aucs"]}
             d = [w - g for w, g in zip(aucs[("0.99", 400)], aucs[("gold", 400)], strict=True)]
-            from fmgauge.core.stats import mean_ci
-
             e = mean_ci(d)
             lines.append(f"| {name} | {r['mean']['gold@400']:.4f} | {r['mean']['0.99@400']:.4f} | {e.value:+.4f} "
                          f"[{e.lo:+.4f}, {e.hi:+.4f}] | {'; '.join(r['violations']) or 'none'} | {r['wall']:.0f} |")

@@ -217,7 +217,11 @@ def markdown() -> str:
 
 # ------------------------------------------------------------------------------------------ copy detector
 
-FAMILIES = ("crop", "rotation", "contrast", "jpeg", "hflip", "exact", "harder")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from copy_families import FAMILIES as TEST_FAMILIES  # noqa: E402 - the tests' copy families
+from copy_families import plant  # noqa: E402
+
+FAMILIES = (*TEST_FAMILIES, "harder")
 PER_FAMILY = 40
 
 
@@ -227,34 +231,6 @@ def _load(name: str, split: str | None = None) -> np.ndarray:
         arrs = [z[f"{s}_images"] for s in splits]
     arrs = [a if a.ndim == 3 else a.mean(-1).round().astype(np.uint8) for a in arrs]  # RetinaMNIST is RGB
     return np.concatenate(arrs)
-
-
-def plant(a: np.ndarray, family: str, rng: np.random.Generator) -> np.ndarray:
-    """The test suite's copy families (PIL), plus 'harder': crop 80-90 %, rotate 2-5°, contrast ±20 %, JPEG 40."""
-    import io
-
-    from PIL import Image, ImageEnhance
-
-    im = Image.fromarray(a)
-    w, h = im.size
-    steps = {"harder": ("crop", "rotation", "contrast", "jpeg")}.get(family, (family,))
-    for f in steps:
-        if f == "crop":
-            fr = rng.uniform(0.8, 0.9)
-            cw, ch = round(fr * w), round(fr * h)
-            x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            im = im.crop((x, y, x + cw, y + ch)).resize((w, h), Image.BILINEAR)
-        elif f == "rotation":
-            im = im.rotate(float(rng.choice([-1, 1]) * rng.uniform(2, 5)), resample=Image.BILINEAR)
-        elif f == "contrast":
-            im = ImageEnhance.Contrast(im).enhance(float(rng.choice([rng.uniform(0.8, 0.9), rng.uniform(1.1, 1.2)])))
-        elif f == "jpeg":
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=40)
-            im = Image.open(io.BytesIO(buf.getvalue())).convert("L")
-        elif f == "hflip":
-            im = im.transpose(Image.FLIP_LEFT_RIGHT)
-    return np.asarray(im)
 
 
 def _cpu_wall(fn):

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageEnhance
+from PIL import Image
 
+from copy_families import FAMILIES, plant
 from fmgauge.contamination.adjudicate import agreement, auto_labels
 from fmgauge.contamination.copies import CopyConfig
 from fmgauge.contamination.copy_augment import jpeg
@@ -35,7 +36,6 @@ from fmgauge.contamination.verify import VerifyConfig, align, grey_stack, verify
 from fmgauge.core.validation import FmgaugeError
 
 MEDMNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "medmnist"
-FAMILIES = ("crop", "rotation", "contrast", "jpeg", "hflip", "exact")
 N_BENCH, N_REF, PER_FAMILY, N_CONTROL = 150, 400, 10, 300
 N_PLANT = PER_FAMILY * len(FAMILIES)
 # small and fast for the tests: 32 px input, 8 epochs over the 460 reference images (a few seconds of CPU)
@@ -45,28 +45,6 @@ FAST = CopyConfig(embedder=CopyEmbedderConfig(size=32, width=16, epochs=8, batch
 def _npz(name: str, split: str) -> np.ndarray:
     with np.load(MEDMNIST / f"{name}.npz") as z:
         return z[f"{split}_images"]
-
-
-def plant(a: np.ndarray, family: str, rng: np.random.Generator) -> np.ndarray:
-    """A copy of the (H, W) uint8 image ``a`` made with PIL (not with fmgauge's own augmentation code)."""
-    im = Image.fromarray(a)
-    w, h = im.size
-    if family == "crop":  # 80-90 % of the side at a random offset, resized back
-        f = rng.uniform(0.8, 0.9)
-        cw, ch = round(f * w), round(f * h)
-        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        im = im.crop((x, y, x + cw, y + ch)).resize((w, h), Image.BILINEAR)
-    elif family == "rotation":  # 2-5 degrees either way, black corners
-        im = im.rotate(float(rng.choice([-1, 1]) * rng.uniform(2, 5)), resample=Image.BILINEAR)
-    elif family == "contrast":  # ±10-20 %
-        im = ImageEnhance.Contrast(im).enhance(float(rng.choice([rng.uniform(0.8, 0.9), rng.uniform(1.1, 1.2)])))
-    elif family == "jpeg":
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=40)
-        im = Image.open(io.BytesIO(buf.getvalue())).convert("L")
-    elif family == "hflip":
-        im = im.transpose(Image.FLIP_LEFT_RIGHT)
-    return np.asarray(im)
 
 
 def _twins() -> list[int]:

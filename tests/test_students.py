@@ -17,11 +17,11 @@ from fmgauge.weaklabels.students import (
     STUDENTS,
     TEXT_STUDENTS,
     StudentConfig,
+    budget_steps,
     build,
     n_params,
 )
 from fmgauge.weaklabels.training import (
-    budget_steps,
     fit_predict_convex,
     lr_factor,
     minibatch_schedule,

@@ -41,8 +41,7 @@ from fmgauge.weaklabels.rules import (
     paired_verdict,
     worth_verdict,
 )
-from fmgauge.weaklabels.students import StudentConfig
-from fmgauge.weaklabels.training import budget_steps
+from fmgauge.weaklabels.students import StudentConfig, budget_steps
 from fmgauge.weaklabels.verdicts import POOL_RULES, RULES, Decision, Fallback, Lean, RuleVerdict
 
 __all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK", "RULES_VERSION", "PROXY_KINDS",

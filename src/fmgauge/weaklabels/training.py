@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.seedbatch import seed_batched
-from fmgauge.weaklabels.students import (  # noqa: F401 (budget_steps: re-exported)
+from fmgauge.weaklabels.students import (
     CONVEX_STUDENTS,
     SOLVED_STUDENTS,
     TEXT_STUDENTS,
