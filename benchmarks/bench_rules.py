@@ -39,6 +39,7 @@ OVR = ("digestive", "nervous", "cardiovascular", "general")  # neoplasms is demo
 SUITE = ROOT / "benchmarks" / "configs"
 STUDIES: dict[str, tuple[str, dict]] = {
     "hurt-digestive": ("../../benchmarks/configs/rules-hurt-digestive.yaml", {}),
+    "heldout-cardiovascular": ("../../benchmarks/configs/rules-heldout-cardiovascular.yaml", {}),
     "demo-text": ("demo-text.yaml", {}),
     "demo": ("demo.yaml", {"rule_max_gold": 500}),  # m = 1000, 2000 left out: machine time (docs §8)
     "breastmnist": ("breastmnist.yaml", {}),
