@@ -112,10 +112,13 @@ class Decision:
         helping."""
         r = self.rules[self.primary]
         if r.verdict == "uncertain":
+            auc = self.rules.get("auc")
+            its = f", its AUC on them {auc.labeler.value:.3f} vs gold-only {self.gold_auc.value:.3f}" if auc else ""
             why = {"lean": " (the side its estimate leans to)",
                    "weak": " (the weak labels are free: kept unless shown to hurt)",
-                   "labeler": (" (the labeler ranks your gold items acceptably: weak labels kept)" if r.ranks else
-                               " (the labeler does not rank your gold items acceptably: weak labels dropped)")}
+                   "labeler": (f" (the labeler ranks your gold items acceptably{its}: weak labels kept)" if r.ranks
+                               else f" (the labeler does not rank your gold items acceptably{its}, below 0.7 and "
+                                    "not above gold-only: weak labels dropped)")}
             acts = f"acting on it: {r.choice}" + why[r.fallback]
             head = (f"With your {self.n_gold} gold labels: uncertain — {acts}; the {r.rule} rule leans "
                     f"{r.lean}.")
