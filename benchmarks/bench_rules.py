@@ -488,6 +488,12 @@ def held_out_section(su: dict | None) -> list[str]:
             lines.append(f"| {st} | {v['cells']} | {v['regret']['always-weak']:.4f} | "
                          f"{v['regret']['always-gold']:.4f} | {v['regret'].get(dp, float('nan')):.4f} | "
                          + (f"{v['excess'].get(dp, float('nan')):+.4f}" if not ci else _vs(ci)) + f" | {by_m} |")
+        for st, v in ho["per_study"].items():
+            rows = [r for r in v.get("why", []) if r["share"] > 0.0005][:4]
+            if v["excess"].get(dp, 0) > 0.01 and rows:
+                lines.append(f"\nWhere the default loses on {st} (shares of the study's excess, as above): " + "; ".join(
+                    f"n_gold {r['n_gold']}, {r['mechanism']}: {r['share']:+.4f} ({r['cells']} cells; "
+                    f"{', '.join(r['labelers'])})" for r in rows) + ".")
     return lines
 
 

@@ -19,6 +19,7 @@ Fallback = Literal["lean", "weak", "labeler"]
 FALLBACKS = ("lean", "weak", "labeler")
 RULES = ("accuracy", "auc", "cv-delta", "delta-worth", "weak-student", "projection")
 POOL_RULES = ("cv-delta", "delta-worth", "weak-student", "projection")
+ACCEPTABLE_AUC = 0.7  # the labeler fallback keeps the weak labels of a labeler ranking the gold items this well
 MAX_MORE = 100_000  # "more labels" beyond this is reported as "more than" (the two estimates are ~equal)
 RULE_TEXT = {
     "accuracy": "gold-only AUC vs labeler accuracy on the pool (the paper's rule)",
@@ -117,8 +118,8 @@ class Decision:
             why = {"lean": " (the side its estimate leans to)",
                    "weak": " (the weak labels are free: kept unless shown to hurt)",
                    "labeler": (f" (the labeler ranks your gold items acceptably{its}: weak labels kept)" if r.ranks
-                               else f" (the labeler does not rank your gold items acceptably{its}, below 0.7 and "
-                                    "not above gold-only: weak labels dropped)")}
+                               else f" (the labeler does not rank your gold items acceptably{its}, below "
+                                    f"{ACCEPTABLE_AUC} and not above gold-only: weak labels dropped)")}
             acts = f"acting on it: {r.choice}" + why[r.fallback]
             head = (f"With your {self.n_gold} gold labels: uncertain — {acts}; the {r.rule} rule leans "
                     f"{r.lean}.")
