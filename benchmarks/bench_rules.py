@@ -37,8 +37,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 PART = ROOT / "docs" / "bench-parts" / "weaklabels-rules.md"
 OVR = ("digestive", "nervous", "cardiovascular", "general")  # neoplasms is demo-text
 SUITE = ROOT / "benchmarks" / "configs"
+HELD_OUT = ("heldout-cardiovascular", "breastmnist", "retinamnist-binary")  # scored after the default was chosen
+# on the others: never in the suite pooling
 STUDIES: dict[str, tuple[str, dict]] = {
     "hurt-digestive": ("../../benchmarks/configs/rules-hurt-digestive.yaml", {}),
+    "heldout-cardiovascular": ("../../benchmarks/configs/rules-heldout-cardiovascular.yaml", {}),
     "demo-text": ("demo-text.yaml", {}),
     "demo": ("demo.yaml", {"rule_max_gold": 500}),  # m = 1000, 2000 left out: machine time (docs §8)
     "breastmnist": ("breastmnist.yaml", {}),
@@ -118,7 +121,7 @@ def slim(ev: dict) -> dict:
     return {**ev, "scores": [r for r in ev.get("scores", []) if r["scope"] == "all"]} if ev else ev
 
 
-def suite(out_dir: Path, names: list[str]) -> dict:
+def suite(out_dir: Path, names: list[str], out_file: Path = RESULTS / "rules_suite.json") -> dict:
     """Pool every study's per-cell table (run_dir/rule_cells.parquet) into one suite evaluation: clusters are
     (study, seed); per policy the regret over every n_gold with its interval and the paired difference to the
     better trivial policy of the suite; per study the excess over that study's better trivial policy; the share of
@@ -130,6 +133,7 @@ def suite(out_dir: Path, names: list[str]) -> dict:
         DEFAULT_POLICY,
         TRIVIAL,
         WIDE,
+        cluster_weights,
         compare,
         evaluate,
         score_cells,
@@ -169,13 +173,16 @@ def suite(out_dir: Path, names: list[str]) -> dict:
                          "regret": {p: float(v) for p, v in reg.items()},
                          "excess": {p: float(reg[p] - reg[best]) for p in reg.index},
                          "cells": int((g.policy == best).sum())}
+        order = ["labeler", "student", "n_gold", "seed"]
+        sid = np.unique(g.cluster)
+        per_study[st]["excess_ci"] = {p: compare(g[g.policy == p].sort_values(order),
+                                                 g[g.policy == best].sort_values(order), cluster_weights(len(sid)), sid)
+                                      for p in (DEFAULT_POLICY,) if p in reg.index}
         if st in rule_rows:
             per_study[st]["why"] = why(g, rule_rows[st], best, DEFAULT_POLICY, truth_j.get(st, {}))
     policies = [p for p in overall if p not in TRIVIAL]
     goals = {}
     ids = np.unique(cells.cluster)
-    from fmgauge.weaklabels.rule_eval import cluster_weights
-
     w = cluster_weights(len(ids))
     order = ["study", "labeler", "student", "n_gold", "seed"]
     best_all = min(TRIVIAL, key=lambda p: overall[p]["regret"]["value"])
@@ -199,46 +206,63 @@ def suite(out_dir: Path, names: list[str]) -> dict:
         (cells.policy == best_all).sum()), "clusters": int(len(ids)), "overall": overall, "goals": goals,
         "per_study": per_study, "by_m": by_m, "best_trivial": best_all,
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
-    (RESULTS / "rules_suite.json").write_text(json.dumps(out, indent=1, default=float))
+    out_file.write_text(json.dumps(out, indent=1, default=float))
     return out
+
+
+def pool_and_hold_out(out_dir: Path, names: list[str]) -> None:
+    """The suite pooling over ``names`` less the held-out studies, and the held-out studies pooled on their own."""
+    suite(out_dir, [n for n in names if n not in HELD_OUT])
+    held = [n for n in names if n in HELD_OUT and (out_dir / n / "rules.parquet").exists()]
+    if held:
+        suite(out_dir, held, RESULTS / "rules_heldout.json")
 
 
 def why(cells, rules, best: str, policy: str, truth_j: dict[str, float]) -> list[dict]:  # noqa: ANN001 - frames
     """Where ``policy`` loses to the study's better trivial policy ``best``: its excess regret per (n_gold,
     mechanism), as a share of the study's mean excess (sums over cells / the study's cells). Mechanisms, from the
-    cv-delta trial of the same (labeler, n_gold, seed) and the labeler's estimated Youden's J against its true J on
-    the pool: the J guard choosing gold-only, cv-delta committing to a side, or an uncertain cv-delta acted on as
-    the weak labels (split by whether the gold-only estimate sat at its 0.5 floor)."""
+    cv-delta trial of the same (labeler, n_gold, seed), the labeler's AUC on the gold items and its estimated
+    Youden's J (interval) against its true J on the pool: the J guard choosing gold-only, cv-delta committing to a
+    side, or an uncertain cv-delta acted on by the fallback (the labeler ranking the gold items acceptably or not)."""
     from fmgauge.weaklabels.rule_eval import _projection_verdicts, _worth_verdicts
+    from fmgauge.weaklabels.rules import labeler_ranks
 
     r = _worth_verdicts(_projection_verdicts(rules))
-    cv = r[r.rule == "cv-delta"].drop_duplicates(["labeler", "n_gold", "seed"])[
-        ["labeler", "n_gold", "seed", "verdict", "gold_auc", "lab_youden", "lab_balanced"]]
+    key = ["labeler", "n_gold", "seed"]
+    cv = r[r.rule == "cv-delta"].drop_duplicates(key)[[*key, "verdict", "gold_auc", "lab_youden", "lab_youden_hi"]]
+    auc = r[r.rule == "auc"].drop_duplicates(key)
+    cv = cv.merge(auc[key].assign(ranks=[labeler_ranks(float(a), float(g)) for a, g in
+                                         zip(auc.labeler_value, auc.gold_auc, strict=True)],
+                                  lab_auc=auc.labeler_value.to_numpy()), on=key, how="left")
     a = cells[cells.policy == policy][["labeler", "student", "n_gold", "seed", "choice", "regret"]]
     b = cells[cells.policy == best][["labeler", "student", "n_gold", "seed", "regret"]]
-    d = a.merge(b, on=["labeler", "student", "n_gold", "seed"], suffixes=("", "_best")).merge(
-        cv, on=["labeler", "n_gold", "seed"], how="left")
+    d = a.merge(b, on=["labeler", "student", "n_gold", "seed"], suffixes=("", "_best")).merge(cv, on=key, how="left")
     n = len(d)
     d["excess"] = d.regret - d.regret_best
     d = d[d.excess != 0]
+    if d.empty:
+        return []
 
     def mechanism(row) -> str:  # noqa: ANN001 - a row
+        if row.verdict != "uncertain":
+            return f"cv-delta committed to {'the weak labels' if row.verdict == 'use-weak-labels' else 'gold-only'}"
         if row.choice == "gold-only":
-            return "cv-delta committed to gold-only" if row.verdict == "gold-only" else "the J guard chose gold-only"
-        if row.verdict == "use-weak-labels":
-            return "cv-delta committed to the weak labels"
-        return ("uncertain, acted on as weak (gold-only estimate at its 0.5 floor)" if row.gold_auc <= 0.5 + 1e-9
-                else "uncertain, acted on as weak")
+            if row.lab_youden_hi == row.lab_youden_hi and row.lab_youden_hi <= 0:
+                return "the J guard chose gold-only"
+            return f"uncertain, the labeler's AUC on the gold items ({row.lab_auc:.2f}) not acceptable → gold-only"
+        return ("uncertain, acted on as weak" + (" (the labeler ranked the gold items acceptably)" if row.ranks
+                                                 else ""))
 
     d["mechanism"] = [mechanism(row) for row in d.itertuples()]
-    j = d.lab_youden.where(d.lab_youden.notna(), 2 * d.lab_balanced - 1)
-    d["j"] = j
+    d["mech_key"] = d.mechanism.str.replace(r" \(\d\.\d\d\)", "", regex=True)
     out = []
-    for (m, mech), g in d.groupby(["n_gold", "mechanism"]):
+    for (m, _), g in d.groupby(["n_gold", "mech_key"]):
         guard = g[g.mechanism == "the J guard chose gold-only"]
+        mech = g.mechanism.iloc[0] if g.mechanism.nunique() == 1 else g.mech_key.iloc[0].replace(
+            "gold items", f"gold items ({g.lab_auc.min():.2f}–{g.lab_auc.max():.2f})")
         out.append({"n_gold": int(m), "mechanism": mech, "share": float(g.excess.sum() / n), "cells": int(len(g)),
                     "seeds": sorted({int(s) for s in g.seed}), "labelers": sorted(set(g.labeler)),
-                    "j_est": sorted({round(float(v), 2) for v in guard.j}) if len(guard) else [],
+                    "j_est": sorted({round(float(v), 2) for v in guard.lab_youden}) if len(guard) else [],
                     "j_true": {lab: round(truth_j[lab], 2) for lab in set(g.labeler) if lab in truth_j}})
     return sorted(out, key=lambda r: -r["share"])
 
@@ -278,8 +302,8 @@ def render() -> str:
              + ("the demo's rule trials above n_gold = 500 (`rule_max_gold: 500`; its sweep still runs the whole "
                 "grid; `--every-n` lifts it), " if data.get("demo", {}).get("overrides", {}).get("rule_max_gold")
                 else "") +
-             "and the image configs other than the demo (PneumoniaMNIST, BreastMNIST, RetinaMNIST). `--only` with "
-             "their names runs them; the goal below is measured on the studies listed only.", ""]
+             f"and the studies {', '.join(f'`{n}`' for n in STUDIES if n not in data)}. `--only` with their names "
+             "runs them; the goal below is measured on the studies listed only (the held-out ones apart).", ""]
     lines += ["| study | config | labelers | students | grid | seeds | sweep + rule trials | run |",
               "|---|---|---|---|---|---|---|---|"]
     for name, d in data.items():
@@ -289,18 +313,17 @@ def render() -> str:
     for name, d in data.items():
         if d.get("computed_by"):
             c = d["computed_by"]
-            lines.append(f"\n{name}: its {c['run']['ran']} trials were computed by `{c['command']}` (finished {c['created']}, "
-                         f"{c['seconds']:.0f} s for this study; docs/benchmarks.md §7) into `{c['dir']}` and re-read "
-                         f"here (`--only {name} --every-n`), so the row above shows them as reused. Only studies "
-                         "with a `logreg` student were re-run after issue 23 F made that student a converged fit; "
-                         "the others' trials (sk-logreg and MLP students, the sk-logreg proxy: code unchanged since) "
-                         "keep their dates above. Checked: the same run's fresh demo-text sweep (current code) equals "
-                         "the stored demo-text trials exactly (max |ΔAUC| 0.0 over the 585 rows they share; "
-                         "results.parquet of both merged on student, condition, n_gold, labeler, seed).")
+            lines.append(f"\n{name}: its {c['run']['ran']} sweep trials were computed by `{c['command']}` (finished "
+                         f"{c['created']}, {c['seconds']:.0f} s for this study; docs/benchmarks.md §7) into "
+                         f"`{c['dir']}` and re-read here (`--only {name} --every-n --computed-by {c['dir']}`); the "
+                         f"row above counts the rule trials re-run here under the current RULES_VERSION as run. "
+                         "The other studies' sweep trials keep the dates of the runs that computed them (students "
+                         "and the sk-logreg proxy unchanged since); their rule trials re-ran on the date above.")
     if su:
         pol = ("delta-worth", "cv-delta", "weak-student", "projection", "auc", "accuracy",
                "delta-worth (uncertain→weak)", "cv-delta (uncertain→weak)", "weak-student (uncertain→weak)",
-               "projection (uncertain→weak)", "always-weak", "always-gold")
+               "projection (uncertain→weak)", "delta-worth (uncertain→labeler)", "cv-delta (uncertain→labeler)",
+               "weak-student (uncertain→labeler)", "projection (uncertain→labeler)", "always-weak", "always-gold")
         lines += ["", f"## The goal, pooled over the suite and every n_gold ({su['cells']} cells per policy, "
                       f"{su['clusters']} (study, seed) clusters; computed {su['date']})", "",
                   f"Default policy: **{su['default_policy']}**. Better trivial policy over the suite: "
@@ -341,9 +364,8 @@ def render() -> str:
                          f"{g['worst_study']} ({g['worst_excess']:+.4f}). Why: at the smallest budgets a gold set holds "
                          "only a few items of the rarer class (2 by construction at n_gold = 10 on the 10%-positive "
                          "tasks), so the gold-only side is estimated from fits that see one or two of them and the "
-                         "paired ΔAUC is mostly noise; a labeler that helps by a little or hurts by a "
-                         "little is then called either way, and the guard that catches labelers at chance also fires "
-                         "when 2 positives misstate a good labeler's J. Measured, per study (the excess split by "
+                         "paired ΔAUC is mostly noise; an uncertain verdict then acts on how the labeler's scores "
+                         "rank those few items, which can also mislead. Measured, per study (the excess split by "
                          "n_gold and by what made the choice; shares of the study's excess over all its cells; the "
                          "cells are labeler × student × seed; J = Youden's J, estimated by decide vs true on the "
                          "pool):")
@@ -357,27 +379,26 @@ def render() -> str:
                     + (f"; J estimated {', '.join(f'{v:+.2f}' for v in r['j_est'])}, true "
                        f"{', '.join(f'{v:+.2f}' for v in r['j_true'].values())}" if r["j_est"] else "") + ")"
                     for r in rows) + ".")
-            lean = su["goals"].get(dp.replace(" (uncertain→weak)", ""))
-            if lean:
-                lines.append(f"   - The other fallback does not close it: acting on the lean instead "
-                             f"({dp.replace(' (uncertain→weak)', '')}, the table above) removes the cost of "
-                             f"\"uncertain → weak\" on hurting labelers but its worst study is {lean['worst_study']} "
-                             f"({lean['worst_excess']:+.4f}). Not tried this round, because each needs every rule "
-                             "trial of the suite re-run and would again be chosen on this suite: a guard that fires "
-                             "only when the interval of J lies at or below 0 (the trials store J's point estimate "
-                             "only, so it cannot be scored from them).")
+            base = dp.split(" (")[0]
+            others = [p for p in (base, f"{base} (uncertain→weak)", f"{base} (uncertain→labeler)")
+                      if p != dp and p in su["goals"]]
+            if others:
+                lines.append("   - The other fallbacks of the same rule: " + "; ".join(
+                    f"{p}: worst study {su['goals'][p]['worst_study']} ({su['goals'][p]['worst_excess']:+.4f}), "
+                    f"pooled regret {su['overall'][p]['regret']['value']:.4f}" for p in others) + ".")
             lines.append(f"3. Where the trivial policies differ by more than {su['wide']} AUC, the better side in ≥ 80% "
                          f"of cells: {'**met**' if m['picks_80pct'] else '**not met**'} — "
                          f"{_ci(su['overall'][dp]['pick_rate_wide'], '{:.2f}')} of "
                          f"{su['overall'][dp]['wide_cells']} cells.")
         lines += ["", "### Per study: the default against the better trivial policy (every n_gold)", "",
-                  "| study | cells | always-weak | always-gold | default | excess over the better trivial | "
-                  "≤ 0.01? |", "|---|---|---|---|---|---|---|"]
+                  "| study | cells | always-weak | always-gold | default | excess over the better trivial [95% CI, "
+                  "seeds resampled] | ≤ 0.01? |", "|---|---|---|---|---|---|---|"]
         for st, v in su["per_study"].items():
             ex = v["excess"].get(dp, float("nan"))
+            ci = v.get("excess_ci", {}).get(dp)
             lines.append(f"| {st} | {v['cells']} | {v['regret']['always-weak']:.4f} | "
                          f"{v['regret']['always-gold']:.4f} | {v['regret'].get(dp, float('nan')):.4f} | "
-                         f"{ex:+.4f} | {'yes' if ex <= 0.01 else 'no'} |")
+                         + (f"{ex:+.4f}" if not ci else _vs(ci)) + f" | {'yes' if ex <= 0.01 else 'no'} |")
         ms = sorted(su["by_m"], key=int)
         lines += ["", "### By gold budget: regret pooled over the suite", "",
                   "| n_gold | cells | always-weak | always-gold | " + dp + " | better side (|ΔAUC| > 0.02) |",
@@ -390,6 +411,7 @@ def render() -> str:
             lines.append(f"| {m} | {b[dp]['cells']} | {b['always-weak']['regret']:.4f} | "
                          f"{b['always-gold']['regret']:.4f} | {b[dp]['regret']:.4f} | "
                          f"{'–' if pick != pick else f'{pick:.2f}'} |")
+    lines += held_out_section(su)
     cost = {n: d["rule_cpu"] for n, d in data.items() if d.get("rule_cpu")}
     if cost:
         lines += ["", "### What the rule evaluation costs", "",
@@ -418,6 +440,63 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+def held_out_section(su: dict | None) -> list[str]:
+    """The held-out studies (rules_heldout.json): the suite's default and its alternatives scored where none of them
+    was chosen, against that study's better trivial policy."""
+    path = RESULTS / "rules_heldout.json"
+    if not path.exists() or not su:
+        return []
+    ho = json.loads(path.read_text())
+    dp = su["default_policy"]
+    base = dp.split(" (")[0]
+    pol = [dp, *(p for p in (f"{base} (uncertain→weak)", base, "cv-delta (uncertain→weak)") if p != dp),
+           "always-weak", "always-gold"]
+    lines = ["", f"### Held out: {', '.join(ho['studies'])} ({ho['cells']} cells per policy, {ho['clusters']} "
+             f"(study, seed) clusters; computed {ho['date']})", "",
+             "None of these studies was looked at before the default's fallback was chosen on the studies above: "
+             "`heldout-cardiovascular` (`benchmarks/configs/rules-heldout-cardiovascular.yaml`: five labelers on both "
+             "sides of the crossover) was written, and its sweep run, before that choice and its rule trials after; "
+             "the image configs `breastmnist` and `retinamnist-binary` (simulated labelers at accuracy 0.7 and 0.65; "
+             "students without resnet-w16, cnn-w16 and cnn-w32, for machine time) were first run after it. Nothing "
+             "was changed after seeing them. The goals, scored on these studies pooled (clusters: (study, seed)):",
+             "",
+             "| policy | regret [95% CI] | − better trivial [95% CI] | worst study: excess over its better trivial | "
+             "better side where the trivial policies differ by > 0.02 | abstains |", "|---|---|---|---|---|---|"]
+    for p in pol:
+        r = ho["overall"].get(p)
+        if r is None:
+            continue
+        g = ho["goals"].get(p)
+        lines.append(f"| {p}{' (default)' if p == dp else ''} | {_ci(r['regret'], '{:.4f}')} | "
+                     + ("–" if not g else _vs(g["vs_best_trivial"])) + " | "
+                     + ("–" if not g else f"{g['worst_study']}: {g['worst_excess']:+.4f}")
+                     + f" | {_ci(r['pick_rate_wide'], '{:.2f}')} ({r['wide_cells']} cells) | "
+                     f"{_ci(r['abstain'], '{:.0%}')} |")
+    g = ho["goals"].get(dp)
+    if g:
+        m = g["meets"]
+        lines += ["", f"The default on the held-out studies: pooled regret below {ho['best_trivial']} with an interval "
+                  f"excluding 0: {'**met**' if m['beats_trivial'] else '**not met**'}; no study worse than its better "
+                  f"trivial policy by more than 0.01: {'**met**' if m['no_study_worse_by_0.01'] else '**not met**'} "
+                  f"(worst {g['worst_study']}, {g['worst_excess']:+.4f}); better side in ≥ 80% of the wide cells: "
+                  f"{'**met**' if m['picks_80pct'] else '**not met**'} ({g['pick_rate_wide']:.2f}).", "",
+                  "| study | cells | always-weak | always-gold | default | excess over the better trivial [95% CI, "
+                  "seeds resampled] | excess by n_gold |", "|---|---|---|---|---|---|---|"]
+        for st, v in ho["per_study"].items():
+            ci = v.get("excess_ci", {}).get(dp)
+            by_m = ", ".join(f"{k}: {x:+.4f}" for k, x in v["by_m_excess"].get(dp, {}).items())
+            lines.append(f"| {st} | {v['cells']} | {v['regret']['always-weak']:.4f} | "
+                         f"{v['regret']['always-gold']:.4f} | {v['regret'].get(dp, float('nan')):.4f} | "
+                         + (f"{v['excess'].get(dp, float('nan')):+.4f}" if not ci else _vs(ci)) + f" | {by_m} |")
+        for st, v in ho["per_study"].items():
+            rows = [r for r in v.get("why", []) if r["share"] > 0.0005][:4]
+            if v["excess"].get(dp, 0) > 0.01 and rows:
+                lines.append(f"\nWhere the default loses on {st} (shares of the study's excess, as above): " + "; ".join(
+                    f"n_gold {r['n_gold']}, {r['mechanism']}: {r['share']:+.4f} ({r['cells']} cells; "
+                    f"{', '.join(r['labelers'])})" for r in rows) + ".")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", type=lambda s: s.split(","), default=None, help=f"studies, from {list(STUDIES)}")
@@ -435,11 +514,11 @@ def main() -> None:
     ap.add_argument("--computed-by-command", default="", help="the command that computed --computed-by")
     args = ap.parse_args()
     if args.suite:
-        suite(Path(args.out), args.suite)
+        pool_and_hold_out(Path(args.out), args.suite)
     elif not args.render_only:
         run(args)
         if not args.sweep_only:
-            suite(Path(args.out), list(json.loads((RESULTS / "rules.json").read_text())))
+            pool_and_hold_out(Path(args.out), list(json.loads((RESULTS / "rules.json").read_text())))
     PART.write_text(render())
     print(PART)
 

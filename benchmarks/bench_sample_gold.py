@@ -97,7 +97,8 @@ def one(ds_name: str, lab_name: str, seed: int, m: int) -> dict:
             xp, xt = represent(ds, feat, "train", "test")
             t0 = time.process_time()
             dec = decide(xp[gold], y[gold], out.probs[gold], weak[gold], pool=Pool(xp[rest], weak[rest]),
-                         weights=w, seed=seed, curve=False, rules=("accuracy", "auc", "cv-delta", "weak-student"))
+                         weights=w, seed=seed, curve=False,
+                         rules=("accuracy", "auc", "cv-delta", "delta-worth", "weak-student"))
             cpu = time.process_time() - t0
             lab = np.concatenate([weak[rest], y[gold]])
             a_g = roc_auc_score(test.y, LogisticRegression(C=c, max_iter=2000).fit(xp[gold], y[gold])
@@ -124,7 +125,10 @@ def run(args: argparse.Namespace) -> None:
                 continue
             t0 = time.time()
             done["rows"].append(one(ds_name, lab, seed, args.m))
-            done.update({"date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "load": os.getloadavg()[0]})
+            from fmgauge.weaklabels.rule_eval import DEFAULT_POLICY
+
+            done.update({"date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "load": os.getloadavg()[0],
+                         "policy": DEFAULT_POLICY})
             RESULTS.write_text(json.dumps(done, indent=1))
             print(f"{ds_name} {lab} seed {seed}: {time.time() - t0:.0f} s", flush=True)
 
@@ -137,9 +141,9 @@ def render() -> str:
              "Command: `OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_sample_gold.py "
              f"--seeds {max(r['seed'] for r in rows) + 1}` ({data['date']}, load average {data['load']:.1f} on 2 "
              "cores). Per labeler, mean over seeds × the two students (sk-logreg on minilm-l6 / TF-IDF); regret of "
-             "the choice of `decide`'s default when this ran (delta-worth acting on its lean; the default now keeps "
-             "the weak labels when uncertain, §8); 'as drawn' = the share of gold sets with 2 items of each class before any "
-             "top-up (decide refuses the others).", "",
+             f"the choice of `decide`'s default when this ran ({data.get('policy', 'delta-worth acting on its lean')}"
+             "; §8); 'as drawn' = the share of gold sets with 2 items of each class before any top-up (decide "
+             "refuses the others).", "",
              "| labeler | as drawn: random / stratified | positives: random / stratified | regret: random / "
              "stratified | always-weak / always-gold | accuracy error: random / stratified |", "|---|---|---|---|---|---|"]
     diffs = []

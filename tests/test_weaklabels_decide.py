@@ -58,11 +58,26 @@ def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
     assert d.rules["accuracy"].choice == d.rules["accuracy"].lean  # uncertain falls back to its lean
     weak = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"}, fallback="weak")
     assert weak.verdict == "uncertain" and weak.rules["accuracy"].choice == "use-weak-labels"
+    # the default: the weak labels when the labeler ranks the gold items acceptably (its AUC ≥ 0.7 here)
+    lab = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"})
+    assert lab.rules["accuracy"].fallback == "labeler" and lab.rules["auc"].labeler.value >= 0.7
+    assert lab.verdict == "uncertain" and lab.choice == "use-weak-labels" and "ranks your gold items" in lab.explain()
+    bad = decide(x, y, labeler(y, 5), primary="accuracy", proxy={"kind": "sk-logreg"})  # accuracy 0.5: chance
+    assert bad.rules["auc"].labeler.value < 0.7 and bad.choice == "gold-only"
     with pytest.raises(FmgaugeError, match="fallback must be"):
         decide(x, y, labeler(y, 2), fallback="coin")
     more = d.rules["accuracy"].more_gold
     assert more is not None and more > 0
     assert "more gold items" in d.explain()
+
+
+def test_labeler_ranks_known_values():
+    from fmgauge.weaklabels.rules import ACCEPTABLE_AUC, labeler_ranks
+
+    assert ACCEPTABLE_AUC == 0.7
+    assert labeler_ranks(0.7, 0.95) and labeler_ranks(0.62, 0.6)  # acceptable, or better than gold-only
+    assert not labeler_ranks(0.69, 0.75) and not labeler_ranks(0.5, 0.5)  # a tie at chance keeps gold only
+    assert not labeler_ranks(float("nan"), 0.5)
 
 
 def test_more_labels_shrink_with_the_gap():
@@ -289,10 +304,14 @@ def test_leave_pair_out_auc_is_floored_at_chance():
     assert gold_only_auc(good, y, 2).value == 1.0 and gold_only_auc(good, y, 2).lo < 0.9  # Newcombe: not [1, 1]
 
 
-def test_delta_worth_leans_gold_only_for_a_labeler_no_better_than_chance():
+def test_delta_worth_leans_gold_only_for_a_labeler_shown_no_better_than_chance():
+    """The guard reads the upper end of J's interval: a J estimated at −0.14 from 2 positives (interval up to +0.29,
+    a labeler whose J was +0.45, docs §8) does not fire it; an interval at or below 0 does."""
     from fmgauge.weaklabels.rules import worth_verdict
 
+    assert worth_verdict(("uncertain", "use-weak-labels"), 0.29) == ("uncertain", "use-weak-labels", False)
     assert worth_verdict(("uncertain", "use-weak-labels"), -0.04) == ("gold-only", "gold-only", True)
+    assert worth_verdict(("uncertain", "use-weak-labels"), 0.0) == ("gold-only", "gold-only", True)
     # a committed cv-delta verdict stands: J from a 2-positive gold set can be wrong
     assert worth_verdict(("use-weak-labels", "use-weak-labels"), -0.04) == ("use-weak-labels", "use-weak-labels", True)
     assert worth_verdict(("gold-only", "gold-only"), -0.4) == ("gold-only", "gold-only", True)

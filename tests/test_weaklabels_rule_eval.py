@@ -96,6 +96,24 @@ def test_pool_rules_are_also_scored_with_the_weak_fallback():
     assert ev["best_rule"] == "cv-delta (uncertain→weak)"
 
 
+def test_pool_rules_are_scored_with_the_labeler_fallback_from_the_auc_rule_rows():
+    """Uncertain cv-delta verdicts act as the weak labels where the labeler ranked the gold items acceptably (its AUC
+    on them, the auc rule's number, ≥ 0.7 or above the gold-only estimate) and as gold only elsewhere."""
+    res = _sweep({20: [0.10, 0.12, -0.09, -0.11]})  # weak labels help on seeds 0, 1 and hurt on 2, 3
+    lab_auc = {0: 0.9, 1: 0.62, 2: 0.55, 3: 0.69}  # seed 1: below 0.7 but above its gold-only 0.6
+    gold = {0: 0.8, 1: 0.6, 2: 0.8, 3: 0.75}
+    cv = _rules({(20, s): ("uncertain", "gold-only") for s in range(4)}).assign(rule="cv-delta")
+    auc = _rules({(20, s): ("uncertain", "gold-only") for s in range(4)}).assign(
+        labeler_value=[lab_auc[s] for s in range(4)], gold_auc=[gold[s] for s in range(4)])
+    cv = cv.assign(labeler_value=0.5, gold_auc=[gold[s] for s in range(4)])
+    ev, cells = evaluate(res, pd.concat([cv, auc], ignore_index=True), {"s": "raw"}, [0, 1, 2, 3])
+    got = cells[cells.policy == "cv-delta (uncertain→labeler)"].sort_values("seed").choice.tolist()
+    assert got == ["use-weak-labels", "use-weak-labels", "gold-only", "gold-only"]
+    head = {r["policy"]: r for r in ev["scores"] if r["scope"] == "all" and r["n_gold"] == 20}
+    assert head["cv-delta (uncertain→labeler)"]["regret"]["value"] == pytest.approx(0.0)
+    assert head["cv-delta (uncertain→weak)"]["regret"]["value"] == pytest.approx((0.09 + 0.11) / 4)
+
+
 def test_a_rule_that_copies_a_trivial_policy_gets_a_bound_not_a_zero_width_interval():
     """Two policies that agree on every cell: the seed bootstrap would say [0, 0] and MDE 0; the comparison says
     they never disagreed and bounds the difference by the rule of three instead, with the MDE undefined."""

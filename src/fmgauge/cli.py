@@ -261,8 +261,9 @@ def decide_cmd(
         help="Student the rules train: sk-logreg (default: converged L2 logistic regression), logreg (the "
              "sweep's torch logreg, also solved to convergence), mlp (trained under the step budget).")] = None,
     fallback: Annotated[str, typer.Option(
-        help="What an uncertain verdict acts as: weak (use the free weak labels unless shown to hurt, or the "
-             "labeler is no better than chance; the default) or lean (the side its estimate favours).")] = "weak",
+        help="What an uncertain verdict acts as: labeler (the default: the weak labels if the labeler ranks your "
+             "gold items acceptably, AUC >= 0.7 or above the gold-only estimate, else gold only), weak (the free "
+             "weak labels unless shown to hurt) or lean (the side its estimate favours).")] = "labeler",
     curve: Annotated[bool, typer.Option(
         help="Fit the gold-only learning curve for n* ('they stop helping at about n* gold labels').")] = True,
     text_column: TextColumnOpt = None,
@@ -286,8 +287,8 @@ def decide_cmd(
     if proxy is not None and proxy not in PROXY_KINDS:
         raise FmgaugeError(f"--proxy must be one of {', '.join(PROXY_KINDS)}, got {proxy!r}."
                            f"{did_you_mean(proxy, PROXY_KINDS)}")
-    if fallback not in ("lean", "weak"):
-        raise FmgaugeError(f"--fallback must be lean or weak, got {fallback!r}.")
+    if fallback not in ("labeler", "weak", "lean"):
+        raise FmgaugeError(f"--fallback must be labeler, weak or lean, got {fallback!r}.")
     if not (representation in ("raw", "tfidf") or (representation.startswith("embed:") and representation[6:])):
         raise FmgaugeError(f"--representation must be raw, tfidf or embed:<model> (e.g. embed:minilm-l6), got "
                            f"{representation!r}.")

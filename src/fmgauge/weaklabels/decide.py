@@ -36,21 +36,22 @@ from fmgauge.weaklabels.proxy import PROXY_KINDS, Proxy, dense, proxy_student, s
 from fmgauge.weaklabels.rules import (
     crossover_verdict,
     interval_verdict,
+    labeler_ranks,
     mixed_oof,
     paired_difference,
     paired_verdict,
     worth_verdict,
 )
 from fmgauge.weaklabels.students import StudentConfig, budget_steps
-from fmgauge.weaklabels.verdicts import POOL_RULES, RULES, Decision, Fallback, Lean, RuleVerdict
+from fmgauge.weaklabels.verdicts import FALLBACKS, POOL_RULES, RULES, Decision, Fallback, Lean, RuleVerdict
 
 __all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK", "RULES_VERSION", "PROXY_KINDS",
            "rule_version"]
 
 DEFAULT_PRIMARY = "delta-worth"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
-DEFAULT_FALLBACK: Fallback = "weak"  # ... an uncertain verdict keeping the (free) weak labels (§8)
-RULES_VERSION = 4  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
-RULES_VERSION_CV = 5  # ... of trials with m >= gold_auc.CV_FROM, whose gold side became 5-fold CV (rule_version)
+DEFAULT_FALLBACK: Fallback = "labeler"  # ... an uncertain verdict keeping the weak labels if the labeler ranks well
+RULES_VERSION = 6  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
+RULES_VERSION_CV = 6  # ... of trials with m >= gold_auc.CV_FROM (their gold side became 5-fold CV at 5)
 
 
 def rule_version(m: int) -> int:
@@ -134,14 +135,15 @@ def decide(
     rules : which rules to run (default: all that the inputs allow).
     proxy : the student every rule trains (a StudentConfig or its dict; default sk-logreg, :mod:`.proxy`).
     curve : fit the gold-only learning curve for n* (2 more leave-pair-out runs on nested subsets).
-    fallback : what an ``uncertain`` verdict acts as: ``weak`` (default), the weak labels — they are free: drop them
-        when shown to hurt, or (``delta-worth``) when the labeler is no better than chance — or ``lean``, the side its
-        point estimate favours. docs/benchmarks.md §8 holds the evaluation that picked the default.
+    fallback : what an ``uncertain`` verdict acts as: ``labeler`` (default), the weak labels when the labeler ranks
+        the gold items acceptably (its AUC on them ≥ 0.7 or above the gold-only estimate, :func:`.rules.
+        labeler_ranks`), else gold only; ``weak``, the weak labels; ``lean``, the side its point estimate favours.
+        docs/benchmarks.md §8 holds the evaluation that picked the default.
     gold_cache : a description of (inputs, gold set) under which the leave-pair-out outcomes are cached by
         content (rule trials of several labelers on one gold set share them); None: no cache.
     """
-    if fallback not in ("lean", "weak"):
-        raise FmgaugeError(f"fallback must be 'lean' or 'weak', got {fallback!r}.")
+    if fallback not in FALLBACKS:
+        raise FmgaugeError(f"fallback must be one of {list(FALLBACKS)}, got {fallback!r}.")
     y = np.asarray(y).astype(np.int64)
     probs = check_finite("labeler probs", np.asarray(probs, dtype=float))
     if probs.ndim != 2 or probs.shape[1] < 2:
@@ -191,6 +193,8 @@ def decide(
                         cache=gold_cache) if need_curve else []
     summary = labeler_summary(y, labels, k, pool_labels=all_pool_labels, class_names=class_names, level=level,
                               seed=seed)
+    lab_auc = _labeler_auc(y, k, probs, wg, level)
+    ranks = labeler_ranks(lab_auc.value, gold.value)  # what an uncertain verdict acts on under fallback "labeler"
     out: dict[str, RuleVerdict] = {}
     for rule in ("accuracy", "auc"):
         if rule not in wanted:
@@ -199,11 +203,11 @@ def decide(
             est = summary.accuracy if not summary.unusable else labeler_summary(
                 y, labels, k, class_names=class_names, level=level, seed=seed).accuracy  # the gold set's own
         else:
-            est = _labeler_auc(y, k, probs, wg, level)
+            est = lab_auc
         verdict, more = interval_verdict(gold, est, len(y))
         lean: Lean = "gold-only" if gold.value > est.value else "use-weak-labels"
         out[rule] = RuleVerdict(rule, verdict, lean, est, gold.value - est.value, None, more,
-                                extrapolate_crossover(lc, est.value), fallback)
+                                extrapolate_crossover(lc, est.value), fallback, ranks=ranks)
     n_star, n_star_ci = None, None
     if pool is not None and any(r in POOL_RULES for r in wanted):
         warm = student.warm_model(xp, pool_labels)
@@ -223,18 +227,18 @@ def decide(
             lean = "use-weak-labels" if diff >= 0 else "gold-only"
             xo = extrapolate_crossover(lc, est.value)
             if rule == "cv-delta" and "delta-worth" in wanted:
-                v, ln, worthless = worth_verdict((verdict, lean), summary.youden.value)
+                v, ln, worthless = worth_verdict((verdict, lean), summary.youden.hi)
                 out["delta-worth"] = RuleVerdict("delta-worth", v, ln, est, -diff, (-hi, -lo),  # type: ignore[arg-type]
-                                                 more if v == "uncertain" else None, xo, fallback, worthless)
+                                                 more if v == "uncertain" else None, xo, fallback, worthless, ranks)
             if rule not in wanted:
                 continue
-            out[rule] = RuleVerdict(rule, verdict, lean, est, -diff, (-hi, -lo), more, xo, fallback)
+            out[rule] = RuleVerdict(rule, verdict, lean, est, -diff, (-hi, -lo), more, xo, fallback, ranks=ranks)
         if "projection" in wanted:
             verdict, lean = crossover_verdict(n_star, n_star_ci, len(y))
             gap = float(np.log(len(y) / n_star)) if n_star else float("-inf")
             out["projection"] = RuleVerdict("projection", verdict, lean, out["weak-student"].labeler
                                             if "weak-student" in out else _labeler_auc(y, k, weak_only, wg, level),
-                                            gap, None, None, n_star, fallback)
+                                            gap, None, None, n_star, fallback, ranks=ranks)
     n_eff = None
     if pool is not None and not summary.unusable:
         f = summary.factor

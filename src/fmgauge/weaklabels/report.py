@@ -309,13 +309,17 @@ POLICY_TEXT = {
     "accuracy": "accuracy rule (paper: gold-only AUC vs prior-corrected labeler accuracy)",
     "auc": "auc rule (gold-only AUC vs labeler AUC)",
     "cv-delta": "cv-delta rule (cross-validated ΔAUC on the gold set, with the pool)",
-    "delta-worth": "delta-worth rule (cv-delta; gold-only when the labeler is no better than chance)",
+    "delta-worth": "delta-worth rule (cv-delta; gold-only when the labeler is shown no better than chance)",
     "delta-worth (uncertain→weak)": "delta-worth rule, uncertain → use the weak labels",
+    "delta-worth (uncertain→labeler)": "delta-worth rule, uncertain → the weak labels if the labeler ranks the gold "
+                                       "items acceptably (decide's default)",
     "weak-student": "weak-student rule (weak-trained proxy vs gold-only on the gold set)",
     "projection": "projection rule (n* of the gold-only curve at the weak-trained AUC, against m)",
     "cv-delta (uncertain→weak)": "cv-delta rule, uncertain → use the weak labels",
     "projection (uncertain→weak)": "projection rule, uncertain → use the weak labels",
     "weak-student (uncertain→weak)": "weak-student rule, uncertain → use the weak labels",
+    **{f"{r} (uncertain→labeler)": f"{r} rule, uncertain → the weak labels if the labeler ranks the gold items "
+       "acceptably" for r in ("cv-delta", "projection", "weak-student")},
     "always-weak": "always use the weak labels (trivial)",
     "always-gold": "always train on gold only (trivial)",
 }
@@ -463,7 +467,9 @@ def build_report(result) -> Report:  # noqa: ANN001 - StudyResult (avoid an impo
             "n_gold gold items and the weak-labelled rest of the pool (nothing from the test set), and its choice "
             "was scored against the sweep's realised ΔAUC of every student. Regret = AUC lost against the per-cell "
             "best of gold-only and gold+weak; a rule's uncertain verdict falls back to the side its estimate leans "
-            "to, and '(uncertain→weak)' to the weak labels (its share is the abstention). Decisive cells: the "
+            "to, '(uncertain→weak)' to the weak labels, and '(uncertain→labeler)' to the weak labels only where the "
+            "labeler's AUC on the gold items is ≥ 0.7 or above the gold-only estimate (decide's default; the "
+            "uncertain share is the abstention). Decisive cells: the "
             "seed-mean ΔAUC has a 95% CI excluding 0. Committed verdicts are scored against each cell's own "
             "realised sign. Intervals resample seeds; MDE = the smallest regret difference these seeds could "
             "detect (80% power), undefined when two policies never chose differently (a rule-of-three bound is "

@@ -8,7 +8,9 @@ AUC(gold) of every student that reads the same inputs (the rule's proxy sees the
 trials of several labelers on one gold set share its gold-only side (cached by content, :mod:`.gold_auc`).
 
 Scores per policy — each rule acting on its lean when uncertain, the pool rules also with "uncertain → use the
-weak labels" (``<rule> (uncertain→weak)``), and the trivial policies **always-weak** and **always-gold**:
+weak labels" (``<rule> (uncertain→weak)``) and "uncertain → the weak labels if the labeler ranks the gold items
+acceptably" (``<rule> (uncertain→labeler)``, :func:`fmgauge.weaklabels.rules.labeler_ranks`, decide's default), and
+the trivial policies **always-weak** and **always-gold**:
 
 - **regret**: mean over cells (labeler × student × m × seed) of max(AUC_gold, AUC_gold+weak) − the AUC of the
   condition the policy chose; **abstention**: the share of uncertain verdicts;
@@ -39,7 +41,9 @@ from fmgauge.weaklabels.verdicts import POOL_RULES, RULES
 
 TRIVIAL = ("always-weak", "always-gold")
 WEAK_FALLBACK = " (uncertain→weak)"  # a rule whose uncertain verdicts use the weak labels instead of its lean
-DEFAULT_POLICY = DEFAULT_PRIMARY + (WEAK_FALLBACK if DEFAULT_FALLBACK == "weak" else "")  # what decide() does
+LABELER_FALLBACK = " (uncertain→labeler)"  # ... the weak labels if the labeler ranks the gold items acceptably
+SUFFIX = {"lean": "", "weak": WEAK_FALLBACK, "labeler": LABELER_FALLBACK}
+DEFAULT_POLICY = DEFAULT_PRIMARY + SUFFIX[DEFAULT_FALLBACK]  # what decide() does
 N_BOOT = 2000
 WIDE = 0.02  # cells where the two trivial policies differ by more than this (AUC): a rule must pick the right side
 
@@ -73,7 +77,7 @@ def run_rule_trial(config: dict) -> list[dict]:
                pool_max=config["pool_max"], pool_repeats=config["pool_repeats"], seed=seed, n_boot=500,
                max_pairs=120 if m <= 100 else 60,  # past 100 gold items the fits cost more and ΔAUC is small
                class_names=tuple(ds.class_names), curve=True, proxy=config.get("proxy"),
-               fallback="lean",  # rows keep the lean; the evaluation derives the weak fallback itself
+               fallback="lean",  # rows keep the lean; the evaluation derives the other fallbacks itself
                gold_cache={"dataset": ds.source, "name": ds.name, "split": config["pool_split"],
                            "features": config["features"], "gold": gold.tolist(),
                            "pool": len(pool.y)})  # labelers of one study share the gold side
@@ -91,7 +95,8 @@ def run_rule_trial(config: dict) -> list[dict]:
                      "n_eff": None if d.n_eff is None else d.n_eff.value,
                      "lab_accuracy": s.accuracy.value, "lab_balanced": s.balanced_accuracy.value,
                      "lab_majority": s.majority_rate.value, "lab_unusable": s.unusable is not None,
-                     "lab_youden": s.youden.value,
+                     "lab_youden": s.youden.value, "lab_youden_lo": s.youden.lo, "lab_youden_hi": s.youden.hi,
+                     "gold_min_class": int(min(np.bincount(pool.y[gold], minlength=ds.n_classes))),
                      "cpu_seconds": time.process_time() - cpu0})
     return rows
 
@@ -116,19 +121,16 @@ def _projection_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
 
 
 def _worth_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
-    """delta-worth rows re-derived from the cv-delta rows (its verdict and the labeler's Youden's J) by the function
-    ``decide`` uses (:func:`fmgauge.weaklabels.rules.worth_verdict`), replacing stored ones: the rule is a pure
-    function of those, so trials stored before a change of it are scored as decide now decides."""
-    if not ({"lab_youden", "lab_balanced"} & set(rules.columns)) or not (rules.rule == "cv-delta").any():
+    """delta-worth rows re-derived from the cv-delta rows (its verdict and the upper end of the interval of the
+    labeler's Youden's J) by the function ``decide`` uses (:func:`fmgauge.weaklabels.rules.worth_verdict`),
+    replacing stored ones: the rule is a pure function of those, so trials stored before a change of it are scored
+    as decide now decides (trials without the interval, RULES_VERSION < 6, rerun)."""
+    if "lab_youden_hi" not in rules.columns or not (rules.rule == "cv-delta").any():
         return rules
     from fmgauge.weaklabels.rules import worth_verdict
 
     cv = rules[rules.rule == "cv-delta"].copy()
-    # binary studies: Youden's J = 2·balanced accuracy − 1 (trials that predate the lab_youden column)
-    j = 2 * cv.lab_balanced - 1
-    if "lab_youden" in cv:
-        j = cv.lab_youden.where(cv.lab_youden.notna(), j)
-    got = [worth_verdict((v, ln), float(b)) for v, ln, b in zip(cv.verdict, cv.lean, j, strict=True)]
+    got = [worth_verdict((v, ln), float(b)) for v, ln, b in zip(cv.verdict, cv.lean, cv.lab_youden_hi, strict=True)]
     cv["rule"] = "delta-worth"
     cv["verdict"] = [g[0] for g in got]
     cv["lean"] = [g[1] for g in got]
@@ -147,10 +149,23 @@ def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[st
     ran = rules[["labeler", "features", "n_gold", "seed"]].drop_duplicates()
     paired = paired.merge(ran, on=["labeler", "features", "n_gold", "seed"])
     rules = _worth_verdicts(_projection_verdicts(rules))
-    r = rules[["labeler", "features", "n_gold", "seed", "rule", "verdict", "choice"]].rename(columns={"rule": "policy"})
+    key = ["labeler", "features", "n_gold", "seed"]
+    r = rules[[*key, "rule", "verdict", "choice"]].rename(columns={"rule": "policy"})
     weak_fb = r[r.policy.isin(POOL_RULES)].assign(policy=lambda d: d.policy + WEAK_FALLBACK)
     weak_fb.loc[weak_fb.verdict == "uncertain", "choice"] = "use-weak-labels"
-    cells = paired.merge(pd.concat([r, weak_fb], ignore_index=True), on=["labeler", "features", "n_gold", "seed"])
+    fallbacks = [r, weak_fb]
+    if (rules.rule == "auc").any() and {"labeler_value", "gold_auc"} <= set(rules.columns):
+        # the labeler's AUC on the gold items is the auc rule's number
+        from fmgauge.weaklabels.rules import labeler_ranks
+
+        auc = rules[rules.rule == "auc"].drop_duplicates(key)
+        ranks = auc[key].assign(ranks=[labeler_ranks(float(a), float(g))
+                                       for a, g in zip(auc.labeler_value, auc.gold_auc, strict=True)])
+        lab_fb = r[r.policy.isin(POOL_RULES)].merge(ranks, on=key).assign(policy=lambda d: d.policy + LABELER_FALLBACK)
+        unsure = lab_fb.verdict == "uncertain"
+        lab_fb.loc[unsure, "choice"] = np.where(lab_fb.ranks[unsure], "use-weak-labels", "gold-only")
+        fallbacks.append(lab_fb.drop(columns="ranks"))
+    cells = paired.merge(pd.concat(fallbacks, ignore_index=True), on=key)
     trivial = [paired.assign(policy=p, verdict="use-weak-labels" if p == "always-weak" else "gold-only",
                              choice="use-weak-labels" if p == "always-weak" else "gold-only") for p in TRIVIAL]
     cells = pd.concat([cells, *trivial], ignore_index=True)
@@ -304,7 +319,8 @@ def evaluate(results: pd.DataFrame, rule_rows: pd.DataFrame, student_features: d
     grid = sorted(rule_rows.n_gold.unique())
     m = min(grid, key=lambda v: abs(np.log(v) - np.log(headline_m)))
     every = {r["policy"]: r for r in scores if r["scope"] == "all" and r["n_gold"] == "all"}
-    rules = [p for p in [*RULES, *(r + WEAK_FALLBACK for r in POOL_RULES)] if p in every]
+    rules = [p for p in [*RULES, *(r + sfx for sfx in (WEAK_FALLBACK, LABELER_FALLBACK) for r in POOL_RULES)]
+             if p in every]
     best = min(rules, key=lambda p: (round(every[p]["regret"]["value"], 10), p != DEFAULT_POLICY)) if rules else None
     trivial = min((p for p in TRIVIAL if p in every), key=lambda p: every[p]["regret"]["value"])
     summary = {"scores": scores, "headline_m": int(m), "best_rule": best, "best_trivial": trivial,

@@ -7,13 +7,12 @@ weak-labelled pool), a verdict per rule.
 - ``cv-delta`` — what the weak labels do (needs the pool): the proxy trained on the weak-labelled pool + the training
   folds of repeated stratified K-fold over the gold items scores the held-out folds; its AUC against the gold-only
   AUC on the same items is ΔAUC = AUC(gold+weak) − AUC(gold), with a paired bootstrap CI over gold items.
-- ``delta-worth`` — ``cv-delta``, unless the labeler's estimated confusion says its labels carry no class
-  information or the inverse (Youden's J = 1 − ρ0 − ρ1 ≤ 0, for a binary task a balanced accuracy ≤ 0.5; for K > 2
-  the mean J over one-vs-rest problems: by the label-space projection they
-  are worth no clean labels at all): then ``gold-only``, unless cv-delta commits to the weak labels (J from 2
-  positives can be wrong: −0.14 was estimated for a labeler whose J is 0.5). With
-  2 positives in a 20-item gold set the paired ΔAUC is mostly noise, and a labeler at or below chance is where that
-  noise costs most (docs/benchmarks.md §8).
+- ``delta-worth`` — ``cv-delta``, unless the labeler's estimated confusion shows its labels carry no class
+  information or the inverse: the 95% interval of Youden's J = 1 − ρ0 − ρ1 (for a binary task 2·balanced accuracy
+  − 1; for K > 2 the mean J over one-vs-rest problems) lies at or below 0 — by the label-space projection they are
+  then worth no clean labels at all. Then ``gold-only``, unless cv-delta commits to the weak labels. The guard
+  reads J's interval, not its point: with 2 positives in a gold set a point estimate of −0.14 was made for a
+  labeler whose J is 0.45 (docs/benchmarks.md §8).
 - ``weak-student`` — the proxy trained on the weak-labelled pool alone, scored on the gold items, against the
   gold-only AUC on the same items (paired CI).
 - ``projection`` — where the weak labels stop helping: n*, the n at which the gold-only learning curve (leave-pair-out
@@ -23,6 +22,14 @@ weak-labelled pool), a verdict per rule.
 
 The unpaired rules compare intervals; the paired ones read the CI of the difference. ``uncertain`` says roughly how
 many more gold labels would settle it, assuming the half-widths shrink like 1/√m: m' = m·(half-width / |gap|)².
+
+**What an uncertain verdict acts as** (``decide``'s fallback, :mod:`.verdicts`): by default (``labeler``) the weak
+labels when the labeler ranks the user's gold items acceptably — its AUC on them ≥ ``ACCEPTABLE_AUC`` (0.7, the
+conventional lower end of "acceptable discrimination", Hosmer, Lemeshow & Sturdivant, *Applied Logistic
+Regression*, 3rd ed., 2013) or above the gold-only AUC estimate — else gold only (:func:`labeler_ranks`). An
+uncertain paired ΔAUC at 10–50 gold items is mostly noise; how well the labeler's own scores rank those items is a
+steadier signal of which side of the crossover a user is on, but a labeler whose quality sits at the threshold is
+called either way (docs/benchmarks.md §8 measures the fallbacks against each other, on held-out studies too).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import numpy as np
 from fmgauge.core.stats import Estimate
 from fmgauge.weaklabels.gold_auc import PairOutcomes, weighted_aucs
 from fmgauge.weaklabels.proxy import Proxy, stack_rows
-from fmgauge.weaklabels.verdicts import MAX_MORE, Verdict
+from fmgauge.weaklabels.verdicts import ACCEPTABLE_AUC, MAX_MORE, Verdict
 
 
 def more_labels(n: int, half: float, gap: float) -> int | None:
@@ -122,11 +129,17 @@ def scores_of(p: np.ndarray) -> np.ndarray:
     return p[:, 1] if p.shape[1] == 2 else p
 
 
-def worth_verdict(cv: tuple[str, str], youden: float) -> tuple[str, str, bool]:
-    """``delta-worth``: (verdict, lean, worthless) from cv-delta's (verdict, lean) and the labeler's estimated
-    Youden's J = 1 − ρ0 − ρ1 (binary: 2·balanced accuracy − 1; NaN when unusable: cv-delta decides)."""
+def labeler_ranks(labeler_auc: float, gold_auc: float) -> bool:
+    """Does the labeler rank the gold items acceptably: its AUC on them (from its scores) ≥ ACCEPTABLE_AUC, or above
+    the gold-only AUC estimate from the same items? (The ``labeler`` fallback of an uncertain verdict; NaN: no.)"""
+    return bool(labeler_auc >= ACCEPTABLE_AUC or labeler_auc > gold_auc)
+
+
+def worth_verdict(cv: tuple[str, str], youden_hi: float) -> tuple[str, str, bool]:
+    """``delta-worth``: (verdict, lean, worthless) from cv-delta's (verdict, lean) and the upper end of the 95%
+    interval of the labeler's estimated Youden's J = 1 − ρ0 − ρ1 (NaN when unusable: cv-delta decides)."""
     verdict, lean = cv
-    if not math.isfinite(youden) or youden > 0:
+    if not math.isfinite(youden_hi) or youden_hi > 0:
         return verdict, lean, False
     if verdict == "use-weak-labels":  # cv-delta's paired interval excludes 0: what the labels do outweighs J
         return verdict, lean, True

@@ -15,16 +15,18 @@ from fmgauge.weaklabels.confusion import LabelerSummary
 
 Verdict = Literal["use-weak-labels", "gold-only", "uncertain"]
 Lean = Literal["use-weak-labels", "gold-only"]
-Fallback = Literal["lean", "weak"]
+Fallback = Literal["lean", "weak", "labeler"]
+FALLBACKS = ("lean", "weak", "labeler")
 RULES = ("accuracy", "auc", "cv-delta", "delta-worth", "weak-student", "projection")
 POOL_RULES = ("cv-delta", "delta-worth", "weak-student", "projection")
+ACCEPTABLE_AUC = 0.7  # the labeler fallback keeps the weak labels of a labeler ranking the gold items this well
 MAX_MORE = 100_000  # "more labels" beyond this is reported as "more than" (the two estimates are ~equal)
 RULE_TEXT = {
     "accuracy": "gold-only AUC vs labeler accuracy on the pool (the paper's rule)",
     "auc": "gold-only AUC vs labeler AUC (like-for-like)",
     "cv-delta": "cross-validated ΔAUC = AUC(gold+weak) − AUC(gold) on the gold set",
-    "delta-worth": "cv-delta, unless the labeler's confusion says its labels are worth nothing (Youden's J = "
-                   "1 − ρ0 − ρ1 ≤ 0, i.e. balanced accuracy ≤ 0.5 on a binary task)",
+    "delta-worth": "cv-delta, unless the labeler's confusion shows its labels are worth nothing (the interval of "
+                   "Youden's J = 1 − ρ0 − ρ1 at or below 0, i.e. balanced accuracy ≤ 0.5 on a binary task)",
     "weak-student": "weak-trained student's AUC on the gold set vs gold-only AUC",
     "projection": "the gold-only learning curve's crossover n* with the weak-trained AUC, against m",
 }
@@ -43,14 +45,17 @@ class RuleVerdict:
     more_gold: int | None  # uncertain only: about how many more gold labels would decide
     crossover: float | None  # estimated n* where the gold-only curve reaches the weak side (None: unreachable)
     fallback: Fallback = "lean"
-    worthless: bool = False  # delta-worth: the labeler's Youden's J = 1 − ρ0 − ρ1 is at most 0
+    worthless: bool = False  # delta-worth: the interval of the labeler's Youden's J = 1 − ρ0 − ρ1 is at most 0
+    ranks: bool = True  # the labeler ranks the gold items acceptably (rules.labeler_ranks): fallback "labeler"
 
     @property
     def choice(self) -> Lean:
         """What a user following this rule does: the verdict, or when uncertain its fallback."""
         if self.verdict != "uncertain":
             return self.verdict  # type: ignore[return-value]
-        return self.lean if self.fallback == "lean" else "use-weak-labels"
+        if self.fallback == "lean":
+            return self.lean
+        return "use-weak-labels" if self.fallback == "weak" or self.ranks else "gold-only"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -108,16 +113,22 @@ class Decision:
         helping."""
         r = self.rules[self.primary]
         if r.verdict == "uncertain":
-            acts = (f"acting on it: {r.choice}" + (" (the side its estimate leans to)" if r.fallback == "lean"
-                                                    else " (the weak labels are free: kept unless shown to hurt)"))
+            auc = self.rules.get("auc")
+            its = f", its AUC on them {auc.labeler.value:.3f} vs gold-only {self.gold_auc.value:.3f}" if auc else ""
+            why = {"lean": " (the side its estimate leans to)",
+                   "weak": " (the weak labels are free: kept unless shown to hurt)",
+                   "labeler": (f" (the labeler ranks your gold items acceptably{its}: weak labels kept)" if r.ranks
+                               else f" (the labeler does not rank your gold items acceptably{its}, below "
+                                    f"{ACCEPTABLE_AUC} and not above gold-only: weak labels dropped)")}
+            acts = f"acting on it: {r.choice}" + why[r.fallback]
             head = (f"With your {self.n_gold} gold labels: uncertain — {acts}; the {r.rule} rule leans "
                     f"{r.lean}.")
         else:
             head = {"use-weak-labels": f"With your {self.n_gold} gold labels: use the weak labels (train on gold + "
                                        f"weak); the {r.rule} rule is confident they help.",
                     "gold-only": f"With your {self.n_gold} gold labels: train on gold only; " + (
-                        "the labeler is no better than chance at telling the classes apart (1 − ρ0 − ρ1 ≤ 0): its "
-                        "labels are worth nothing." if r.worthless else
+                        "the labeler is shown to be no better than chance at telling the classes apart (the interval "
+                        "of 1 − ρ0 − ρ1 lies at or below 0): its labels are worth nothing." if r.worthless else
                         f"the {r.rule} rule is confident the weak labels hurt.")}[r.verdict]
         out = [head]
         if self.n_eff is not None and math.isfinite(self.n_eff.value):
@@ -158,7 +169,8 @@ class Decision:
                 head = (f"[{r.rule} rule{tag}] gold-only AUC {self.gold_auc} vs {what} {r.labeler}: "
                         f"difference {-r.gap:+.3f}{ci}: {r.verdict}")
                 if r.rule == "delta-worth" and r.worthless:
-                    head += " (the labeler is no better than chance, 1 − ρ0 − ρ1 ≤ 0: its labels are worth nothing)"
+                    head += (" (the labeler is shown to be no better than chance, the interval of 1 − ρ0 − ρ1 at or "
+                             "below 0: its labels are worth nothing)")
             else:
                 what = "accuracy on the pool" if r.rule == "accuracy" else "AUC"
                 lab = "unusable" if not math.isfinite(r.labeler.value) else str(r.labeler)
