@@ -318,6 +318,10 @@ def aggregate(rows: list[dict], students: list[dict], studies: list[str], ms: li
             continue
         out["median_abs_bias"][str(m)] = {e: float(np.median([abs(out["per"][st][str(m)][e]["bias"]) for st in have]))
                                           for e in ESTIMATORS}
+        rng = np.random.default_rng([m, 11])  # the median's own interval: gold sets resampled within each study
+        errs = [np.array([r["lpo"] - r["realised"] for r in rows if r["study"] == st and r["m"] == m]) for st in have]
+        meds = [float(np.median([abs(e[rng.integers(0, len(e), len(e))].mean()) for e in errs])) for _ in range(2000)]
+        out["median_abs_bias"][str(m)]["lpo_ci"] = [float(np.quantile(meds, 0.025)), float(np.quantile(meds, 0.975))]
         out["median_abs_bias"][str(m)]["lpo_vs_pool"] = float(np.median(
             [abs(out["per"][st][str(m)]["lpo"]["vs_pool"]["bias"]) for st in have]))
         loso = {}
@@ -545,8 +549,10 @@ def render() -> str:
                          f"{c['lpo']['within_0.1']:.0%} | {_ci(c['lpo']['vs_pool'])} |")
     med = r["median_abs_bias"]
     lines += ["", "Median over the " + str(len(studies)) + " studies of |bias| (against the test split; against the "
-              "rest of the pool): " + "; ".join(f"m = {m}: **{med[str(m)]['lpo']:.3f}** ({med[str(m)]['lpo_vs_pool']:.3f})"
-                                                 for m in ms if str(m) in med) + "."]
+              "rest of the pool), with a 95% bootstrap interval (gold sets resampled within each study): "
+              + "; ".join(f"m = {m}: **{med[str(m)]['lpo']:.3f}** [{med[str(m)]['lpo_ci'][0]:.3f}, "
+                          f"{med[str(m)]['lpo_ci'][1]:.3f}] ({med[str(m)]['lpo_vs_pool']:.3f})"
+                          for m in ms if str(m) in med) + "."]
     if "20" in med:
         v = med["20"]["lpo"]
         within = [st for st in studies if "20" in per[st] and per[st]["20"]["lpo"]["ci"][0] >= -0.03
@@ -554,7 +560,10 @@ def render() -> str:
         excl = [st for st in studies if "20" in per[st] and (per[st]["20"]["lpo"]["ci"][0] > 0
                                                               or per[st]["20"]["lpo"]["ci"][1] < 0)]
         lines += ["", "**Goal of issue 23 part A (median |bias| ≤ 0.03 at m = 20): " + ("met" if v <= 0.03 else
-                  "not met") + f"** — {v:.3f} with decide's estimator as it is. The 95% interval of the bias lies "
+                  "not met") + f"** — {v:.3f} [{med['20']['lpo_ci'][0]:.3f}, {med['20']['lpo_ci'][1]:.3f}] with decide's "
+                  "estimator as it is" + (f" (the interval's upper end, {med['20']['lpo_ci'][1]:.5f}, is just above "
+                                          "0.03: met on the point estimate, not beyond sampling doubt)"
+                                          if v <= 0.03 < med["20"]["lpo_ci"][1] else "") + ". The 95% interval of the bias lies "
                   f"inside ±0.03 on {len(within)} of {len(studies)} studies ({', '.join(within) or 'none'}); it "
                   f"excludes 0 on {len(excl)} ({', '.join(excl) or 'none'})."]
     lines += ["", "#### Where the error comes from", "",
