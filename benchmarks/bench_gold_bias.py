@@ -461,6 +461,14 @@ def _conclusions(r: dict, studies: list[str], ms: list[int]) -> list[str]:
             text += "."
         out.append(text)
     if "20" in med:
+        resid = {st: per[st]["20"]["lpo_vs_m2"]["bias"] - per[st]["20"]["floor_effect"]["bias"]
+                 - per[st]["20"]["shift"]["bias"] for st in studies}
+        out.append("- Leave-pair-out itself, unfloored, " + ("is close to unbiased for" if max(map(abs, resid.values()))
+                                                              <= 0.02 else "has its own error against")
+                   + " what it estimates (the m − 2 student on the pool's population): at m = 20, estimate − its "
+                   "m − 2 estimand − floor effect − split "
+                   "shift is " + ", ".join(f"{st} {v:+.3f}" for st, v in resid.items())
+                   + f" (median {float(np.median(list(resid.values()))):+.3f}).")
         for st in sorted(studies, key=lambda st: -abs(per[st]["20"]["lpo"]["bias"]))[:2]:
             c = per[st]["20"]
             why = []
