@@ -114,6 +114,13 @@ def test_pool_rules_are_scored_with_the_labeler_fallback_from_the_auc_rule_rows(
     assert head["cv-delta (uncertain→weak)"]["regret"]["value"] == pytest.approx((0.09 + 0.11) / 4)
 
 
+def test_tiny_differences_are_not_printed_as_zero():
+    from fmgauge.weaklabels.rule_eval import _auc
+
+    assert _auc(0.0) == "+0.0000" and _auc(0.0123) == "+0.0123" and _auc(-0.0123, "") == "-0.0123"
+    assert _auc(2e-5) == "+2.0e-05" and _auc(-3e-6) == "-3.0e-06"  # not "+0.0000" for a nonzero difference
+
+
 def test_a_rule_that_copies_a_trivial_policy_gets_a_bound_not_a_zero_width_interval():
     """Two policies that agree on every cell: the seed bootstrap would say [0, 0] and MDE 0; the comparison says
     they never disagreed and bounds the difference by the rule of three instead, with the MDE undefined."""

@@ -330,11 +330,17 @@ def evaluate(results: pd.DataFrame, rule_rows: pd.DataFrame, student_features: d
                            "auc_gw", "delta", "regret", "abstain", "target", "hit", "hit_committed", "wide"]]
 
 
+def _auc(v: float, sign: str = "+") -> str:
+    """An AUC difference: 4 decimals, or 2 significant digits when that would print a nonzero value as 0.0000."""
+    return f"{v:{sign}.4f}" if v == 0 or abs(v) >= 5e-5 else f"{v:{sign}.1e}"
+
+
 def _fmt_vs(vs: dict[str, Any]) -> str:
     if vs.get("identical"):
-        return (f"{vs['value']:+.4f}: the same choice as {vs['baseline']} on all {vs['cells']} cells (95% bound "
-                f"±{vs['hi']:.4f} from disagreeing on at most 3 in {vs['cells']} new seeds; MDE undefined)")
-    return f"{vs['value']:+.4f} [{vs['lo']:+.4f}, {vs['hi']:+.4f}] (MDE {vs['mde']:.4f})"
+        return (f"{_auc(vs['value'])}: the same choice as {vs['baseline']} on all {vs['cells']} cells (95% bound "
+                f"±{_auc(vs['hi'], '')} from disagreeing on at most 3 in {vs['cells']} new seeds; MDE undefined)")
+    return (f"{_auc(vs['value'])} [{_auc(vs['lo'])}, {_auc(vs['hi'])}] (MDE {_auc(vs['mde'], '')}; "
+            f"{vs['disagree']} of {vs['cells']} cells chosen differently)")
 
 
 def conclusion(ev: dict[str, Any]) -> str:
@@ -355,20 +361,28 @@ def conclusion(ev: dict[str, Any]) -> str:
     if np.isfinite(hc["value"]):
         parts.append(f"its {b['committed_cells']} committed verdicts are right {hc['value']:.0%} on their own "
                      f"cells; it abstains on {b['abstain']['value']:.0%} of cells.")
-    d = every.get(ev.get("default_policy", DEFAULT_POLICY))
-    if d is not None and best != ev.get("default_policy", DEFAULT_POLICY):
-        parts.append(f"fmgauge's default ({ev.get('default_policy', DEFAULT_POLICY)}) loses "
-                     f"{d['regret']['value']:.4f} AUC and abstains on {d['abstain']['value']:.0%} of cells.")
-    vs = b.get("vs_trivial")
-    if vs:
-        if vs.get("identical"):
-            parts.append(f"It chose as {trivial} did on every cell: {_fmt_vs(vs)}.")
-        elif vs["hi"] < 0:
-            parts.append(f"It beats {trivial} by {-vs['value']:.4f} AUC [{-vs['hi']:.4f}, {-vs['lo']:.4f}].")
-        elif vs["lo"] > 0:
-            parts.append(f"It does worse than {trivial} by {vs['value']:.4f} AUC [{vs['lo']:.4f}, {vs['hi']:.4f}]: "
-                         f"no rule beats the trivial policy here; follow {trivial}.")
-        else:
-            parts.append(f"Its difference to {trivial}, {_fmt_vs(vs)}, is within what these seeds can resolve: no "
-                         f"rule is shown to beat {trivial}.")
-    return " ".join(parts)
+    parts.append(_against_trivial(b.get("vs_trivial"), "It", trivial, best=True))
+    default = ev.get("default_policy", DEFAULT_POLICY)
+    d = every.get(default)
+    if d is not None and best != default:
+        parts.append(f"fmgauge's default ({default}) loses {d['regret']['value']:.4f} AUC and abstains on "
+                     f"{d['abstain']['value']:.0%} of cells.")
+        parts.append(_against_trivial(d.get("vs_trivial"), "The default", trivial, best=False))
+    return " ".join(p for p in parts if p)
+
+
+def _against_trivial(vs: dict[str, Any] | None, who: str, trivial: str, *, best: bool) -> str:
+    """One sentence: ``who`` (a policy's name or pronoun) against the better trivial policy."""
+    if not vs:
+        return ""
+    if vs.get("identical"):
+        return f"{who} chose as {trivial} did on every cell: {_fmt_vs(vs)}."
+    if vs["hi"] < 0:
+        return f"{who} beats {trivial} by {_auc(-vs['value'], '')} AUC [{_auc(-vs['hi'], '')}, {_auc(-vs['lo'], '')}]."
+    if vs["lo"] > 0:
+        return (f"{who} does worse than {trivial} by {_auc(vs['value'], '')} AUC [{_auc(vs['lo'], '')}, "
+                f"{_auc(vs['hi'], '')}]" + (f": no rule beats the trivial policy here; follow {trivial}." if best
+                                             else "."))
+    whose = "Its" if who == "It" else f"{who}'s"
+    return (f"{whose} difference to {trivial}, {_fmt_vs(vs)}, is within what these seeds can resolve"
+            + (f": no rule is shown to beat {trivial}." if best else "."))
