@@ -116,9 +116,10 @@ def run(args: argparse.Namespace) -> None:
 
 
 def slim(ev: dict) -> dict:
-    """A study's rule evaluation as rules.json keeps it: the scores pooled over labelers (every n_gold and each);
-    the per-labeler rows stay in the run directory's summary.json."""
-    return {**ev, "scores": [r for r in ev.get("scores", []) if r["scope"] == "all"]} if ev else ev
+    """A study's rule evaluation as rules.json keeps it: the scores pooled over labelers and every n_gold (what the
+    per-study tables render); the rows per labeler and per n_gold stay in the run directory's summary.json."""
+    return {**ev, "scores": [r for r in ev.get("scores", []) if r["scope"] == "all" and r["n_gold"] == "all"]
+            } if ev else ev
 
 
 def suite(out_dir: Path, names: list[str], out_file: Path = RESULTS / "rules_suite.json") -> dict:
@@ -224,16 +225,12 @@ def why(cells, rules, best: str, policy: str, truth_j: dict[str, float]) -> list
     cv-delta trial of the same (labeler, n_gold, seed), the labeler's AUC on the gold items and its estimated
     Youden's J (interval) against its true J on the pool: the J guard choosing gold-only, cv-delta committing to a
     side, or an uncertain cv-delta acted on by the fallback (the labeler ranking the gold items acceptably or not)."""
-    from fmgauge.weaklabels.rule_eval import _projection_verdicts, _worth_verdicts
-    from fmgauge.weaklabels.rules import labeler_ranks
+    from fmgauge.weaklabels.rule_eval import _projection_verdicts, _worth_verdicts, labeler_ranks_of
 
     r = _worth_verdicts(_projection_verdicts(rules))
     key = ["labeler", "n_gold", "seed"]
     cv = r[r.rule == "cv-delta"].drop_duplicates(key)[[*key, "verdict", "gold_auc", "lab_youden", "lab_youden_hi"]]
-    auc = r[r.rule == "auc"].drop_duplicates(key)
-    cv = cv.merge(auc[key].assign(ranks=[labeler_ranks(float(a), float(g)) for a, g in
-                                         zip(auc.labeler_value, auc.gold_auc, strict=True)],
-                                  lab_auc=auc.labeler_value.to_numpy()), on=key, how="left")
+    cv = cv.merge(labeler_ranks_of(r, key), on=key, how="left")
     a = cells[cells.policy == policy][["labeler", "student", "n_gold", "seed", "choice", "regret"]]
     b = cells[cells.policy == best][["labeler", "student", "n_gold", "seed", "regret"]]
     d = a.merge(b, on=["labeler", "student", "n_gold", "seed"], suffixes=("", "_best")).merge(cv, on=key, how="left")
@@ -279,6 +276,15 @@ def _vs(v: dict) -> str:
     if v.get("identical"):
         return f"{v['value']:+.4f} (same choices on all {v['cells']} cells; bound ±{v['hi']:.4f}, MDE undefined)"
     return f"{v['value']:+.4f} [{v['lo']:+.4f}, {v['hi']:+.4f}] (MDE {v['mde']:.4f})"
+
+
+def _policy_head(p: str, r: dict, g: dict | None, default: str) -> str:
+    """The first cells of a policy's row in the pooled tables: name, regret, − better trivial, worst study, better
+    side where the trivial policies differ."""
+    return (f"| {p}{' (default)' if p == default else ''} | {_ci(r['regret'], '{:.4f}')} | "
+            + ("–" if not g else _vs(g["vs_best_trivial"])) + " | "
+            + ("–" if not g else f"{g['worst_study']}: {g['worst_excess']:+.4f}")
+            + f" | {_ci(r['pick_rate_wide'], '{:.2f}')} ({r['wide_cells']} cells)")
 
 
 def render() -> str:
@@ -339,13 +345,9 @@ def render() -> str:
                 continue
             g = su["goals"].get(p)
             met = "–" if not g else ", ".join(k for k, v in g["meets"].items() if v) or "none"
-            lines.append(
-                f"| {p}{' (default)' if p == su['default_policy'] else ''} | {_ci(r['regret'], '{:.4f}')} | "
-                + ("–" if not g else _vs(g["vs_best_trivial"]))
-                + " | " + ("–" if not g else f"{g['worst_study']}: {g['worst_excess']:+.4f}")
-                + f" | {_ci(r['pick_rate_wide'], '{:.2f}')} ({r['wide_cells']} cells) | "
-                f"{_ci(r['hit_rate_committed'], '{:.2f}')} | {_ci(r['hit_rate'], '{:.2f}')} | "
-                f"{_ci(r['abstain'], '{:.0%}')} | {met} |")
+            lines.append(_policy_head(p, r, g, su["default_policy"])
+                         + f" | {_ci(r['hit_rate_committed'], '{:.2f}')} | {_ci(r['hit_rate'], '{:.2f}')} | "
+                         f"{_ci(r['abstain'], '{:.0%}')} | {met} |")
         dp = su["default_policy"]
         g = su["goals"].get(dp)
         if g:
@@ -478,12 +480,7 @@ def held_out_section(su: dict | None) -> list[str]:
         r = ho["overall"].get(p)
         if r is None:
             continue
-        g = ho["goals"].get(p)
-        lines.append(f"| {p}{' (default)' if p == dp else ''} | {_ci(r['regret'], '{:.4f}')} | "
-                     + ("–" if not g else _vs(g["vs_best_trivial"])) + " | "
-                     + ("–" if not g else f"{g['worst_study']}: {g['worst_excess']:+.4f}")
-                     + f" | {_ci(r['pick_rate_wide'], '{:.2f}')} ({r['wide_cells']} cells) | "
-                     f"{_ci(r['abstain'], '{:.0%}')} |")
+        lines.append(_policy_head(p, r, ho["goals"].get(p), dp) + f" | {_ci(r['abstain'], '{:.0%}')} |")
     g = ho["goals"].get(dp)
     if g:
         m = g["meets"]

@@ -242,8 +242,8 @@ def render_part() -> str:
     lines = ["# 12. decide's estimates, sample-gold and decide's cost (`benchmarks/bench_sample_gold.py`, "
              "`benchmarks/bench_rules.py`)", ""]
     rules = ROOT / "benchmarks" / "results" / "rules.json"
-    if rules.exists():
-        data = json.loads(rules.read_text())
+    data = json.loads(rules.read_text()) if rules.exists() else {}
+    if data:
         lines += ["### The gold-only AUC estimate against the students' realised gold-only test AUC", "",
                   "From the suite of §8 (same runs, same command): for every study, n_gold and seed, the rules' "
                   "estimate (the converged sk-logreg proxy on the student's representation: leave-pair-out floored "
@@ -303,8 +303,7 @@ def render_part() -> str:
                          f"{r['decide_wall']:.1f} | {r['load'][0]:.1f} → {r['load'][1]:.1f} | "
                          f"{r['choice']} ({r['verdict']}) |")
         lines.append("")
-    if rules.exists():
-        data = json.loads(rules.read_text())
+    if data:
         demo = {n: data[n] for n in ("demo-text", "demo") if n in data and data[n].get("rule_cpu")}
         if demo:
             lines += ["### The demo's rule evaluation", "",

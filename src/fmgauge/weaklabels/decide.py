@@ -45,20 +45,11 @@ from fmgauge.weaklabels.rules import (
 from fmgauge.weaklabels.students import StudentConfig, budget_steps
 from fmgauge.weaklabels.verdicts import FALLBACKS, POOL_RULES, RULES, Decision, Fallback, Lean, RuleVerdict
 
-__all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK", "RULES_VERSION", "PROXY_KINDS",
-           "rule_version"]
+__all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK", "RULES_VERSION", "PROXY_KINDS"]
 
 DEFAULT_PRIMARY = "delta-worth"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
 DEFAULT_FALLBACK: Fallback = "labeler"  # ... an uncertain verdict keeping the weak labels if the labeler ranks well
 RULES_VERSION = 6  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
-RULES_VERSION_CV = 6  # ... of trials with m >= gold_auc.CV_FROM (their gold side became 5-fold CV at 5)
-
-
-def rule_version(m: int) -> int:
-    """The version a rule trial at m gold items carries (the computation below CV_FROM is unchanged since 4)."""
-    from fmgauge.weaklabels.gold_auc import CV_FROM
-
-    return RULES_VERSION if m < CV_FROM else RULES_VERSION_CV
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,20 @@ def _worth_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([rules[rules.rule != "delta-worth"], cv], ignore_index=True)
 
 
+def labeler_ranks_of(rules: pd.DataFrame, key: list[str]) -> pd.DataFrame | None:
+    """Per trial (``key`` columns): ``lab_auc``, the labeler's AUC on the gold items (the ``auc`` rule's number), and
+    ``ranks``, whether the labeler fallback keeps the weak labels (:func:`fmgauge.weaklabels.rules.labeler_ranks`);
+    None when the rows carry no auc rule."""
+    if not (rules.rule == "auc").any() or not {"labeler_value", "gold_auc"} <= set(rules.columns):
+        return None
+    from fmgauge.weaklabels.rules import labeler_ranks
+
+    auc = rules[rules.rule == "auc"].drop_duplicates(key)
+    return auc[key].assign(lab_auc=auc.labeler_value.to_numpy(),
+                           ranks=[labeler_ranks(float(a), float(g))
+                                  for a, g in zip(auc.labeler_value, auc.gold_auc, strict=True)])
+
+
 def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[str, str]) -> pd.DataFrame:
     """One row per (labeler, student, m, seed, policy): AUCs of both conditions, the policy's choice, its regret,
     whether it committed, and whether it was right."""
@@ -154,14 +168,10 @@ def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[st
     weak_fb = r[r.policy.isin(POOL_RULES)].assign(policy=lambda d: d.policy + WEAK_FALLBACK)
     weak_fb.loc[weak_fb.verdict == "uncertain", "choice"] = "use-weak-labels"
     fallbacks = [r, weak_fb]
-    if (rules.rule == "auc").any() and {"labeler_value", "gold_auc"} <= set(rules.columns):
-        # the labeler's AUC on the gold items is the auc rule's number
-        from fmgauge.weaklabels.rules import labeler_ranks
-
-        auc = rules[rules.rule == "auc"].drop_duplicates(key)
-        ranks = auc[key].assign(ranks=[labeler_ranks(float(a), float(g))
-                                       for a, g in zip(auc.labeler_value, auc.gold_auc, strict=True)])
-        lab_fb = r[r.policy.isin(POOL_RULES)].merge(ranks, on=key).assign(policy=lambda d: d.policy + LABELER_FALLBACK)
+    ranks = labeler_ranks_of(rules, key)
+    if ranks is not None:
+        lab_fb = r[r.policy.isin(POOL_RULES)].merge(ranks[[*key, "ranks"]], on=key).assign(
+            policy=lambda d: d.policy + LABELER_FALLBACK)
         unsure = lab_fb.verdict == "uncertain"
         lab_fb.loc[unsure, "choice"] = np.where(lab_fb.ranks[unsure], "use-weak-labels", "gold-only")
         fallbacks.append(lab_fb.drop(columns="ranks"))

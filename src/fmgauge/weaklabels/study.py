@@ -30,7 +30,7 @@ from fmgauge.core.store import RunStore
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.confusion import labeler_summary
 from fmgauge.weaklabels.crossover import empirical_crossover, rate_only_crossover
-from fmgauge.weaklabels.decide import PROXY_KINDS, rule_version
+from fmgauge.weaklabels.decide import PROXY_KINDS, RULES_VERSION
 from fmgauge.weaklabels.features import input_shape, represent
 from fmgauge.weaklabels.labelers import LabelerConfig, LabelerOutput, labeler_cache_key, run_labeler
 from fmgauge.weaklabels.labelers.simulated import SimulatedLabeler
@@ -189,7 +189,7 @@ def plan_rule_trials(cfg: StudyConfig, weak_keys: dict[str, dict[int, str]], n_c
             "pool_max": cfg.rule_pool_max, "pool_repeats": cfg.rule_pool_repeats,
             "proxy": None if cfg.rule_proxy is None else cfg.rule_proxy.model_dump()}
     return [Trial({**base, "labeler": lab, "features": f, "n_gold": n, "seed": s, "weak_key": by_seed[s],
-                   "version": rule_version(n)})
+                   "version": RULES_VERSION})
             for lab, by_seed in weak_keys.items() for f in feats for n in cfg.n_gold
             if 2 * n_classes <= n <= (cfg.rule_max_gold or n) and n <= n_pool - 10 for s in cfg.seed_list()]
 
