@@ -1094,7 +1094,7 @@ BATTERY: list[tuple[Callable[[Path], list[str]], str]] = [
     (sample_gold_out_not_csv, "--out must be a .csv file"),
     (sample_gold_outputs_missing, "none.csv"),
     (sample_gold_exclude_without_id, "needs an id column; it has ['name']"),
-    (decide_fallback_typo, "--fallback must be labeler, weak or lean, got 'weakest'"),
+    (decide_fallback_typo, "--fallback must be auto, labeler, weak or lean, got 'weakest'. Did you mean 'weak'?"),
     (decide_primary_typo, "--primary must be one of"),
     (decide_negative_weight, "column weight must hold positive numbers"),
     (seeds_zero, "seeds must be a number of seeds >= 1"),

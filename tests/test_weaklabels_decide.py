@@ -58,12 +58,18 @@ def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
     assert d.rules["accuracy"].choice == d.rules["accuracy"].lean  # uncertain falls back to its lean
     weak = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"}, fallback="weak")
     assert weak.verdict == "uncertain" and weak.rules["accuracy"].choice == "use-weak-labels"
-    # the default: the weak labels when the labeler ranks the gold items acceptably (its AUC ≥ 0.7 here)
-    lab = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"})
+    # fallback labeler: the weak labels when the labeler ranks the gold items acceptably (its AUC ≥ 0.7 here)
+    lab = decide(x, y, labeler(y, 2), primary="accuracy", proxy={"kind": "sk-logreg"}, fallback="labeler")
     assert lab.rules["accuracy"].fallback == "labeler" and lab.rules["auc"].labeler.value >= 0.7
     assert lab.verdict == "uncertain" and lab.choice == "use-weak-labels" and "ranks your gold items" in lab.explain()
-    bad = decide(x, y, labeler(y, 5), primary="accuracy", proxy={"kind": "sk-logreg"})  # accuracy 0.5: chance
+    bad = decide(x, y, labeler(y, 5), primary="accuracy", proxy={"kind": "sk-logreg"},
+                 fallback="labeler")  # accuracy 0.5: chance
     assert bad.rules["auc"].labeler.value < 0.7 and bad.choice == "gold-only"
+    # the default, auto: 5 gold items of each class are enough to follow the side the estimate leans to
+    auto = decide(x, y, labeler(y, 5), primary="accuracy", proxy={"kind": "sk-logreg"})
+    r = auto.rules["accuracy"]
+    assert r.fallback == "auto" and r.min_class == 5 and auto.verdict == "uncertain"
+    assert auto.choice == r.lean and "enough to follow the side" in auto.explain()
     with pytest.raises(FmgaugeError, match="fallback must be"):
         decide(x, y, labeler(y, 2), fallback="coin")
     more = d.rules["accuracy"].more_gold
@@ -72,12 +78,34 @@ def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
 
 
 def test_labeler_ranks_known_values():
-    from fmgauge.weaklabels.rules import ACCEPTABLE_AUC, labeler_ranks
+    from fmgauge.weaklabels.rules import ACCEPTABLE_AUC, AUTO_AUC, labeler_ranks, ranks_bar
 
-    assert ACCEPTABLE_AUC == 0.7
+    assert ACCEPTABLE_AUC == 0.7 and AUTO_AUC == 0.55
     assert labeler_ranks(0.7, 0.95) and labeler_ranks(0.62, 0.6)  # acceptable, or better than gold-only
     assert not labeler_ranks(0.69, 0.75) and not labeler_ranks(0.5, 0.5)  # a tie at chance keeps gold only
     assert not labeler_ranks(float("nan"), 0.5)
+    assert labeler_ranks(0.6, 0.9, ranks_bar("auto")) and not labeler_ranks(0.6, 0.9, ranks_bar("labeler"))
+    assert not labeler_ranks(0.54, 0.9, ranks_bar("auto"))
+
+
+@pytest.mark.parametrize(("min_class", "ranks", "lean", "acts"), [
+    (4, True, "gold-only", "use-weak-labels"),  # below LEAN_FROM: the labeler's ranking decides
+    (4, False, "use-weak-labels", "gold-only"),
+    (5, False, "use-weak-labels", "use-weak-labels"),  # from LEAN_FROM on: the lean, whatever the ranking
+    (40, True, "gold-only", "gold-only"),
+])
+def test_auto_fallback_acts_on_the_lean_from_five_rarer_class_items(min_class, ranks, lean, acts):
+    from fmgauge.core.stats import Estimate
+    from fmgauge.weaklabels.verdicts import LEAN_FROM, RuleVerdict
+
+    assert LEAN_FROM == 5
+    est = Estimate(0.6, 0.5, 0.7, 0.95)
+    r = RuleVerdict("delta-worth", "uncertain", lean, est, 0.0, (-0.1, 0.1), 40, None, "auto", ranks=ranks,
+                    min_class=min_class)
+    assert r.choice == acts
+    committed = RuleVerdict("delta-worth", "gold-only", "gold-only", est, 0.1, (0.05, 0.2), None, None, "auto",
+                            ranks=True, min_class=min_class)
+    assert committed.choice == "gold-only"  # a committed verdict is never overridden
 
 
 def test_more_labels_shrink_with_the_gap():

@@ -261,9 +261,11 @@ def decide_cmd(
         help="Student the rules train: sk-logreg (default: converged L2 logistic regression), logreg (the "
              "sweep's torch logreg, also solved to convergence), mlp (trained under the step budget).")] = None,
     fallback: Annotated[str, typer.Option(
-        help="What an uncertain verdict acts as: labeler (the default: the weak labels if the labeler ranks your "
-             "gold items acceptably, AUC >= 0.7 or above the gold-only estimate, else gold only), weak (the free "
-             "weak labels unless shown to hurt) or lean (the side its estimate favours).")] = "labeler",
+        help="What an uncertain verdict acts as: auto (the default: with 5+ gold items of the rarer class the side "
+             "its estimate favours, with fewer the weak labels if the labeler ranks your gold items better than "
+             "chance, AUC >= 0.55 or above the gold-only estimate, else gold only), labeler (that ranking at every "
+             "m, with the bar 0.7), weak (the free weak labels unless shown to hurt) or lean (the side its estimate "
+             "favours).")] = "auto",
     curve: Annotated[bool, typer.Option(
         help="Fit the gold-only learning curve for n* ('they stop helping at about n* gold labels').")] = True,
     text_column: TextColumnOpt = None,
@@ -278,6 +280,7 @@ def decide_cmd(
     from fmgauge.core.datasets_text import with_text_options
     from fmgauge.weaklabels.decide import PROXY_KINDS, RULES
     from fmgauge.weaklabels.decide_files import decide_from_files
+    from fmgauge.weaklabels.verdicts import FALLBACKS
 
     if dataset is None and (text_column or label_column or no_header):
         raise FmgaugeError("--text-column, --label-column and --no-header describe a --dataset text:<file>; give "
@@ -287,8 +290,9 @@ def decide_cmd(
     if proxy is not None and proxy not in PROXY_KINDS:
         raise FmgaugeError(f"--proxy must be one of {', '.join(PROXY_KINDS)}, got {proxy!r}."
                            f"{did_you_mean(proxy, PROXY_KINDS)}")
-    if fallback not in ("labeler", "weak", "lean"):
-        raise FmgaugeError(f"--fallback must be labeler, weak or lean, got {fallback!r}.")
+    if fallback not in FALLBACKS:
+        raise FmgaugeError(f"--fallback must be auto, labeler, weak or lean, got {fallback!r}."
+                           f"{did_you_mean(fallback, FALLBACKS)}")
     if not (representation in ("raw", "tfidf") or (representation.startswith("embed:") and representation[6:])):
         raise FmgaugeError(f"--representation must be raw, tfidf or embed:<model> (e.g. embed:minilm-l6), got "
                            f"{representation!r}.")

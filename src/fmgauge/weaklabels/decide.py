@@ -40,6 +40,7 @@ from fmgauge.weaklabels.rules import (
     mixed_oof,
     paired_difference,
     paired_verdict,
+    ranks_bar,
     worth_verdict,
 )
 from fmgauge.weaklabels.students import StudentConfig, budget_steps
@@ -48,7 +49,7 @@ from fmgauge.weaklabels.verdicts import FALLBACKS, POOL_RULES, RULES, Decision, 
 __all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK", "RULES_VERSION", "PROXY_KINDS"]
 
 DEFAULT_PRIMARY = "delta-worth"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
-DEFAULT_FALLBACK: Fallback = "labeler"  # ... an uncertain verdict keeping the weak labels if the labeler ranks well
+DEFAULT_FALLBACK: Fallback = "auto"  # ... an uncertain verdict: the lean from 5 rarer-class items, else the labeler
 RULES_VERSION = 6  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
 
 
@@ -126,10 +127,12 @@ def decide(
     rules : which rules to run (default: all that the inputs allow).
     proxy : the student every rule trains (a StudentConfig or its dict; default sk-logreg, :mod:`.proxy`).
     curve : fit the gold-only learning curve for n* (2 more leave-pair-out runs on nested subsets).
-    fallback : what an ``uncertain`` verdict acts as: ``labeler`` (default), the weak labels when the labeler ranks
-        the gold items acceptably (its AUC on them ≥ 0.7 or above the gold-only estimate, :func:`.rules.
-        labeler_ranks`), else gold only; ``weak``, the weak labels; ``lean``, the side its point estimate favours.
-        docs/benchmarks.md §8 holds the evaluation that picked the default.
+    fallback : what an ``uncertain`` verdict acts as: ``auto`` (default), the side its point estimate favours once
+        the gold set holds 5 items of its rarer class, below that the weak labels when the labeler ranks the gold
+        items better than chance (its AUC on them ≥ 0.55 or above the gold-only estimate, :func:`.rules.
+        labeler_ranks`), else gold only; ``labeler``, the labeler's ranking at every m with the bar 0.7; ``weak``,
+        the weak labels; ``lean``, the side its point estimate favours. docs/benchmarks.md §8 holds the evaluation
+        that picked the default.
     gold_cache : a description of (inputs, gold set) under which the leave-pair-out outcomes are cached by
         content (rule trials of several labelers on one gold set share them); None: no cache.
     """
@@ -185,7 +188,8 @@ def decide(
     summary = labeler_summary(y, labels, k, pool_labels=all_pool_labels, class_names=class_names, level=level,
                               seed=seed)
     lab_auc = _labeler_auc(y, k, probs, wg, level)
-    ranks = labeler_ranks(lab_auc.value, gold.value)  # what an uncertain verdict acts on under fallback "labeler"
+    ranks = labeler_ranks(lab_auc.value, gold.value, ranks_bar(fallback))  # fallbacks "labeler", "auto"
+    rare = int(counts.min())  # gold items of the rarer class: fallback "auto" follows the lean from LEAN_FROM
     out: dict[str, RuleVerdict] = {}
     for rule in ("accuracy", "auc"):
         if rule not in wanted:
@@ -198,7 +202,7 @@ def decide(
         verdict, more = interval_verdict(gold, est, len(y))
         lean: Lean = "gold-only" if gold.value > est.value else "use-weak-labels"
         out[rule] = RuleVerdict(rule, verdict, lean, est, gold.value - est.value, None, more,
-                                extrapolate_crossover(lc, est.value), fallback, ranks=ranks)
+                                extrapolate_crossover(lc, est.value), fallback, ranks=ranks, min_class=rare)
     n_star, n_star_ci = None, None
     if pool is not None and any(r in POOL_RULES for r in wanted):
         warm = student.warm_model(xp, pool_labels)
@@ -220,16 +224,18 @@ def decide(
             if rule == "cv-delta" and "delta-worth" in wanted:
                 v, ln, worthless = worth_verdict((verdict, lean), summary.youden.hi)
                 out["delta-worth"] = RuleVerdict("delta-worth", v, ln, est, -diff, (-hi, -lo),  # type: ignore[arg-type]
-                                                 more if v == "uncertain" else None, xo, fallback, worthless, ranks)
+                                                 more if v == "uncertain" else None, xo, fallback, worthless, ranks,
+                                                 rare)
             if rule not in wanted:
                 continue
-            out[rule] = RuleVerdict(rule, verdict, lean, est, -diff, (-hi, -lo), more, xo, fallback, ranks=ranks)
+            out[rule] = RuleVerdict(rule, verdict, lean, est, -diff, (-hi, -lo), more, xo, fallback, ranks=ranks,
+                                    min_class=rare)
         if "projection" in wanted:
             verdict, lean = crossover_verdict(n_star, n_star_ci, len(y))
             gap = float(np.log(len(y) / n_star)) if n_star else float("-inf")
             out["projection"] = RuleVerdict("projection", verdict, lean, out["weak-student"].labeler
                                             if "weak-student" in out else _labeler_auc(y, k, weak_only, wg, level),
-                                            gap, None, None, n_star, fallback, ranks=ranks)
+                                            gap, None, None, n_star, fallback, ranks=ranks, min_class=rare)
     n_eff = None
     if pool is not None and not summary.unusable:
         f = summary.factor

@@ -312,7 +312,10 @@ POLICY_TEXT = {
     "delta-worth": "delta-worth rule (cv-delta; gold-only when the labeler is shown no better than chance)",
     "delta-worth (uncertain→weak)": "delta-worth rule, uncertain → use the weak labels",
     "delta-worth (uncertain→labeler)": "delta-worth rule, uncertain → the weak labels if the labeler ranks the gold "
-                                       "items acceptably (decide's default)",
+                                       "items acceptably",
+    "delta-worth (uncertain→auto)": "delta-worth rule, uncertain → its lean from 5 items of the rarer class, below "
+                                    "that the weak labels if the labeler ranks the gold items better than chance "
+                                    "(decide's default)",
     "weak-student": "weak-student rule (weak-trained proxy vs gold-only on the gold set)",
     "projection": "projection rule (n* of the gold-only curve at the weak-trained AUC, against m)",
     "cv-delta (uncertain→weak)": "cv-delta rule, uncertain → use the weak labels",
@@ -320,6 +323,9 @@ POLICY_TEXT = {
     "weak-student (uncertain→weak)": "weak-student rule, uncertain → use the weak labels",
     **{f"{r} (uncertain→labeler)": f"{r} rule, uncertain → the weak labels if the labeler ranks the gold items "
        "acceptably" for r in ("cv-delta", "projection", "weak-student")},
+    **{f"{r} (uncertain→auto)": f"{r} rule, uncertain → its lean from 5 items of the rarer class, below that the "
+       "weak labels if the labeler ranks the gold items better than chance" for r in ("cv-delta", "projection",
+                                                                                      "weak-student")},
     "always-weak": "always use the weak labels (trivial)",
     "always-gold": "always train on gold only (trivial)",
 }
@@ -467,9 +473,11 @@ def build_report(result) -> Report:  # noqa: ANN001 - StudyResult (avoid an impo
             "n_gold gold items and the weak-labelled rest of the pool (nothing from the test set), and its choice "
             "was scored against the sweep's realised ΔAUC of every student. Regret = AUC lost against the per-cell "
             "best of gold-only and gold+weak; a rule's uncertain verdict falls back to the side its estimate leans "
-            "to, '(uncertain→weak)' to the weak labels, and '(uncertain→labeler)' to the weak labels only where the "
-            "labeler's AUC on the gold items is ≥ 0.7 or above the gold-only estimate (decide's default; the "
-            "uncertain share is the abstention). Decisive cells: the "
+            "to, '(uncertain→weak)' to the weak labels, '(uncertain→labeler)' to the weak labels only where the "
+            "labeler's AUC on the gold items is ≥ 0.7 or above the gold-only estimate, and '(uncertain→auto)' to "
+            "the side its estimate leans to once the gold set holds 5 items of its rarer class and below that to "
+            "the weak labels only where the labeler's AUC on the gold items is ≥ 0.55 or above the gold-only "
+            "estimate (decide's default; the uncertain share is the abstention). Decisive cells: the "
             "seed-mean ΔAUC has a 95% CI excluding 0. Committed verdicts are scored against each cell's own "
             "realised sign. Intervals resample seeds; MDE = the smallest regret difference these seeds could "
             "detect (80% power), undefined when two policies never chose differently (a rule-of-three bound is "

@@ -8,9 +8,10 @@ AUC(gold) of every student that reads the same inputs (the rule's proxy sees the
 trials of several labelers on one gold set share its gold-only side (cached by content, :mod:`.gold_auc`).
 
 Scores per policy — each rule acting on its lean when uncertain, the pool rules also with "uncertain → use the
-weak labels" (``<rule> (uncertain→weak)``) and "uncertain → the weak labels if the labeler ranks the gold items
-acceptably" (``<rule> (uncertain→labeler)``, :func:`fmgauge.weaklabels.rules.labeler_ranks`, decide's default), and
-the trivial policies **always-weak** and **always-gold**:
+weak labels" (``<rule> (uncertain→weak)``), "uncertain → the weak labels if the labeler ranks the gold items
+acceptably" (``<rule> (uncertain→labeler)``, :func:`fmgauge.weaklabels.rules.labeler_ranks`) and "uncertain → the
+lean once the gold set holds 5 items of its rarer class, else the labeler's ranking at the bar 0.55"
+(``<rule> (uncertain→auto)``, decide's default), and the trivial policies **always-weak** and **always-gold**:
 
 - **regret**: mean over cells (labeler × student × m × seed) of max(AUC_gold, AUC_gold+weak) − the AUC of the
   condition the policy chose; **abstention**: the share of uncertain verdicts;
@@ -42,7 +43,8 @@ from fmgauge.weaklabels.verdicts import POOL_RULES, RULES
 TRIVIAL = ("always-weak", "always-gold")
 WEAK_FALLBACK = " (uncertain→weak)"  # a rule whose uncertain verdicts use the weak labels instead of its lean
 LABELER_FALLBACK = " (uncertain→labeler)"  # ... the weak labels if the labeler ranks the gold items acceptably
-SUFFIX = {"lean": "", "weak": WEAK_FALLBACK, "labeler": LABELER_FALLBACK}
+AUTO_FALLBACK = " (uncertain→auto)"  # ... the lean from LEAN_FROM rarer-class items, else the labeler at AUTO_AUC
+SUFFIX = {"lean": "", "weak": WEAK_FALLBACK, "labeler": LABELER_FALLBACK, "auto": AUTO_FALLBACK}
 DEFAULT_POLICY = DEFAULT_PRIMARY + SUFFIX[DEFAULT_FALLBACK]  # what decide() does
 N_BOOT = 2000
 WIDE = 0.02  # cells where the two trivial policies differ by more than this (AUC): a rule must pick the right side
@@ -139,17 +141,21 @@ def _worth_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
 
 
 def labeler_ranks_of(rules: pd.DataFrame, key: list[str]) -> pd.DataFrame | None:
-    """Per trial (``key`` columns): ``lab_auc``, the labeler's AUC on the gold items (the ``auc`` rule's number), and
-    ``ranks``, whether the labeler fallback keeps the weak labels (:func:`fmgauge.weaklabels.rules.labeler_ranks`);
-    None when the rows carry no auc rule."""
+    """Per trial (``key`` columns): ``lab_auc``, the labeler's AUC on the gold items (the ``auc`` rule's number),
+    ``ranks`` and ``ranks_auto``, whether it clears the ``labeler`` and the ``auto`` fallback's bar
+    (:func:`fmgauge.weaklabels.rules.labeler_ranks`), and ``min_class``, the gold set's rarer-class count (NaN in
+    trials stored before RULES_VERSION 6); None when the rows carry no auc rule."""
     if not (rules.rule == "auc").any() or not {"labeler_value", "gold_auc"} <= set(rules.columns):
         return None
-    from fmgauge.weaklabels.rules import labeler_ranks
+    from fmgauge.weaklabels.rules import labeler_ranks, ranks_bar
 
     auc = rules[rules.rule == "auc"].drop_duplicates(key)
+    pairs = list(zip(auc.labeler_value.astype(float), auc.gold_auc.astype(float), strict=True))
     return auc[key].assign(lab_auc=auc.labeler_value.to_numpy(),
-                           ranks=[labeler_ranks(float(a), float(g))
-                                  for a, g in zip(auc.labeler_value, auc.gold_auc, strict=True)])
+                           ranks=[labeler_ranks(a, g, ranks_bar("labeler")) for a, g in pairs],
+                           ranks_auto=[labeler_ranks(a, g, ranks_bar("auto")) for a, g in pairs],
+                           min_class=auc.gold_min_class.to_numpy(float) if "gold_min_class" in auc
+                           else np.full(len(auc), np.nan))
 
 
 def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[str, str]) -> pd.DataFrame:
@@ -164,18 +170,26 @@ def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[st
     paired = paired.merge(ran, on=["labeler", "features", "n_gold", "seed"])
     rules = _worth_verdicts(_projection_verdicts(rules))
     key = ["labeler", "features", "n_gold", "seed"]
-    r = rules[[*key, "rule", "verdict", "choice"]].rename(columns={"rule": "policy"})
+    r = rules[[*key, "rule", "verdict", "choice"]].rename(columns={"rule": "policy"})  # choice: the lean if unsure
     weak_fb = r[r.policy.isin(POOL_RULES)].assign(policy=lambda d: d.policy + WEAK_FALLBACK)
     weak_fb.loc[weak_fb.verdict == "uncertain", "choice"] = "use-weak-labels"
     fallbacks = [r, weak_fb]
     ranks = labeler_ranks_of(rules, key)
     if ranks is not None:
-        lab_fb = r[r.policy.isin(POOL_RULES)].merge(ranks[[*key, "ranks"]], on=key).assign(
-            policy=lambda d: d.policy + LABELER_FALLBACK)
-        unsure = lab_fb.verdict == "uncertain"
-        lab_fb.loc[unsure, "choice"] = np.where(lab_fb.ranks[unsure], "use-weak-labels", "gold-only")
-        fallbacks.append(lab_fb.drop(columns="ranks"))
-    cells = paired.merge(pd.concat(fallbacks, ignore_index=True), on=key)
+        pool = r[r.policy.isin(POOL_RULES)].merge(ranks[[*key, "ranks", "ranks_auto", "min_class"]], on=key)
+        unsure = (pool.verdict == "uncertain").to_numpy()
+        lab_fb = pool.assign(policy=pool.policy + LABELER_FALLBACK)
+        lab_fb.loc[unsure, "choice"] = np.where(pool.ranks[unsure], "use-weak-labels", "gold-only")
+        fallbacks.append(lab_fb)
+        if pool.min_class.notna().all():  # the auto fallback needs the rarer-class count (RULES_VERSION >= 6)
+            from fmgauge.weaklabels.verdicts import LEAN_FROM
+
+            auto = pool.assign(policy=pool.policy + AUTO_FALLBACK)
+            by_rank = np.where(pool.ranks_auto, "use-weak-labels", "gold-only")
+            auto.loc[unsure, "choice"] = np.where(pool.min_class >= LEAN_FROM, pool.choice, by_rank)[unsure]
+            fallbacks.append(auto)
+    cells = paired.merge(pd.concat(fallbacks, ignore_index=True).drop(
+        columns=["ranks", "ranks_auto", "min_class"], errors="ignore"), on=key)
     trivial = [paired.assign(policy=p, verdict="use-weak-labels" if p == "always-weak" else "gold-only",
                              choice="use-weak-labels" if p == "always-weak" else "gold-only") for p in TRIVIAL]
     cells = pd.concat([cells, *trivial], ignore_index=True)
@@ -329,7 +343,8 @@ def evaluate(results: pd.DataFrame, rule_rows: pd.DataFrame, student_features: d
     grid = sorted(rule_rows.n_gold.unique())
     m = min(grid, key=lambda v: abs(np.log(v) - np.log(headline_m)))
     every = {r["policy"]: r for r in scores if r["scope"] == "all" and r["n_gold"] == "all"}
-    rules = [p for p in [*RULES, *(r + sfx for sfx in (WEAK_FALLBACK, LABELER_FALLBACK) for r in POOL_RULES)]
+    rules = [p for p in [*RULES, *(r + sfx for sfx in (WEAK_FALLBACK, LABELER_FALLBACK, AUTO_FALLBACK)
+                                   for r in POOL_RULES)]
              if p in every]
     best = min(rules, key=lambda p: (round(every[p]["regret"]["value"], 10), p != DEFAULT_POLICY)) if rules else None
     trivial = min((p for p in TRIVIAL if p in every), key=lambda p: every[p]["regret"]["value"])

@@ -23,13 +23,17 @@ weak-labelled pool), a verdict per rule.
 The unpaired rules compare intervals; the paired ones read the CI of the difference. ``uncertain`` says roughly how
 many more gold labels would settle it, assuming the half-widths shrink like 1/√m: m' = m·(half-width / |gap|)².
 
-**What an uncertain verdict acts as** (``decide``'s fallback, :mod:`.verdicts`): by default (``labeler``) the weak
-labels when the labeler ranks the user's gold items acceptably — its AUC on them ≥ ``ACCEPTABLE_AUC`` (0.7, the
-conventional lower end of "acceptable discrimination", Hosmer, Lemeshow & Sturdivant, *Applied Logistic
-Regression*, 3rd ed., 2013) or above the gold-only AUC estimate — else gold only (:func:`labeler_ranks`). An
-uncertain paired ΔAUC at 10–50 gold items is mostly noise; how well the labeler's own scores rank those items is a
-steadier signal of which side of the crossover a user is on, but a labeler whose quality sits at the threshold is
-called either way (docs/benchmarks.md §8 measures the fallbacks against each other, on held-out studies too).
+**What an uncertain verdict acts as** (``decide``'s fallback, :mod:`.verdicts`). By default (``auto``): once the
+gold set holds ``LEAN_FROM`` (5) items of its rarer class, the side the rule's paired estimate leans to; below that,
+where the paired ΔAUC is mostly noise, the weak labels when the labeler ranks the user's gold items better than
+chance — its AUC on them ≥ ``AUTO_AUC`` (0.55) or above the gold-only AUC estimate — else gold only
+(:func:`labeler_ranks`). With so few gold items the gold-only student is itself weak, so a labeler that ranks them
+better than chance usually helps, and one that does not (chance-level or mislabelling labelers) is dropped.
+``labeler`` applies the labeler's ranking at every m with the bar ``ACCEPTABLE_AUC`` (0.7, the conventional lower end
+of "acceptable discrimination", Hosmer, Lemeshow & Sturdivant, *Applied Logistic Regression*, 3rd ed., 2013): stop
+31's default, which dropped labels that help from labelers near that bar. docs/benchmarks.md §8 measures the
+fallbacks against each other, on held-out studies too, and what no fallback of this kind can reach
+(``benchmarks/bench_rule_limits.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import numpy as np
 from fmgauge.core.stats import Estimate
 from fmgauge.weaklabels.gold_auc import PairOutcomes, weighted_aucs
 from fmgauge.weaklabels.proxy import Proxy, stack_rows
-from fmgauge.weaklabels.verdicts import ACCEPTABLE_AUC, MAX_MORE, Verdict
+from fmgauge.weaklabels.verdicts import ACCEPTABLE_AUC, AUTO_AUC, MAX_MORE, Fallback, Verdict
 
 
 def more_labels(n: int, half: float, gap: float) -> int | None:
@@ -129,10 +133,15 @@ def scores_of(p: np.ndarray) -> np.ndarray:
     return p[:, 1] if p.shape[1] == 2 else p
 
 
-def labeler_ranks(labeler_auc: float, gold_auc: float) -> bool:
-    """Does the labeler rank the gold items acceptably: its AUC on them (from its scores) ≥ ACCEPTABLE_AUC, or above
-    the gold-only AUC estimate from the same items? (The ``labeler`` fallback of an uncertain verdict; NaN: no.)"""
-    return bool(labeler_auc >= ACCEPTABLE_AUC or labeler_auc > gold_auc)
+def labeler_ranks(labeler_auc: float, gold_auc: float, bar: float = ACCEPTABLE_AUC) -> bool:
+    """Does the labeler rank the gold items well enough: its AUC on them (from its scores) ≥ ``bar``, or above the
+    gold-only AUC estimate from the same items? (The ``labeler`` and ``auto`` fallbacks; NaN: no.)"""
+    return bool(labeler_auc >= bar or labeler_auc > gold_auc)
+
+
+def ranks_bar(fallback: Fallback) -> float:
+    """The labeler-AUC bar of a fallback: AUTO_AUC for ``auto``, ACCEPTABLE_AUC otherwise."""
+    return AUTO_AUC if fallback == "auto" else ACCEPTABLE_AUC
 
 
 def worth_verdict(cv: tuple[str, str], youden_hi: float) -> tuple[str, str, bool]:

@@ -1,7 +1,9 @@
 """What a decision says: each rule's verdict and the numbers behind it, and the whole decision in plain words.
 
 A rule ends in ``use-weak-labels``, ``gold-only`` or ``uncertain``; an uncertain verdict also carries the side its
-point estimate leans to and acts as the decision's **fallback** (``lean``: that side; ``weak``: the weak labels).
+point estimate leans to and acts as the decision's **fallback** (``lean``: that side; ``weak``: the weak labels;
+``labeler``: the weak labels iff the labeler ranks the gold items acceptably; ``auto``: the lean once the gold set
+holds ``LEAN_FROM`` items of its rarer class, else the labeler's ranking at the lower bar ``AUTO_AUC``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from fmgauge.weaklabels.confusion import LabelerSummary
 
 Verdict = Literal["use-weak-labels", "gold-only", "uncertain"]
 Lean = Literal["use-weak-labels", "gold-only"]
-Fallback = Literal["lean", "weak", "labeler"]
-FALLBACKS = ("lean", "weak", "labeler")
+Fallback = Literal["lean", "weak", "labeler", "auto"]
+FALLBACKS = ("auto", "labeler", "weak", "lean")
 RULES = ("accuracy", "auc", "cv-delta", "delta-worth", "weak-student", "projection")
 POOL_RULES = ("cv-delta", "delta-worth", "weak-student", "projection")
 ACCEPTABLE_AUC = 0.7  # the labeler fallback keeps the weak labels of a labeler ranking the gold items this well
+AUTO_AUC = 0.55  # the auto fallback's bar below LEAN_FROM: the labeler ranks the gold items better than chance
+LEAN_FROM = 5  # the auto fallback follows the paired estimate's lean from this many gold items of the rarer class
 MAX_MORE = 100_000  # "more labels" beyond this is reported as "more than" (the two estimates are ~equal)
 RULE_TEXT = {
     "accuracy": "gold-only AUC vs labeler accuracy on the pool (the paper's rule)",
@@ -46,14 +50,15 @@ class RuleVerdict:
     crossover: float | None  # estimated n* where the gold-only curve reaches the weak side (None: unreachable)
     fallback: Fallback = "lean"
     worthless: bool = False  # delta-worth: the interval of the labeler's Youden's J = 1 − ρ0 − ρ1 is at most 0
-    ranks: bool = True  # the labeler ranks the gold items acceptably (rules.labeler_ranks): fallback "labeler"
+    ranks: bool = True  # the labeler clears the fallback's bar on the gold items (rules.labeler_ranks)
+    min_class: int = 0  # gold items of the rarer class: from LEAN_FROM on, fallback "auto" acts on the lean
 
     @property
     def choice(self) -> Lean:
         """What a user following this rule does: the verdict, or when uncertain its fallback."""
         if self.verdict != "uncertain":
             return self.verdict  # type: ignore[return-value]
-        if self.fallback == "lean":
+        if self.fallback == "lean" or (self.fallback == "auto" and self.min_class >= LEAN_FROM):
             return self.lean
         return "use-weak-labels" if self.fallback == "weak" or self.ranks else "gold-only"
 
@@ -115,11 +120,17 @@ class Decision:
         if r.verdict == "uncertain":
             auc = self.rules.get("auc")
             its = f", its AUC on them {auc.labeler.value:.3f} vs gold-only {self.gold_auc.value:.3f}" if auc else ""
+            bar, how = (AUTO_AUC, "better than chance") if r.fallback == "auto" else (ACCEPTABLE_AUC, "acceptably")
+            ranking = (f"the labeler ranks your gold items {how}{its}: weak labels kept" if r.ranks else
+                       f"the labeler does not rank your gold items {how}{its}, below {bar} and not above gold-only: "
+                       "weak labels dropped")
             why = {"lean": " (the side its estimate leans to)",
                    "weak": " (the weak labels are free: kept unless shown to hurt)",
-                   "labeler": (f" (the labeler ranks your gold items acceptably{its}: weak labels kept)" if r.ranks
-                               else f" (the labeler does not rank your gold items acceptably{its}, below "
-                                    f"{ACCEPTABLE_AUC} and not above gold-only: weak labels dropped)")}
+                   "labeler": f" ({ranking})",
+                   "auto": (f" (your gold set holds {r.min_class} items of its rarer class, enough to follow the side "
+                            "its estimate leans to)" if r.min_class >= LEAN_FROM else
+                            f" (with {r.min_class} items of the rarer class the paired estimate is mostly noise; "
+                            f"{ranking})")}
             acts = f"acting on it: {r.choice}" + why[r.fallback]
             head = (f"With your {self.n_gold} gold labels: uncertain — {acts}; the {r.rule} rule leans "
                     f"{r.lean}.")

@@ -1,0 +1,181 @@
+"""How far can an uncertain verdict's fallback go? The limit of decide's default on the rule suite (docs §8).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r3]
+
+Reads the stored trials of every study that ``benchmarks/bench_rules.py`` ran into ``--out`` (each cell's realised
+AUCs with and without the weak labels, and each gold set's rule trial); trains nothing, runs no model. Results go to
+``benchmarks/results/rule_limits.json``; ``bench_rules.py --render-only`` puts them in §8.
+
+decide's default acts on the committed verdicts of ``delta-worth`` (cv-delta's paired interval and the J guard) and
+hands every ``uncertain`` one to a fallback. Goal 2 of issue 23 (no study worse than its better trivial policy by more
+than 0.01 AUC) is scored per study over all its cells. This measures, per study, the excess over the better trivial
+policy of:
+
+- **the default**, fallback ``auto`` (cv-delta's lean once the gold set holds 5 items of its rarer class, else the
+  weak labels iff the labeler's AUC on the gold items ≥ 0.55 or above the gold-only estimate), and the previous
+  default ``labeler`` (the labeler's AUC ≥ 0.7 or above the gold-only estimate, at every m); both are members of the family
+  below;
+- **the oracle fallback**: every uncertain verdict acted on as the cell's own better side, with the committed verdicts
+  and the guard unchanged — if this meets the goal, what is lost is lost in the fallback alone;
+- **the best threshold fallback with hindsight**: over a grid of fallbacks "weak labels iff the labeler's AUC on the
+  gold items ≥ t or > the gold-only estimate + b", optionally replaced by cv-delta's lean (the sign of the paired
+  ΔAUC estimate) once the gold set holds ≥ k items of its rarer class, the member with the smallest worst-study
+  excess, chosen on all the studies themselves (an optimistic bound for the family);
+- **the same family, leave one study out**: the member chosen on the other studies, scored on the one left out;
+- **a learned fallback, leave one study out**: gradient-boosted trees (scikit-learn, depth 2, 100 trees) on the
+  numbers a rule trial records (labeler AUC on the gold items, gold-only estimate, their difference, Youden's J and
+  its interval, the paired ΔAUC estimate, log m, the weak-trained proxy's AUC minus the gold-only estimate,
+  log(n_eff / m)), fit to the sign of the realised ΔAUC on the other studies' uncertain cells (weighted by |ΔAUC|,
+  each study weighing the same), scored on the one left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "rule_limits.json"
+KEY = ["labeler", "features", "n_gold", "seed"]
+T_GRID = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, float("inf"))  # labeler AUC threshold (inf: never on the AUC alone)
+B_GRID = (0.0, 0.05, 0.1, float("inf"))  # margin over the gold-only estimate (inf: never)
+K_GRID = (5, 10, 20, 40, float("inf"))  # rarer-class count from which cv-delta's lean decides (inf: never)
+FEATURES = ("labeler AUC", "gold-only AUC", "difference", "J", "J lo", "J hi", "paired ΔAUC", "log m",
+            "weak-proxy AUC − gold-only", "log(n_eff / m)")
+
+
+def study_cells(run_dir: Path) -> pd.DataFrame:
+    """One row per cell (labeler × student × n_gold × seed) of a study: the realised AUCs ``auc_g``, ``auc_gw``, the
+    default rule's verdict and committed choice (``delta-worth``, as decide scores it now), and its trial's numbers."""
+    from fmgauge.weaklabels.rule_eval import evaluate, proxy_features
+    from fmgauge.weaklabels.study import load_result
+
+    res = load_result(run_dir)
+    feats = {s: v["features"] for s, v in res.summary["students"].items()}
+    rules = pd.read_parquet(run_dir / "rules.parquet")
+    _, cells = evaluate(res.results, rules, feats, res.summary["meta"]["seeds"])
+    dw = cells[cells.policy == "delta-worth"].assign(features=lambda d: d.student.map(lambda s: proxy_features(feats[s])))
+    first = rules.drop_duplicates([*KEY, "rule"]).set_index([*KEY, "rule"])
+    cv = first.xs("cv-delta", level="rule")[["gap", "gap_lo", "gap_hi", "lab_youden", "lab_youden_lo",
+                                              "lab_youden_hi", "gold_min_class", "n_eff"]]
+    auc = first.xs("auc", level="rule")[["labeler_value", "gold_auc"]].rename(columns={"labeler_value": "lab_auc"})
+    ws = first.xs("weak-student", level="rule")[["labeler_value"]].rename(columns={"labeler_value": "ws_auc"})
+    return dw.merge(cv.join(auc).join(ws).reset_index(), on=KEY, how="left")
+
+
+def labeler_fallback(c: pd.DataFrame, t: float, b: float, k: float) -> np.ndarray:
+    """(n,) bool: the family's fallback — weak labels iff lab_auc ≥ t or lab_auc > gold_auc + b (NaN: no); once
+    gold_min_class ≥ k, cv-delta's lean instead (its ``gap`` = gold-only minus gold+weak, so weak labels iff ≤ 0)."""
+    lab = (c.lab_auc >= t) | (c.lab_auc > c.gold_auc + b)
+    lean = c.gap <= 0
+    return np.where(c.gold_min_class >= k, lean, lab).astype(bool)
+
+
+def acted(c: pd.DataFrame, fallback: np.ndarray) -> np.ndarray:
+    """(n,) bool, weak labels used: the committed verdicts as they are, ``fallback`` on the uncertain ones."""
+    return np.where(c.verdict == "uncertain", fallback, c.choice == "use-weak-labels").astype(bool)
+
+
+def excess(c: pd.DataFrame, weak: np.ndarray) -> pd.Series:
+    """Per study: mean regret of the policy ``weak`` (n,) minus the mean regret of the better trivial policy."""
+    best = np.maximum(c.auc_gw, c.auc_g)
+    reg = pd.DataFrame({"policy": best - np.where(weak, c.auc_gw, c.auc_g), "gold": best - c.auc_g,
+                        "weak": best - c.auc_gw, "study": c.study}).groupby("study").mean()
+    return reg.policy - reg[["gold", "weak"]].min(axis=1)
+
+
+def family(c: pd.DataFrame) -> pd.DataFrame:
+    """Rows (t, b, k), columns studies: the excess of every member of the threshold family."""
+    rows = {(t, b, k): excess(c, acted(c, labeler_fallback(c, t, b, k)))
+            for t in T_GRID for b in B_GRID for k in K_GRID}
+    return pd.DataFrame(rows).T
+
+
+def features(c: pd.DataFrame) -> np.ndarray:
+    """(n, 10) the learned fallback's inputs (FEATURES), NaN as 0."""
+    z = lambda s: np.nan_to_num(np.asarray(s, dtype=float))  # noqa: E731
+    m = c.n_gold.to_numpy(float)
+    return np.column_stack([z(c.lab_auc), z(c.gold_auc), z(c.lab_auc - c.gold_auc), z(c.lab_youden),
+                            z(c.lab_youden_lo), z(c.lab_youden_hi), -z(c.gap), np.log(m),
+                            z(c.ws_auc - c.gold_auc), np.log1p(z(c.n_eff)) - np.log(m)])
+
+
+def learned_loso(c: pd.DataFrame) -> pd.Series:
+    """Per study: excess of the gradient-boosted fallback fit on the other studies' uncertain cells."""
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    x, y, w = features(c), (c.delta > 0).to_numpy(int), c.delta.abs().to_numpy() + 1e-4
+    unsure, study = (c.verdict == "uncertain").to_numpy(), c.study.to_numpy()
+    out = {}
+    for s in np.unique(study):
+        tr = unsure & (study != s)
+        sw = w[tr] / pd.Series(w[tr]).groupby(study[tr]).transform("sum").to_numpy()
+        model = GradientBoostingClassifier(max_depth=2, n_estimators=100, random_state=0).fit(x[tr], y[tr],
+                                                                                               sample_weight=sw)
+        te = study == s
+        fb = np.zeros(len(c), bool)
+        fb[te] = model.predict_proba(x[te])[:, 1] > 0.5
+        out[s] = float(excess(c, acted(c, fb))[s])
+    return pd.Series(out)
+
+
+def limits(c: pd.DataFrame, held_out: list[str]) -> dict:
+    """Every figure of the §8 'limit of the fallback' paragraph, from the per-cell table ``c`` of all studies."""
+    from fmgauge.weaklabels.rules import ACCEPTABLE_AUC, AUTO_AUC, labeler_ranks
+    from fmgauge.weaklabels.verdicts import LEAN_FROM
+
+    ranks = np.array([labeler_ranks(a, g) for a, g in zip(c.lab_auc, c.gold_auc, strict=True)])
+    auto = labeler_fallback(c, AUTO_AUC, 0.0, LEAN_FROM)
+    fam = family(c)
+    assert (labeler_fallback(c, ACCEPTABLE_AUC, 0.0, float("inf")) == ranks).all(), "(0.7, 0, inf) is 'labeler'"
+    assert (AUTO_AUC, 0.0, LEAN_FROM) in fam.index, "the default is a member of the family"
+    worst = fam.max(axis=1)
+    best = worst.idxmin()
+    loso = {}
+    for s in fam.columns:
+        pick = fam.drop(columns=s).max(axis=1).idxmin()
+        loso[s] = {"member": list(pick), "excess": float(fam.loc[[pick], s].iloc[0])}
+    big = c.n_gold >= 50
+    per = pd.DataFrame({"default": excess(c, acted(c, auto)), "labeler": excess(c, acted(c, ranks)),
+                        "oracle": excess(c, acted(c, (c.delta > 0).to_numpy())),
+                        "hindsight": fam.loc[[best]].iloc[0],
+                        "loso": pd.Series({s: v["excess"] for s, v in loso.items()}),
+                        "learned_loso": learned_loso(c),
+                        "default_m50": excess(c[big], acted(c[big], auto[big.to_numpy()]))})
+    fmt = lambda v: "inf" if v == float("inf") else v  # noqa: E731
+    return {"studies": list(per.index), "held_out": [s for s in per.index if s in held_out],
+            "cells": int(len(c)), "uncertain": float((c.verdict == "uncertain").mean()),
+            "per_study": {s: {k: float(v) for k, v in row.items()} for s, row in per.iterrows()},
+            "hindsight_member": [fmt(v) for v in best], "hindsight_worst": float(worst[best]),
+            "members": int(len(fam)), "loso": {s: {"member": [fmt(v) for v in d["member"]], "excess": d["excess"]}
+                                               for s, d in loso.items()},
+            "features": list(FEATURES), "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r3",
+                    help="bench_rules.py's run directory (one sub-directory per study)")
+    args = ap.parse_args()
+    import bench_rules  # the study list and which studies are held out
+
+    names = [n for n in bench_rules.STUDIES if (args.out / n / "rules.parquet").exists()]
+    if not names:
+        raise SystemExit(f"--out {args.out}: no study with stored rule trials (run benchmarks/bench_rules.py first)")
+    frames = []
+    for n in names:
+        c = study_cells(args.out / n)
+        if c.lab_auc.notna().any() and c.gold_min_class.notna().any():
+            frames.append(c.assign(study=n))
+    out = limits(pd.concat(frames, ignore_index=True), list(bench_rules.HELD_OUT))
+    RESULTS.write_text(json.dumps(out, indent=1))
+    print(RESULTS)
+
+
+if __name__ == "__main__":
+    main()
