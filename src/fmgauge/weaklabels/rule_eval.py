@@ -38,7 +38,7 @@ from scipy import stats as sps
 
 from fmgauge.core.stats import mean_ci
 from fmgauge.weaklabels.decide import DEFAULT_FALLBACK, DEFAULT_PRIMARY, Pool, decide
-from fmgauge.weaklabels.verdicts import POOL_RULES, RULES
+from fmgauge.weaklabels.verdicts import POOL_RULES, RULES, fallback_choice
 
 TRIVIAL = ("always-weak", "always-gold")
 WEAK_FALLBACK = " (uncertain→weak)"  # a rule whose uncertain verdicts use the weak labels instead of its lean
@@ -171,25 +171,22 @@ def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[st
     rules = _worth_verdicts(_projection_verdicts(rules))
     key = ["labeler", "features", "n_gold", "seed"]
     r = rules[[*key, "rule", "verdict", "choice"]].rename(columns={"rule": "policy"})  # choice: the lean if unsure
-    weak_fb = r[r.policy.isin(POOL_RULES)].assign(policy=lambda d: d.policy + WEAK_FALLBACK)
-    weak_fb.loc[weak_fb.verdict == "uncertain", "choice"] = "use-weak-labels"
-    fallbacks = [r, weak_fb]
+    # the pool rules under the other fallbacks, as decide acts on an uncertain verdict (verdicts.fallback_choice)
+    pool = r[r.policy.isin(POOL_RULES)]
     ranks = labeler_ranks_of(rules, key)
-    if ranks is not None:
-        pool = r[r.policy.isin(POOL_RULES)].merge(ranks[[*key, "ranks", "ranks_auto", "min_class"]], on=key)
-        unsure = (pool.verdict == "uncertain").to_numpy()
-        lab_fb = pool.assign(policy=pool.policy + LABELER_FALLBACK)
-        lab_fb.loc[unsure, "choice"] = np.where(pool.ranks[unsure], "use-weak-labels", "gold-only")
-        fallbacks.append(lab_fb)
-        if pool.min_class.notna().all():  # the auto fallback needs the rarer-class count (RULES_VERSION >= 6)
-            from fmgauge.weaklabels.verdicts import LEAN_FROM
-
-            auto = pool.assign(policy=pool.policy + AUTO_FALLBACK)
-            by_rank = np.where(pool.ranks_auto, "use-weak-labels", "gold-only")
-            auto.loc[unsure, "choice"] = np.where(pool.min_class >= LEAN_FROM, pool.choice, by_rank)[unsure]
-            fallbacks.append(auto)
-    cells = paired.merge(pd.concat(fallbacks, ignore_index=True).drop(
-        columns=["ranks", "ranks_auto", "min_class"], errors="ignore"), on=key)
+    fallbacks = [r]
+    for fb in ("weak", "labeler", "auto"):
+        if fb != "weak" and ranks is None:
+            continue
+        got = pool if fb == "weak" else pool.merge(ranks, on=key)
+        if fb == "auto" and got.min_class.isna().any():  # the rarer-class count is stored from RULES_VERSION 6
+            continue
+        rk = got.ranks_auto if fb == "auto" else got.get("ranks", pd.Series(False, index=got.index))
+        mc = got.get("min_class", pd.Series(0, index=got.index))
+        acts = [c if v != "uncertain" else fallback_choice(fb, c, bool(k), int(n)) for v, c, k, n in zip(
+            got.verdict, got.choice, rk, mc.fillna(0), strict=True)]  # a stored uncertain row's choice is its lean
+        fallbacks.append(got[[*key, "policy", "verdict"]].assign(policy=got.policy + SUFFIX[fb], choice=acts))
+    cells = paired.merge(pd.concat(fallbacks, ignore_index=True), on=key)
     trivial = [paired.assign(policy=p, verdict="use-weak-labels" if p == "always-weak" else "gold-only",
                              choice="use-weak-labels" if p == "always-weak" else "gold-only") for p in TRIVIAL]
     cells = pd.concat([cells, *trivial], ignore_index=True)

@@ -30,8 +30,8 @@ chance — its AUC on them ≥ ``AUTO_AUC`` (0.55) or above the gold-only AUC es
 (:func:`labeler_ranks`). With so few gold items the gold-only student is itself weak, so a labeler that ranks them
 better than chance usually helps, and one that does not (chance-level or mislabelling labelers) is dropped.
 ``labeler`` applies the labeler's ranking at every m with the bar ``ACCEPTABLE_AUC`` (0.7, the conventional lower end
-of "acceptable discrimination", Hosmer, Lemeshow & Sturdivant, *Applied Logistic Regression*, 3rd ed., 2013): stop
-31's default, which dropped labels that help from labelers near that bar. docs/benchmarks.md §8 measures the
+of "acceptable discrimination", Hosmer, Lemeshow & Sturdivant, *Applied Logistic Regression*, 3rd ed., 2013): the
+previous default, which dropped labels that help from labelers near that bar. docs/benchmarks.md §8 measures the
 fallbacks against each other, on held-out studies too, and what no fallback of this kind can reach
 (``benchmarks/bench_rule_limits.py``).
 """

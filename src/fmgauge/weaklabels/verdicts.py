@@ -36,6 +36,15 @@ RULE_TEXT = {
 }
 
 
+def fallback_choice(fallback: Fallback, lean: Lean, ranks: bool, min_class: int) -> Lean:
+    """What an uncertain verdict acts as under ``fallback``: its ``lean`` (``lean``, or ``auto`` from ``LEAN_FROM``
+    gold items of the rarer class on), the weak labels (``weak``), else the weak labels iff the labeler cleared the
+    fallback's bar on the gold items (``ranks``, :func:`fmgauge.weaklabels.rules.labeler_ranks`)."""
+    if fallback == "lean" or (fallback == "auto" and min_class >= LEAN_FROM):
+        return lean
+    return "use-weak-labels" if fallback == "weak" or ranks else "gold-only"
+
+
 @dataclass(frozen=True)
 class RuleVerdict:
     """One rule's verdict and the numbers behind it."""
@@ -58,9 +67,7 @@ class RuleVerdict:
         """What a user following this rule does: the verdict, or when uncertain its fallback."""
         if self.verdict != "uncertain":
             return self.verdict  # type: ignore[return-value]
-        if self.fallback == "lean" or (self.fallback == "auto" and self.min_class >= LEAN_FROM):
-            return self.lean
-        return "use-weak-labels" if self.fallback == "weak" or self.ranks else "gold-only"
+        return fallback_choice(self.fallback, self.lean, self.ranks, self.min_class)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
