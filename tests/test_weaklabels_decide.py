@@ -69,7 +69,7 @@ def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
     auto = decide(x, y, labeler(y, 5), primary="accuracy", proxy={"kind": "sk-logreg"})
     r = auto.rules["accuracy"]
     assert r.fallback == "auto" and r.min_class == 5 and auto.verdict == "uncertain"
-    assert auto.choice == r.lean and "enough to follow the side" in auto.explain()
+    assert auto.choice == r.lean and "the side its estimate leans to is the better guess" in auto.explain()
     with pytest.raises(FmgaugeError, match="fallback must be"):
         decide(x, y, labeler(y, 2), fallback="coin")
     more = d.rules["accuracy"].more_gold
@@ -86,6 +86,20 @@ def test_labeler_ranks_known_values():
     assert not labeler_ranks(float("nan"), 0.5)
     assert labeler_ranks(0.6, 0.9, ranks_bar("auto")) and not labeler_ranks(0.6, 0.9, ranks_bar("labeler"))
     assert not labeler_ranks(0.54, 0.9, ranks_bar("auto"))
+
+
+def test_auto_below_five_rarer_class_items_reads_the_labeler_and_says_it_is_a_guess():
+    rng = np.random.default_rng(0)
+    y = np.array([1] * 3 + [0] * 9)
+    x = rng.normal(size=(12, 20))
+    x[:, 0] += 2 * y - 1
+    d = decide(x, y, labeler(y, 1), proxy={"kind": "sk-logreg"})  # AUC on the gold items 0.83 >= 0.55
+    r = d.rules[d.primary]
+    assert d.verdict == "uncertain" and r.fallback == "auto" and r.min_class == 3
+    assert d.choice == "use-weak-labels" and "better than chance" in d.plain()[0]
+    assert "This is a guess: label until your gold set holds at least 5 items of each class" in d.plain()[0]
+    chance = decide(x, y, labeler(y, 6), proxy={"kind": "sk-logreg"})  # 6 of 12 wrong: AUC on them < 0.55
+    assert chance.rules["auc"].labeler.value < 0.55 and chance.choice == "gold-only"
 
 
 @pytest.mark.parametrize(("min_class", "ranks", "lean", "acts"), [

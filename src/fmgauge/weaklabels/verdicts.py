@@ -134,13 +134,17 @@ class Decision:
             why = {"lean": " (the side its estimate leans to)",
                    "weak": " (the weak labels are free: kept unless shown to hurt)",
                    "labeler": f" ({ranking})",
-                   "auto": (f" (your gold set holds {r.min_class} items of its rarer class, enough to follow the side "
-                            "its estimate leans to)" if r.min_class >= LEAN_FROM else
-                            f" (with {r.min_class} items of the rarer class the paired estimate is mostly noise; "
-                            f"{ranking})")}
+                   "auto": (f" (your gold set holds {r.min_class} items of its rarer class; from {LEAN_FROM} on, the "
+                            "side its estimate leans to is the better guess)" if r.min_class >= LEAN_FROM else
+                            f" (with {r.min_class} items of the rarer class the rule's estimate is mostly noise, so "
+                            f"the labeler's ranking decides: {ranking})")}
             acts = f"acting on it: {r.choice}" + why[r.fallback]
             head = (f"With your {self.n_gold} gold labels: uncertain — {acts}; the {r.rule} rule leans "
                     f"{r.lean}.")
+            if r.fallback in ("auto", "labeler") and r.min_class < LEAN_FROM:
+                head += (f" This is a guess: label until your gold set holds at least {LEAN_FROM} items of each "
+                         "class (`fmgauge weak-labels sample-gold` picks items the labeler calls rare), then decide "
+                         "again.")
         else:
             head = {"use-weak-labels": f"With your {self.n_gold} gold labels: use the weak labels (train on gold + "
                                        f"weak); the {r.rule} rule is confident they help.",
