@@ -21,6 +21,7 @@ policy of:
   gold items ≥ t or > the gold-only estimate + b", optionally replaced by cv-delta's lean (the sign of the paired
   ΔAUC estimate) once the gold set holds ≥ k items of its rarer class, the member with the smallest worst-study
   excess, chosen on all the studies themselves (an optimistic bound for the family);
+  with each member's goal-3 number (the share of cells with |ΔAUC| > 0.02 where it chose the better side);
 - **the same family, leave one study out**: the member chosen on the other studies, scored on the one left out;
 - **a learned fallback, leave one study out**: gradient-boosted trees (scikit-learn, depth 2, 100 trees) on the
   numbers a rule trial records (labeler AUC on the gold items, gold-only estimate, their difference, Youden's J and
@@ -89,11 +90,18 @@ def excess(c: pd.DataFrame, weak: np.ndarray) -> pd.Series:
     return reg.policy - reg[["gold", "weak"]].min(axis=1)
 
 
-def family(c: pd.DataFrame) -> pd.DataFrame:
-    """Rows (t, b, k), columns studies: the excess of every member of the threshold family."""
-    rows = {(t, b, k): excess(c, acted(c, labeler_fallback(c, t, b, k)))
-            for t in T_GRID for b in B_GRID for k in K_GRID}
-    return pd.DataFrame(rows).T
+def pick_rate(c: pd.DataFrame, weak: np.ndarray) -> float:
+    """Goal 3's number: the share of cells with |ΔAUC| > 0.02 where the policy ``weak`` (n,) chose the better side."""
+    wide = (c.delta.abs() > 0.02).to_numpy()
+    return float((weak == (c.delta > 0).to_numpy())[wide].mean())
+
+
+def family(c: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Every member (t, b, k) of the threshold family: its excess per study (rows members, columns studies) and its
+    pick rate over all cells."""
+    acts = {(t, b, k): acted(c, labeler_fallback(c, t, b, k)) for t in T_GRID for b in B_GRID for k in K_GRID}
+    return (pd.DataFrame({m: excess(c, w) for m, w in acts.items()}).T,
+            pd.Series({m: pick_rate(c, w) for m, w in acts.items()}))
 
 
 def features(c: pd.DataFrame) -> np.ndarray:
@@ -131,7 +139,7 @@ def limits(c: pd.DataFrame, held_out: list[str]) -> dict:
 
     ranks = np.array([labeler_ranks(a, g) for a, g in zip(c.lab_auc, c.gold_auc, strict=True)])
     auto = labeler_fallback(c, AUTO_AUC, 0.0, LEAN_FROM)
-    fam = family(c)
+    fam, picks = family(c)
     assert (labeler_fallback(c, ACCEPTABLE_AUC, 0.0, float("inf")) == ranks).all(), "(0.7, 0, inf) is 'labeler'"
     assert (AUTO_AUC, 0.0, LEAN_FROM) in fam.index, "the default is a member of the family"
     worst = fam.max(axis=1)
@@ -148,10 +156,14 @@ def limits(c: pd.DataFrame, held_out: list[str]) -> dict:
                         "learned_loso": learned_loso(c),
                         "default_m50": excess(c[big], acted(c[big], auto[big.to_numpy()]))})
     fmt = lambda v: "inf" if v == float("inf") else v  # noqa: E731
+    top = picks.idxmax()
     return {"studies": list(per.index), "held_out": [s for s in per.index if s in held_out],
             "cells": int(len(c)), "uncertain": float((c.verdict == "uncertain").mean()),
             "per_study": {s: {k: float(v) for k, v in row.items()} for s, row in per.iterrows()},
             "hindsight_member": [fmt(v) for v in best], "hindsight_worst": float(worst[best]),
+            "hindsight_pick": float(picks[best]), "default_pick": float(pick_rate(c, acted(c, auto))),
+            "best_pick_member": [fmt(v) for v in top], "best_pick": float(picks[top]),
+            "best_pick_worst": float(worst[top]),
             "members": int(len(fam)), "loso": {s: {"member": [fmt(v) for v in d["member"]], "excess": d["excess"]}
                                                for s, d in loso.items()},
             "features": list(FEATURES), "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}

@@ -302,13 +302,23 @@ def _policy_head(p: str, r: dict, g: dict | None, default: str) -> str:
             + f" | {_ci(r['pick_rate_wide'], '{:.2f}')} ({r['wide_cells']} cells)")
 
 
+def _by_skip(data: dict) -> dict[tuple[str, ...], list[str]]:
+    """Study names grouped by the students their run skipped (``--skip``), in the order the studies ran."""
+    out: dict[tuple[str, ...], list[str]] = {}
+    for name, d in data.items():
+        out.setdefault(tuple(d.get("skipped") or ()), []).append(name)
+    return out
+
+
 def render() -> str:
     data = json.loads((RESULTS / "rules.json").read_text())
     su = json.loads((RESULTS / "rules_suite.json").read_text()) if (RESULTS / "rules_suite.json").exists() else None
     lines = ["# 8. The decision rules, evaluated over a suite that includes labelers that hurt "
              "(`benchmarks/bench_rules.py`)", "",
-             "Command: `OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rules.py --only "
-             + ",".join(data) + " --workers 2` (resumable; `--sweep-only` first runs the sweeps alone, "
+             "Commands, one per set of skipped students: " + "; ".join(
+                 "`OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rules.py --only "
+                 + ",".join(names) + (f" --skip {','.join(skip)}" if skip else "") + " --workers 2`"
+                 for skip, names in _by_skip(data).items()) + " (resumable; `--sweep-only` first runs the sweeps alone, "
              "`--render-only` re-renders). Every study runs its config at **every n_gold of its grid**, "
              "and `decide` is operated on every seed's own gold set at every n_gold (nothing from the test set). "
              "Regret = AUC lost against the per-cell best of gold-only and gold+weak (cells = labeler × student × "
@@ -576,8 +586,13 @@ def limits_section() -> list[str]:
                  "studies, nor does the learned fallback out of sample: at 10–20 gold items with 2–5 of the rarer "
                  "class, the numbers decide has do not tell a labeler that helps from one that hurts well enough. "
                  if cols["hindsight"] > 0.01 and cols["learned_loso"] > 0.01 else "")
-              + ("From 50 gold items on, the default is within 0.01 of the better trivial policy on every study."
-                 if cols["default_m50"] <= 0.01 else "")]
+              + ("From 50 gold items on, the default is within 0.01 of the better trivial policy on every study. "
+                 if cols["default_m50"] <= 0.01 else "")
+              + f"Goal 3 over these cells: the default picks the better side in {li['default_pick']:.2f} of the "
+              f"cells where |ΔAUC| > 0.02; the family's best is {li['best_pick']:.2f} ("
+              + ", ".join(f"{n} = {float(v):g}" for n, v in zip("tbk", li["best_pick_member"], strict=True))
+              + f"), whose worst study is {li['best_pick_worst']:+.4f}: a fallback of this kind buys goal 3 only by "
+              "giving up goal 2."]
     return lines
 
 
