@@ -162,6 +162,7 @@ def limits(c: pd.DataFrame, held_out: list[str]) -> dict:
             "per_study": {s: {k: float(v) for k, v in row.items()} for s, row in per.iterrows()},
             "hindsight_member": [fmt(v) for v in best], "hindsight_worst": float(worst[best]),
             "hindsight_pick": float(picks[best]), "default_pick": float(pick_rate(c, acted(c, auto))),
+            "oracle_pick": float(pick_rate(c, acted(c, (c.delta > 0).to_numpy()))),
             "best_pick_member": [fmt(v) for v in top], "best_pick": float(picks[top]),
             "best_pick_worst": float(worst[top]),
             "members": int(len(fam)), "loso": {s: {"member": [fmt(v) for v in d["member"]], "excess": d["excess"]}
