@@ -328,7 +328,7 @@ def render() -> str:
              "'(uncertain→labeler)' as the weak labels where the labeler's AUC on the gold items is ≥ 0.7 or above "
              "the gold-only estimate and as gold only elsewhere (the previous default), '(uncertain→auto)' as the lean "
              "where the gold set holds 5 or more items of its rarer class and below that as the labeler's ranking "
-             "with the bar 0.55 (decide's default since this round). "
+             "with the bar 0.55 (decide's default since 2026-12-07). "
              "Committed verdicts are scored against each cell's own realised sign; decisive cells are those whose "
              "seed-mean ΔAUC has a 95% t-interval excluding 0. Intervals: cluster bootstrap over (study, seed). "
              "When two policies never choose differently the bootstrap has nothing to resample; the table then "
@@ -507,7 +507,7 @@ def held_out_section(su: dict | None) -> list[str]:
              + ". The suite above holds the studies held out in earlier rounds, since looked at: "
              + "; ".join(f"`{n}` ({why})" for n, why in SEEN.items()) + ". Nothing was changed after seeing these; "
              "from here on they count as seen, and a change of the default needs a new held-out study to judge it. "
-             "The goals, scored on these studies pooled (clusters: (study, seed)):",             "",
+             "The goals, scored on these studies pooled (clusters: (study, seed)):", "",
              "| policy | regret [95% CI] | − better trivial [95% CI] | worst study: excess over its better trivial | "
              "better side where the trivial policies differ by > 0.02 | abstains |", "|---|---|---|---|---|---|"]
     for p in pol:
