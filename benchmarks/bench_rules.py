@@ -449,6 +449,7 @@ def render() -> str:
                          f"{'–' if pick != pick else f'{pick:.2f}'} |")
     lines += held_out_section(su)
     lines += limits_section()
+    lines += agreement_section()
     cost = {n: d["rule_cpu"] for n, d in data.items() if d.get("rule_cpu")}
     if cost:
         lines += ["", "### What the rule evaluation costs", "",
@@ -595,6 +596,46 @@ def limits_section() -> list[str]:
               + ", ".join(f"{n} = {float(v):g}" for n, v in zip("tbk", li["best_pick_member"], strict=True))
               + f"), whose worst study is {li['best_pick_worst']:+.4f}: a fallback of this kind buys goal 3 only by "
               f"giving up goal 2; the oracle fallback would pick {li['oracle_pick']:.2f}."]
+    return lines
+
+
+def agreement_section() -> list[str]:
+    """The pool-agreement exploration (benchmarks/results/rule_agreement.json, from bench_rule_agreement.py)."""
+    path = RESULTS / "rule_agreement.json"
+    if not path.exists():
+        return []
+    ag = json.loads(path.read_text())
+    va = ag["variants"]
+    default = va["default (auto)"]
+    top = min((v for k, v in va.items() if k != "default (auto)"), key=lambda v: (v["worst"], v["regret"]))
+    top_name = next(k for k, v in va.items() if v is top)
+    lines = ["", "### An exploration for the next round: what the weak-labelled pool adds "
+             "(`benchmarks/bench_rule_agreement.py`)", "",
+             f"Command: `OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_agreement.py` "
+             f"(computed {ag['date']}; {ag['trials']} rule trials at n_gold ≤ {ag['max_gold']} of the suite studies, "
+             "the held-out ones left unseen). **Agreement**: a logistic regression trained on the m gold items alone "
+             "scores the rest of the pool, and the AUC of those scores against the labeler's weak labels is taken — "
+             "0.5 for a labeler at chance whatever the gold model, below 0.5 for one that labels another concept, "
+             "above 0.5 for an informative one as far as the gold model has learned anything; it reads the N pool "
+             "items, not the m gold ones. Not used by decide. Mean agreement and mean realised ΔAUC at n_gold ≤ "
+             f"{ag['max_gold']} per labeler:", "",
+             "| study | labeler | agreement | ΔAUC |", "|---|---|---|---|"]
+    for r in ag["by_labeler"]:
+        lines.append(f"| {r['study']} | {r['labeler']} | {r['agree']:.3f} | {r['delta']:+.3f} |")
+    lines += ["", "Below 5 gold items of the rarer class, fallbacks that read it (the others as decide's default; "
+              "in-sample, the variants picked by looking at the table above, so an upper bound on the gain):", "",
+              "| fallback below 5 rarer-class items | worst study: excess | pooled regret | better side (|ΔAUC| > 0.02) "
+              "|", "|---|---|---|---|"]
+    for k, v in va.items():
+        lines.append(f"| {k} | {v['worst_study']}: {v['worst']:+.4f} | {v['regret']:.4f} | {v['pick']:.3f} |")
+    lines += ["", f"The best of them, \"{top_name}\", moves the worst study from {default['worst']:+.4f} to "
+              f"{top['worst']:+.4f}, the pooled regret from {default['regret']:.4f} to {top['regret']:.4f} and the "
+              f"better side from {default['pick']:.3f} to {top['pick']:.3f} — in-sample, and "
+              + ("still short of goal 2. " if top["worst"] > 0.01 else "within goal 2. ")
+              + "Agreement cannot see a random-noise labeler when the gold model has learned little (breastmnist's, "
+              "at 10 gold items), and a chance labeler can rank 2 gold positives well: the two cases the fallback "
+              "confuses stay confused. Adopting it would need the rule trials to store it (a RULES_VERSION bump) "
+              "and a held-out judgement."]
     return lines
 
 
