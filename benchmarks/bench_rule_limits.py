@@ -53,13 +53,13 @@ FEATURES = ("labeler AUC", "gold-only AUC", "difference", "J", "J lo", "J hi", "
 def study_cells(run_dir: Path) -> pd.DataFrame:
     """One row per cell (labeler × student × n_gold × seed) of a study: the realised AUCs ``auc_g``, ``auc_gw``, the
     default rule's verdict and committed choice (``delta-worth``, as decide scores it now), and its trial's numbers."""
-    from fmgauge.weaklabels.rule_eval import evaluate, proxy_features
+    from fmgauge.weaklabels.rule_eval import policy_cells, proxy_features
     from fmgauge.weaklabels.study import load_result
 
     res = load_result(run_dir)
     feats = {s: v["features"] for s, v in res.summary["students"].items()}
     rules = pd.read_parquet(run_dir / "rules.parquet")
-    _, cells = evaluate(res.results, rules, feats, res.summary["meta"]["seeds"])
+    cells = policy_cells(res.results, rules, feats)
     dw = cells[cells.policy == "delta-worth"].assign(features=lambda d: d.student.map(lambda s: proxy_features(feats[s])))
     first = rules.drop_duplicates([*KEY, "rule"]).set_index([*KEY, "rule"])
     cv = first.xs("cv-delta", level="rule")[["gap", "gap_lo", "gap_hi", "lab_youden", "lab_youden_lo",

@@ -250,9 +250,10 @@ def why(cells, rules, best: str, policy: str, truth_j: dict[str, float]) -> list
     if d.empty:
         return []
 
+    from fmgauge.weaklabels.rule_eval import AUTO_FALLBACK
     from fmgauge.weaklabels.verdicts import LEAN_FROM
 
-    auto = policy.endswith("(uncertain→auto)")
+    auto = policy.endswith(AUTO_FALLBACK)
 
     def mechanism(row) -> str:  # noqa: ANN001 - a row
         if row.verdict != "uncertain":
@@ -312,9 +313,15 @@ def _by_skip(data: dict) -> dict[tuple[str, ...], list[str]]:
     return out
 
 
+def _stored(name: str) -> dict | None:
+    """benchmarks/results/<name> as written by a benchmark, None when it has not run."""
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def render() -> str:
     data = json.loads((RESULTS / "rules.json").read_text())
-    su = json.loads((RESULTS / "rules_suite.json").read_text()) if (RESULTS / "rules_suite.json").exists() else None
+    su = _stored("rules_suite.json")
     lines = ["# 8. The decision rules, evaluated over a suite that includes labelers that hurt "
              "(`benchmarks/bench_rules.py`)", "",
              "Commands, one per set of skipped students: " + "; ".join(
@@ -357,12 +364,11 @@ def render() -> str:
                          "The other studies' sweep trials keep the dates of the runs that computed them (students "
                          "and the sk-logreg proxy unchanged since); their rule trials re-ran on the date above.")
     if su:
-        pol = ("delta-worth", "cv-delta", "weak-student", "projection", "auc", "accuracy",
-               "delta-worth (uncertain→weak)", "cv-delta (uncertain→weak)", "weak-student (uncertain→weak)",
-               "projection (uncertain→weak)", "delta-worth (uncertain→labeler)", "cv-delta (uncertain→labeler)",
-               "weak-student (uncertain→labeler)", "projection (uncertain→labeler)", "delta-worth (uncertain→auto)",
-               "cv-delta (uncertain→auto)", "weak-student (uncertain→auto)", "projection (uncertain→auto)",
-               "always-weak", "always-gold")
+        from fmgauge.weaklabels.rule_eval import SUFFIX, TRIVIAL
+
+        pool = ("delta-worth", "cv-delta", "weak-student", "projection")
+        pol = (*pool, "auc", "accuracy", *(r + SUFFIX[fb] for fb in ("weak", "labeler", "auto") for r in pool),
+               *TRIVIAL)
         lines += ["", f"## The goal, pooled over the suite and every n_gold ({su['cells']} cells per policy, "
                       f"{su['clusters']} (study, seed) clusters; computed {su['date']})", "",
                   f"Default policy: **{su['default_policy']}**. Better trivial policy over the suite: "
@@ -489,10 +495,9 @@ def _accuracies(name: str) -> str:
 def held_out_section(su: dict | None) -> list[str]:
     """The held-out studies (rules_heldout.json): the suite's default and its alternatives scored where none of them
     was chosen, against that study's better trivial policy."""
-    path = RESULTS / "rules_heldout.json"
-    if not path.exists() or not su:
+    ho = _stored("rules_heldout.json")
+    if not ho or not su:
         return []
-    ho = json.loads(path.read_text())
     dp = su["default_policy"]
     base = dp.split(" (")[0]
     pol = [dp, *(p for p in (f"{base} (uncertain→labeler)", f"{base} (uncertain→weak)", base) if p != dp),
@@ -543,10 +548,9 @@ def held_out_section(su: dict | None) -> list[str]:
 
 def limits_section() -> list[str]:
     """How far a fallback can go (benchmarks/results/rule_limits.json, written by bench_rule_limits.py)."""
-    path = RESULTS / "rule_limits.json"
-    if not path.exists():
+    li = _stored("rule_limits.json")
+    if not li:
         return []
-    li = json.loads(path.read_text())
     per = li["per_study"]
     from fmgauge.weaklabels.verdicts import AUTO_AUC, LEAN_FROM
 
@@ -601,10 +605,9 @@ def limits_section() -> list[str]:
 
 def agreement_section() -> list[str]:
     """The pool-agreement exploration (benchmarks/results/rule_agreement.json, from bench_rule_agreement.py)."""
-    path = RESULTS / "rule_agreement.json"
-    if not path.exists():
+    ag = _stored("rule_agreement.json")
+    if not ag:
         return []
-    ag = json.loads(path.read_text())
     va = ag["variants"]
     default = va["default (auto)"]
     top = min((v for k, v in va.items() if k != "default (auto)"), key=lambda v: (v["worst"], v["regret"]))

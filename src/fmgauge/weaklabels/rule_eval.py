@@ -158,7 +158,7 @@ def labeler_ranks_of(rules: pd.DataFrame, key: list[str]) -> pd.DataFrame | None
                            else np.full(len(auc), np.nan))
 
 
-def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[str, str]) -> pd.DataFrame:
+def policy_cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[str, str]) -> pd.DataFrame:
     """One row per (labeler, student, m, seed, policy): AUCs of both conditions, the policy's choice, its regret,
     whether it committed, and whether it was right."""
     gold = results[results.condition == "gold"][["student", "n_gold", "seed", "auc"]]
@@ -174,12 +174,11 @@ def _cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: dict[st
     # the pool rules under the other fallbacks, as decide acts on an uncertain verdict (verdicts.fallback_choice)
     pool = r[r.policy.isin(POOL_RULES)]
     ranks = labeler_ranks_of(rules, key)
+    ranked = None if ranks is None else pool.merge(ranks, on=key)
     fallbacks = [r]
     for fb in ("weak", "labeler", "auto"):
-        if fb != "weak" and ranks is None:
-            continue
-        got = pool if fb == "weak" else pool.merge(ranks, on=key)
-        if fb == "auto" and got.min_class.isna().any():  # the rarer-class count is stored from RULES_VERSION 6
+        got = pool if fb == "weak" else ranked
+        if got is None or (fb == "auto" and got.min_class.isna().any()):  # min_class: stored from RULES_VERSION 6
             continue
         rk = got.ranks_auto if fb == "auto" else got.get("ranks", pd.Series(False, index=got.index))
         mc = got.get("min_class", pd.Series(0, index=got.index))
@@ -335,7 +334,7 @@ def evaluate(results: pd.DataFrame, rule_rows: pd.DataFrame, student_features: d
     n_gold, the gold-only estimator's bias; and the per-cell table they were computed from."""
     if rule_rows.empty:
         return {}, None
-    cells = _cells(results, rule_rows, student_features).assign(cluster=lambda d: d.seed.astype(str))
+    cells = policy_cells(results, rule_rows, student_features).assign(cluster=lambda d: d.seed.astype(str))
     scores = score_policies(cells)
     grid = sorted(rule_rows.n_gold.unique())
     m = min(grid, key=lambda v: abs(np.log(v) - np.log(headline_m)))
