@@ -1,9 +1,11 @@
 """How far can an uncertain verdict's fallback go? The limit of decide's default on the rule suite (docs §8).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r3]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r3]
+        [--no-proxy-truth]
 
 Reads the stored trials of every study that ``benchmarks/bench_rules.py`` ran into ``--out`` (each cell's realised
-AUCs with and without the weak labels, and each gold set's rule trial); trains nothing, runs no model. Results go to
+AUCs with and without the weak labels, and each gold set's rule trial); trains no model but the proxy of the goal-3
+ceiling below. Results go to
 ``benchmarks/results/rule_limits.json``; ``bench_rules.py --render-only`` puts them in §8.
 
 decide's default acts on the committed verdicts of ``delta-worth`` (cv-delta's paired interval and the J guard) and
@@ -28,6 +30,16 @@ policy of:
   its interval, the paired ΔAUC estimate, log m, the weak-trained proxy's AUC minus the gold-only estimate,
   log(n_eff / m)), fit to the sign of the realised ΔAUC on the other studies' uncertain cells (weighted by |ΔAUC|,
   each study weighing the same), scored on the one left out.
+
+Goal 3 (the better side in ≥ 80% of the cells where the two trivial policies differ by more than 0.02 AUC) is split
+by what made the choice — a committed verdict, the labeler's ranking (uncertain, fewer than 5 items of the rarer
+class) or the paired estimate's lean (uncertain, 5 or more) — with two ceilings for the lean: **one choice per gold
+set and representation** (the majority side of the students that share a proxy representation: no rule that, like
+decide's, decides once per gold set and representation can do better), and **the proxy's own realised ΔAUC**: the
+rules' proxy (sk-logreg) trained on each of those gold sets with and without the weak labels and scored on the test
+split, the one step of this script that trains a model (about 10 minutes for the ~800 gold sets, cached in
+``runs/bench/rule-limits/proxy_truth.parquet``, resumable) — a perfect estimate of what the proxy gains would pick
+the students' better side only as often as this does.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +55,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "rule_limits.json"
+TRUTH_CACHE = ROOT / "runs" / "bench" / "rule-limits" / "proxy_truth.parquet"
 KEY = ["labeler", "features", "n_gold", "seed"]
 T_GRID = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, float("inf"))  # labeler AUC threshold (inf: never on the AUC alone)
 B_GRID = (0.0, 0.05, 0.1, float("inf"))  # margin over the gold-only estimate (inf: never)
@@ -67,6 +81,20 @@ def study_cells(run_dir: Path) -> pd.DataFrame:
     auc = first.xs("auc", level="rule")[["labeler_value", "gold_auc"]].rename(columns={"labeler_value": "lab_auc"})
     ws = first.xs("weak-student", level="rule")[["labeler_value"]].rename(columns={"labeler_value": "ws_auc"})
     return dw.merge(cv.join(auc).join(ws).reset_index(), on=KEY, how="left")
+
+
+def rule_configs(run_dir: Path, max_gold: float = float("inf")) -> dict[tuple, dict]:
+    """The newest stored rule-trial config per KEY (labeler, features, n_gold, seed) of a study, n_gold ≤ max_gold."""
+    with sqlite3.connect(run_dir / "trials.sqlite") as con:
+        cfgs = [json.loads(c) for (c,) in con.execute("select config from trials where status = 'done'")]
+    newest: dict[tuple, dict] = {}
+    for c in cfgs:
+        if c.get("kind") != "rule" or c["n_gold"] > max_gold:
+            continue
+        k = (c["labeler"], c["features"], c["n_gold"], c["seed"])
+        if k not in newest or c.get("version", 0) > newest[k].get("version", 0):
+            newest[k] = c
+    return newest
 
 
 def labeler_fallback(c: pd.DataFrame, t: float, b: float, k: float) -> np.ndarray:
@@ -113,11 +141,13 @@ def features(c: pd.DataFrame) -> np.ndarray:
                             z(c.ws_auc - c.gold_auc), np.log1p(z(c.n_eff)) - np.log(m)])
 
 
-def learned_loso(c: pd.DataFrame) -> pd.Series:
-    """Per study: excess of the gradient-boosted fallback fit on the other studies' uncertain cells."""
+def learned_loso(c: pd.DataFrame, x: np.ndarray | None = None) -> pd.Series:
+    """Per study: excess of the gradient-boosted fallback fit on the other studies' uncertain cells, on the inputs
+    ``x`` (n, F) (default :func:`features`)."""
     from sklearn.ensemble import GradientBoostingClassifier
 
-    x, y, w = features(c), (c.delta > 0).to_numpy(int), c.delta.abs().to_numpy() + 1e-4
+    x = features(c) if x is None else x
+    y, w = (c.delta > 0).to_numpy(int), c.delta.abs().to_numpy() + 1e-4
     unsure, study = (c.verdict == "uncertain").to_numpy(), c.study.to_numpy()
     out = {}
     for s in np.unique(study):
@@ -132,7 +162,94 @@ def learned_loso(c: pd.DataFrame) -> pd.Series:
     return pd.Series(out)
 
 
-def limits(c: pd.DataFrame, held_out: list[str]) -> dict:
+def branch(c: pd.DataFrame) -> np.ndarray:
+    """(n,) what made the default's choice: ``committed``, ``labeler`` (uncertain, fewer than LEAN_FROM items of the
+    rarer class: the labeler's ranking) or ``lean`` (uncertain, LEAN_FROM or more: the paired estimate's sign)."""
+    from fmgauge.weaklabels.verdicts import LEAN_FROM
+
+    return np.where(c.verdict != "uncertain", "committed", np.where(c.gold_min_class >= LEAN_FROM, "lean", "labeler"))
+
+
+def per_gold_set_ceiling(c: pd.DataFrame) -> np.ndarray:
+    """(n,) bool, weak labels used by the best single choice per gold set and representation: the side most of the
+    wide cells (|ΔAUC| > 0.02) of the students sharing (study, labeler, features, n_gold, seed) gain on."""
+    group = ["study", *KEY]
+    votes = c.assign(v=np.sign(c.delta) * (c.delta.abs() > 0.02)).groupby(group).v.transform("sum")
+    return (votes > 0).to_numpy()
+
+
+def proxy_truth(out: Path, c: pd.DataFrame) -> pd.DataFrame:
+    """The rules' proxy's realised test AUC without (``p_gold``) and with (``p_gw``) the weak labels, per gold set
+    (study × KEY) of the rows ``c``: the proxy decide trains (sk-logreg, :mod:`fmgauge.weaklabels.proxy`) fit on each
+    training set the sweep gives its students. Resumes from TRUTH_CACHE, saving every 25 gold sets."""
+    from fmgauge.core.progress import progress
+    from fmgauge.core.stats import auc
+    from fmgauge.weaklabels.features import represent
+    from fmgauge.weaklabels.proxy import proxy_student
+    from fmgauge.weaklabels.sweep import _dataset, labeler_arrays, training_sets
+    from fmgauge.weaklabels.training import fit_predict_convex
+
+    cols = ["study", *KEY]
+    have = pd.read_parquet(TRUTH_CACHE) if TRUTH_CACHE.exists() else pd.DataFrame(columns=[*cols, "p_gold", "p_gw"])
+    done = set(map(tuple, have[cols].itertuples(index=False)))
+    want = set(map(tuple, c[cols].itertuples(index=False))) - done
+    todo = [(s, k, cfg) for s in sorted({w[0] for w in want}) for k, cfg in rule_configs(out / s).items()
+            if (s, *k) in want]
+    rows, data = [], {}
+    TRUTH_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    with progress("proxy truth: gold sets", total=len(todo), unit="gold set") as p:
+        for i, (s, k, cfg) in enumerate(todo):
+            if (cfg["dataset"], cfg["features"]) not in data:
+                ds = _dataset(cfg["dataset"])
+                data[cfg["dataset"], cfg["features"]] = (ds, *represent(ds, cfg["features"], cfg["pool_split"],
+                                                                        cfg["test_split"]))
+            ds, x_pool, x_test = data[cfg["dataset"], cfg["features"]]
+            y_pool, y_test = ds.split(cfg["pool_split"]).y, ds.split(cfg["test_split"]).y
+            weak = labeler_arrays(cfg["weak_key"])[1]
+            got = {}
+            for cond in ("gold", "gold+weak"):
+                idx, lab = training_sets(cond, y_pool, weak, int(cfg["n_gold"]), [int(cfg["seed"])], ds.n_classes)
+                probs = fit_predict_convex(proxy_student(x_pool, None), x_pool, idx, lab, x_test, ds.n_classes)
+                got[cond] = auc(y_test, probs[0])
+            rows.append(dict(zip(cols, (s, *k), strict=True)) | {"p_gold": got["gold"], "p_gw": got["gold+weak"]})
+            p.advance()
+            if len(rows) == 25 or i == len(todo) - 1:  # saved as it goes: an interrupted run resumes
+                have = pd.concat([have, pd.DataFrame(rows)], ignore_index=True)
+                have.to_parquet(TRUTH_CACHE)
+                rows = []
+    return have
+
+
+def goal3(c: pd.DataFrame, weak: np.ndarray, held_out: list[str], truth: pd.DataFrame | None) -> dict:
+    """Goal 3 for the suite and the held-out studies: the default's better-side rate ``rate`` over the wide cells,
+    per branch (share of the wide cells, rate), the per-gold-set ceiling and, for the lean, the rate of the proxy's
+    own realised ΔAUC sign and how often the lean agrees with it; the proxy truth's rate per student too."""
+    wide = (c.delta.abs() > 0.02).to_numpy()
+    right = weak == (c.delta > 0).to_numpy()
+    br, ceil = branch(c), per_gold_set_ceiling(c)
+    t = c.merge(truth, on=["study", *KEY], how="left") if truth is not None else c.assign(p_gold=np.nan, p_gw=np.nan)
+    p_gain = (t.p_gw - t.p_gold).to_numpy()
+    out = {}
+    for side, rows in (("suite", ~c.study.isin(held_out).to_numpy()), ("held_out", c.study.isin(held_out).to_numpy())):
+        w = wide & rows
+        d = {"cells": int(w.sum()), "rate": float(right[w].mean()),
+             "ceiling": float((ceil == (c.delta > 0).to_numpy())[w].mean()), "branches": {}}
+        for b in ("committed", "labeler", "lean"):
+            m = w & (br == b)
+            d["branches"][b] = {"share": float(m.sum() / max(w.sum(), 1)), "rate": float(right[m].mean())}
+        lean = w & (br == "lean") & np.isfinite(p_gain)
+        if lean.any():
+            truth_right = (p_gain > 0) == (c.delta > 0).to_numpy()
+            d["lean_truth"] = {"cells": int(lean.sum()), "truth_rate": float(truth_right[lean].mean()),
+                               "lean_rate": float(right[lean].mean()),
+                               "lean_agrees": float((weak == (p_gain > 0))[lean].mean()),
+                               "by_student": {s: float(truth_right[lean & (c.student == s).to_numpy()].mean())
+                                              for s in sorted(c.student[lean].unique())}}
+        out[side] = d
+    return out
+
+
+def limits(c: pd.DataFrame, held_out: list[str], truth: pd.DataFrame | None = None) -> dict:
     """Every figure of the §8 'limit of the fallback' paragraph, from the per-cell table ``c`` of all studies."""
     from fmgauge.weaklabels.rules import ACCEPTABLE_AUC, AUTO_AUC, labeler_ranks
     from fmgauge.weaklabels.verdicts import LEAN_FROM
@@ -167,13 +284,16 @@ def limits(c: pd.DataFrame, held_out: list[str]) -> dict:
             "best_pick_worst": float(worst[top]),
             "members": int(len(fam)), "loso": {s: {"member": [fmt(v) for v in d["member"]], "excess": d["excess"]}
                                                for s, d in loso.items()},
-            "features": list(FEATURES), "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
+            "features": list(FEATURES), "goal3": goal3(c, acted(c, auto), held_out, truth),
+            "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r3",
                     help="bench_rules.py's run directory (one sub-directory per study)")
+    ap.add_argument("--no-proxy-truth", action="store_true",
+                    help="skip the goal-3 ceiling that trains the proxy (~10 min the first time, then cached)")
     args = ap.parse_args()
     import bench_rules  # the study list and which studies are held out
 
@@ -185,7 +305,10 @@ def main() -> None:
         c = study_cells(args.out / n)
         if c.lab_auc.notna().any() and c.gold_min_class.notna().any():
             frames.append(c.assign(study=n))
-    out = limits(pd.concat(frames, ignore_index=True), list(bench_rules.HELD_OUT))
+    c = pd.concat(frames, ignore_index=True)
+    truth = None if args.no_proxy_truth else proxy_truth(
+        args.out, c[(branch(c) == "lean") & (c.delta.abs() > 0.02).to_numpy()])
+    out = limits(c, list(bench_rules.HELD_OUT), truth)
     RESULTS.write_text(json.dumps(out, indent=1))
     print(RESULTS)
 
