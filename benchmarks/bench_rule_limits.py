@@ -39,7 +39,8 @@ decide's, decides once per gold set and representation can do better), and **the
 rules' proxy (sk-logreg) trained on each of those gold sets with and without the weak labels and scored on the test
 split, the one step of this script that trains a model (about 10 minutes for the ~800 gold sets, cached in
 ``runs/bench/rule-limits/proxy_truth.parquet``, resumable) — a perfect estimate of what the proxy gains would pick
-the students' better side only as often as this does.
+the students' better side only as often as this does. Beside it, from the stored cells alone, how well each
+student's realised gain stands for another's on the same gold sets (what a proxy of that student's kind would reach).
 """
 
 from __future__ import annotations
@@ -249,6 +250,25 @@ def goal3(c: pd.DataFrame, weak: np.ndarray, held_out: list[str], truth: pd.Data
     return out
 
 
+def stand_ins(c: pd.DataFrame, min_cells: int = 30) -> dict:
+    """How well one student's realised gain stands for another's, on the lean's cells (all studies): for each pair
+    (target, stand-in) of students trained on the same gold sets, the share of the target's wide lean cells (|ΔAUC|
+    > 0.02) where the stand-in's realised ΔAUC has the same sign; pairs with fewer than ``min_cells`` such cells are
+    left out. {target: {stand-in: [rate, cells]}}."""
+    lean = c[branch(c) == "lean"]
+    d = lean.pivot_table(index=["study", *KEY], columns="student", values="delta")
+    out: dict[str, dict[str, list]] = {}
+    for tgt in d.columns:
+        for src in d.columns:
+            pair = d[[tgt, src]].dropna() if src != tgt else None
+            if pair is None:
+                continue
+            pair = pair[pair[tgt].abs() > 0.02]
+            if len(pair) >= min_cells:
+                out.setdefault(tgt, {})[src] = [float(((pair[src] > 0) == (pair[tgt] > 0)).mean()), int(len(pair))]
+    return out
+
+
 def limits(c: pd.DataFrame, held_out: list[str], truth: pd.DataFrame | None = None) -> dict:
     """Every figure of the §8 'limit of the fallback' paragraph, from the per-cell table ``c`` of all studies."""
     from fmgauge.weaklabels.rules import ACCEPTABLE_AUC, AUTO_AUC, labeler_ranks
@@ -284,7 +304,8 @@ def limits(c: pd.DataFrame, held_out: list[str], truth: pd.DataFrame | None = No
             "best_pick_worst": float(worst[top]),
             "members": int(len(fam)), "loso": {s: {"member": [fmt(v) for v in d["member"]], "excess": d["excess"]}
                                                for s, d in loso.items()},
-            "features": list(FEATURES), "goal3": goal3(c, acted(c, auto), held_out, truth),
+            "features": list(FEATURES), "goal3": goal3(c, acted(c, auto), held_out, truth) | {
+                "stand_ins": stand_ins(c)},
             "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 

@@ -651,6 +651,24 @@ def goal3_lines(g3: dict | None) -> list[str]:
                   f"cells (goal 3 asks 0.80); the rest of the way to the ceiling of {suite['ceiling']:.2f} would "
                   "need a proxy that behaves like the user's student (decide's `--proxy` offers `logreg` and `mlp` "
                   "for feature vectors; there is no CNN proxy)."]
+    si = g3.get("stand_ins")
+    if si:
+        studs = sorted({s for d in si.values() for s in d} | set(si))
+        lines += ["", "How well one student's realised gain stands for another's on the same gold sets (the lean's "
+                  "wide cells of every study; rows: the student whose better side is scored, columns: the stand-in; "
+                  "the share of cells with the same sign, – where the two share fewer than 30 such cells) — what a "
+                  "proxy of the stand-in's kind would reach with a perfect estimate:", "",
+                  "| student | " + " | ".join(studs) + " |", "|---|" + "---|" * len(studs)]
+        for tgt in sorted(si):
+            lines.append(f"| {tgt} | " + " | ".join(f"{si[tgt][s][0]:.2f}" if s in si[tgt] else "–"
+                                                     for s in studs) + " |")
+        cnns = [t for t in si if t.startswith("cnn")]
+        best = {t: max(si[t], key=lambda s, t=t: si[t][s][0]) for t in cnns}
+        if cnns and all(b.startswith("cnn") for b in best.values()):
+            lines += ["", "For the CNN students the best stand-in is the other CNN (" + ", ".join(
+                f"{b} for {t}: {si[t][b][0]:.2f}" for t, b in best.items()) + "), not a linear model: a proxy of the "
+                "student's own kind, trained on the pool and the gold folds as cv-delta trains its proxy, is the "
+                "lead for goal 3 on images — at the price of dozens of CNN fits per decision."]
     return lines
 
 
