@@ -37,8 +37,8 @@ class) or the paired estimate's lean (uncertain, 5 or more) — with two ceiling
 set and representation** (the majority side of the students that share a proxy representation: no rule that, like
 decide's, decides once per gold set and representation can do better), and **the proxy's own realised ΔAUC**: the
 rules' proxy (sk-logreg) trained on each of those gold sets with and without the weak labels and scored on the test
-split, the one step of this script that trains a model (about 10 minutes for the ~800 gold sets, cached in
-``runs/bench/rule-limits/proxy_truth.parquet``, resumable) — a perfect estimate of what the proxy gains would pick
+split, the one step of this script that trains a model (two fits per gold set the lean decides on a wide cell;
+about 15 minutes on 2 cores the first time, cached in ``runs/bench/rule-limits/proxy_truth.parquet``, resumable) — a perfect estimate of what the proxy gains would pick
 the students' better side only as often as this does. Beside it, from the stored cells alone, how well each
 student's realised gain stands for another's on the same gold sets (what a proxy of that student's kind would reach).
 """
@@ -259,10 +259,8 @@ def stand_ins(c: pd.DataFrame, min_cells: int = 30) -> dict:
     d = lean.pivot_table(index=["study", *KEY], columns="student", values="delta")
     out: dict[str, dict[str, list]] = {}
     for tgt in d.columns:
-        for src in d.columns:
-            pair = d[[tgt, src]].dropna() if src != tgt else None
-            if pair is None:
-                continue
+        for src in d.columns.drop(tgt):
+            pair = d[[tgt, src]].dropna()
             pair = pair[pair[tgt].abs() > 0.02]
             if len(pair) >= min_cells:
                 out.setdefault(tgt, {})[src] = [float(((pair[src] > 0) == (pair[tgt] > 0)).mean()), int(len(pair))]
