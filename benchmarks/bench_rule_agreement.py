@@ -47,9 +47,9 @@ def agreement(cfg: dict, data: dict) -> float:
     """AUC of a gold-only model's pool scores against the weak labels, for one rule trial's gold set (NaN when the
     weak labels on the rest of the pool miss a class). ``data`` caches (dataset, pool, x) per (dataset, features)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
 
+    from fmgauge.core.stats import auc
     from fmgauge.weaklabels.sweep import gold_order, labeler_arrays
 
     ds, pool, x = pool_data(cfg, data)
@@ -61,9 +61,7 @@ def agreement(cfg: dict, data: dict) -> float:
     scores, weak = model.predict_proba(scale.transform(x[rest])), labels[rest]
     if len(np.unique(weak)) < ds.n_classes:
         return float("nan")
-    if ds.n_classes == 2:
-        return float(roc_auc_score(weak, scores[:, 1]))
-    return float(roc_auc_score(weak, scores, multi_class="ovr", labels=list(range(ds.n_classes))))
+    return auc(weak, scores)
 
 
 def pool_data(cfg: dict, data: dict) -> tuple:

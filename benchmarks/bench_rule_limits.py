@@ -200,12 +200,12 @@ def proxy_truth(out: Path, c: pd.DataFrame) -> pd.DataFrame:
     TRUTH_CACHE.parent.mkdir(parents=True, exist_ok=True)
     with progress("proxy truth: gold sets", total=len(todo), unit="gold set") as p:
         for i, (s, k, cfg) in enumerate(todo):
-            if (cfg["dataset"], cfg["features"]) not in data:
+            if (cfg["dataset"], cfg["features"]) not in data:  # inputs and labels read once per study
                 ds = _dataset(cfg["dataset"])
-                data[cfg["dataset"], cfg["features"]] = (ds, *represent(ds, cfg["features"], cfg["pool_split"],
-                                                                        cfg["test_split"]))
-            ds, x_pool, x_test = data[cfg["dataset"], cfg["features"]]
-            y_pool, y_test = ds.split(cfg["pool_split"]).y, ds.split(cfg["test_split"]).y
+                data[cfg["dataset"], cfg["features"]] = (
+                    ds, *represent(ds, cfg["features"], cfg["pool_split"], cfg["test_split"]),
+                    ds.split(cfg["pool_split"]).y, ds.split(cfg["test_split"]).y)
+            ds, x_pool, x_test, y_pool, y_test = data[cfg["dataset"], cfg["features"]]
             weak = labeler_arrays(cfg["weak_key"])[1]
             got = {}
             for cond in ("gold", "gold+weak"):

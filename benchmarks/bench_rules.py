@@ -644,8 +644,8 @@ def goal3_lines(g3: dict | None) -> list[str]:
                   f"side in only {lt['truth_rate']:.2f} of them (per student: {per}). "
                   + ("A logistic regression on pixels stands poorly for a CNN trained on the same images; on the text "
                      "studies, whose students read the same sentence embeddings as the proxy, it stands well. "
-                     if max(v for k, v in lt["by_student"].items() if k.startswith("cnn"))
-                     < min(v for k, v in lt["by_student"].items() if k.startswith("minilm")) else "")
+                     if max((v for k, v in lt["by_student"].items() if k.startswith("cnn")), default=1.0)
+                     < min((v for k, v in lt["by_student"].items() if k.startswith("minilm")), default=0.0) else "")
                   + "That perfect estimate would lift the default to about "
                   f"{suite['rate'] + lean['share'] * (lt['truth_rate'] - lean['rate']):.2f} of the suite's wide "
                   f"cells (goal 3 asks 0.80); the rest of the way to the ceiling of {suite['ceiling']:.2f} would "
