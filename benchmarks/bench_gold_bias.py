@@ -15,8 +15,9 @@ seeds 0..G-1). On each:
   each pair fit loses one of the n_min items of the rarer class), ``cv5`` (pooled out-of-fold scores of 5 × repeated
   stratified k-fold, k = min(5, n_min), :func:`gold_auc.cv_pairs`), ``b632p`` (Efron & Tibshirani's .632+ with
   stratified bootstrap resamples, B = 50, out-of-bag AUC per resample; no-information AUC 0.5);
-- the target: the realised test AUC of the student the proxy mirrors (the sweep's sk-logreg, c = 1, on the same
-  features; on pixels standardised with the pool's statistics as the sweep standardises them) trained on the m gold
+- the target: the realised test AUC of the student the proxy mirrors (the sweep's sk-logreg at the proxy's C — 1 on
+  embeddings, students.LOGREG_C = 0.01 on pixels — on the same features; on pixels standardised with the pool's
+  statistics as the sweep standardises them) trained on the m gold
   items; and ``m2``: the mean realised test AUC of that student trained on the gold set less one (i, j) pair, over
   the first 10 of the pairs leave-pair-out uses — what leave-pair-out estimates, so error = (estimate − m2) +
   (m2 − realised) splits into the estimator's own error and the learning-curve pessimism of m − 2 items; and
@@ -61,7 +62,9 @@ STUDIES = {"neoplasms": ("demo-text.yaml", {}),
            **{slug: ("demo-text.yaml", {"dataset": f"medical-abstracts-{slug}"}) for slug in OVR},
            "pneumoniamnist": ("demo.yaml", {})}
 ESTIMATORS = ("lpo", "lpo-raw", "lpo-lc", "lpo-lc-min", "lpo-raw-lc", "lpo-raw-lc-min", "cv5", "b632p")
-VERSION = 1  # bump when a row's computation changes (cached rows of another version are recomputed)
+VERSION = 2  # bump when a row's computation changes (cached rows of another version are recomputed)
+IMAGE_STUDIES = ("pneumoniamnist",)  # version 2 changed the proxy's C on pixels (1 → students.LOGREG_C) only: the
+# estimator rows of version 1 of the other studies, and every student row, are unchanged and kept
 N_M2 = 10  # pair fits whose realised test AUC estimate what leave-pair-out estimates
 N_BOOT = 50  # bootstrap resamples of b632p
 POOL_MAX = 2000  # decide's default pool_max (the study's rule_pool_max)
@@ -128,14 +131,15 @@ _DATA: dict[str, tuple] = {}
 def data(study: str) -> tuple:
     if study not in _DATA:
         from fmgauge.weaklabels.features import represent
-        from fmgauge.weaklabels.proxy import dense
+        from fmgauge.weaklabels.proxy import dense, proxy_student
         from fmgauge.weaklabels.sweep import _dataset
 
         s = setup(study)
         ds = _dataset(s["dataset"])
         pool, test = ds.split(s["pool_split"]), ds.split(s["test_split"])
         xp, xt = represent(ds, s["features"], s["pool_split"], s["test_split"])
-        _DATA[study] = (s, ds.n_classes, pool.y, test.y, dense(xp), dense(xt), np.asarray(xp).ndim > 2)
+        _DATA[study] = (s, ds.n_classes, pool.y, test.y, dense(xp), dense(xt), np.asarray(xp).ndim > 2,
+                        proxy_student(xp, None))
     return _DATA[study]
 
 
@@ -143,13 +147,13 @@ def one(study: str, m: int, seed: int) -> dict:
     """Every estimator and the realised test AUCs on gold set ``seed`` of size ``m`` of ``study``."""
     from fmgauge.core.stats import auc
     from fmgauge.weaklabels.gold_auc import choose_pairs, cv_pairs, gold_only_auc, gold_pairs, learning_curve
-    from fmgauge.weaklabels.proxy import Proxy, proxy_student, standardiser
+    from fmgauge.weaklabels.proxy import Proxy, standardiser
     from fmgauge.weaklabels.students import StudentConfig, budget_steps
     from fmgauge.weaklabels.sweep import gold_order
     from fmgauge.weaklabels.training import convex_inputs, fit_predict_convex
 
     cpu0 = time.process_time()
-    s, k, y_pool, y_test, xp, xt, images = data(study)
+    s, k, y_pool, y_test, xp, xt, images, cfg = data(study)  # cfg: decide's proxy for the inputs as given
     gold = gold_order(y_pool, seed, k)[:m]
     y = y_pool[gold]
     xg = xp[gold]
@@ -157,7 +161,6 @@ def one(study: str, m: int, seed: int) -> dict:
         rest = np.setdiff1d(np.arange(len(y_pool)), gold)
         keep = np.sort(np.random.default_rng([seed, 17]).permutation(len(rest))[:POOL_MAX])
         xg = standardiser(xp[rest][keep])(xg)
-    cfg = proxy_student(xg, None)
     proxy = Proxy(cfg, budget_steps(cfg, min(POOL_MAX, len(y_pool) - m)), seed)
     pairs = gold_pairs(proxy, xg, y, k, max_pairs=120, seed=seed)
     est = gold_only_auc(pairs, y, k).value
@@ -166,8 +169,8 @@ def one(study: str, m: int, seed: int) -> dict:
     b_n = slope([(n, e.value) for n, e in lc])
     b_min = slope([(nm, e.value) for nm, (_, e) in zip(n_min, lc, strict=True)]) if len(set(n_min)) > 1 else 0.0
     cv = cv_pairs(proxy, xg, y, k, n_repeats=5, seed=seed)
-    # the target: the sweep's sk-logreg student (pixels standardised with the whole pool's statistics)
-    student = StudentConfig(kind="sk-logreg", features=s["features"], c=1.0)
+    # the target: the sweep's sk-logreg student at the proxy's C (pixels standardised with the whole pool's statistics)
+    student = StudentConfig(kind="sk-logreg", features=s["features"], c=cfg.c)
     xs, xts = convex_inputs(xp if not images else xp.reshape(len(xp), 1, -1), xt if not images else
                             xt.reshape(len(xt), 1, -1))
     realised = auc(y_test, fit_predict_convex(student, xs, gold[None], y[None], xts, k)[0])
@@ -178,7 +181,7 @@ def one(study: str, m: int, seed: int) -> dict:
     idx = np.stack([np.setdiff1d(np.arange(m), [i[t], j[t]]) for t in sel])
     m2 = float(np.mean([auc(y_test, p) for p in fit_predict_convex(student, xs, gold[idx], y[idx], xts, k)]))
     counts = np.bincount(y, minlength=k)
-    return {"study": study, "m": m, "seed": seed, "version": VERSION, "n_min": int(counts.min()),
+    return {"study": study, "m": m, "seed": seed, "version": VERSION, "c": cfg.c, "n_min": int(counts.min()),
             "counts": counts.tolist(), "pairs": int(len(pairs.c)),
             "floored": bool(macro_hits(y, k, pairs.c, pairs.hit, None) < est - 1e-12),
             "lpo": est, "lpo-raw": macro_hits(y, k, pairs.c, pairs.hit, None),
@@ -200,7 +203,8 @@ def load_rows(path: Path = ROWS) -> list[dict]:
     if not path.exists():
         return []
     rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-    rows = [r for r in rows if r.get("version") == VERSION]
+    rows = [r for r in rows if r.get("version") == VERSION or (r.get("version") == 1 and (
+        "student" in r or r["study"] not in IMAGE_STUDIES))]
     for r in rows:  # both corrections at once: no floor, and the learning curve's m − 2 → m step
         if "lpo" in r:
             r["lpo-raw-lc"] = r["lpo-raw"] + r["lpo-lc"] - r["lpo"]
@@ -535,7 +539,8 @@ def render() -> str:
               "On each, `decide`'s gold-only estimate computed as `decide` computes it (the converged sk-logreg "
               "proxy; pixels standardised with 2,000 items of the rest of the pool drawn as decide draws them; "
               "leave-pair-out with max_pairs = 120; each one-vs-rest AUC floored at 0.5), minus the realised "
-              "test AUC of the student it mirrors (the sweep's sk-logreg, C = 1, on the same features) trained "
+              "test AUC of the student it mirrors (the sweep's sk-logreg at the proxy's C — 1 on the embeddings, "
+              "0.01 on the pixels — on the same features) trained "
               "on the same m gold items. The bias is the mean of that error over gold sets, with a 95% bootstrap "
               "interval over gold sets; one gold set's error scatters by the SD column, so 5 gold sets (§12's "
               "table above) cannot resolve a bias of a few hundredths.", "",

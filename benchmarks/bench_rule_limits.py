@@ -1,6 +1,6 @@
 """How far can an uncertain verdict's fallback go? The limit of decide's default on the rule suite (docs §8).
 
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r3]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r4]
         [--no-proxy-truth]
 
 Reads the stored trials of every study that ``benchmarks/bench_rules.py`` ran into ``--out`` (each cell's realised
@@ -82,6 +82,17 @@ def study_cells(run_dir: Path) -> pd.DataFrame:
     auc = first.xs("auc", level="rule")[["labeler_value", "gold_auc"]].rename(columns={"labeler_value": "lab_auc"})
     ws = first.xs("weak-student", level="rule")[["labeler_value"]].rename(columns={"labeler_value": "ws_auc"})
     return dw.merge(cv.join(auc).join(ws).reset_index(), on=KEY, how="left")
+
+
+def all_cells(out: Path, names: list[str]) -> pd.DataFrame:
+    """:func:`study_cells` of every study ``names`` in the run directory ``out`` that stores rule trials with the
+    labeler's AUC and the gold set's smallest class count, with a ``study`` column."""
+    frames = []
+    for n in names:
+        c = study_cells(out / n)
+        if c.lab_auc.notna().any() and c.gold_min_class.notna().any():
+            frames.append(c.assign(study=n))
+    return pd.concat(frames, ignore_index=True)
 
 
 def rule_configs(run_dir: Path, max_gold: float = float("inf")) -> dict[tuple, dict]:
@@ -179,46 +190,132 @@ def per_gold_set_ceiling(c: pd.DataFrame) -> np.ndarray:
     return (votes > 0).to_numpy()
 
 
-def proxy_truth(out: Path, c: pd.DataFrame) -> pd.DataFrame:
-    """The rules' proxy's realised test AUC without (``p_gold``) and with (``p_gw``) the weak labels, per gold set
-    (study × KEY) of the rows ``c``: the proxy decide trains (sk-logreg, :mod:`fmgauge.weaklabels.proxy`) fit on each
-    training set the sweep gives its students. Resumes from TRUTH_CACHE, saving every 25 gold sets."""
-    from fmgauge.core.progress import progress
-    from fmgauge.core.stats import auc
+C_GRID = (1.0, 0.1, 0.01, 0.001)  # the image proxy's L2 strengths compared (scikit-learn's C)
+
+
+def study_inputs(out: Path, study: str, data: dict) -> tuple:
+    """(dataset, pool inputs, test inputs, pool labels, test labels, the rules' default proxy C) of a study's
+    proxy representation (its first rule trial's), cached in ``data`` per study."""
     from fmgauge.weaklabels.features import represent
     from fmgauge.weaklabels.proxy import proxy_student
-    from fmgauge.weaklabels.sweep import _dataset, labeler_arrays, training_sets
+    from fmgauge.weaklabels.sweep import _dataset
+
+    if study not in data:
+        cfg = next(iter(rule_configs(out / study).values()))
+        ds = _dataset(cfg["dataset"])
+        x_pool, x_test = represent(ds, cfg["features"], cfg["pool_split"], cfg["test_split"])
+        data[study] = (ds, x_pool, x_test, ds.split(cfg["pool_split"]).y, ds.split(cfg["test_split"]).y,
+                       proxy_student(x_pool, None).c)
+    return data[study]
+
+
+def proxy_truth(out: Path, want: pd.DataFrame, data: dict) -> pd.DataFrame:
+    """The rules' proxy (sk-logreg, :mod:`fmgauge.weaklabels.proxy`) at L2 strength ``c``: its realised test AUC
+    without (``p_gold``) and with (``p_gw``) the weak labels, per row (study × KEY × c) of ``want``, fit on each
+    training set the sweep gives its students. Resumes from TRUTH_CACHE (rows stored before the column ``c``
+    existed were computed at C = 1), saving every 25 rows."""
+    from fmgauge.core.progress import progress
+    from fmgauge.core.stats import auc
+    from fmgauge.weaklabels.students import StudentConfig
+    from fmgauge.weaklabels.sweep import labeler_arrays, training_sets
     from fmgauge.weaklabels.training import fit_predict_convex
 
-    cols = ["study", *KEY]
+    cols = ["study", *KEY, "c"]
     have = pd.read_parquet(TRUTH_CACHE) if TRUTH_CACHE.exists() else pd.DataFrame(columns=[*cols, "p_gold", "p_gw"])
+    if "c" not in have:
+        have = have.assign(c=1.0)
     done = set(map(tuple, have[cols].itertuples(index=False)))
-    want = set(map(tuple, c[cols].itertuples(index=False))) - done
-    todo = [(s, k, cfg) for s in sorted({w[0] for w in want}) for k, cfg in rule_configs(out / s).items()
-            if (s, *k) in want]
-    rows, data = [], {}
+    want = want[cols].drop_duplicates()
+    todo = [w for w in map(tuple, want.itertuples(index=False)) if w not in done]
+    configs = {s: rule_configs(out / s) for s in {w[0] for w in todo}}
+    rows = []
     TRUTH_CACHE.parent.mkdir(parents=True, exist_ok=True)
-    with progress("proxy truth: gold sets", total=len(todo), unit="gold set") as p:
-        for i, (s, k, cfg) in enumerate(todo):
-            if (cfg["dataset"], cfg["features"]) not in data:  # inputs and labels read once per study
-                ds = _dataset(cfg["dataset"])
-                data[cfg["dataset"], cfg["features"]] = (
-                    ds, *represent(ds, cfg["features"], cfg["pool_split"], cfg["test_split"]),
-                    ds.split(cfg["pool_split"]).y, ds.split(cfg["test_split"]).y)
-            ds, x_pool, x_test, y_pool, y_test = data[cfg["dataset"], cfg["features"]]
+    with progress("proxy truth: gold sets", total=len(todo), unit="fit pair") as p:
+        for i, (s, *k, c) in enumerate(todo):
+            cfg = configs[s][tuple(k)]
+            ds, x_pool, x_test, y_pool, y_test, _ = study_inputs(out, s, data)
             weak = labeler_arrays(cfg["weak_key"])[1]
             got = {}
             for cond in ("gold", "gold+weak"):
                 idx, lab = training_sets(cond, y_pool, weak, int(cfg["n_gold"]), [int(cfg["seed"])], ds.n_classes)
-                probs = fit_predict_convex(proxy_student(x_pool, None), x_pool, idx, lab, x_test, ds.n_classes)
+                probs = fit_predict_convex(StudentConfig(kind="sk-logreg", c=c), x_pool, idx, lab, x_test,
+                                           ds.n_classes)
                 got[cond] = auc(y_test, probs[0])
-            rows.append(dict(zip(cols, (s, *k), strict=True)) | {"p_gold": got["gold"], "p_gw": got["gold+weak"]})
+            rows.append(dict(zip(cols, (s, *k, c), strict=True)) | {"p_gold": got["gold"], "p_gw": got["gold+weak"]})
             p.advance()
             if len(rows) == 25 or i == len(todo) - 1:  # saved as it goes: an interrupted run resumes
                 have = pd.concat([have, pd.DataFrame(rows)], ignore_index=True)
                 have.to_parquet(TRUTH_CACHE)
                 rows = []
     return have
+
+
+def proxy_strength(c: pd.DataFrame, truth: pd.DataFrame, held_out: list[str]) -> dict:
+    """How well the image proxy's realised gain stands for the students', per L2 strength C of C_GRID: over the wide
+    cells (|ΔAUC| > 0.02) of the studies whose proxy reads images (``c.image``), the share where the sign of the
+    proxy's own test-AUC gain (:func:`proxy_truth`) is the students' better side — in all, where the weak labels
+    were better (sensitivity), where gold only was (specificity), per student — and the proxy's mean gold-only test
+    AUC. {"suite" | "held_out": {C: {...}}}."""
+    wide = c[(c.delta.abs() > 0.02) & c.image]
+    out: dict = {}
+    for side, rows in (("suite", ~wide.study.isin(held_out)), ("held_out", wide.study.isin(held_out))):
+        w = wide[rows.to_numpy()]
+        if w.empty:
+            continue
+        d = {"cells": int(len(w)), "studies": sorted(w.study.unique()), "weak_better": float((w.delta > 0).mean())}
+        for cv in C_GRID:
+            t = w.merge(truth[truth.c == cv], on=["study", *KEY], how="inner")
+            if len(t) < len(w):
+                continue
+            pos, gain = (t.delta > 0).to_numpy(), (t.p_gw - t.p_gold).to_numpy()
+            right = (gain > 0) == pos
+            d[str(cv)] = {"rate": float(right.mean()), "sensitivity": float(right[pos].mean()),
+                          "specificity": float(right[~pos].mean()), "gold_auc": float(t.p_gold.mean()),
+                          "by_student": {s: float(right[(t.student == s).to_numpy()].mean())
+                                         for s in sorted(t.student.unique())}}
+        out[side] = d
+    return out
+
+
+def before_after(c: pd.DataFrame, old: pd.DataFrame, held_out: list[str], n_boot: int = 4000) -> dict:
+    """decide's default on the same cells, acting on the rule trials of an earlier run (``old``) and of this one
+    (``c``; both from :func:`study_cells`): per side (suite, held out) the mean change of the per-cell regret with a
+    95% cluster-bootstrap interval over (study, seed), goal 3's share of the wide cells, and the worst study's
+    excess over its better trivial policy, before and after."""
+    from fmgauge.weaklabels.rules import AUTO_AUC
+    from fmgauge.weaklabels.verdicts import LEAN_FROM
+
+    cell = ["study", "labeler", "student", "n_gold", "seed"]
+
+    def scored(d: pd.DataFrame) -> pd.DataFrame:
+        weak = acted(d, labeler_fallback(d, AUTO_AUC, 0.0, LEAN_FROM))
+        best = np.maximum(d.auc_gw, d.auc_g)
+        return d.assign(reg=best - np.where(weak, d.auc_gw, d.auc_g), right=weak == (d.delta > 0).to_numpy(),
+                        weak=weak)
+
+    new, was = scored(c), scored(old)
+    m = was[[*cell, "reg", "right", "delta"]].merge(new[[*cell, "reg", "right"]], on=cell, suffixes=("_was", "_now"))
+    rng = np.random.default_rng(0)
+    out = {}
+    for side, rows in (("suite", ~m.study.isin(held_out)), ("held_out", m.study.isin(held_out))):
+        d = m[rows.to_numpy()]
+        if d.empty:
+            continue
+        cl = (d.reg_now - d.reg_was).groupby([d.study, d.seed]).agg(["sum", "size"])
+        pick = rng.integers(0, len(cl), (n_boot, len(cl)))
+        boots = cl["sum"].to_numpy()[pick].sum(1) / cl["size"].to_numpy()[pick].sum(1)
+        wide = (d.delta.abs() > 0.02).to_numpy()
+        studies = d.study.unique()
+        worst = {}
+        for tag, frame in (("was", was), ("now", new)):
+            f = frame[frame.study.isin(studies)]
+            ex = excess(f, f.weak.to_numpy())
+            worst[tag] = [str(ex.idxmax()), float(ex.max())]
+        out[side] = {"cells": int(len(d)), "clusters": int(len(cl)), "change": float((d.reg_now - d.reg_was).mean()),
+                     "ci": [float(v) for v in np.quantile(boots, [0.025, 0.975])],
+                     "regret": [float(d.reg_was.mean()), float(d.reg_now.mean())],
+                     "goal3": [float(d.right_was[wide].mean()), float(d.right_now[wide].mean())], "worst": worst}
+    return out
 
 
 def goal3(c: pd.DataFrame, weak: np.ndarray, held_out: list[str], truth: pd.DataFrame | None) -> dict:
@@ -228,7 +325,8 @@ def goal3(c: pd.DataFrame, weak: np.ndarray, held_out: list[str], truth: pd.Data
     wide = (c.delta.abs() > 0.02).to_numpy()
     right = weak == (c.delta > 0).to_numpy()
     br, ceil = branch(c), per_gold_set_ceiling(c)
-    t = c.merge(truth, on=["study", *KEY], how="left") if truth is not None else c.assign(p_gold=np.nan, p_gw=np.nan)
+    t = (c.merge(truth, left_on=["study", *KEY, "c_default"], right_on=["study", *KEY, "c"], how="left")
+         if truth is not None else c.assign(p_gold=np.nan, p_gw=np.nan))
     p_gain = (t.p_gw - t.p_gold).to_numpy()
     out = {}
     for side, rows in (("suite", ~c.study.isin(held_out).to_numpy()), ("held_out", c.study.isin(held_out).to_numpy())):
@@ -307,10 +405,18 @@ def limits(c: pd.DataFrame, held_out: list[str], truth: pd.DataFrame | None = No
             "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (as the docs name run directories), else as given."""
+    p = path.absolute()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r3",
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r4",
                     help="bench_rules.py's run directory (one sub-directory per study)")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="an earlier bench_rules.py run directory: the default on the same cells before and after")
     ap.add_argument("--no-proxy-truth", action="store_true",
                     help="skip the goal-3 ceiling that trains the proxy (~10 min the first time, then cached)")
     args = ap.parse_args()
@@ -319,15 +425,23 @@ def main() -> None:
     names = [n for n in bench_rules.STUDIES if (args.out / n / "rules.parquet").exists()]
     if not names:
         raise SystemExit(f"--out {args.out}: no study with stored rule trials (run benchmarks/bench_rules.py first)")
-    frames = []
-    for n in names:
-        c = study_cells(args.out / n)
-        if c.lab_auc.notna().any() and c.gold_min_class.notna().any():
-            frames.append(c.assign(study=n))
-    c = pd.concat(frames, ignore_index=True)
-    truth = None if args.no_proxy_truth else proxy_truth(
-        args.out, c[(branch(c) == "lean") & (c.delta.abs() > 0.02).to_numpy()])
+    c = all_cells(args.out, names)
+    data: dict = {}
+    inputs = {n: study_inputs(args.out, n, data) for n in c.study.unique()}
+    c = c.assign(c_default=c.study.map({n: v[-1] for n, v in inputs.items()}),
+                 image=c.study.map({n: np.ndim(v[1]) > 2 for n, v in inputs.items()}))
+    truth = None
+    if not args.no_proxy_truth:  # the lean's wide cells at the default C; every wide image cell at every C of C_GRID
+        wide = (c.delta.abs() > 0.02).to_numpy()
+        lean = c[(branch(c) == "lean") & wide].assign(c=lambda d: d.c_default)
+        grid = pd.concat([c[wide & c.image.to_numpy()].assign(c=v) for v in C_GRID])
+        truth = proxy_truth(args.out, pd.concat([lean, grid], ignore_index=True), data)
     out = limits(c, list(bench_rules.HELD_OUT), truth)
+    if truth is not None:
+        out["proxy_strength"] = proxy_strength(c, truth, list(bench_rules.HELD_OUT))
+    if args.before is not None:
+        out["before_after"] = before_after(c, all_cells(args.before, names), list(bench_rules.HELD_OUT)) | {
+            "before": _shown(args.before), "after": _shown(args.out)}
     RESULTS.write_text(json.dumps(out, indent=1))
     print(RESULTS)
 

@@ -561,7 +561,8 @@ def limits_section() -> list[str]:
         AUTO_AUC, 0, LEAN_FROM) else "")
     worst = lambda col: max(per, key=lambda st: per[st][col])  # noqa: E731
     lines = ["", "### How far a fallback can go (`benchmarks/bench_rule_limits.py`)", "",
-             f"Command: `OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py` "
+             "Command: `OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py"
+             + (f" --before {li['before_after']['before']}" if li.get("before_after") else "") + "` "
              f"(computed {li['date']}; it re-reads the stored trials of the {len(per)} studies above and below, "
              f"{li['cells']} cells, and trains no model but the proxy of the goal-3 ceiling below). The default acts on delta-worth's committed verdicts and hands the uncertain ones "
              f"({li['uncertain']:.0%} of the cells) to its fallback. Per study, the excess over the better trivial "
@@ -602,7 +603,7 @@ def limits_section() -> list[str]:
               + ", ".join(f"{n} = {float(v):g}" for n, v in zip("tbk", li["best_pick_member"], strict=True))
               + f"), whose worst study is {li['best_pick_worst']:+.4f}: a fallback of this kind buys goal 3 only by "
               f"giving up goal 2; the oracle fallback would pick {li['oracle_pick']:.2f}."]
-    return lines + goal3_lines(li.get("goal3"))
+    return lines + goal3_lines(li.get("goal3")) + strength_lines(li.get("proxy_strength"), li.get("before_after"))
 
 
 def goal3_lines(g3: dict | None) -> list[str]:
@@ -672,6 +673,61 @@ def goal3_lines(g3: dict | None) -> list[str]:
     return lines
 
 
+def strength_lines(ps: dict | None, ba: dict | None = None) -> list[str]:
+    """The image proxy's L2 strength against the students' realised gains, and the default before and after the
+    change (rule_limits.json 'proxy_strength', 'before_after')."""
+    if not ps or "suite" not in ps:
+        return []
+    from fmgauge.weaklabels.proxy import IMAGE_PROXY
+
+    chosen = str(float(IMAGE_PROXY["c"]))
+    lines = ["", "#### The image proxy's strength", "",
+             "The rules' proxy on images is an L2 logistic regression on standardised pixels; its strength C decides "
+             "whether it stands for the image students at all. Over every cell of the image studies where the two "
+             "trivial policies differ by more than 0.02 AUC, the proxy was trained on the cell's gold set with and "
+             "without the weak labels at each C and scored on the test split (`bench_rule_limits.py`, cached with "
+             "the goal-3 proxy truth): the share of cells where the sign of its own realised gain is the students' "
+             "better side — a perfect estimate of the proxy's ΔAUC picks no better than this — split by the cells "
+             "where the weak labels were better (sensitivity) and where gold only was (specificity), and per "
+             f"student; the proxy's mean gold-only test AUC beside. decide's image proxy is C = {IMAGE_PROXY['c']:g}, "
+             "the strength of the shipped image `logreg` student (students.LOGREG_C), chosen on the suite; the "
+             "held-out image studies were scored after the choice.", ""]
+    for side, label in (("suite", "suite (chosen on)"), ("held_out", "held out")):
+        d = ps.get(side)
+        if not d:
+            continue
+        cs = [k for k in d if k not in ("cells", "studies", "weak_better")]
+        studs = sorted({s for k in cs for s in d[k]["by_student"]})
+        lines += [f"{label}: {', '.join(d['studies'])}; {d['cells']} cells, the weak labels better in "
+                  f"{d['weak_better']:.2f} of them.", "",
+                  "| C | students' better side | sensitivity | specificity | " + " | ".join(studs)
+                  + " | proxy gold-only AUC |", "|---|---|---|---|" + "---|" * len(studs) + "---|"]
+        for k in cs:
+            v = d[k]
+            mark = " (decide)" if k == chosen else ""
+            lines.append(f"| {float(k):g}{mark} | {v['rate']:.2f} | {v['sensitivity']:.2f} | {v['specificity']:.2f} | "
+                         + " | ".join(f"{v['by_student'].get(s, float('nan')):.2f}" for s in studs)
+                         + f" | {v['gold_auc']:.3f} |")
+        lines.append("")
+    if ba:
+        lines += [f"decide's default on the same cells acting on the rule trials before the change (`{ba['before']}`, "
+                  f"image proxy C = 1) and after it (`{ba['after']}`; text studies: the same proxy, the same "
+                  "verdicts): the mean change of the per-cell regret with a 95% cluster-bootstrap interval over "
+                  "(study, seed), and the three goals' numbers before → after.", "",
+                  "| studies | cells | regret before → after | change [95% CI] | better side where > 0.02 | worst "
+                  "study: excess over its better trivial |", "|---|---|---|---|---|---|"]
+        for side, label in (("suite", "suite (C chosen on)"), ("held_out", "held out")):
+            d = ba.get(side)
+            if not d:
+                continue
+            (s0, w0), (s1, w1) = d["worst"]["was"], d["worst"]["now"]
+            lines.append(f"| {label} | {d['cells']} | {d['regret'][0]:.4f} → {d['regret'][1]:.4f} | "
+                         f"{d['change']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] | {d['goal3'][0]:.2f} → "
+                         f"{d['goal3'][1]:.2f} | {s0} {w0:+.4f} → {s1} {w1:+.4f} |")
+        lines.append("")
+    return lines
+
+
 def agreement_section() -> list[str]:
     """The pool-agreement exploration (benchmarks/results/rule_agreement.json, from bench_rule_agreement.py)."""
     ag = _stored("rule_agreement.json")
@@ -728,7 +784,7 @@ def main() -> None:
     ap.add_argument("--only", type=lambda s: s.split(","), default=None, help=f"studies, from {list(STUDIES)}")
     ap.add_argument("--skip", type=lambda s: s.split(","), default=["resnet-w16", "cnn-w32"],
                     help="student display names (regexes) to leave out of the image studies")
-    ap.add_argument("--out", default="/tmp/fmgauge-bench-rules", help="run directories (resumable)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "rules-r4"), help="run directories (resumable)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--suite", type=lambda s: s.split(","), default=None,

@@ -202,6 +202,29 @@ def test_a_torch_proxy_still_runs_with_a_pool():
     assert all(r.choice in ("use-weak-labels", "gold-only") for r in d.rules.values())
 
 
+def test_the_default_proxy_follows_the_inputs():
+    """Feature vectors get C = 1, sparse TF-IDF rows C = 10, images (before flattening) the image logreg student's
+    C; a proxy named by kind alone gets its input's C, an explicit C is kept, and decide trains the image proxy."""
+    import scipy.sparse as sp
+
+    from fmgauge.weaklabels.proxy import proxy_student
+    from fmgauge.weaklabels.students import LOGREG_C
+
+    images, vectors = np.zeros((4, 1, 5, 5)), np.zeros((4, 25))
+    assert proxy_student(vectors, None).c == 1.0
+    assert proxy_student(sp.csr_matrix(vectors), None).c == 10.0
+    assert proxy_student(images, None).c == LOGREG_C == 0.01
+    assert proxy_student(images[:, 0], None).c == LOGREG_C  # (n, H, W) grey images
+    assert proxy_student(images, {"kind": "sk-logreg"}).c == LOGREG_C
+    assert proxy_student(images, {"kind": "sk-logreg", "c": 2.0}).c == 2.0
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 10)
+    x = (rng.normal(size=(20, 1, 6, 6)) + 0.6 * y[:, None, None, None]).astype(np.float32)
+    run = lambda proxy: decide(x, y, labeler(y, 2), proxy=proxy, rules=("auc",), primary="auc",  # noqa: E731
+                               curve=False).gold_auc.value
+    assert run(None) == run({"kind": "sk-logreg", "c": LOGREG_C}) != run({"kind": "sk-logreg", "c": 1.0})
+
+
 def _weak_pool(n: int, sep: float, wrong: float, seed: int, *, systematic: bool = False, d: int = 20) -> Pool:
     """A pool of ``n`` items like :func:`gaussian` whose weak labels are wrong on a share ``wrong`` at random, or
     (``systematic``) all inverted, so the weak labels point the wrong way."""

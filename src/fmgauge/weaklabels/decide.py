@@ -50,7 +50,7 @@ __all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK"
 
 DEFAULT_PRIMARY = "delta-worth"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
 DEFAULT_FALLBACK: Fallback = "auto"  # ... an uncertain verdict: the lean from 5 rarer-class items, else the labeler
-RULES_VERSION = 6  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
+RULES_VERSION = 7  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def decide(
             xg, xp = scale(xg), scale(xp)
     elif images:
         xg = standardiser(xg)(xg)
-    cfg = proxy_student(xg, proxy)
+    cfg = proxy_student(x, proxy)  # by the inputs as given: images get the image proxy
     # torch proxies get the budget a study with this pool gives them (without a pool: as if it held pool_max items)
     student = Proxy(cfg, budget_steps(cfg, xp.shape[0] if xp is not None else max(pool_max or 0, len(y))), seed)
     wg = np.ones(len(y)) if w is None else w
