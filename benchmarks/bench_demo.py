@@ -106,7 +106,8 @@ def summarise(log_path: Path, out: Path, *, load: float | None, command: str, st
 
 
 def table(row: dict) -> str:
-    lines = [f"Command: `{row['command']}` ({row['date']}, load average {row['load_before']} before, "
+    load = "unknown" if row["load_before"] is None else f"{row['load_before']:.2f}"
+    lines = [f"Command: `{row['command']}` ({row['date']}, load average {load} before, "
              f"{row['machine']}).", "",
              "| part | trials (run / reused) | seconds |", "|---|---|---|",
              f"| whole command | – | **{int(row['wall_s'] // 60)} min {row['wall_s'] % 60:.0f} s wall**; CPU "

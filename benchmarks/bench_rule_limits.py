@@ -1,7 +1,7 @@
 """How far can an uncertain verdict's fallback go? The limit of decide's default on the rule suite (docs §8).
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r4]
-        [--no-proxy-truth]
+        [--no-proxy-truth] [--before runs/bench/rules-r3]
 
 Reads the stored trials of every study that ``benchmarks/bench_rules.py`` ran into ``--out`` (each cell's realised
 AUCs with and without the weak labels, and each gold set's rule trial); trains no model but the proxy of the goal-3
@@ -41,6 +41,12 @@ split, the one step of this script that trains a model (two fits per gold set th
 about 15 minutes on 2 cores the first time, cached in ``runs/bench/rule-limits/proxy_truth.parquet``, resumable) — a perfect estimate of what the proxy gains would pick
 the students' better side only as often as this does. Beside it, from the stored cells alone, how well each
 student's realised gain stands for another's on the same gold sets (what a proxy of that student's kind would reach).
+
+**The image proxy's strength**: on every wide cell of the studies whose proxy reads images, the same proxy truth at
+each L2 strength C of C_GRID (cached with the rest): how often the sign of the proxy's own realised gain is the
+students' better side, per C — what chose decide's image proxy (C = 0.01, students.LOGREG_C). With ``--before`` (an
+earlier bench_rules.py run directory, e.g. the rule trials before that change): the default on the same cells before
+and after, with the regret change's cluster-bootstrap interval over (study, seed).
 """
 
 from __future__ import annotations
