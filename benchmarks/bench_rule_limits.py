@@ -236,7 +236,7 @@ def proxy_truth(out: Path, want: pd.DataFrame, data: dict) -> pd.DataFrame:
     configs = {s: rule_configs(out / s) for s in {w[0] for w in todo}}
     rows = []
     TRUTH_CACHE.parent.mkdir(parents=True, exist_ok=True)
-    with progress("proxy truth: gold sets", total=len(todo), unit="fit pair") as p:
+    with progress("proxy truth: gold sets × C", total=len(todo), unit="fit pair") as p:
         for i, (s, *k, c) in enumerate(todo):
             cfg = configs[s][tuple(k)]
             ds, x_pool, x_test, y_pool, y_test, _ = study_inputs(out, s, data)
