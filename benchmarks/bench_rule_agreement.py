@@ -154,15 +154,13 @@ def compute_learnability(out: Path, names: list[str]) -> pd.DataFrame:
 
 def score(cells: pd.DataFrame) -> dict:
     """Per variant: each study's excess over its better trivial policy, the pooled regret and goal 3's number."""
-    from bench_rule_limits import acted, excess, labeler_fallback, pick_rate
-    from fmgauge.weaklabels.rules import AUTO_AUC
+    from bench_rule_limits import acted, auto_fallback, cell_regret, excess, pick_rate
     from fmgauge.weaklabels.verdicts import LEAN_FROM
 
     c = cells
-    auto = labeler_fallback(c, AUTO_AUC, 0.0, LEAN_FROM)
+    auto = auto_fallback(c)
     known = c.agree.notna().to_numpy()
     below = (c.gold_min_class < LEAN_FROM).to_numpy()
-    best = np.maximum(c.auc_gw, c.auc_g)
     variants = {"default (auto)": auto}
     for eps in EPS:
         over = (c.agree > 0.5 + eps).to_numpy()
@@ -179,7 +177,7 @@ def score(cells: pd.DataFrame) -> dict:
         ex = excess(c, weak)
         out[name] = {"excess": {s: float(v) for s, v in ex.items()}, "worst": float(ex.max()),
                      "worst_study": str(ex.idxmax()), "pick": pick_rate(c, weak),
-                     "regret": float((best - np.where(weak, c.auc_gw, c.auc_g)).mean())}
+                     "regret": float(cell_regret(c, weak).mean())}
     return out
 
 

@@ -123,23 +123,40 @@ def labeler_fallback(c: pd.DataFrame, t: float, b: float, k: float) -> np.ndarra
     return np.where(c.gold_min_class >= k, lean, lab).astype(bool)
 
 
+def auto_fallback(c: pd.DataFrame) -> np.ndarray:
+    """(n,) bool: decide's default fallback, ``auto`` — the family member (AUTO_AUC, 0, LEAN_FROM)."""
+    from fmgauge.weaklabels.rules import AUTO_AUC
+    from fmgauge.weaklabels.verdicts import LEAN_FROM
+
+    return labeler_fallback(c, AUTO_AUC, 0.0, LEAN_FROM)
+
+
 def acted(c: pd.DataFrame, fallback: np.ndarray) -> np.ndarray:
     """(n,) bool, weak labels used: the committed verdicts as they are, ``fallback`` on the uncertain ones."""
     return np.where(c.verdict == "uncertain", fallback, c.choice == "use-weak-labels").astype(bool)
 
 
+def cell_regret(c: pd.DataFrame, weak: np.ndarray) -> np.ndarray:
+    """(n,) AUC the policy ``weak`` (n,) bool loses against each cell's better side."""
+    return (np.maximum(c.auc_gw, c.auc_g) - np.where(weak, c.auc_gw, c.auc_g)).to_numpy()
+
+
+def picked_better(c: pd.DataFrame, weak: np.ndarray) -> np.ndarray:
+    """(n,) bool: the policy ``weak`` (n,) chose the side that realised the higher AUC."""
+    return np.asarray(weak) == (c.delta > 0).to_numpy()
+
+
 def excess(c: pd.DataFrame, weak: np.ndarray) -> pd.Series:
     """Per study: mean regret of the policy ``weak`` (n,) minus the mean regret of the better trivial policy."""
-    best = np.maximum(c.auc_gw, c.auc_g)
-    reg = pd.DataFrame({"policy": best - np.where(weak, c.auc_gw, c.auc_g), "gold": best - c.auc_g,
-                        "weak": best - c.auc_gw, "study": c.study}).groupby("study").mean()
+    reg = pd.DataFrame({"policy": cell_regret(c, weak), "gold": cell_regret(c, np.zeros(len(c), bool)),
+                        "weak": cell_regret(c, np.ones(len(c), bool)), "study": c.study}).groupby("study").mean()
     return reg.policy - reg[["gold", "weak"]].min(axis=1)
 
 
 def pick_rate(c: pd.DataFrame, weak: np.ndarray) -> float:
     """Goal 3's number: the share of cells with |ΔAUC| > 0.02 where the policy ``weak`` (n,) chose the better side."""
     wide = (c.delta.abs() > 0.02).to_numpy()
-    return float((weak == (c.delta > 0).to_numpy())[wide].mean())
+    return float(picked_better(c, weak)[wide].mean())
 
 
 def family(c: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
@@ -288,16 +305,11 @@ def before_after(c: pd.DataFrame, old: pd.DataFrame, held_out: list[str], n_boot
     (``c``; both from :func:`study_cells`): per side (suite, held out) the mean change of the per-cell regret with a
     95% cluster-bootstrap interval over (study, seed), goal 3's share of the wide cells, and the worst study's
     excess over its better trivial policy, before and after."""
-    from fmgauge.weaklabels.rules import AUTO_AUC
-    from fmgauge.weaklabels.verdicts import LEAN_FROM
-
     cell = ["study", "labeler", "student", "n_gold", "seed"]
 
     def scored(d: pd.DataFrame) -> pd.DataFrame:
-        weak = acted(d, labeler_fallback(d, AUTO_AUC, 0.0, LEAN_FROM))
-        best = np.maximum(d.auc_gw, d.auc_g)
-        return d.assign(reg=best - np.where(weak, d.auc_gw, d.auc_g), right=weak == (d.delta > 0).to_numpy(),
-                        weak=weak)
+        weak = acted(d, auto_fallback(d))
+        return d.assign(reg=cell_regret(d, weak), right=picked_better(d, weak), weak=weak)
 
     new, was = scored(c), scored(old)
     m = was[[*cell, "reg", "right", "delta"]].merge(new[[*cell, "reg", "right"]], on=cell, suffixes=("_was", "_now"))
@@ -329,7 +341,7 @@ def goal3(c: pd.DataFrame, weak: np.ndarray, held_out: list[str], truth: pd.Data
     per branch (share of the wide cells, rate), the per-gold-set ceiling and, for the lean, the rate of the proxy's
     own realised ΔAUC sign and how often the lean agrees with it; the proxy truth's rate per student too."""
     wide = (c.delta.abs() > 0.02).to_numpy()
-    right = weak == (c.delta > 0).to_numpy()
+    right = picked_better(c, weak)
     br, ceil = branch(c), per_gold_set_ceiling(c)
     t = (c.merge(truth, left_on=["study", *KEY, "c_default"], right_on=["study", *KEY, "c"], how="left")
          if truth is not None else c.assign(p_gold=np.nan, p_gw=np.nan))
@@ -338,13 +350,13 @@ def goal3(c: pd.DataFrame, weak: np.ndarray, held_out: list[str], truth: pd.Data
     for side, rows in (("suite", ~c.study.isin(held_out).to_numpy()), ("held_out", c.study.isin(held_out).to_numpy())):
         w = wide & rows
         d = {"cells": int(w.sum()), "rate": float(right[w].mean()),
-             "ceiling": float((ceil == (c.delta > 0).to_numpy())[w].mean()), "branches": {}}
+             "ceiling": float(picked_better(c, ceil)[w].mean()), "branches": {}}
         for b in ("committed", "labeler", "lean"):
             m = w & (br == b)
             d["branches"][b] = {"share": float(m.sum() / max(w.sum(), 1)), "rate": float(right[m].mean())}
         lean = w & (br == "lean") & np.isfinite(p_gain)
         if lean.any():
-            truth_right = (p_gain > 0) == (c.delta > 0).to_numpy()
+            truth_right = picked_better(c, p_gain > 0)
             d["lean_truth"] = {"cells": int(lean.sum()), "truth_rate": float(truth_right[lean].mean()),
                                "lean_rate": float(right[lean].mean()),
                                "lean_agrees": float((weak == (p_gain > 0))[lean].mean()),
@@ -377,7 +389,7 @@ def limits(c: pd.DataFrame, held_out: list[str], truth: pd.DataFrame | None = No
     from fmgauge.weaklabels.verdicts import LEAN_FROM
 
     ranks = np.array([labeler_ranks(a, g) for a, g in zip(c.lab_auc, c.gold_auc, strict=True)])
-    auto = labeler_fallback(c, AUTO_AUC, 0.0, LEAN_FROM)
+    auto = auto_fallback(c)
     fam, picks = family(c)
     assert (labeler_fallback(c, ACCEPTABLE_AUC, 0.0, float("inf")) == ranks).all(), "(0.7, 0, inf) is 'labeler'"
     assert (AUTO_AUC, 0.0, LEAN_FROM) in fam.index, "the default is a member of the family"
