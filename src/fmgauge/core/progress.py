@@ -160,6 +160,8 @@ class Tracker:
 
     def _close(self, ok: bool) -> None:
         self._stop.set()
+        if self._thread is not None:  # a heartbeat already past its wait would log after the last line
+            self._thread.join()
         if self._bar is not None:
             self._bar.stop()
         elif self.mode == "log":
