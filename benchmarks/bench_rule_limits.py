@@ -1,7 +1,7 @@
 """How far can an uncertain verdict's fallback go? The limit of decide's default on the rule suite (docs §8).
 
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r4]
-        [--no-proxy-truth] [--before runs/bench/rules-r3]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r5]
+        [--no-proxy-truth] [--before runs/bench/rules-r3] [--same-as runs/bench/rules-r4]
 
 Reads the stored trials of every study that ``benchmarks/bench_rules.py`` ran into ``--out`` (each cell's realised
 AUCs with and without the weak labels, and each gold set's rule trial); trains no model but the proxy of the goal-3
@@ -46,7 +46,10 @@ student's realised gain stands for another's on the same gold sets (what a proxy
 each L2 strength C of C_GRID (cached with the rest): how often the sign of the proxy's own realised gain is the
 students' better side, per C — what chose decide's image proxy (C = 0.01, students.LOGREG_C). With ``--before`` (an
 earlier bench_rules.py run directory, e.g. the rule trials before that change): the default on the same cells before
-and after, with the regret change's cluster-bootstrap interval over (study, seed).
+and after, with the regret change's cluster-bootstrap interval over (study, seed). With ``--same-as`` (an earlier run
+directory whose trials a change of cost only should reproduce, e.g. before decide's fits moved to the row span):
+per study, the share of cells with the same verdict and the same side acted on, and the largest change of the
+estimates.
 """
 
 from __future__ import annotations
@@ -336,6 +339,27 @@ def before_after(c: pd.DataFrame, old: pd.DataFrame, held_out: list[str], n_boot
     return out
 
 
+def same_answers(c: pd.DataFrame, old: pd.DataFrame) -> dict:
+    """Per study, how far the rule trials of this run (``c``) and of an earlier one (``old``; both from
+    :func:`study_cells`) agree on the same cells — for a change meant to alter the cost and not the answers: the
+    share of cells with the same default verdict and the same side acted on, the largest and the median change of
+    the gold-only estimate and of the paired ΔAUC estimate, and the default's mean regret before and after."""
+    cell = ["study", "labeler", "student", "n_gold", "seed"]
+    cols = ["verdict", "gold_auc", "gap"]
+    was = old.assign(weak=acted(old, auto_fallback(old)), reg=lambda d: cell_regret(d, d.weak.to_numpy()))
+    now = c.assign(weak=acted(c, auto_fallback(c)), reg=lambda d: cell_regret(d, d.weak.to_numpy()))
+    m = was[[*cell, *cols, "weak", "reg"]].merge(now[[*cell, *cols, "weak", "reg"]], on=cell, suffixes=("_was", "_now"))
+    out = {}
+    for study, d in [*m.groupby("study"), ("all", m)]:
+        dg, dp = (d.gold_auc_now - d.gold_auc_was).abs(), (d.gap_now - d.gap_was).abs()
+        out[str(study)] = {"cells": int(len(d)), "same_verdict": float((d.verdict_now == d.verdict_was).mean()),
+                           "same_side": float((d.weak_now == d.weak_was).mean()),
+                           "gold_auc_max": float(dg.max()), "gold_auc_median": float(dg.median()),
+                           "gap_max": float(dp.max()), "gap_median": float(dp.median()),
+                           "regret": [float(d.reg_was.mean()), float(d.reg_now.mean())]}
+    return out
+
+
 def goal3(c: pd.DataFrame, weak: np.ndarray, held_out: list[str], truth: pd.DataFrame | None) -> dict:
     """Goal 3 for the suite and the held-out studies: the default's better-side rate ``rate`` over the wide cells,
     per branch (share of the wide cells, rate), the per-gold-set ceiling and, for the lean, the rate of the proxy's
@@ -431,10 +455,13 @@ def _shown(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r4",
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r5",
                     help="bench_rules.py's run directory (one sub-directory per study)")
     ap.add_argument("--before", type=Path, default=None,
                     help="an earlier bench_rules.py run directory: the default on the same cells before and after")
+    ap.add_argument("--same-as", type=Path, default=None,
+                    help="an earlier run directory whose rule trials should give the same answers (a change of cost "
+                    "only): how far the two agree, per study")
     ap.add_argument("--no-proxy-truth", action="store_true",
                     help="skip the goal-3 ceiling that trains the proxy (~10 min the first time, then cached)")
     args = ap.parse_args()
@@ -460,6 +487,12 @@ def main() -> None:
     if args.before is not None:
         out["before_after"] = before_after(c, all_cells(args.before, names), list(bench_rules.HELD_OUT)) | {
             "before": _shown(args.before), "after": _shown(args.out)}
+    if args.same_as is not None:
+        from fmgauge.weaklabels.decide import RULES_VERSION
+
+        out["same_answers"] = {"studies": same_answers(c, all_cells(args.same_as, names)),
+                               "before": _shown(args.same_as), "after": _shown(args.out),
+                               "rules_version": RULES_VERSION}
     RESULTS.write_text(json.dumps(out, indent=1))
     print(RESULTS)
 

@@ -18,7 +18,7 @@ one's. Paired over (labeler, seed): the regret difference stratified − random 
 the labeler's estimated accuracy and positive-class precision against the truth on the pool.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_sample_gold.py --seeds 8
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_sample_gold.py --time   # decide's cost
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_sample_gold.py --time [--tag T]   # decide's cost
     .venv/bin/python benchmarks/bench_sample_gold.py --render-only   # docs/bench-parts/weaklabels-decide.md
 """
 
@@ -183,10 +183,24 @@ TIMING = ROOT / "benchmarks" / "results" / "decide_timing.json"
 PART = ROOT / "docs" / "bench-parts" / "weaklabels-decide.md"
 
 
-def time_decide(sizes: tuple[int, ...] = (20, 50, 100)) -> None:
-    """CPU and wall time of `fmgauge weak-labels decide` on the README's example (medical-abstracts-neoplasms,
-    minilm-l6 outputs on the pool, minilm-l6 embeddings) at each m: the whole command (a fresh process: imports,
-    reading files, the decision) and decide() alone (in-process)."""
+TIME_CASES = (  # (dataset, representation, labeler name, labeler spec): what decide's cost is measured on
+    ("medical-abstracts-neoplasms", "embed:minilm-l6", "minilm-l6",
+     LABELERS[("medical-abstracts-neoplasms", "minilm-l6")]),
+    ("pneumoniamnist", "raw", "simulated-random 0.85", {"kind": "simulated", "noise": "random", "accuracy": 0.85}),
+    ("breastmnist", "raw", "simulated-random 0.8", {"kind": "simulated", "noise": "random", "accuracy": 0.8}),
+    ("retinamnist", "raw", "simulated-random 0.45", {"kind": "simulated", "noise": "random", "accuracy": 0.45}),
+)
+
+
+def time_decide(sizes: tuple[int, ...] = (20, 50, 100), tag: str = "current", cases: list[str] | None = None,
+                fresh: bool = False, note: str = "") -> None:
+    """CPU and wall time of `fmgauge weak-labels decide` at each m on TIME_CASES (the README's text example and the
+    shipped image datasets, 2 to 5 classes): the whole command (a fresh process: imports, reading files, the
+    decision; it imports fmgauge from PYTHONPATH, so a checkout of an older commit there measures that commit) and
+    decide() alone (in-process, after a warm-up call). Gold sets: the first m // K pool items of each class. The
+    run is stored under ``tag`` beside earlier runs (decide_timing.json), row by row: a run stopped and started
+    again with the same tag keeps its rows and measures the rest (``fresh``: drops them first). ``cases``: datasets
+    of TIME_CASES to measure; ``note``: a sentence stored with the run (what it measured, why it stopped)."""
     import resource
     import subprocess
     import sys
@@ -195,45 +209,87 @@ def time_decide(sizes: tuple[int, ...] = (20, 50, 100)) -> None:
     import pandas as pd
 
     from fmgauge.core.data import load_dataset
+    from fmgauge.weaklabels.decide_files import decide_from_files
     from fmgauge.weaklabels.labelers import parse_labeler, run_labeler
 
-    ds = load_dataset("medical-abstracts-neoplasms")
-    pool = ds.split("train")
-    out = run_labeler(parse_labeler(LABELERS[("medical-abstracts-neoplasms", "minilm-l6")]), ds, "train")
-    rows = []
+    runs = [r for r in timing_runs() if not (fresh and r["tag"] == tag)]
+    run = next((r for r in runs if r["tag"] == tag), None)
+    if run is None:
+        run = {"tag": tag, "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+               "pythonpath": os.environ.get("PYTHONPATH", ""), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+               "rows": []}
+        runs.append(run)
+    if note:
+        run["note"] = note
+    rows = run["rows"]
     with tempfile.TemporaryDirectory() as tmp:
-        lab = Path(tmp) / "outputs.csv"
-        pd.DataFrame({"id": out.ids, "label": [ds.class_names[k] for k in out.labels],
-                      **{f"p_{c}": out.probs[:, k] for k, c in enumerate(ds.class_names)}}).to_csv(lab, index=False)
-        for m in sizes:
-            gold = pd.DataFrame({"id": pool.ids, "label": [ds.class_names[k] for k in pool.y]})
-            gold = gold.groupby("label").head(m // 2)
-            gpath = Path(tmp) / f"gold{m}.csv"
-            gold.to_csv(gpath, index=False)
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            load0, t0 = os.getloadavg()[0], time.time()
-            proc = subprocess.run([sys.executable, "-m", "fmgauge", "weak-labels", "decide", "--gold", str(gpath),
-                                   "--labeler-outputs", str(lab), "--dataset", "medical-abstracts-neoplasms",
-                                   "--split", "train", "--representation", "embed:minilm-l6", "--json",
-                                   str(Path(tmp) / "d.json")], capture_output=True, text=True)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            if proc.returncode:
-                raise SystemExit(proc.stderr)
-            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            wall = time.time() - t0
-            d = json.loads((Path(tmp) / "d.json").read_text())
-            from fmgauge.weaklabels.decide_files import decide_from_files
+        for dataset, representation, lab_name, spec in TIME_CASES:
+            if cases and dataset not in cases:
+                continue
+            ds = load_dataset(dataset)
+            pool = ds.split("train")
+            out = run_labeler(parse_labeler(spec), ds, "train")
+            lab = Path(tmp) / f"{dataset}-outputs.csv"
+            pd.DataFrame({"id": out.ids, "label": [ds.class_names[k] for k in out.labels],
+                          **{f"p_{c}": out.probs[:, k] for k, c in enumerate(ds.class_names)}}).to_csv(lab, index=False)
+            for m in sizes:
+                gold = pd.DataFrame({"id": pool.ids, "label": [ds.class_names[k] for k in pool.y]})
+                gold = gold.groupby("label").head(m // ds.n_classes)
+                if any(r["dataset"] == dataset and r["m"] == len(gold) for r in rows):
+                    continue
+                gpath = Path(tmp) / f"{dataset}-gold{m}.csv"
+                gold.to_csv(gpath, index=False)
+                options = dict(dataset=dataset, split="train", representation=representation)
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                load0, t0 = os.getloadavg()[0], time.time()
+                proc = subprocess.run([sys.executable, "-m", "fmgauge", "weak-labels", "decide", "--gold", str(gpath),
+                                       "--labeler-outputs", str(lab), "--dataset", dataset, "--split", "train",
+                                       "--representation", representation, "--json", str(Path(tmp) / "d.json")],
+                                      capture_output=True, text=True)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if proc.returncode:
+                    raise SystemExit(proc.stderr)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                wall = time.time() - t0
+                d = json.loads((Path(tmp) / "d.json").read_text())
+                decide_from_files(gpath, lab, **options)  # warm: files, features, imports
+                c0, w0 = time.process_time(), time.time()
+                decide_from_files(gpath, lab, **options)
+                rows.append({"dataset": dataset, "representation": representation, "labeler": lab_name,
+                             "classes": ds.n_classes, "m": len(gold), "command_cpu": cpu, "command_wall": wall,
+                             "decide_cpu": time.process_time() - c0, "decide_wall": time.time() - w0,
+                             "load": [load0, os.getloadavg()[0]], "verdict": d["verdict"], "choice": d["choice"]})
+                print(rows[-1], flush=True)
+                TIMING.write_text(json.dumps({"runs": runs}, indent=1))
 
-            decide_from_files(gpath, lab, dataset="medical-abstracts-neoplasms", split="train",
-                              representation="embed:minilm-l6")  # warm: files, embeddings, imports
-            c0, w0 = time.process_time(), time.time()
-            decide_from_files(gpath, lab, dataset="medical-abstracts-neoplasms", split="train",
-                              representation="embed:minilm-l6")
-            rows.append({"m": m, "command_cpu": cpu, "command_wall": wall, "decide_cpu": time.process_time() - c0,
-                         "decide_wall": time.time() - w0, "load": [load0, os.getloadavg()[0]],
-                         "verdict": d["verdict"], "choice": d["choice"], "summary": d["summary"]})
-            print(rows[-1], flush=True)
-    TIMING.write_text(json.dumps({"date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "rows": rows}, indent=1))
+
+def timing_runs() -> list[dict]:
+    """The stored timing runs (decide_timing.json); a file from before runs were tagged is one run of the text
+    example, tagged by its date."""
+    if not TIMING.exists():
+        return []
+    t = json.loads(TIMING.read_text())
+    if "runs" in t:
+        return t["runs"]
+    rows = [{"dataset": "medical-abstracts-neoplasms", "representation": "embed:minilm-l6", "labeler": "minilm-l6",
+             "classes": 2, **r} for r in t["rows"]]
+    return [{"tag": t["date"], "date": t["date"], "pythonpath": "", "omp_num_threads": "1", "rows": rows}]
+
+
+def budget_lines(run: dict, budget: float = 5.0) -> list[str]:
+    """Issue 23's budget (decide at m ≤ 100 under 5 s on 2 cores) read off one timing run: per dataset the largest
+    wall time of the decision alone, and what the whole command adds (starting Python, imports, reading the data)."""
+    worst: dict[str, float] = {}
+    for r in run["rows"]:
+        if r["m"] <= 100:
+            worst[r["dataset"]] = max(worst.get(r["dataset"], 0.0), r["decide_wall"])
+    within = [f"{d} (≤ {w:.1f} s)" for d, w in worst.items() if w < budget]
+    over = [f"{d} (up to {w:.1f} s)" for d, w in worst.items() if w >= budget]
+    extra = float(np.median([r["command_wall"] - r["decide_wall"] for r in run["rows"]]))
+    return [f"In `{run['tag']}` the decision alone stays under {budget:g} s of wall time at every m ≤ 100 on "
+            + (", ".join(within) or "no dataset") + (f"; not on {', '.join(over)}" if over else "")
+            + f". The whole command adds a median {extra:.1f} s to it: starting Python, importing torch, "
+            "scikit-learn and pandas, and reading the data and the labeler's file."]
 
 
 def render_part() -> str:
@@ -285,23 +341,37 @@ def render_part() -> str:
         lines.append("")
     if RESULTS.exists():
         lines += [render(), ""]
-    if TIMING.exists():
-        t = json.loads(TIMING.read_text())
+    runs = timing_runs()
+    if runs:
         lines += ["### decide's cost", "",
-                  "Command: `OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_sample_gold.py "
-                  f"--time` ({t['date']}): the README's example (`weak-labels decide --dataset "
-                  "medical-abstracts-neoplasms --representation embed:minilm-l6`, the minilm-l6 labeler's outputs "
-                  "on the 2,021-abstract pool, m/2 gold labels per class) as a fresh process: CPU seconds (user + "
-                  "system, the process and its children) and wall seconds, and the decision alone (`decide_from_files` "
-                  "in-process after a warm-up call: reading the files and embeddings plus every rule), with the load "
-                  "average of the shared 2-core machine before and after: on a loaded machine the wall time "
-                  "measures the other work; the CPU time is the cost.", "",
-                  "| m | whole command: CPU s | wall s | decide() alone: CPU s | wall s | load average | verdict |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in t["rows"]:
-            lines.append(f"| {r['m']} | {r['command_cpu']:.1f} | {r['command_wall']:.1f} | {r['decide_cpu']:.1f} | "
-                         f"{r['decide_wall']:.1f} | {r['load'][0]:.1f} → {r['load'][1]:.1f} | "
-                         f"{r['choice']} ({r['verdict']}) |")
+                  "Command: `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_sample_gold.py --time [--tag T]`: "
+                  "`weak-labels decide` on the README's text example (`--dataset medical-abstracts-neoplasms "
+                  "--representation embed:minilm-l6`, the minilm-l6 labeler's outputs on the 2,021-abstract pool) and "
+                  "on the shipped image datasets (`--representation raw`, a simulated labeler's outputs on the train "
+                  "split), m // K gold labels per class: the whole command as a fresh process (CPU seconds: user + "
+                  "system of the process and its children; wall seconds) and the decision alone (`decide_from_files` "
+                  "in-process after a warm-up call: reading the files and features plus every rule), with the load "
+                  "average of the shared 2-core machine before and after (on a loaded machine the wall time measures "
+                  "the other work too). OMP_NUM_THREADS as given (unset: what a user runs).", ""]
+        cols = [r["tag"] for r in runs]
+        for r in runs:
+            lines.append(f"- `{r['tag']}`: {r['date']}, OMP_NUM_THREADS={r.get('omp_num_threads') or 'unset'}"
+                         + (f", PYTHONPATH={r['pythonpath']}" if r.get("pythonpath") else "")
+                         + (f". {r['note']}" if r.get("note") else ""))
+        lines += ["", "decide() alone, wall seconds (CPU seconds) per run (–: not measured in that run):", "",
+                  "| dataset | K | m | " + " | ".join(f"`{c}`" for c in cols) + " | whole command, last run: CPU s "
+                  "/ wall s | verdict (last run) |", "|---|---|---|" + "---|" * len(cols) + "---|---|"]
+        keys = sorted({(r["dataset"], r["classes"], r["m"]) for run in runs for r in run["rows"]},
+                      key=lambda k: (k[1], k[0], k[2]))
+        for key in keys:
+            at = [next((r for r in run["rows"] if (r["dataset"], r["classes"], r["m"]) == key), None) for run in runs]
+            last = next(r for r in reversed(at) if r is not None)
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(
+                "–" if r is None else f"{r['decide_wall']:.1f} ({r['decide_cpu']:.1f})" for r in at)
+                + f" | {last['command_cpu']:.1f} / {last['command_wall']:.1f} | {last['choice']} "
+                f"({last['verdict']}) |")
+        full = [r for r in runs if {x["dataset"] for x in r["rows"]} >= {c[0] for c in TIME_CASES}]
+        lines += ["", *budget_lines(full[-1])] if full else []
         lines.append("")
     if data:
         demo = {n: data[n] for n in ("demo-text", "demo") if n in data and data[n].get("rule_cpu")}
@@ -325,10 +395,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--m", type=int, default=20)
     ap.add_argument("--render-only", action="store_true")
-    ap.add_argument("--time", action="store_true", help="time decide on the README's example")
+    ap.add_argument("--time", action="store_true", help="time decide on the README's example and the image datasets")
+    ap.add_argument("--tag", default="current", help="with --time: the name the run is stored under")
+    ap.add_argument("--sizes", type=lambda v: tuple(int(x) for x in v.split(",")), default=(20, 50, 100),
+                    help="with --time: the gold-set sizes m")
+    ap.add_argument("--cases", type=lambda v: v.split(","), default=None,
+                    help=f"with --time: datasets of {[c[0] for c in TIME_CASES]}")
+    ap.add_argument("--fresh", action="store_true", help="with --time: measure the tag's rows again")
+    ap.add_argument("--note", default="", help="with --time: a sentence stored with the run")
     args = ap.parse_args()
     if args.time:
-        time_decide()
+        time_decide(args.sizes, tag=args.tag, cases=args.cases, fresh=args.fresh, note=args.note)
     elif not args.render_only:
         run(args)
     PART.write_text(render_part())

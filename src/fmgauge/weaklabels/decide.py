@@ -32,7 +32,7 @@ from fmgauge.weaklabels.gold_auc import (
     problems,
     weighted_aucs,
 )
-from fmgauge.weaklabels.proxy import PROXY_KINDS, Proxy, dense, proxy_student, standardiser
+from fmgauge.weaklabels.proxy import PROXY_KINDS, Proxy, dense, proxy_student, stack_rows, standardiser
 from fmgauge.weaklabels.rules import (
     crossover_verdict,
     interval_verdict,
@@ -50,7 +50,7 @@ __all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK"
 
 DEFAULT_PRIMARY = "delta-worth"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
 DEFAULT_FALLBACK: Fallback = "auto"  # ... an uncertain verdict: the lean from 5 rarer-class items, else the labeler
-RULES_VERSION = 7  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
+RULES_VERSION = 9  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
 
 
 @dataclass(frozen=True)
@@ -205,11 +205,13 @@ def decide(
                                 extrapolate_crossover(lc, est.value), fallback, ranks=ranks, min_class=rare)
     n_star, n_star_ci = None, None
     if pool is not None and any(r in POOL_RULES for r in wanted):
-        warm = student.warm_model(xp, pool_labels)
-        weak_only = student.fit_predict([xp], [pool_labels], xg, k, init=warm)[0]
+        both = student.coordinates(stack_rows(xp, xg))  # every pool fit trains on pool and gold rows, scores gold
+        zp, zg = both[:xp.shape[0]], both[xp.shape[0]:]
+        warm = student.warm_model(zp, pool_labels)
+        weak_only = student.fit_predict([zp], [pool_labels], zg, k, init=warm)[0]
         sides = {"weak-student": weak_only}
         if "cv-delta" in wanted or "delta-worth" in wanted:
-            sides["cv-delta"] = mixed_oof(student, xg, y, k, xp, pool_labels, n_repeats=pool_repeats, seed=seed,
+            sides["cv-delta"] = mixed_oof(student, zg, y, k, zp, pool_labels, n_repeats=pool_repeats, seed=seed,
                                           init=warm)
         bw = boot_weights(len(y), n_boot, seed, w, strata=None if w is None else labels)
         for rule, side in sides.items():

@@ -88,8 +88,9 @@ def leave_pair_out(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, *, max_p
     def compute() -> dict[str, np.ndarray]:
         c, i, j = choose_pairs(y, n_classes, max_pairs, seed)
         keep = [np.setdiff1d(np.arange(len(y)), [a, b]) for a, b in zip(i, j, strict=True)]
-        warm = proxy.warm_model(x, y)
-        probs = proxy.fit_predict([x[k] for k in keep], [y[k] for k in keep], x, n_classes, init=warm)  # (P, m, K)
+        z = proxy.coordinates(x)  # every fit trains and scores on rows of x
+        warm = proxy.warm_model(z, y)
+        probs = proxy.fit_predict([z[k] for k in keep], [y[k] for k in keep], z, n_classes, init=warm)  # (P, m, K)
         si, sj = probs[np.arange(len(c)), i, c], probs[np.arange(len(c)), j, c]
         return {"c": c, "i": i, "j": j, "hit": np.where(si > sj, 1.0, np.where(si == sj, 0.5, 0.0))}
 
@@ -97,7 +98,7 @@ def leave_pair_out(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, *, max_p
         arrays = compute()
     else:
         desc = {**cache, "proxy": proxy.cfg.model_dump(), "steps": proxy.steps, "max_pairs": max_pairs,
-                "seed": seed, "m": len(y), "what": "leave-pair-out", "version": 3}
+                "seed": seed, "m": len(y), "what": "leave-pair-out", "version": 4}
         arrays = cached_arrays("lpo", desc, compute)
     return PairOutcomes(arrays["c"], arrays["i"], arrays["j"], arrays["hit"])
 
@@ -112,8 +113,9 @@ def cv_pairs(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, *, n_repeats: 
     k = int(min(5, np.bincount(y, minlength=n_classes).min()))
     splits = list(RepeatedStratifiedKFold(n_splits=k, n_repeats=n_repeats, random_state=seed)
                   .split(np.zeros(len(y)), y))
-    warm = proxy.warm_model(x, y)
-    fits = proxy.fit_predict([x[tr] for tr, _ in splits], [y[tr] for tr, _ in splits], x, n_classes, init=warm)
+    z = proxy.coordinates(x)  # every fit trains and scores on rows of x
+    warm = proxy.warm_model(z, y)
+    fits = proxy.fit_predict([z[tr] for tr, _ in splits], [y[tr] for tr, _ in splits], z, n_classes, init=warm)
     oof = np.zeros((len(y), n_classes))
     for (_, te), p in zip(splits, fits, strict=True):
         oof[te] += p[te]
@@ -149,7 +151,7 @@ def gold_pairs(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, *, max_pairs
         arrays = compute()
     else:
         desc = {**cache, "proxy": proxy.cfg.model_dump(), "steps": proxy.steps, "seed": seed, "m": len(y),
-                "what": "cv-pairs", "version": 1, "max_pairs": CV_PAIRS}
+                "what": "cv-pairs", "version": 2, "max_pairs": CV_PAIRS}
         arrays = cached_arrays("lpo", desc, compute)
     return PairOutcomes(arrays["c"], arrays["i"], arrays["j"], arrays["hit"])
 

@@ -17,6 +17,12 @@ where an optimiser stopped: the AdamW ``logreg`` the rules used before estimated
 students' real test AUCs at m = 20–100 (issue 23). ``proxy`` picks another: ``logreg`` (the torch students' logistic
 regression, now also solved to convergence, L-BFGS at its C) or ``mlp`` (trained under the study's step budget),
 :mod:`fmgauge.weaklabels.training`.
+
+Cost. A decision makes 100–250 fits on subsets of the m gold items (leave-pair-out, learning curve) and a dozen on the
+pool plus gold folds. Every fit of such a group trains on rows of one matrix and scores rows of it, so a convex proxy
+solves it in the coordinates of the rows' span (:func:`row_span`: m dimensions instead of 2,352 pixels on RetinaMNIST)
+with the same answer, and with Newton-Cholesky when the weights are few (:meth:`Proxy.solver`); BLAS runs one thread
+per fit (these problems are too small for threads to pay). docs/benchmarks.md §12 "decide's cost" measures it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ DEFAULT_PROXY = {"kind": "sk-logreg", "c": 1.0}  # feature vectors (embeddings):
 SPARSE_PROXY = {"kind": "sk-logreg", "c": 10.0}  # sparse inputs (TF-IDF): the shipped TF-IDF students' strength
 IMAGE_PROXY = {"kind": "sk-logreg", "c": LOGREG_C}  # images (pixels): the shipped image logreg student's strength
 PROXY_KINDS = ("sk-logreg", "logreg", "mlp")
+NEWTON_MAX = 1024  # weights (features + 1 per one-vs-rest column) up to which a convex fit takes Newton steps ...
+NEWTON_WORK = 5e7  # ... while one step's Hessian, items × weights², stays this small (flops)
 
 
 def dense(x: Any) -> Any:
@@ -82,6 +90,25 @@ def proxy_student(x: Any, proxy: StudentConfig | dict | None) -> StudentConfig:
     return cfg
 
 
+def row_span(x: Any, *, tol: float = 1e-10, max_dense: int = 10_000_000) -> Any:
+    """(n, r) coordinates of the n rows of ``x`` (n, D) in an orthonormal basis of their span (r = rank ≤ n), or
+    ``x`` itself when that saves nothing (n ≥ D) or would mean densifying more than ``max_dense`` sparse entries.
+
+    An L2-penalised logistic regression with an unpenalised intercept, trained on any subset of these rows and
+    scored on any of them, gives the same scores in these coordinates as in the original ones: its optimal weights
+    are a combination of its training rows (the gradient of the loss is, and the penalty's is the weights
+    themselves: the representer theorem), and a rotation keeps every inner product and norm. The solver then works
+    on r ≤ n features instead of D — on 28 × 28 × 3 images with m = 50 gold items, 50 instead of 2,352.
+    """
+    n, d = x.shape
+    if n >= d or (hasattr(x, "toarray") and n * d > max_dense):
+        return x
+    dense_x = x.toarray() if hasattr(x, "toarray") else np.asarray(x, dtype=np.float64)
+    u, s, _ = np.linalg.svd(dense_x, full_matrices=False)
+    keep = s > tol * max(s[0], 1e-300)
+    return u[:, keep] * s[keep]
+
+
 def stack_rows(a: Any, b: Any) -> Any:
     """Rows of ``a`` then ``b`` (dense or sparse)."""
     if hasattr(a, "toarray"):
@@ -99,14 +126,38 @@ class Proxy:
     steps: int
     seed: int = 0
 
+    @property
+    def convex(self) -> bool:
+        """A convex proxy (sk-logreg): one optimum per training set, the same in any rotation of the inputs."""
+        return self.cfg.kind in CONVEX_STUDENTS
+
+    def coordinates(self, x: Any) -> Any:
+        """The inputs every fit of a group (trained on rows of ``x``, scored on rows of ``x``) should see: for a
+        convex proxy their coordinates in the span of the rows (:func:`row_span`: the same scores, a smaller
+        problem), else ``x`` as it is."""
+        return row_span(x) if self.convex else x
+
+    def solver(self, x: Any, n_classes: int) -> str:
+        """scikit-learn's solver for a convex fit on ``x`` (n, D): Newton-Cholesky while the weights are few and
+        the items too (≤ NEWTON_MAX weights, ≤ NEWTON_WORK flops per Hessian: the fits on the gold items in their row
+        span; 5 Newton steps, each an exact small solve, where L-BFGS takes 150–280 steps on standardised pixels at
+        C = 0.01 and stops 1e-3 short of the optimum in probability), else L-BFGS (the pool's fits: thousands of
+        items, for which a Hessian costs more than L-BFGS's whole run). One optimum either way."""
+        n_weights = (x.shape[1] + 1) * (1 if n_classes == 2 else n_classes)
+        small = n_weights <= NEWTON_MAX and x.shape[0] * n_weights ** 2 <= NEWTON_WORK
+        return "newton-cholesky" if small and not hasattr(x, "toarray") else "lbfgs"
+
     def warm_model(self, x: Any, y: np.ndarray) -> Any:
         """Convex students: the fitted solution on (``x``, ``y``), to warm-start fits on nearly the same set (the
         optimum is unique, so this only saves solver iterations); None for torch students or a single class."""
-        if self.cfg.kind not in CONVEX_STUDENTS or len(np.unique(y)) < 2:
+        if not self.convex or len(np.unique(y)) < 2:
             return None
         from sklearn.linear_model import LogisticRegression
+        from threadpoolctl import threadpool_limits
 
-        return LogisticRegression(C=self.cfg.c, max_iter=2000).fit(x, y)
+        with threadpool_limits(1):
+            return LogisticRegression(C=self.cfg.c, max_iter=2000,
+                                      solver=self.solver(x, len(np.unique(y)))).fit(x, y)
 
     def fit_predict(self, xs: list[Any], ys: list[np.ndarray], x_test: Any, n_classes: int, *,
                     init: Any = None) -> np.ndarray:
@@ -117,10 +168,13 @@ class Proxy:
         fit j is initialised with seed (seed, j)).
         """
         out = np.zeros((len(xs), x_test.shape[0], n_classes))
-        if self.cfg.kind in CONVEX_STUDENTS:
-            for j, (x, y) in enumerate(zip(xs, ys, strict=True)):
-                out[j] = fit_predict_convex(self.cfg, x, np.arange(x.shape[0])[None], y[None], x_test,
-                                            n_classes, init=init)[0]
+        if self.convex:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(1):  # many small solves: threaded BLAS only adds overhead (2-3x the CPU time)
+                for j, (x, y) in enumerate(zip(xs, ys, strict=True)):
+                    out[j] = fit_predict_convex(self.cfg, x, np.arange(x.shape[0])[None], y[None], x_test,
+                                                n_classes, init=init, solver=self.solver(x, n_classes))[0]
             return out
         n = max(x.shape[0] for x in xs)
         xt = np.zeros((len(xs), n, *xs[0].shape[1:]), dtype=np.float32)

@@ -311,15 +311,15 @@ def convex_inputs(x_pool: Any, x_test: Any) -> tuple[Any, Any]:
 
 def fit_predict_convex(
     cfg: StudentConfig, x_pool: Any, idx: np.ndarray, y_train: np.ndarray, x_test: Any, n_classes: int, *,
-    init: Any = None,
+    init: Any = None, solver: str = "lbfgs",
 ) -> np.ndarray:
     """Convex students (``sk-logreg``): one L2 logistic regression per seed, solved to convergence (lbfgs).
 
     ``x_pool`` (N_pool, D) dense or sparse, or images (N_pool, C, H, W) (standardised by :func:`convex_inputs`);
     ``idx`` (S, N) rows of each seed's training set; ``y_train`` (S, N); ``x_test`` like ``x_pool``. A seed changes
     only the training set (the optimum does not depend on an init, so ``init`` — a fitted LogisticRegression on
-    the same classes — only warm-starts the solver). A training set missing some class gets probability 0 for it.
-    Returns (S, M, K) float32 probabilities.
+    the same classes — only warm-starts the solver; ``solver`` — scikit-learn's — only changes how it is reached).
+    A training set missing some class gets probability 0 for it. Returns (S, M, K) float32 probabilities.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -335,7 +335,7 @@ def fit_predict_convex(
         if len(present) == 1:
             out[r, :, present[0]] = 1.0
             continue
-        clf = LogisticRegression(C=cfg.c, max_iter=2000, warm_start=init is not None)
+        clf = LogisticRegression(C=cfg.c, max_iter=2000, warm_start=init is not None, solver=solver)
         if init is not None and np.array_equal(init.classes_, present):
             clf.coef_, clf.intercept_ = init.coef_.copy(), init.intercept_.copy()
         clf.fit(x_pool[idx[r]], y_train[r])
