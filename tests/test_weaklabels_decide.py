@@ -430,3 +430,16 @@ def test_delta_worth_leans_gold_only_for_a_labeler_shown_no_better_than_chance()
     assert worth_verdict(("gold-only", "gold-only"), -0.4) == ("gold-only", "gold-only", True)
     assert worth_verdict(("use-weak-labels", "use-weak-labels"), 0.4) == ("use-weak-labels", "use-weak-labels", False)
     assert worth_verdict(("uncertain", "use-weak-labels"), float("nan"))[1] == "use-weak-labels"  # unusable
+
+
+def test_decide_imports_without_torch():
+    """decide and its proxy name students without building them: importing them must not import torch (about 2 s of
+    every `weak-labels decide`), and the package's entry points still resolve."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fmgauge.weaklabels.decide, fmgauge.weaklabels.proxy; assert 'torch' not in sys.modules; "
+            "import fmgauge.weaklabels as w; assert callable(w.decide) and w.Pool is not None; "
+            "assert 'torch' not in sys.modules; assert callable(w.calibrate) and w.StudyConfig.__name__ == 'StudyConfig'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

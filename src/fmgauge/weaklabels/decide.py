@@ -43,7 +43,7 @@ from fmgauge.weaklabels.rules import (
     ranks_bar,
     worth_verdict,
 )
-from fmgauge.weaklabels.students import StudentConfig, budget_steps
+from fmgauge.weaklabels.student_config import StudentConfig, budget_steps
 from fmgauge.weaklabels.verdicts import FALLBACKS, POOL_RULES, RULES, Decision, Fallback, Lean, RuleVerdict
 
 __all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK", "RULES_VERSION", "PROXY_KINDS"]

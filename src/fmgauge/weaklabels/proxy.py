@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from fmgauge.core.validation import FmgaugeError
-from fmgauge.weaklabels.students import CONVEX_STUDENTS, LOGREG_C, StudentConfig
-from fmgauge.weaklabels.training import fit_predict_convex, train_predict
+from fmgauge.weaklabels.convex import fit_predict_convex
+from fmgauge.weaklabels.student_config import CONVEX_STUDENTS, LOGREG_C, StudentConfig
 
 DEFAULT_PROXY = {"kind": "sk-logreg", "c": 1.0}  # feature vectors (embeddings): converged L2 logistic regression
 SPARSE_PROXY = {"kind": "sk-logreg", "c": 10.0}  # sparse inputs (TF-IDF): the shipped TF-IDF students' strength
@@ -176,6 +176,8 @@ class Proxy:
                     out[j] = fit_predict_convex(self.cfg, x, np.arange(x.shape[0])[None], y[None], x_test,
                                                 n_classes, init=init, solver=self.solver(x, n_classes))[0]
             return out
+        from fmgauge.weaklabels.training import train_predict  # torch: only for torch proxies
+
         n = max(x.shape[0] for x in xs)
         xt = np.zeros((len(xs), n, *xs[0].shape[1:]), dtype=np.float32)
         yt = np.zeros((len(xs), n), dtype=np.int64)

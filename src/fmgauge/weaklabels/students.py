@@ -16,74 +16,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from fmgauge.core.registry import Registry
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.seedbatch import Residual
-
-LOGREG_C = 0.01  # logreg's default C on images scaled to [-2, 2] (docs/weak-labels.md, "Students")
-
-
-class StudentConfig(BaseModel):
-    """One student architecture and its training recipe."""
-
-    model_config = ConfigDict(extra="forbid")
-    kind: str = Field(..., description="architecture family: a registered student (logreg, mlp, cnn, resnet, "
-                      "sk-logreg)")
-    name: str = Field("", description="display name (default: [features-]kind[-w<width>])")
-    features: str = Field("raw", description="input representation: raw | tfidf | embed:<model> "
-                          "(see weaklabels.features; tfidf and embed apply to text datasets)")
-    width: int = Field(32, ge=1, description="mlp: hidden units; cnn/resnet: channels of the first stage")
-    epochs: float = Field(8.0, gt=0, description="training budget in passes over the study's pool (the largest "
-                          "training set): every condition and gold-set size runs the same ceil(epochs·N_pool/"
-                          "batch_size) optimizer steps (budget_steps below)")
-    steps: int | None = Field(None, ge=1, description="explicit budget in optimizer steps for every condition "
-                              "(overrides epochs)")
-    min_steps: int = Field(60, ge=1, description="lower bound on the budget in optimizer steps")
-    batch_size: int = Field(128, ge=1, description="minibatch size (capped at the training-set size)")
-    lr: float = Field(3e-3, gt=0, description="AdamW peak learning rate")
-    schedule: Literal["cosine", "constant"] = Field("cosine", description="learning-rate schedule over the "
-                                                    "budget: cosine decay to 0 (a settled final model) or constant")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW decoupled weight decay")
-    c: float = Field(1.0, gt=0, description="logreg, sk-logreg: inverse L2 regularisation strength (scikit-learn's "
-                     "C: the penalty is ||W||^2/(2c) beside the summed cross-entropy); default 1.0, for logreg "
-                     f"{LOGREG_C} (students.LOGREG_C)")
-    model: str = Field("minilm-l6", description="finetune: the encoder to fine-tune (registered name or path)")
-    max_length: int = Field(128, ge=8, description="finetune: tokens per text (longer texts are truncated)")
-
-    @model_validator(mode="after")
-    def _kind_defaults(self) -> StudentConfig:
-        if self.kind == "logreg" and "c" not in self.model_fields_set:
-            self.c = LOGREG_C
-        return self
-
-    @field_validator("kind")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        STUDENTS.get(v)  # raises with the known kinds and near names
-        return v
-
-    @field_validator("features")
-    @classmethod
-    def _features(cls, v: str) -> str:
-        from fmgauge.weaklabels.features import check_features
-
-        return check_features(v)
-
-    def display_name(self) -> str:
-        if self.name:
-            return self.name
-        if self.kind == "finetune":
-            return f"{self.model}-finetune"
-        base = self.kind if self.kind in ("logreg", "sk-logreg") else f"{self.kind}-w{self.width}"
-        feats = self.features.removeprefix("embed:")
-        return base if self.features == "raw" else f"{feats}-{base}"
-
+from fmgauge.weaklabels.student_config import (  # noqa: F401 - the configs, re-exported where they always were
+    BUILTIN_KINDS,
+    CONVEX_STUDENTS,
+    LOGREG_C,
+    SOLVED_STUDENTS,
+    TEXT_STUDENTS,
+    StudentConfig,
+    budget_steps,
+)
 
 ModelFactory = Callable[[StudentConfig, tuple[int, int, int], int], nn.Module]
 STUDENTS: Registry[ModelFactory] = Registry("student")
@@ -100,9 +48,6 @@ def _logreg(cfg: StudentConfig, shape: tuple[int, int, int], k: int) -> nn.Modul
     return nn.Sequential(nn.Flatten(), lin)
 
 
-SOLVED_STUDENTS = ("logreg",)  # torch students fit to convergence (no step budget, no minibatches, no ELR)
-
-
 @STUDENTS.register("mlp")
 def _mlp(cfg: StudentConfig, shape: tuple[int, int, int], k: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), cfg.width), nn.ReLU(), nn.Linear(cfg.width, k))
@@ -116,9 +61,6 @@ def _sk_logreg(cfg: StudentConfig, shape: tuple[int, int, int], k: int) -> nn.Mo
     return nn.Linear(math.prod(shape), k)
 
 
-CONVEX_STUDENTS = ("sk-logreg",)
-
-
 @STUDENTS.register("finetune")
 def _finetune(cfg: StudentConfig, shape: tuple[int, ...], k: int) -> nn.Module:
     """A pretrained encoder + fresh classification head, fine-tuned by
@@ -126,9 +68,6 @@ def _finetune(cfg: StudentConfig, shape: tuple[int, ...], k: int) -> nn.Module:
     from fmgauge.core.text_models import load_text_model
 
     return load_text_model(cfg.model, "sequence-classification", device="cpu", num_labels=k).model
-
-
-TEXT_STUDENTS = ("finetune",)
 
 
 def _image_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -188,15 +127,3 @@ def build(cfg: StudentConfig, shape: tuple[int, int, int], n_classes: int, seed:
 
 def n_params(cfg: StudentConfig, shape: tuple[int, int, int], n_classes: int) -> int:
     return sum(p.numel() for p in build(cfg, shape, n_classes, 0).parameters())
-
-
-def budget_steps(cfg: StudentConfig, n_ref: int) -> int:
-    """Optimizer steps every condition of ``cfg`` runs: ``cfg.steps``, else max(min_steps, ceil(epochs·n_ref/B)).
-
-    ``n_ref``: the reference training-set size, the study's pool (so the budget does not depend on the condition).
-    """
-    if cfg.steps is not None:
-        return int(cfg.steps)
-    if n_ref < 1:
-        raise FmgaugeError(f"budget_steps: the reference training-set size must be >= 1, got {n_ref}.")
-    return max(cfg.min_steps, math.ceil(cfg.epochs * n_ref / min(cfg.batch_size, n_ref)))
