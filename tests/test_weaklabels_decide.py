@@ -443,3 +443,12 @@ def test_decide_imports_without_torch():
             "assert 'torch' not in sys.modules; assert callable(w.calibrate) and w.StudyConfig.__name__ == 'StudyConfig'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_builtin_student_kinds_are_the_registered_ones():
+    """StudentConfig accepts the built-in kinds without importing the torch modules that build them: the list it
+    reads must be exactly what students.py registers."""
+    from fmgauge.weaklabels.student_config import BUILTIN_KINDS
+    from fmgauge.weaklabels.students import STUDENTS
+
+    assert sorted(BUILTIN_KINDS) == STUDENTS.names()

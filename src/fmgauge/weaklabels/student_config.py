@@ -5,13 +5,16 @@ does not import torch.
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fmgauge.core.registry import Registry
 from fmgauge.core.validation import FmgaugeError
 
+STUDENTS: Registry = Registry("student")  # kind -> model factory; students.py registers the built-in ones
 BUILTIN_KINDS = ("logreg", "mlp", "sk-logreg", "finetune", "cnn", "resnet")  # registered in students.py
 SOLVED_STUDENTS = ("logreg",)  # torch students fit to convergence (no step budget, no minibatches, no ELR)
 CONVEX_STUDENTS = ("sk-logreg",)  # fit by scikit-learn (training.fit_predict_convex)
@@ -55,10 +58,11 @@ class StudentConfig(BaseModel):
     @field_validator("kind")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in BUILTIN_KINDS:  # a student registered elsewhere, or a typo: the registry says which
-            from fmgauge.weaklabels.students import STUDENTS
-
-            STUDENTS.get(v)  # raises with the known kinds and near names
+        known = sorted({*BUILTIN_KINDS, *STUDENTS.names()})  # the built-ins register when students.py is imported
+        if v not in known:
+            near = difflib.get_close_matches(v, known, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
+            raise FmgaugeError(f"unknown student {v!r}.{hint} Known: {', '.join(known)}.")
         return v
 
     @field_validator("features")

@@ -20,7 +20,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fmgauge.core.registry import Registry
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.seedbatch import Residual
 from fmgauge.weaklabels.student_config import (  # noqa: F401 - the configs, re-exported where they always were
@@ -28,13 +27,13 @@ from fmgauge.weaklabels.student_config import (  # noqa: F401 - the configs, re-
     CONVEX_STUDENTS,
     LOGREG_C,
     SOLVED_STUDENTS,
+    STUDENTS,
     TEXT_STUDENTS,
     StudentConfig,
     budget_steps,
 )
 
 ModelFactory = Callable[[StudentConfig, tuple[int, int, int], int], nn.Module]
-STUDENTS: Registry[ModelFactory] = Registry("student")
 
 
 @STUDENTS.register("logreg")
