@@ -286,10 +286,16 @@ def budget_lines(run: dict, budget: float = 5.0) -> list[str]:
     within = [f"{d} (≤ {w:.1f} s)" for d, w in worst.items() if w < budget]
     over = [f"{d} (up to {w:.1f} s)" for d, w in worst.items() if w >= budget]
     extra = float(np.median([r["command_wall"] - r["decide_wall"] for r in run["rows"]]))
+    command: dict[str, float] = {}
+    for r in run["rows"]:
+        if r["m"] <= 100:
+            command[r["dataset"]] = max(command.get(r["dataset"], 0.0), r["command_wall"])
     return [f"In `{run['tag']}` the decision alone stays under {budget:g} s of wall time at every m ≤ 100 on "
             + (", ".join(within) or "no dataset") + (f"; not on {', '.join(over)}" if over else "")
-            + f". The whole command adds a median {extra:.1f} s to it: starting Python, importing torch, "
-            "scikit-learn and pandas, and reading the data and the labeler's file."]
+            + f". The whole command adds a median {extra:.1f} s to it: starting Python, importing torch (the "
+            "labelers' package, which reads the labeler file, imports it), scikit-learn and pandas, and reading the "
+            "data and the labeler's file; its wall time at m ≤ 100, at most: "
+            + ", ".join(f"{d} {w:.1f} s" for d, w in command.items()) + "."]
 
 
 def render_part() -> str:
