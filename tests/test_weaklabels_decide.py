@@ -451,4 +451,5 @@ def test_builtin_student_kinds_are_the_registered_ones():
     from fmgauge.weaklabels.student_config import BUILTIN_KINDS
     from fmgauge.weaklabels.students import STUDENTS
 
-    assert sorted(BUILTIN_KINDS) == STUDENTS.names()
+    shipped = {n for n in STUDENTS.names() if STUDENTS.get(n).__module__ == "fmgauge.weaklabels.students"}
+    assert shipped == set(BUILTIN_KINDS)  # other tests may register their own students beside these
