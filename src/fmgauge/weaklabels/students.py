@@ -1,4 +1,6 @@
-"""Students: the classifiers trained on gold and/or weak labels, and their configs.
+"""Students: the torch modules of the classifiers trained on gold and/or weak labels (their configs, the registry
+and the budget rule live in :mod:`fmgauge.weaklabels.student_config`, re-exported here, so that naming a student does
+not import torch).
 
 Every torch student is a small module on images ``x`` (N, C, H, W) uint8 scaled to [-2, 2] (or on dense features
 (N, D)); :func:`build` makes one seed's module. How they are trained — the budget rule shared by every condition,
