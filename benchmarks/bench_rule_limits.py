@@ -149,6 +149,13 @@ def picked_better(c: pd.DataFrame, weak: np.ndarray) -> np.ndarray:
     return np.asarray(weak) == (c.delta > 0).to_numpy()
 
 
+def scored(c: pd.DataFrame) -> pd.DataFrame:
+    """``c`` with decide's default applied: ``weak`` (the side acted on), ``reg`` (its regret), ``right`` (it chose
+    the better side)."""
+    weak = acted(c, auto_fallback(c))
+    return c.assign(reg=cell_regret(c, weak), right=picked_better(c, weak), weak=weak)
+
+
 def excess(c: pd.DataFrame, weak: np.ndarray) -> pd.Series:
     """Per study: mean regret of the policy ``weak`` (n,) minus the mean regret of the better trivial policy."""
     reg = pd.DataFrame({"policy": cell_regret(c, weak), "gold": cell_regret(c, np.zeros(len(c), bool)),
@@ -309,11 +316,6 @@ def before_after(c: pd.DataFrame, old: pd.DataFrame, held_out: list[str], n_boot
     95% cluster-bootstrap interval over (study, seed), goal 3's share of the wide cells, and the worst study's
     excess over its better trivial policy, before and after."""
     cell = ["study", "labeler", "student", "n_gold", "seed"]
-
-    def scored(d: pd.DataFrame) -> pd.DataFrame:
-        weak = acted(d, auto_fallback(d))
-        return d.assign(reg=cell_regret(d, weak), right=picked_better(d, weak), weak=weak)
-
     new, was = scored(c), scored(old)
     m = was[[*cell, "reg", "right", "delta"]].merge(new[[*cell, "reg", "right"]], on=cell, suffixes=("_was", "_now"))
     rng = np.random.default_rng(0)
@@ -346,8 +348,7 @@ def same_answers(c: pd.DataFrame, old: pd.DataFrame) -> dict:
     the gold-only estimate and of the paired ΔAUC estimate, and the default's mean regret before and after."""
     cell = ["study", "labeler", "student", "n_gold", "seed"]
     cols = ["verdict", "gold_auc", "gap"]
-    was = old.assign(weak=acted(old, auto_fallback(old)), reg=lambda d: cell_regret(d, d.weak.to_numpy()))
-    now = c.assign(weak=acted(c, auto_fallback(c)), reg=lambda d: cell_regret(d, d.weak.to_numpy()))
+    was, now = scored(old), scored(c)
     m = was[[*cell, *cols, "weak", "reg"]].merge(now[[*cell, *cols, "weak", "reg"]], on=cell, suffixes=("_was", "_now"))
     out = {}
     for study, d in [*m.groupby("study"), ("all", m)]:

@@ -36,14 +36,17 @@ class Registry(Generic[T]):
         self._items[name] = obj
 
     def get(self, name: str) -> T:
-        try:
-            return self._items[name]
-        except KeyError:
-            near = difflib.get_close_matches(name, self._items, n=3, cutoff=0.5)
+        self.check(name)
+        return self._items[name]
+
+    def check(self, name: str, also: tuple[str, ...] = ()) -> None:
+        """Refuse a name that is neither registered nor in ``also`` (names known to register later), suggesting
+        near names."""
+        known = sorted({*self._items, *also})
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
-            raise FmgaugeError(
-                f"unknown {self.family} {name!r}.{hint} Known: {', '.join(sorted(self._items))}."
-            ) from None
+            raise FmgaugeError(f"unknown {self.family} {name!r}.{hint} Known: {', '.join(known)}.")
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

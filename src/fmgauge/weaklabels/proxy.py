@@ -150,14 +150,14 @@ class Proxy:
     def warm_model(self, x: Any, y: np.ndarray) -> Any:
         """Convex students: the fitted solution on (``x``, ``y``), to warm-start fits on nearly the same set (the
         optimum is unique, so this only saves solver iterations); None for torch students or a single class."""
-        if not self.convex or len(np.unique(y)) < 2:
+        n_classes = len(np.unique(y))
+        if not self.convex or n_classes < 2:
             return None
         from sklearn.linear_model import LogisticRegression
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):
-            return LogisticRegression(C=self.cfg.c, max_iter=2000,
-                                      solver=self.solver(x, len(np.unique(y)))).fit(x, y)
+            return LogisticRegression(C=self.cfg.c, max_iter=2000, solver=self.solver(x, n_classes)).fit(x, y)
 
     def fit_predict(self, xs: list[Any], ys: list[np.ndarray], x_test: Any, n_classes: int, *,
                     init: Any = None) -> np.ndarray:

@@ -5,7 +5,6 @@ does not import torch.
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Literal
 
@@ -58,11 +57,7 @@ class StudentConfig(BaseModel):
     @field_validator("kind")
     @classmethod
     def _known(cls, v: str) -> str:
-        known = sorted({*BUILTIN_KINDS, *STUDENTS.names()})  # the built-ins register when students.py is imported
-        if v not in known:
-            near = difflib.get_close_matches(v, known, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
-            raise FmgaugeError(f"unknown student {v!r}.{hint} Known: {', '.join(known)}.")
+        STUDENTS.check(v, also=BUILTIN_KINDS)  # the built-ins register when students.py is imported
         return v
 
     @field_validator("features")
