@@ -225,31 +225,34 @@ def test_the_default_proxy_follows_the_inputs():
     assert run(None) == run({"kind": "sk-logreg", "c": LOGREG_C}) != run({"kind": "sk-logreg", "c": 1.0})
 
 
-def test_row_span_coordinates_keep_inner_products_and_shrink_only_wide_inputs():
-    """(n, D) rows with n < D become (n, rank) coordinates with the same Gram matrix; n >= D, or sparse rows too
-    large to densify, come back as they are."""
+def test_principal_coordinates_keep_inner_products_with_orthogonal_columns():
+    """(n, D) rows become (n, rank) coordinates (n < D) or (n, D) ones (n >= D) with the same Gram matrix and
+    orthogonal columns; sparse rows too large to densify come back as they are."""
     import scipy.sparse as sp
 
-    from fmgauge.weaklabels.proxy import row_span
+    from fmgauge.weaklabels.proxy import principal_coordinates
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(12, 40))
     x[11] = x[0] + x[1]  # rank 11
-    z = row_span(x)
-    assert z.shape == (12, 11)
-    np.testing.assert_allclose(z @ z.T, x @ x.T, atol=1e-9)
-    tall = rng.normal(size=(50, 8))
-    assert row_span(tall) is tall
+    tall = rng.normal(size=(50, 8)) @ rng.normal(size=(8, 8))
+    for rows, width in ((x, 11), (tall, 8)):
+        z = principal_coordinates(rows)
+        assert z.shape == (len(rows), width)
+        np.testing.assert_allclose(z @ z.T, rows @ rows.T, atol=1e-9)
+        gram = z.T @ z
+        np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-8)
     wide = sp.random(30, 100, density=0.1, random_state=0, format="csr")
-    np.testing.assert_allclose(row_span(wide) @ row_span(wide).T, (wide @ wide.T).toarray(), atol=1e-9)
-    assert row_span(wide, max_dense=100) is wide
+    z = principal_coordinates(wide)
+    np.testing.assert_allclose(z @ z.T, (wide @ wide.T).toarray(), atol=1e-9)
+    assert principal_coordinates(wide, max_dense=100) is wide
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
-def test_convex_proxy_fits_in_row_span_coordinates_give_the_original_scores(n_classes):
-    """The representer theorem, checked: an L2 logistic regression trained on rows of x and scored on rows of x
-    gives the same probabilities on x (in 1,100 dimensions, L-BFGS) and on its (m, m) row-span coordinates (Newton):
-    the tightly solved optimum's, and nearer to it than L-BFGS gets in the original coordinates."""
+def test_convex_proxy_fits_give_the_optimum_in_principal_coordinates(n_classes):
+    """The representer theorem and the preconditioned solver, checked: an L2 logistic regression trained on rows of
+    x and scored on rows of x gives the tightly solved optimum's probabilities both on x (1,100 dimensions) and on
+    its (m, m) principal coordinates, warm-started or not, and nearer to it than scikit-learn's L-BFGS gets."""
     from sklearn.linear_model import LogisticRegression
 
     from fmgauge.weaklabels.proxy import Proxy
@@ -261,16 +264,36 @@ def test_convex_proxy_fits_in_row_span_coordinates_give_the_original_scores(n_cl
     x = rng.normal(size=(m, d)) + 0.3 * y[:, None] * rng.normal(size=d)
     proxy = Proxy(StudentConfig(kind="sk-logreg", c=0.01), 0)
     z = proxy.coordinates(x)
-    assert z.shape == (m, m) and proxy.solver(z, n_classes) == "newton-cholesky"
-    assert proxy.solver(x, n_classes) == "lbfgs"
+    assert z.shape == (m, m)
     keep = [np.setdiff1d(np.arange(m), [i, i + 1]) for i in range(0, 10, 2)]
     wide = proxy.fit_predict([x[k] for k in keep], [y[k] for k in keep], x, n_classes)
     small = proxy.fit_predict([z[k] for k in keep], [y[k] for k in keep], z, n_classes)
+    warm = proxy.fit_predict([z[k] for k in keep], [y[k] for k in keep], z, n_classes, init=proxy.warm_model(z, y))
     exact = np.stack([LogisticRegression(C=0.01, tol=1e-12, max_iter=100_000).fit(x[k], y[k]).predict_proba(x)
                       for k in keep])
-    assert np.abs(small - exact).max() < 1e-4  # Newton in m dimensions: at the optimum
-    assert np.abs(small - exact).max() <= np.abs(wide - exact).max() < 1e-2  # L-BFGS in D dimensions: its tolerance
+    sk = np.stack([LogisticRegression(C=0.01).fit(x[k], y[k]).predict_proba(x) for k in keep])
+    for got in (wide, small, warm):
+        assert np.abs(got - exact).max() < 1e-5
+    assert np.abs(small - exact).max() < np.abs(sk - exact).max()
     assert (small.argmax(-1) == exact.argmax(-1)).all()
+
+
+def test_preconditioned_logreg_handles_sparse_rows_and_missing_classes():
+    """logreg_fit on sparse rows gives the dense rows' optimum; a training set without class 1 of 3 gets a
+    two-class fit whose probability of class 1 is 0 everywhere."""
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    from fmgauge.weaklabels.convex import logreg_fit
+
+    rng = np.random.default_rng(2)
+    x = sp.random(60, 30, density=0.2, random_state=1, format="csr")
+    y = (np.asarray(x.sum(1)).ravel() > np.median(np.asarray(x.sum(1)))).astype(int)
+    exact = LogisticRegression(C=10, tol=1e-12, max_iter=100_000).fit(x.toarray(), y).predict_proba(x.toarray())
+    np.testing.assert_allclose(logreg_fit(x, y, 10.0).proba(x, 2), exact, atol=1e-5)
+    y3 = np.where(y == 1, 2, 0)
+    p = logreg_fit(x.toarray() + rng.normal(0, 0.01, x.shape), y3, 10.0).proba(x.toarray(), 3)
+    assert (p[:, 1] == 0).all() and np.allclose(p.sum(1), 1)
 
 
 def _weak_pool(n: int, sep: float, wrong: float, seed: int, *, systematic: bool = False, d: int = 20) -> Pool:

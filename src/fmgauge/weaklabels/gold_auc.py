@@ -98,7 +98,7 @@ def leave_pair_out(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, *, max_p
         arrays = compute()
     else:
         desc = {**cache, "proxy": proxy.cfg.model_dump(), "steps": proxy.steps, "max_pairs": max_pairs,
-                "seed": seed, "m": len(y), "what": "leave-pair-out", "version": 4}
+                "seed": seed, "m": len(y), "what": "leave-pair-out", "version": 5}
         arrays = cached_arrays("lpo", desc, compute)
     return PairOutcomes(arrays["c"], arrays["i"], arrays["j"], arrays["hit"])
 
@@ -151,7 +151,7 @@ def gold_pairs(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, *, max_pairs
         arrays = compute()
     else:
         desc = {**cache, "proxy": proxy.cfg.model_dump(), "steps": proxy.steps, "seed": seed, "m": len(y),
-                "what": "cv-pairs", "version": 2, "max_pairs": CV_PAIRS}
+                "what": "cv-pairs", "version": 3, "max_pairs": CV_PAIRS}
         arrays = cached_arrays("lpo", desc, compute)
     return PairOutcomes(arrays["c"], arrays["i"], arrays["j"], arrays["hit"])
 

@@ -6,7 +6,8 @@ are used as given — as the sweep's ``sk-logreg`` students use them (standardis
 what an L2 strength means: the leave-pair-out estimate at m = 100 then lands 0.04 below the students' realised test
 AUC on Medical Abstracts instead of 0.005).
 
-Default proxy: ``sk-logreg`` — L2 logistic regression solved to convergence by scikit-learn (L-BFGS), ``c`` = 1
+Default proxy: ``sk-logreg`` — L2 logistic regression solved to convergence (scikit-learn's objective,
+:func:`fmgauge.weaklabels.convex.logreg_fit`), ``c`` = 1
 on feature vectors (sentence embeddings) and 10 on sparse TF-IDF (the shipped text students' strengths), and
 ``LOGREG_C`` = 0.01 on images (the shipped image ``logreg`` student's strength). On pixels C = 1 is a poor stand-in
 for the image students: trained with and without the weak labels on the suite's image gold sets, its realised gain
@@ -20,8 +21,9 @@ regression, now also solved to convergence, L-BFGS at its C) or ``mlp`` (trained
 
 Cost. A decision makes 100–250 fits on subsets of the m gold items (leave-pair-out, learning curve) and a dozen on the
 pool plus gold folds. Every fit of such a group trains on rows of one matrix and scores rows of it, so a convex proxy
-solves it in the coordinates of the rows' span (:func:`row_span`: m dimensions instead of 2,352 pixels on RetinaMNIST)
-with the same answer, and with Newton-Cholesky when the weights are few (:meth:`Proxy.solver`); BLAS runs one thread
+solves it in the rows' principal coordinates (:func:`principal_coordinates`: m dimensions instead of 2,352 pixels on
+RetinaMNIST; orthogonal columns) with the same answer, by L-BFGS with a diagonal preconditioner that makes the
+problem's Hessian about the identity there (about 20 steps where plain L-BFGS takes 150–280); BLAS runs one thread
 per fit (these problems are too small for threads to pay). docs/benchmarks.md §12 "decide's cost" measures it.
 """
 
@@ -33,15 +35,13 @@ from typing import Any
 import numpy as np
 
 from fmgauge.core.validation import FmgaugeError
-from fmgauge.weaklabels.convex import fit_predict_convex
+from fmgauge.weaklabels.convex import LogregFit, logreg_fit
 from fmgauge.weaklabels.student_config import CONVEX_STUDENTS, LOGREG_C, StudentConfig
 
 DEFAULT_PROXY = {"kind": "sk-logreg", "c": 1.0}  # feature vectors (embeddings): converged L2 logistic regression
 SPARSE_PROXY = {"kind": "sk-logreg", "c": 10.0}  # sparse inputs (TF-IDF): the shipped TF-IDF students' strength
 IMAGE_PROXY = {"kind": "sk-logreg", "c": LOGREG_C}  # images (pixels): the shipped image logreg student's strength
 PROXY_KINDS = ("sk-logreg", "logreg", "mlp")
-NEWTON_MAX = 1024  # weights (features + 1 per one-vs-rest column) up to which a convex fit takes Newton steps ...
-NEWTON_WORK = 5e7  # ... while one step's Hessian, items × weights², stays this small (flops)
 
 
 def dense(x: Any) -> Any:
@@ -90,23 +90,29 @@ def proxy_student(x: Any, proxy: StudentConfig | dict | None) -> StudentConfig:
     return cfg
 
 
-def row_span(x: Any, *, tol: float = 1e-10, max_dense: int = 10_000_000) -> Any:
-    """(n, r) coordinates of the n rows of ``x`` (n, D) in an orthonormal basis of their span (r = rank ≤ n), or
-    ``x`` itself when that saves nothing (n ≥ D) or would mean densifying more than ``max_dense`` sparse entries.
+def principal_coordinates(x: Any, *, rel_tol: float = 1e-6, max_dense: int = 10_000_000) -> Any:
+    """(n, r) coordinates of the n rows of ``x`` (n, D) along the principal axes of their span: orthogonal columns
+    whose norms are the singular values of ``x``. n < D: r is the rank (singular values above ``rel_tol`` times the
+    largest; what is dropped moves no inner product by more than rel_tol² of the largest), the rows' span; n ≥ D: r =
+    D, a rotation. Both come from the eigenvectors of the smaller Gram matrix (4× faster than an SVD of RetinaMNIST's
+    1,080 × 2,352 pool). Sparse rows that would mean densifying more than ``max_dense`` entries come back as they are.
 
     An L2-penalised logistic regression with an unpenalised intercept, trained on any subset of these rows and
     scored on any of them, gives the same scores in these coordinates as in the original ones: its optimal weights
     are a combination of its training rows (the gradient of the loss is, and the penalty's is the weights
     themselves: the representer theorem), and a rotation keeps every inner product and norm. The solver then works
-    on r ≤ n features instead of D — on 28 × 28 × 3 images with m = 50 gold items, 50 instead of 2,352.
+    on r ≤ n features instead of D — on 28 × 28 × 3 images with m = 50 gold items, 50 instead of 2,352 — and, the
+    columns being orthogonal, with a diagonal preconditioner that fits (:func:`fmgauge.weaklabels.convex.logreg_fit`).
     """
     n, d = x.shape
-    if n >= d or (hasattr(x, "toarray") and n * d > max_dense):
+    if hasattr(x, "toarray") and n * d > max_dense:
         return x
     dense_x = x.toarray() if hasattr(x, "toarray") else np.asarray(x, dtype=np.float64)
-    u, s, _ = np.linalg.svd(dense_x, full_matrices=False)
-    keep = s > tol * max(s[0], 1e-300)
-    return u[:, keep] * s[keep]
+    if n >= d:
+        return dense_x @ np.linalg.eigh(dense_x.T @ dense_x)[1]
+    power, axes = np.linalg.eigh(dense_x @ dense_x.T)  # squared singular values, ascending; left singular vectors
+    keep = power > rel_tol ** 2 * max(power[-1], 1e-300)
+    return axes[:, keep][:, ::-1] * np.sqrt(power[keep][::-1])
 
 
 def stack_rows(a: Any, b: Any) -> Any:
@@ -133,37 +139,26 @@ class Proxy:
 
     def coordinates(self, x: Any) -> Any:
         """The inputs every fit of a group (trained on rows of ``x``, scored on rows of ``x``) should see: for a
-        convex proxy their coordinates in the span of the rows (:func:`row_span`: the same scores, a smaller
-        problem), else ``x`` as it is."""
-        return row_span(x) if self.convex else x
+        convex proxy their principal coordinates (:func:`principal_coordinates`: the same scores, a smaller and
+        better conditioned problem), else ``x`` as it is."""
+        return principal_coordinates(x) if self.convex else x
 
-    def solver(self, x: Any, n_classes: int) -> str:
-        """scikit-learn's solver for a convex fit on ``x`` (n, D): Newton-Cholesky while the weights are few and
-        the items too (≤ NEWTON_MAX weights, ≤ NEWTON_WORK flops per Hessian: the fits on the gold items in their row
-        span; 5 Newton steps, each an exact small solve, where L-BFGS takes 150–280 steps on standardised pixels at
-        C = 0.01 and stops 1e-3 short of the optimum in probability), else L-BFGS (the pool's fits: thousands of
-        items, for which a Hessian costs more than L-BFGS's whole run). One optimum either way."""
-        n_weights = (x.shape[1] + 1) * (1 if n_classes == 2 else n_classes)
-        small = n_weights <= NEWTON_MAX and x.shape[0] * n_weights ** 2 <= NEWTON_WORK
-        return "newton-cholesky" if small and not hasattr(x, "toarray") else "lbfgs"
-
-    def warm_model(self, x: Any, y: np.ndarray) -> Any:
+    def warm_model(self, x: Any, y: np.ndarray) -> LogregFit | None:
         """Convex students: the fitted solution on (``x``, ``y``), to warm-start fits on nearly the same set (the
-        optimum is unique, so this only saves solver iterations); None for torch students or a single class."""
-        n_classes = len(np.unique(y))
-        if not self.convex or n_classes < 2:
+        optimum is unique, so this only saves solver steps); None for torch students or a single class."""
+        if not self.convex or len(np.unique(y)) < 2:
             return None
-        from sklearn.linear_model import LogisticRegression
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):
-            return LogisticRegression(C=self.cfg.c, max_iter=2000, solver=self.solver(x, n_classes)).fit(x, y)
+            return logreg_fit(x, y, self.cfg.c)
 
     def fit_predict(self, xs: list[Any], ys: list[np.ndarray], x_test: Any, n_classes: int, *,
-                    init: Any = None) -> np.ndarray:
+                    init: LogregFit | None = None) -> np.ndarray:
         """(S, M, K) probabilities on the shared ``x_test`` of S fits, fit j on (``xs[j]``, ``ys[j]``).
 
-        Convex students fit one after another, warm-started from ``init`` (:meth:`warm_model`) when given; torch
+        Convex students fit one after another (:func:`fmgauge.weaklabels.convex.logreg_fit`), warm-started from
+        ``init`` (:meth:`warm_model`) when given; a training set of one class gives that class probability 1. Torch
         students train all S fits as one seed-batched run (training sets padded to one size with rows of weight 0;
         fit j is initialised with seed (seed, j)).
         """
@@ -173,8 +168,11 @@ class Proxy:
 
             with threadpool_limits(1):  # many small solves: threaded BLAS only adds overhead (2-3x the CPU time)
                 for j, (x, y) in enumerate(zip(xs, ys, strict=True)):
-                    out[j] = fit_predict_convex(self.cfg, x, np.arange(x.shape[0])[None], y[None], x_test,
-                                                n_classes, init=init, solver=self.solver(x, n_classes))[0]
+                    present = np.unique(y)
+                    if len(present) == 1:
+                        out[j, :, present[0]] = 1.0
+                    else:
+                        out[j] = logreg_fit(x, y, self.cfg.c, init=init).proba(x_test, n_classes)
             return out
         from fmgauge.weaklabels.training import train_predict  # torch: only for torch proxies
 
