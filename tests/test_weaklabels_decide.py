@@ -468,6 +468,91 @@ def test_decide_imports_without_torch():
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_the_cli_and_the_labeler_configs_import_without_torch():
+    """`weak-labels decide` reads its labeler file through the labelers package: importing the CLI, the package
+    and every labeler kind's config (the torch ones included) must not import torch."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import fmgauge.cli, fmgauge.weaklabels.decide_files, fmgauge.weaklabels.labelers.file
+from fmgauge.weaklabels.labelers import LABELERS, LabelerConfig, parse_labeler
+from pydantic import TypeAdapter
+assert parse_labeler({"kind": "simulated", "noise": "random", "accuracy": 0.8}).accuracy == 0.8
+configs = [{"kind": "simulated", "noise": "random", "accuracy": 0.8}, {"kind": "file", "path": "out.csv"},
+           {"kind": "open_clip"}, {"kind": "text-embedding"}, {"kind": "causal-lm", "dtype": "bfloat16"}]
+adapter = TypeAdapter(LabelerConfig)
+assert sorted(type(adapter.validate_python(c)).__name__ for c in configs) == sorted(
+    LABELERS.get(c["kind"]).config.__name__ for c in configs)
+assert set(LABELERS.names()) == {c["kind"] for c in configs}
+from fmgauge.core.models import check_device_dtype
+check_device_dtype(None, "float16")
+assert 'torch' not in sys.modules, 'torch imported'
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_weak_labels_decide_runs_without_torch(tmp_path, fmgauge_env, monkeypatch):
+    """The whole `weak-labels decide` run, on features, a feature-file dataset and a text dataset whose sentence
+    embeddings are cached, never imports torch (computing new embeddings may)."""
+    import json
+    import subprocess
+    import sys
+
+    import fmgauge.core.text_models as text_models
+    import fmgauge.weaklabels.text_embed as text_embed
+    from fmgauge.core.data import load_dataset
+    from fmgauge.weaklabels.features import EMBED_MAX_LENGTH
+
+    n, names = 60, np.array(["a", "b"])
+    x, y = gaussian(n, sep=1.5, d=8, seed=5)
+    ids = [f"train/{i}" for i in range(n)]
+    gold_ids = ids[:20]
+    pd.DataFrame({"id": gold_ids, "label": names[y[:20]]}).to_csv(tmp_path / "gold.csv", index=False)
+    p = labeler(y, 6)
+    pd.DataFrame({"id": ids, "p_a": p[:, 0], "p_b": p[:, 1]}).to_csv(tmp_path / "labeler.csv", index=False)
+    np.savez(tmp_path / "x.npz", ids=np.array(ids), features=x)
+    np.savez(tmp_path / "ds.npz", train_features=x.astype(np.float32), train_labels=y, class_names=names)
+    pd.DataFrame({"text": [f"text number {i} of class {names[c]}" for i, c in enumerate(y)], "label": names[y],
+                  "split": "train"}).to_csv(tmp_path / "texts.csv", index=False)
+    encoder = tmp_path / "encoder"  # a local model directory: resolved by path, never loaded on a cache hit
+    encoder.mkdir()
+    (encoder / "config.json").write_text("{}")
+
+    class Loaded:
+        model = tokenizer = device = None
+
+    texts = load_dataset(f"text:{tmp_path / 'texts.csv'}").split("train").x
+    monkeypatch.setattr(text_models, "load_text_model", lambda *a, **k: Loaded())
+    monkeypatch.setattr(text_embed, "mean_pooled", lambda *a, **k: np.c_[x[:, :4], np.ones((n, 4))].astype(
+        np.float32) / 3)
+    text_embed.embed_texts(str(encoder), texts, max_length=EMBED_MAX_LENGTH)  # fills the cache the run reads
+
+    common = ["--gold", str(tmp_path / "gold.csv"), "--labeler-outputs", str(tmp_path / "labeler.csv"),
+              "--max-pairs", "20", "--no-curve"]
+    runs = [["--features", str(tmp_path / "x.npz")],
+            ["--dataset", f"features:{tmp_path / 'ds.npz'}", "--split", "train"],
+            ["--dataset", f"text:{tmp_path / 'texts.csv'}", "--representation", f"embed:{encoder}"]]
+    code = f"""
+import json, sys
+from typer.testing import CliRunner
+from fmgauge.cli import app
+for i, args in enumerate({runs!r}):
+    out = {str(tmp_path)!r} + f"/decision{{i}}.json"
+    res = CliRunner().invoke(app, ["weak-labels", "decide", *{common!r}, *args, "--json", out])
+    assert res.exit_code == 0, (args, res.output, repr(res.exception))
+torch = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+assert not torch, torch[:5]
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for i in range(len(runs)):
+        d = json.loads((tmp_path / f"decision{i}.json").read_text())
+        assert d["verdict"] in ("use-weak-labels", "gold-only", "uncertain") and d["pool_size"] == n - 20
+
+
 def test_builtin_student_kinds_are_the_registered_ones():
     """StudentConfig accepts the built-in kinds without importing the torch modules that build them: the list it
     reads must be exactly what students.py registers."""

@@ -12,16 +12,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from pydantic import AfterValidator
 
 from fmgauge.core.registry import Registry
 from fmgauge.core.validation import FmgaugeError, check_choice
 
+if TYPE_CHECKING:
+    import torch
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:<index>", "mps")
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPE_NAMES = ("float32", "float16", "bfloat16")  # torch dtypes of the same names
 _DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -104,6 +106,8 @@ DeviceName = Annotated[str, AfterValidator(validate_device_name)]
 
 
 def _mps_available() -> bool:
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
 
@@ -114,6 +118,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     Raises :class:`FmgaugeError` when the requested device is not available on this machine.
     """
     validate_device_name(device)
+    import torch
+
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -146,13 +152,15 @@ def check_device_dtype(device: str | None, dtype: str | None = None, *,
             resolve_device(device)
         except FmgaugeError as e:
             raise FmgaugeError(f"{names[0]}: {e}") from None
-    if dtype is not None and dtype not in (*DTYPES, "auto"):
-        raise FmgaugeError(f"{names[1]} must be one of {', '.join([*DTYPES, 'auto'])}, got {dtype!r}.")
+    if dtype is not None and dtype not in (*DTYPE_NAMES, "auto"):
+        raise FmgaugeError(f"{names[1]} must be one of {', '.join([*DTYPE_NAMES, 'auto'])}, got {dtype!r}.")
 
 
 def resolve_dtype(name: str, device: torch.device | None = None) -> torch.dtype:
     """``float32|float16|bfloat16|auto`` -> ``torch.dtype``; auto is float16 on CUDA, float32 elsewhere."""
-    check_choice("dtype", name, [*DTYPES, "auto"])
+    check_choice("dtype", name, [*DTYPE_NAMES, "auto"])
+    import torch
+
     if name == "auto":
         return torch.float16 if device is not None and device.type == "cuda" else torch.float32
-    return DTYPES[name]
+    return getattr(torch, name)

@@ -17,14 +17,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fmgauge.core.datasets_base import offline
 from fmgauge.core.models import ModelSpec, resolve_model
 from fmgauge.core.progress import progress
 from fmgauge.core.validation import FmgaugeError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def import_open_clip():
@@ -60,6 +61,8 @@ def load_open_clip(model: str = "biomedclip", *, model_cfg: dict[str, Any] | Non
 
 def _from_cfg(oc, model_cfg: dict[str, Any], *, seed: int, context_length: int | None
               ) -> tuple[Any, Callable, Callable]:
+    import torch
+
     mc = copy.deepcopy(model_cfg)
     text_cfg = mc.get("text_cfg", {})
     custom_text = mc.pop("custom_text", False) or "hf_model_name" in text_cfg

@@ -20,15 +20,16 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from fmgauge.core.cache import cache_root
 from fmgauge.core.models import resolve_device, resolve_dtype
 from fmgauge.core.progress import progress
 from fmgauge.core.registry import Registry
 from fmgauge.core.validation import FmgaugeError, check_choice
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def _gguf_to_dir(spec: TextModelSpec) -> Path | None:
         fname = "gemma-3-270m-Q4_K_M.gguf"
         if not (folder / fname).exists():
             assemble(output_path=str(folder / fname))
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s from %s/%s (once; cached in %s)", spec.name, folder, fname, out)

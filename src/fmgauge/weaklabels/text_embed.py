@@ -20,12 +20,15 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from fmgauge.core.cache import cached_arrays
 from fmgauge.core.validation import FmgaugeError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ def torch_threads(n: int | None = None) -> Iterator[int]:
     OMP_NUM_THREADS=1; a model labelling thousands of texts once should use the whole machine, unless the machine
     is shared: with other jobs saturating the cores, 1 thread was 2x faster than 2 here (docs/bench-parts).
     """
+    import torch
+
     old = torch.get_num_threads()
     new = labelling_threads() if n is None else n
     torch.set_num_threads(new)
@@ -95,29 +100,31 @@ def model_identity(model: str) -> dict[str, str]:
     return {"model": model, "source": source}
 
 
-@torch.inference_mode()
 def mean_pooled(encoder, tokenizer, texts: list[str], *, max_length: int, batch_size: int,
                 device: torch.device, progress: str | None = None) -> np.ndarray:
     """(N, D) float32 unit-length mean-pooled embeddings of ``texts``, batched in order of token length."""
+    import torch
+
     from fmgauge.core.progress import track
 
-    enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
-    order = np.argsort([len(ids) for ids in enc], kind="stable")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    starts = range(0, len(texts), batch_size)
-    for s in track(starts, progress or "embedding", unit="batch", enabled=progress is not None):
-        idx = order[s:s + batch_size]
-        width = max(len(enc[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, i in enumerate(idx):
-            ids[r, :len(enc[i])] = torch.tensor(enc[i])
-            mask[r, :len(enc[i])] = 1
-        h = encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state.float()  # (B, L, D)
-        m = mask.to(device).unsqueeze(-1).float()  # (B, L, 1)
-        e = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, D)
-        out[idx] = torch.nn.functional.normalize(e, dim=-1).cpu().numpy()
+    with torch.inference_mode():
+        enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+        order = np.argsort([len(ids) for ids in enc], kind="stable")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
+        starts = range(0, len(texts), batch_size)
+        for s in track(starts, progress or "embedding", unit="batch", enabled=progress is not None):
+            idx = order[s:s + batch_size]
+            width = max(len(enc[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids[r, :len(enc[i])] = torch.tensor(enc[i])
+                mask[r, :len(enc[i])] = 1
+            h = encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state.float()  # (B, L, D)
+            m = mask.to(device).unsqueeze(-1).float()  # (B, L, 1)
+            e = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, D)
+            out[idx] = torch.nn.functional.normalize(e, dim=-1).cpu().numpy()
     return out
 
 

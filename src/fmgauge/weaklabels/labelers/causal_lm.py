@@ -31,10 +31,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from pydantic import Field, field_validator
 
 from fmgauge.core.cache import cached_arrays
@@ -44,6 +43,9 @@ from fmgauge.core.validation import FmgaugeError, check_template
 from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput
 from fmgauge.weaklabels.labelers.text import first_set, pool_classes, scored_classes, split_texts
 from fmgauge.weaklabels.text_embed import model_identity, texts_hash, torch_threads
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 # neutral prompts for any corpus (Medical Abstracts brings its own in its meta: "Here is the abstract of ...")
@@ -170,6 +172,8 @@ def encode_prompts(tokenizer, texts: list[str], before: str, after: str, *, max_
 # ----------------------------------------------------------------------------------------------------- scoring
 def _logprobs(model, h: torch.Tensor) -> torch.Tensor:
     """Log-softmax of the LM head on hidden states h (R, d) -> (R, V) float32 (with Gemma-2-style soft-capping)."""
+    import torch
+
     logits = model.get_output_embeddings()(h).float()
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
@@ -177,59 +181,63 @@ def _logprobs(model, h: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits, dim=-1)
 
 
-@torch.inference_mode()
 def score_batch(model, prompts: list[list[int]], verbalisers: list[list[int]], *, pad_id: int,
                 device: torch.device) -> torch.Tensor:
     """(B, M) float64 sum of log P(verbaliser m tokens | prompt b), with one prompt forward and a shared KV cache."""
-    b, m = len(prompts), len(verbalisers)
-    width = max(len(p) for p in prompts)
-    ids = torch.full((b, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((b, width), dtype=torch.long)
-    for r, p in enumerate(prompts):  # left padding: every prompt ends at column width - 1
-        ids[r, width - len(p):] = torch.tensor(p)
-        mask[r, width - len(p):] = 1
-    pos = (mask.cumsum(1) - 1).clamp(min=0)  # (B, L) positions 0.. from each prompt's first real token
-    base = model.base_model
-    out = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-               use_cache=True)
-    first = _logprobs(model, out.last_hidden_state[:, -1])  # (B, V) next-token log-probs after each prompt
-    scores = first[:, [v[0] for v in verbalisers]].double()  # (B, M)
-    t_max = max(len(v) for v in verbalisers)
-    if t_max == 1:
-        return scores.cpu()
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(m)  # row b*M + k holds prompt b's cache
-    cin = torch.full((m, t_max - 1), pad_id, dtype=torch.long)  # continuation inputs v_1..v_(T-1), right-padded
-    cmask = torch.zeros((m, t_max - 1), dtype=torch.long)
-    for k, v in enumerate(verbalisers):
-        cin[k, :len(v) - 1] = torch.tensor(v[:-1], dtype=torch.long)
-        cmask[k, :len(v) - 1] = 1
-    full_mask = torch.cat([mask.repeat_interleave(m, 0), cmask.repeat(b, 1)], 1)  # (B*M, L + T - 1)
-    cpos = pos[:, -1:].repeat_interleave(m, 0) + 1 + torch.arange(t_max - 1)  # (B*M, T - 1)
-    h = base(input_ids=cin.repeat(b, 1).to(device), attention_mask=full_mask.to(device),
-             position_ids=cpos.to(device), past_key_values=cache, use_cache=True).last_hidden_state  # (B*M, T-1, d)
-    rows, cols, targets, owner = [], [], [], []
-    for bi in range(b):
+    import torch
+
+    with torch.inference_mode():
+        b, m = len(prompts), len(verbalisers)
+        width = max(len(p) for p in prompts)
+        ids = torch.full((b, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((b, width), dtype=torch.long)
+        for r, p in enumerate(prompts):  # left padding: every prompt ends at column width - 1
+            ids[r, width - len(p):] = torch.tensor(p)
+            mask[r, width - len(p):] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)  # (B, L) positions 0.. from each prompt's first real token
+        base = model.base_model
+        out = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                   use_cache=True)
+        first = _logprobs(model, out.last_hidden_state[:, -1])  # (B, V) next-token log-probs after each prompt
+        scores = first[:, [v[0] for v in verbalisers]].double()  # (B, M)
+        t_max = max(len(v) for v in verbalisers)
+        if t_max == 1:
+            return scores.cpu()
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(m)  # row b*M + k holds prompt b's cache
+        cin = torch.full((m, t_max - 1), pad_id, dtype=torch.long)  # continuation inputs v_1..v_(T-1), right-padded
+        cmask = torch.zeros((m, t_max - 1), dtype=torch.long)
         for k, v in enumerate(verbalisers):
-            for t in range(1, len(v)):  # hidden state at continuation position t-1 predicts v_t
-                rows.append(bi * m + k)
-                cols.append(t - 1)
-                targets.append(v[t])
-                owner.append(bi * m + k)
-    lp = _logprobs(model, h[torch.tensor(rows), torch.tensor(cols)])  # (R, V), R = B * sum_k (T_k - 1)
-    vals = lp[torch.arange(len(rows)), torch.tensor(targets)].double().cpu()
-    flat = torch.zeros(b * m, dtype=torch.float64).index_add_(0, torch.tensor(owner), vals)
-    return scores.cpu() + flat.view(b, m)
+            cin[k, :len(v) - 1] = torch.tensor(v[:-1], dtype=torch.long)
+            cmask[k, :len(v) - 1] = 1
+        full_mask = torch.cat([mask.repeat_interleave(m, 0), cmask.repeat(b, 1)], 1)  # (B*M, L + T - 1)
+        cpos = pos[:, -1:].repeat_interleave(m, 0) + 1 + torch.arange(t_max - 1)  # (B*M, T - 1)
+        h = base(input_ids=cin.repeat(b, 1).to(device), attention_mask=full_mask.to(device),
+                 position_ids=cpos.to(device), past_key_values=cache, use_cache=True).last_hidden_state  # (B*M, T-1, d)
+        rows, cols, targets, owner = [], [], [], []
+        for bi in range(b):
+            for k, v in enumerate(verbalisers):
+                for t in range(1, len(v)):  # hidden state at continuation position t-1 predicts v_t
+                    rows.append(bi * m + k)
+                    cols.append(t - 1)
+                    targets.append(v[t])
+                    owner.append(bi * m + k)
+        lp = _logprobs(model, h[torch.tensor(rows), torch.tensor(cols)])  # (R, V), R = B * sum_k (T_k - 1)
+        vals = lp[torch.arange(len(rows)), torch.tensor(targets)].double().cpu()
+        flat = torch.zeros(b * m, dtype=torch.float64).index_add_(0, torch.tensor(owner), vals)
+        return scores.cpu() + flat.view(b, m)
 
 
-@torch.inference_mode()
 def reference_scores(model, prompt: list[int], verbalisers: list[list[int]], *, device: torch.device) -> np.ndarray:
     """(M,) sum of log P(verbaliser tokens | prompt) by a plain full forward of prompt + verbaliser, no padding."""
+    import torch
+
     out = []
-    for v in verbalisers:
-        ids = torch.tensor([prompt + v], device=device)
-        lp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)  # (L, V)
-        out.append(sum(lp[len(prompt) - 1 + t, v[t]].item() for t in range(len(v))))
+    with torch.inference_mode():
+        for v in verbalisers:
+            ids = torch.tensor([prompt + v], device=device)
+            lp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)  # (L, V)
+            out.append(sum(lp[len(prompt) - 1 + t, v[t]].item() for t in range(len(v))))
     return np.array(out)
 
 
@@ -255,6 +263,8 @@ def score_texts(model, prompts: Prompts, *, pad_id: int, device: torch.device, b
 
 def _self_check(model, batch: list[list[int]], verbalisers: list[list[int]], got: np.ndarray, *,
                 device: torch.device) -> None:
+    import torch
+
     ref = reference_scores(model, batch[0], verbalisers, device=device)
     err = float(np.abs(ref - got).max())
     rel = 1e-3 if next(model.parameters()).dtype == torch.float32 else 5e-2  # bf16/fp16 round at ~1e-2

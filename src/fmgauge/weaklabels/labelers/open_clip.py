@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from pydantic import Field, field_validator
 
 from fmgauge.core.data import Dataset
@@ -26,6 +25,9 @@ from fmgauge.core.models import DeviceName, resolve_device, resolve_dtype
 from fmgauge.core.open_clip_models import load_open_clip
 from fmgauge.core.validation import FmgaugeError
 from fmgauge.weaklabels.labelers.base import LABELERS, LabelerBase, LabelerKind, LabelerOutput, check_template
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 DEFAULT_TEMPLATES = ("a medical image showing {c}.", "an image of {c}.", "a photo of {c}.")
@@ -84,34 +86,40 @@ def to_pil(img: np.ndarray):
     return Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).convert("RGB")
 
 
-@torch.inference_mode()
 def encode_classes(model, tokenizer, class_names: list[str], templates: list[str], *,
                    device: torch.device, batch_size: int = 64) -> torch.Tensor:
     """(K, D) float32 class embeddings: normalised mean over templates of normalised prompt embeddings."""
-    prompts = [t.format(c=c) for c in class_names for t in templates]  # K*T, class-major
-    tokens = tokenizer(prompts).to(device)  # (K*T, L)
-    emb = torch.cat([model.encode_text(tokens[i:i + batch_size]).float()
-                     for i in range(0, len(tokens), batch_size)])  # (K*T, D)
-    emb = torch.nn.functional.normalize(emb, dim=-1).view(len(class_names), len(templates), -1)  # (K, T, D)
-    return torch.nn.functional.normalize(emb.mean(1), dim=-1).cpu()  # (K, D)
+    import torch
+
+    with torch.inference_mode():
+        prompts = [t.format(c=c) for c in class_names for t in templates]  # K*T, class-major
+        tokens = tokenizer(prompts).to(device)  # (K*T, L)
+        emb = torch.cat([model.encode_text(tokens[i:i + batch_size]).float()
+                         for i in range(0, len(tokens), batch_size)])  # (K*T, D)
+        emb = torch.nn.functional.normalize(emb, dim=-1).view(len(class_names), len(templates), -1)  # (K, T, D)
+        return torch.nn.functional.normalize(emb.mean(1), dim=-1).cpu()  # (K, D)
 
 
-@torch.inference_mode()
 def encode_images(model, preprocess: Callable, x: np.ndarray, *, device: torch.device, dtype: torch.dtype,
                   batch_size: int = 64) -> torch.Tensor:
     """(N, C, H, W) uint8 -> (N, D) float32 L2-normalised image embeddings, ``batch_size`` images at a time."""
+    import torch
+
     from fmgauge.core.progress import track
 
-    out = []
-    for s in track(range(0, len(x), batch_size), "open_clip images", unit="batch"):
-        batch = torch.stack([preprocess(to_pil(im)) for im in x[s:s + batch_size]])  # (B, 3, S, S)
-        emb = model.encode_image(batch.to(device=device, dtype=dtype)).float()  # (B, D)
-        out.append(torch.nn.functional.normalize(emb, dim=-1).cpu())
-    return torch.cat(out)
+    with torch.inference_mode():
+        out = []
+        for s in track(range(0, len(x), batch_size), "open_clip images", unit="batch"):
+            batch = torch.stack([preprocess(to_pil(im)) for im in x[s:s + batch_size]])  # (B, 3, S, S)
+            emb = model.encode_image(batch.to(device=device, dtype=dtype)).float()  # (B, D)
+            out.append(torch.nn.functional.normalize(emb, dim=-1).cpu())
+        return torch.cat(out)
 
 
 def zero_shot_probs(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> np.ndarray:
     """softmax(exp(logit_scale) · img @ txtᵀ): img (N, D), txt (K, D) normalised -> (N, K) float64."""
+    import torch
+
     logits = logit_scale.detach().float().cpu().exp() * img @ txt.T  # (N, K)
     return torch.softmax(logits.double(), dim=-1).numpy()
 
