@@ -1,6 +1,6 @@
 """How far can an uncertain verdict's fallback go? The limit of decide's default on the rule suite (docs §8).
 
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r5]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r6]
         [--no-proxy-truth] [--before runs/bench/rules-r3] [--same-as runs/bench/rules-r4]
 
 Reads the stored trials of every study that ``benchmarks/bench_rules.py`` ran into ``--out`` (each cell's realised
@@ -456,7 +456,7 @@ def _shown(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r5",
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r6",
                     help="bench_rules.py's run directory (one sub-directory per study)")
     ap.add_argument("--before", type=Path, default=None,
                     help="an earlier bench_rules.py run directory: the default on the same cells before and after")

@@ -732,17 +732,30 @@ def strength_lines(ps: dict | None, ba: dict | None = None) -> list[str]:
     return lines
 
 
+SOLVER_CHANGES = {  # RULES_VERSION -> (heading, what changed in how decide's fits are solved), for same_lines
+    9: ("decide's fits in the span of their rows",
+        "decide's convex fits now run in the coordinates of the span of the rows they train and score on (m "
+        "dimensions instead of up to 2,352 pixels; the representer theorem makes the optimum the same) and, where the "
+        "weights and the items are few (the fits on the gold items), with Newton-Cholesky instead of L-BFGS (which "
+        "stops about 1e-3 short of the optimum in probability)"),
+    10: ("decide's fits preconditioned",
+         "decide's convex fits, on the gold items and on the pool alike, are now solved by L-BFGS in preconditioned "
+         "variables in the rows' principal coordinates (orthogonal columns, where a diagonal preconditioner makes the "
+         "Hessian about the identity: `convex.logreg_fit`), instead of Newton-Cholesky on the gold items and "
+         "scikit-learn's L-BFGS on the pool (which stopped about 2e-4 short of the optimum in probability on "
+         "RetinaMNIST's pool; §12 \"How the proxy's fits are solved\")"),
+}
+
+
 def same_lines(sa: dict | None) -> list[str]:
-    """The rule trials before and after a change of cost only — decide's convex fits in the span of their rows,
-    Newton-Cholesky on the small ones (rule_limits.json 'same_answers')."""
+    """The rule trials before and after a change of cost only, how decide's convex fits are solved (SOLVER_CHANGES;
+    rule_limits.json 'same_answers')."""
     if not sa:
         return []
-    lines = ["", "#### The same answers, faster: decide's fits in the span of their rows", "",
-             "decide's convex fits now run in the coordinates of the span of the rows they train and score on (m "
-             "dimensions instead of up to 2,352 pixels; the representer theorem makes the optimum the same) and, "
-             "where the weights and the items are few (the fits on the gold items), with Newton-Cholesky instead of "
-             "L-BFGS (which stops about 1e-3 short of the optimum in probability); RULES_VERSION "
-             f"{sa.get('rules_version', '?')} re-ran every rule trial. Against the trials before the change "
+    version = sa.get("rules_version")
+    heading, change = SOLVER_CHANGES.get(version, ("decide's fits", "how decide's convex fits are solved changed"))
+    lines = ["", f"#### The same answers, faster: {heading}", "",
+             f"{change}; RULES_VERSION {version or '?'} re-ran every rule trial. Against the trials before the change "
              f"(`{sa['before']}` → `{sa['after']}`), per study: cells with the same default verdict and the same side "
              "acted on, the change of the gold-only estimate and of the paired ΔAUC estimate (largest; median), and "
              "the default's mean regret. decide's cost before and after: §12 \"decide's cost\".", "",
@@ -754,12 +767,15 @@ def same_lines(sa: dict | None) -> list[str]:
                      f"{d['gold_auc_max']:.4f}; {d['gold_auc_median']:.4f} | {d['gap_max']:.4f}; {d['gap_median']:.4f} | "
                      f"{d['regret'][0]:.4f} → {d['regret'][1]:.4f} |")
     a = sa["studies"]["all"]
+    pairs = lambda d: f" (one pair of gold items in {round(1 / d)} ranked the other way)" if d >= 1e-3 else ""  # noqa: E731
     lines += ["", f"Over all {a['cells']} cells the verdict is the same in {a['same_verdict']:.1%} of them and the side "
-              f"acted on in {a['same_side']:.1%}. The largest change of a gold-only estimate, {a['gold_auc_max']:.4f}, "
-              f"is one leave-pair-out pair in {round(1 / a['gold_auc_max'])} ranked the other way, and the largest "
-              f"change of a paired ΔAUC estimate, {a['gap_max']:.4f}, one pair in {round(1 / a['gap_max'])}: near-ties between two fits' scores that L-BFGS's stopping point had decided; the fits now "
-              "sit at the optimum (tests/test_weaklabels_decide.py checks both coordinates against a tightly solved "
-              f"fit). The default's mean regret over the cells: {a['regret'][0]:.4f} → {a['regret'][1]:.4f}."]
+              f"acted on in {a['same_side']:.1%}. The largest change of a gold-only estimate is {a['gold_auc_max']:.4f}"
+              f"{pairs(a['gold_auc_max'])}, of a paired ΔAUC estimate {a['gap_max']:.4f}{pairs(a['gap_max'])}; the "
+              f"medians {a['gold_auc_median']:.4f} and {a['gap_median']:.4f}: near-ties between two fits' scores that "
+              "the earlier solver's stopping point had decided (§12 \"How the proxy's fits are solved\": how far from "
+              "the optimum each solver stops); the fits now sit at the optimum (tests/test_weaklabels_decide.py checks "
+              f"them against a tightly solved fit). The default's mean regret over the cells: {a['regret'][0]:.4f} → "
+              f"{a['regret'][1]:.4f}."]
     return lines + [""]
 
 
@@ -819,7 +835,7 @@ def main() -> None:
     ap.add_argument("--only", type=lambda s: s.split(","), default=None, help=f"studies, from {list(STUDIES)}")
     ap.add_argument("--skip", type=lambda s: s.split(","), default=["resnet-w16", "cnn-w32"],
                     help="student display names (regexes) to leave out of the image studies")
-    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "rules-r5"), help="run directories (resumable)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "rules-r6"), help="run directories (resumable)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--suite", type=lambda s: s.split(","), default=None,

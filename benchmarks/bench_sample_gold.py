@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sample_gold.json"
 GOLD_BIAS_PART = ROOT / "docs" / "bench-parts" / "weaklabels-gold-bias.md"  # written by bench_gold_bias.py
+SOLVER_PART = ROOT / "docs" / "bench-parts" / "weaklabels-proxy-solver.md"  # written by bench_proxy_solver.py
 POOR = {"minilm-poor-heart": [["a medical abstract."], ["heart failure and myocardial infarction in patients."]],
         "minilm-poor-vague": [["a medical abstract about a disease."], ["a clinical study of patients."]]}
 LABELERS = {
@@ -290,9 +291,9 @@ def budget_lines(run: dict, budget: float = 5.0) -> list[str]:
     extra = float(np.median([r["command_wall"] - r["decide_wall"] for r in run["rows"]]))
     return [f"In `{run['tag']}` the decision alone stays under {budget:g} s of wall time at every m ≤ 100 on "
             + (", ".join(within) or "no dataset") + (f"; not on {', '.join(over)}" if over else "")
-            + f". The whole command adds a median {extra:.1f} s to it: starting Python, importing torch (the "
-            "labelers' package, which reads the labeler file, imports it), scikit-learn and pandas, and reading the "
-            "data and the labeler's file; its wall time at m ≤ 100, at most: "
+            + f". The whole command adds a median {extra:.1f} s to it: starting Python, the imports (scikit-learn, "
+            "scipy and pandas; torch too before the labelers' package stopped importing it where no model runs) and "
+            "reading the data and the labeler's file; its wall time at m ≤ 100, at most: "
             + ", ".join(f"{d} {w:.1f} s" for d, w in command.items()) + "."]
 
 
@@ -377,6 +378,8 @@ def render_part() -> str:
         full = [r for r in runs if {x["dataset"] for x in r["rows"]} >= {c[0] for c in TIME_CASES}]
         lines += ["", *budget_lines(full[-1])] if full else []
         lines.append("")
+    if SOLVER_PART.exists():  # benchmarks/bench_proxy_solver.py: how the proxy's fits are solved
+        lines += ["#" + ln if ln.startswith("#") else ln for ln in SOLVER_PART.read_text().splitlines()] + [""]
     if data:
         demo = {n: data[n] for n in ("demo-text", "demo") if n in data and data[n].get("rule_cpu")}
         if demo:

@@ -12,8 +12,8 @@ classes, multinomial with one per class for more; the intercept is not penalised
   Hessian is nearly diagonal, C·d̄·sⱼ² on column j (sⱼ² its squared norm, d̄ the loss's curvature at p = 1/K), so
   the variables wⱼ = pⱼ·vⱼ with pⱼ = (1 + C·d̄·sⱼ²)^-½ make the whole Hessian close to the identity. On standardised
   pixels at C = 0.01 (RetinaMNIST's pool, 1,060 items × 1,079 coordinates × 5 classes) scikit-learn's L-BFGS takes
-  160–175 steps and stops about 2e-4 from the optimum in probability; the preconditioned one takes about 20 and
-  stops within 2e-6 (docs/benchmarks.md §12 "decide's cost").
+  155–175 steps and stops 3e-4 to 2e-3 from the optimum in probability; the preconditioned one takes about 20 and
+  stops within 2e-6 (docs/benchmarks.md §12 "How the proxy's fits are solved").
 """
 
 from __future__ import annotations
