@@ -227,7 +227,7 @@ def test_the_default_proxy_follows_the_inputs():
 
 def test_principal_coordinates_keep_inner_products_with_orthogonal_columns():
     """(n, D) rows become (n, rank) coordinates (n < D) or (n, D) ones (n >= D) with the same Gram matrix and
-    orthogonal columns; sparse rows too large to densify come back as they are."""
+    orthogonal columns; sparse rows too many to densify (n >= D) come back as they are."""
     import scipy.sparse as sp
 
     from fmgauge.weaklabels.proxy import principal_coordinates
@@ -243,9 +243,12 @@ def test_principal_coordinates_keep_inner_products_with_orthogonal_columns():
         gram = z.T @ z
         np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-8)
     wide = sp.random(30, 100, density=0.1, random_state=0, format="csr")
-    z = principal_coordinates(wide)
+    z = principal_coordinates(wide, max_dense=100)  # from the (n, n) Gram matrix: the rows are never densified
     np.testing.assert_allclose(z @ z.T, (wide @ wide.T).toarray(), atol=1e-9)
-    assert principal_coordinates(wide, max_dense=100) is wide
+    tall = sp.random(100, 30, density=0.1, random_state=0, format="csr")
+    z = principal_coordinates(tall)  # n >= D: densified and rotated
+    np.testing.assert_allclose(z @ z.T, (tall @ tall.T).toarray(), atol=1e-9)
+    assert principal_coordinates(tall, max_dense=100) is tall
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])

@@ -195,6 +195,18 @@ def test_tfidf_logreg_learns_neoplasms(fmgauge_env):
     assert all(auc(ds.split("test").y, p[r, :, 1]) > 0.85 for r in range(2))
 
 
+def test_tfidf_of_one_split_as_pool_and_test_is_that_split_once(topics):
+    """decide reads one split as pool and test: its TF-IDF is transformed once, and is the pool's on a fresh fit."""
+    from fmgauge.weaklabels.features import _TFIDF, represent
+
+    ds = load_dataset(f"text:{topics}")
+    xp, xt = represent(ds, "tfidf", "train", "train")
+    assert xt is xp
+    _TFIDF.clear()
+    xp2, xt2 = represent(ds, "tfidf", "train", "test")
+    assert (xp2 != xp).nnz == 0 and xt2.shape[0] == len(ds.split("test").y)
+
+
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     """A 2-layer BERT with a classification head, built from a config, with the real minilm-l6 tokenizer."""

@@ -65,7 +65,8 @@ _TFIDF: dict[tuple, tuple[Any, Any]] = {}  # per process: (dataset, source, pool
 
 def _tfidf(name: str, source: str, pool_split: str, test_split: str, pool_x: np.ndarray,
            test_x: np.ndarray) -> tuple[Any, Any]:
-    """TF-IDF of the pool and test texts, fit once per process and dataset (trials reuse it)."""
+    """TF-IDF of the pool and test texts, fit once per process and dataset (trials reuse it); one split as both
+    (``decide`` on a single split) is transformed once."""
     key = (name, source, pool_split, test_split)
     if key not in _TFIDF:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -73,7 +74,8 @@ def _tfidf(name: str, source: str, pool_split: str, test_split: str, pool_x: np.
         vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=50_000,
                               strip_accents="unicode")
         _TFIDF.clear()  # one dataset at a time is all a sweep needs
-        _TFIDF[key] = (vec.fit_transform([str(t) for t in pool_x]), vec.transform([str(t) for t in test_x]))
+        pool = vec.fit_transform([str(t) for t in pool_x])
+        _TFIDF[key] = (pool, pool if pool_split == test_split else vec.transform([str(t) for t in test_x]))
     return _TFIDF[key]
 
 
