@@ -195,16 +195,25 @@ def test_tfidf_logreg_learns_neoplasms(fmgauge_env):
     assert all(auc(ds.split("test").y, p[r, :, 1]) > 0.85 for r in range(2))
 
 
-def test_tfidf_of_one_split_as_pool_and_test_is_that_split_once(topics):
-    """decide reads one split as pool and test: its TF-IDF is transformed once, and is the pool's on a fresh fit."""
+def test_tfidf_is_cached_by_content_and_one_split_is_transformed_once(topics, fmgauge_env, monkeypatch):
+    """decide reads one split as pool and test: its TF-IDF is transformed once. The matrices are cached on disk by
+    the texts' content: a new process (the per-process store emptied) reads them back without fitting, equal."""
+    import sklearn.feature_extraction.text as sk_text
+
     from fmgauge.weaklabels.features import _TFIDF, represent
 
     ds = load_dataset(f"text:{topics}")
+    _TFIDF.clear()
     xp, xt = represent(ds, "tfidf", "train", "train")
     assert xt is xp
     _TFIDF.clear()
     xp2, xt2 = represent(ds, "tfidf", "train", "test")
     assert (xp2 != xp).nnz == 0 and xt2.shape[0] == len(ds.split("test").y)
+    assert len(list(fmgauge_env.rglob("*.npz"))) == 2
+    _TFIDF.clear()
+    monkeypatch.setattr(sk_text, "TfidfVectorizer", None)  # a cache miss would fail here
+    xp3, xt3 = represent(ds, "tfidf", "train", "test")
+    assert (xp3 != xp2).nnz == 0 and (xt3 != xt2).nnz == 0 and xp3.dtype == xp2.dtype
 
 
 @pytest.fixture(scope="module")

@@ -61,21 +61,42 @@ def represent(ds: Dataset, features: str, pool_split: str, test_split: str) -> t
 
 
 _TFIDF: dict[tuple, tuple[Any, Any]] = {}  # per process: (dataset, source, pool split, test split) -> matrices
+TFIDF_PARAMS = {"sublinear_tf": True, "ngram_range": (1, 2), "min_df": 2, "max_features": 50_000,
+                "strip_accents": "unicode"}
 
 
 def _tfidf(name: str, source: str, pool_split: str, test_split: str, pool_x: np.ndarray,
            test_x: np.ndarray) -> tuple[Any, Any]:
-    """TF-IDF of the pool and test texts, fit once per process and dataset (trials reuse it); one split as both
-    (``decide`` on a single split) is transformed once."""
+    """TF-IDF of the pool and test texts: per process, fit once per dataset (trials reuse it); on disk, cached by
+    the texts' content (a later command or a worker process reads it back: fitting takes about a second on 2,000
+    abstracts); one split read as both pool and test (``decide``) is transformed once."""
     key = (name, source, pool_split, test_split)
     if key not in _TFIDF:
-        from sklearn.feature_extraction.text import TfidfVectorizer
+        import scipy.sparse as sp
+        import sklearn
 
-        vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=50_000,
-                              strip_accents="unicode")
+        from fmgauge.core.cache import cached_arrays
+        from fmgauge.weaklabels.text_embed import texts_hash
+
+        same = pool_split == test_split
+
+        def compute() -> dict[str, np.ndarray]:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            vec = TfidfVectorizer(**TFIDF_PARAMS)
+            mats = {"pool": vec.fit_transform([str(t) for t in pool_x])}
+            if not same:
+                mats["test"] = vec.transform([str(t) for t in test_x])
+            return {f"{k}_{part}": np.asarray(getattr(m, part)) for k, m in mats.items()
+                    for part in ("data", "indices", "indptr", "shape")}
+
+        desc = {"what": "tfidf", "pool": texts_hash(pool_x), "test": "pool" if same else texts_hash(test_x),
+                "params": TFIDF_PARAMS, "sklearn": sklearn.__version__}
+        arrays = cached_arrays("tfidf", desc, compute)
+        mats = {k: sp.csr_matrix((arrays[f"{k}_data"], arrays[f"{k}_indices"], arrays[f"{k}_indptr"]),
+                                 shape=tuple(arrays[f"{k}_shape"])) for k in ("pool", "test") if f"{k}_data" in arrays}
         _TFIDF.clear()  # one dataset at a time is all a sweep needs
-        pool = vec.fit_transform([str(t) for t in pool_x])
-        _TFIDF[key] = (pool, pool if pool_split == test_split else vec.transform([str(t) for t in test_x]))
+        _TFIDF[key] = (mats["pool"], mats["pool"] if same else mats["test"])
     return _TFIDF[key]
 
 
