@@ -742,8 +742,8 @@ SOLVER_CHANGES = {  # RULES_VERSION -> (heading, what changed in how decide's fi
          "decide's convex fits, on the gold items and on the pool alike, are now solved by L-BFGS in preconditioned "
          "variables in the rows' principal coordinates (orthogonal columns, where a diagonal preconditioner makes the "
          "Hessian about the identity: `convex.logreg_fit`), instead of Newton-Cholesky on the gold items and "
-         "scikit-learn's L-BFGS on the pool (which stopped about 2e-4 short of the optimum in probability on "
-         "RetinaMNIST's pool; §12 \"How the proxy's fits are solved\")"),
+         "scikit-learn's L-BFGS on the pool, which stopped short of the optimum (how far, per dataset: §12 \"How the "
+         "proxy's fits are solved\")"),
 }
 
 

@@ -301,8 +301,9 @@ def budget_lines(run: dict, budget: float = 5.0) -> list[str]:
     return [f"In `{run['tag']}` the decision alone stays under {budget:g} s of wall time at every m ≤ 100 on "
             + (", ".join(within) or "no dataset") + (f"; not on {', '.join(over)}" if over else "")
             + f". The whole command adds a median {extra:.1f} s to it: starting Python, the imports (scikit-learn, "
-            "scipy and pandas; torch too before the labelers' package stopped importing it where no model runs) and "
-            "reading the data and the labeler's file; its wall time at m ≤ 100, at most: "
+            "scipy and pandas; torch too before the labelers' package stopped importing it where no model runs), "
+            "reading the data and the labeler's file (and TF-IDF's matrices, fitted on a first run, read from the "
+            "cache later); its wall time at m ≤ 100, at most: "
             + ", ".join(f"{d} {w:.1f} s" for d, w in command.items()) + "."]
 
 

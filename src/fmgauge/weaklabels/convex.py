@@ -115,13 +115,13 @@ def logreg_fit(x: Any, y: np.ndarray, c: float, *, init: LogregFit | None = None
     sq = np.asarray(x.multiply(x).sum(0)).ravel() if hasattr(x, "toarray") else np.einsum("ij,ij->j", x, x)
     scale = 1.0 / np.sqrt(1.0 + c * curvature * sq)  # (D,)
     b_scale = 1.0 / np.sqrt(c * curvature * n)  # the intercept's: its data curvature is C·d̄·n
-    xs = x.multiply(scale).tocsr() if hasattr(x, "toarray") else x * scale
-    xs_t = xs.T.tocsr() if hasattr(xs, "toarray") else np.ascontiguousarray(xs.T)
-    shrink = (scale * scale)[:, None]  # the penalty's Hessian in the preconditioned variables
+    col = scale[:, None]
+    shrink = col * col  # the penalty's Hessian in the preconditioned variables
+    x_t = x.T.tocsr() if hasattr(x, "toarray") else x.T  # a view for dense rows: BLAS reads it transposed
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         v = theta.reshape(d + 1, cols)
-        z = np.asarray(xs @ v[:d]) + v[d] * b_scale  # (n, cols)
+        z = np.asarray(x @ (v[:d] * col)) + v[d] * b_scale  # (n, cols): x·W + b with W = scale·v
         if k == 2:
             loss = float(np.logaddexp(0.0, z[:, 0]).sum() - z[codes == 1, 0].sum())
             g = expit(z) - onehot  # σ(z) − y
@@ -132,7 +132,7 @@ def logreg_fit(x: Any, y: np.ndarray, c: float, *, init: LogregFit | None = None
             loss = float((np.log(total) + top).sum() - z[rows, codes].sum())
             g = e / total - onehot
         grad = np.empty_like(v)
-        grad[:d] = c * np.asarray(xs_t @ g) + v[:d] * shrink
+        grad[:d] = c * col * np.asarray(x_t @ g) + v[:d] * shrink
         grad[d] = c * b_scale * g.sum(0)
         return c * loss + 0.5 * float((v[:d] * v[:d] * shrink).sum()), grad.ravel()
 
