@@ -2,7 +2,7 @@
 Slow, honest measurement; never run in CI.
 
 On the inputs ``weak-labels decide`` builds (the timing cases of ``bench_sample_gold.py --time``: the README's text
-example and the image datasets with a simulated labeler; m // K gold labels per class, the rest of the train split
+example on sentence embeddings and on TF-IDF, and the image datasets with a simulated labeler; m // K gold labels per class, the rest of the train split
 the weak-labelled pool, at most 2,000 items as decide subsamples it, pixels standardised with the pool's statistics),
 two groups of fits:
 

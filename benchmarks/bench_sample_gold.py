@@ -196,8 +196,8 @@ TIME_CASES = (  # (dataset, representation, labeler name, labeler spec): what de
 
 def time_decide(sizes: tuple[int, ...] = (20, 50, 100), tag: str = "current", cases: list[str] | None = None,
                 fresh: bool = False, note: str = "") -> None:
-    """CPU and wall time of `fmgauge weak-labels decide` at each m on TIME_CASES (the README's text example and the
-    shipped image datasets, 2 to 5 classes): the whole command (a fresh process: imports, reading files, the
+    """CPU and wall time of `fmgauge weak-labels decide` at each m on TIME_CASES (the README's text example on sentence
+    embeddings and on TF-IDF, and the shipped image datasets, 2 to 5 classes): the whole command (a fresh process: imports, reading files, the
     decision; it imports fmgauge from PYTHONPATH, so a checkout of an older commit there measures that commit) and
     decide() alone (in-process, after a warm-up call). Gold sets: the first m // K pool items of each class. The
     run is stored under ``tag`` beside earlier runs (decide_timing.json), row by row: a run stopped and started
@@ -361,7 +361,8 @@ def render_part() -> str:
         lines += ["### decide's cost", "",
                   "Command: `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_sample_gold.py --time [--tag T]`: "
                   "`weak-labels decide` on the README's text example (`--dataset medical-abstracts-neoplasms "
-                  "--representation embed:minilm-l6`, the minilm-l6 labeler's outputs on the 2,021-abstract pool) and "
+                  "--representation embed:minilm-l6`, the minilm-l6 labeler's outputs on the 2,021-abstract pool; "
+                  "the same on `--representation tfidf`) and "
                   "on the shipped image datasets (`--representation raw`, a simulated labeler's outputs on the train "
                   "split), m // K gold labels per class: the whole command as a fresh process (CPU seconds: user + "
                   "system of the process and its children; wall seconds) and the decision alone (`decide_from_files` "
