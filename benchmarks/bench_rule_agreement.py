@@ -1,7 +1,7 @@
 """An exploration for the next round of decide's fallback: does the weak-labelled pool tell a labeler that helps from
 one that hurts where the gold items cannot? (docs/benchmarks.md §8, after "How far a fallback can go").
 
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_agreement.py [--out runs/bench/rules-r6]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_agreement.py [--out runs/bench/rules-r7]
 
 The signal, **agreement**: a model trained on the m gold items alone (scikit-learn logistic regression, C = 1, on
 standardised features: the representation the rule trial's proxy reads) scores the rest of the pool, and the AUC of
@@ -198,7 +198,7 @@ def learned(cells: pd.DataFrame) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r6",
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r7",
                     help="bench_rules.py's run directory (one sub-directory per study)")
     args = ap.parse_args()
     import bench_rules

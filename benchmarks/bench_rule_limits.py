@@ -1,6 +1,6 @@
 """How far can an uncertain verdict's fallback go? The limit of decide's default on the rule suite (docs §8).
 
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r6]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r7]
         [--no-proxy-truth] [--before runs/bench/rules-r3] [--same-as runs/bench/rules-r4]
 
 Reads the stored trials of every study that ``benchmarks/bench_rules.py`` ran into ``--out`` (each cell's realised
@@ -65,6 +65,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "rule_limits.json"
+CHANGES = ROOT / "benchmarks" / "results" / "rule_changes.json"  # every --same-as comparison, by RULES_VERSION
 TRUTH_CACHE = ROOT / "runs" / "bench" / "rule-limits" / "proxy_truth.parquet"
 KEY = ["labeler", "features", "n_gold", "seed"]
 T_GRID = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, float("inf"))  # labeler AUC threshold (inf: never on the AUC alone)
@@ -456,7 +457,7 @@ def _shown(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r6",
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r7",
                     help="bench_rules.py's run directory (one sub-directory per study)")
     ap.add_argument("--before", type=Path, default=None,
                     help="an earlier bench_rules.py run directory: the default on the same cells before and after")
@@ -494,6 +495,8 @@ def main() -> None:
         out["same_answers"] = {"studies": same_answers(c, all_cells(args.same_as, names)),
                                "before": _shown(args.same_as), "after": _shown(args.out),
                                "rules_version": RULES_VERSION}
+        changes = json.loads(CHANGES.read_text()) if CHANGES.exists() else {}  # one comparison per RULES_VERSION
+        CHANGES.write_text(json.dumps(changes | {str(RULES_VERSION): out["same_answers"]}, indent=1))
     RESULTS.write_text(json.dumps(out, indent=1))
     print(RESULTS)
 

@@ -607,7 +607,8 @@ def limits_section() -> list[str]:
               + f"), whose worst study is {li['best_pick_worst']:+.4f}: a fallback of this kind buys goal 3 only by "
               f"giving up goal 2; the oracle fallback would pick {li['oracle_pick']:.2f}."]
     return (lines + goal3_lines(li.get("goal3")) + strength_lines(li.get("proxy_strength"), li.get("before_after"))
-            + same_lines(li.get("same_answers")))
+            + [ln for _, sa in sorted((_stored("rule_changes.json") or {"0": li.get("same_answers")}).items(),
+                                      key=lambda kv: int(kv[0])) for ln in same_lines(sa)])
 
 
 def goal3_lines(g3: dict | None) -> list[str]:
@@ -732,29 +733,35 @@ def strength_lines(ps: dict | None, ba: dict | None = None) -> list[str]:
     return lines
 
 
-SOLVER_CHANGES = {  # RULES_VERSION -> (heading, what changed in how decide's fits are solved), for same_lines
-    9: ("decide's fits in the span of their rows",
+RULE_CHANGES = {  # RULES_VERSION -> (heading, what changed, whether it changed only how fits are solved)
+    9: ("The same answers, faster: decide's fits in the span of their rows",
         "decide's convex fits now run in the coordinates of the span of the rows they train and score on (m "
         "dimensions instead of up to 2,352 pixels; the representer theorem makes the optimum the same) and, where the "
         "weights and the items are few (the fits on the gold items), with Newton-Cholesky instead of L-BFGS (which "
-        "stops about 1e-3 short of the optimum in probability)"),
-    10: ("decide's fits preconditioned",
+        "stops about 1e-3 short of the optimum in probability)", True),
+    10: ("The same answers, faster: decide's fits preconditioned",
          "decide's convex fits, on the gold items and on the pool alike, are now solved by L-BFGS in preconditioned "
          "variables in the rows' principal coordinates (orthogonal columns, where a diagonal preconditioner makes the "
          "Hessian about the identity: `convex.logreg_fit`), instead of Newton-Cholesky on the gold items and "
          "scikit-learn's L-BFGS on the pool, which stopped short of the optimum (how far, per dataset: §12 \"How the "
-         "proxy's fits are solved\")"),
+         "proxy's fits are solved\")", True),
+    11: ("What the leave-pair-out control variate changes",
+         "On binary tasks, where a gold set has more (class-1, other) pairs than the leave-pair-out fits sampled "
+         "(120 below 100 gold items), the gold-only AUC is now the approximate leave-pair-out AUC over every pair "
+         "(one Newton step from the fit on all m items: `convex.leave_two_out_scores`) corrected by the sampled "
+         "pairs' exact − approximate outcomes (`gold_auc.pair_auc`): the same expectation, a fraction of the "
+         "pair-sampling noise (tests/test_weaklabels_decide.py measures both)", False),
 }
 
 
 def same_lines(sa: dict | None) -> list[str]:
-    """The rule trials before and after a change of cost only, how decide's convex fits are solved (SOLVER_CHANGES;
+    """The rule trials before and after a change of how the gold-only side is computed or solved (RULE_CHANGES;
     rule_limits.json 'same_answers')."""
     if not sa:
         return []
     version = sa.get("rules_version")
-    heading, change = SOLVER_CHANGES.get(version, ("decide's fits", "how decide's convex fits are solved changed"))
-    lines = ["", f"#### The same answers, faster: {heading}", "",
+    heading, change, solver_only = RULE_CHANGES.get(version, ("What changed", "the rules' computation changed", False))
+    lines = ["", f"#### {heading}", "",
              f"{change}; RULES_VERSION {version or '?'} re-ran every rule trial. Against the trials before the change "
              f"(`{sa['before']}` → `{sa['after']}`), per study: cells with the same default verdict and the same side "
              "acted on, the change of the gold-only estimate and of the paired ΔAUC estimate (largest; median), and "
@@ -767,15 +774,17 @@ def same_lines(sa: dict | None) -> list[str]:
                      f"{d['gold_auc_max']:.4f}; {d['gold_auc_median']:.4f} | {d['gap_max']:.4f}; {d['gap_median']:.4f} | "
                      f"{d['regret'][0]:.4f} → {d['regret'][1]:.4f} |")
     a = sa["studies"]["all"]
-    pairs = lambda d: f" (one pair of gold items in {round(1 / d)} ranked the other way)" if d >= 1e-3 else ""  # noqa: E731
+    pairs = lambda d: (f" (one pair of gold items in {round(1 / d)} ranked the other way)"  # noqa: E731
+                       if d >= 1e-3 and solver_only else "")
     lines += ["", f"Over all {a['cells']} cells the verdict is the same in {a['same_verdict']:.1%} of them and the side "
               f"acted on in {a['same_side']:.1%}. The largest change of a gold-only estimate is {a['gold_auc_max']:.4f}"
               f"{pairs(a['gold_auc_max'])}, of a paired ΔAUC estimate {a['gap_max']:.4f}{pairs(a['gap_max'])}; the "
-              f"medians {a['gold_auc_median']:.4f} and {a['gap_median']:.4f}: near-ties between two fits' scores that "
-              "the earlier solver's stopping point had decided (§12 \"How the proxy's fits are solved\": how far from "
-              "the optimum each solver stops); the fits now sit at the optimum (tests/test_weaklabels_decide.py checks "
-              f"them against a tightly solved fit). The default's mean regret over the cells: {a['regret'][0]:.4f} → "
-              f"{a['regret'][1]:.4f}."]
+              f"medians {a['gold_auc_median']:.4f} and {a['gap_median']:.4f}"
+              + (": near-ties between two fits' scores that the earlier solver's stopping point had decided (§12 "
+                 "\"How the proxy's fits are solved\": how far from the optimum each solver stops); the fits now sit "
+                 "at the optimum (tests/test_weaklabels_decide.py checks them against a tightly solved fit)"
+                 if solver_only else "")
+              + f". The default's mean regret over the cells: {a['regret'][0]:.4f} → {a['regret'][1]:.4f}."]
     return lines + [""]
 
 
@@ -835,7 +844,7 @@ def main() -> None:
     ap.add_argument("--only", type=lambda s: s.split(","), default=None, help=f"studies, from {list(STUDIES)}")
     ap.add_argument("--skip", type=lambda s: s.split(","), default=["resnet-w16", "cnn-w32"],
                     help="student display names (regexes) to leave out of the image studies")
-    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "rules-r6"), help="run directories (resumable)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "rules-r7"), help="run directories (resumable)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--suite", type=lambda s: s.split(","), default=None,

@@ -50,7 +50,7 @@ __all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK"
 
 DEFAULT_PRIMARY = "delta-worth"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
 DEFAULT_FALLBACK: Fallback = "auto"  # ... an uncertain verdict: the lean from 5 rarer-class items, else the labeler
-RULES_VERSION = 10  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
+RULES_VERSION = 11  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
 
 
 @dataclass(frozen=True)
