@@ -154,12 +154,14 @@ def leave_two_out_scores(x: np.ndarray, y: np.ndarray, fit: LogregFit, c: float,
     K = X_S H⁻¹ X_Sᵀ (2 × 2) of the pair S and D_S its loss curvatures, the pair's scores move by
     C·(K + K (C⁻¹D_S⁻¹ − K)⁻¹ K)·r_S, r the residuals p − y (Woodbury: H without the pair's terms). Returns
     (scores of i, scores of j), each (P,)."""
+    from scipy.special import expit
+
     if len(fit.classes) != 2:
         raise ValueError("leave_two_out_scores: a binary fit is needed")
     m, d = x.shape
     xb = np.c_[x, np.ones(m)]
     s = xb @ np.r_[fit.coef[:, 0], fit.intercept]
-    p = 1.0 / (1.0 + np.exp(-s))
+    p = expit(s)
     curv = np.maximum(p * (1.0 - p), 1e-12)
     hess = c * (xb.T * curv) @ xb + np.diag(np.r_[np.ones(d), 0.0])
     gram = xb @ np.linalg.solve(hess, xb.T)  # (m, m): X H⁻¹ Xᵀ

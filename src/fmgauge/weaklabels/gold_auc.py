@@ -84,14 +84,18 @@ def outcomes(si: np.ndarray, sj: np.ndarray) -> np.ndarray:
     return np.where(si > sj, 1.0, np.where(si == sj, 0.5, 0.0))
 
 
-def scored_auc(y: np.ndarray, c: int, s: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(B,) AUC of fixed scores ``s`` (m,) for class c against the rest over all pairs, pair (i, j) weighted
-    w_i·w_j under each row of ``weights`` (B, m)."""
+def all_pairs_auc(y: np.ndarray, c: int, grid: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B,) the weighted mean of outcomes ``grid`` (m, m) over every (class-c item, other item) pair, pair (i, j)
+    weighted w_i·w_j under each row of ``weights`` (B, m) (NaN when a resample loses a side)."""
     pos, neg = np.flatnonzero(y == c), np.flatnonzero(y != c)
-    cmp = outcomes(s[pos, None], s[None, neg])  # (|pos|, |neg|)
     wp, wn = weights[:, pos], weights[:, neg]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.einsum("bp,pn,bn->b", wp, cmp, wn) / (wp.sum(1) * wn.sum(1))
+        return np.einsum("bp,pn,bn->b", wp, grid[np.ix_(pos, neg)], wn) / (wp.sum(1) * wn.sum(1))
+
+
+def scored_auc(y: np.ndarray, c: int, s: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B,) AUC of fixed scores ``s`` (m,) for class c against the rest over all pairs (:func:`all_pairs_auc`)."""
+    return all_pairs_auc(y, c, outcomes(s[:, None], s[None, :]), weights)
 
 
 def pair_auc(pairs: PairOutcomes, y: np.ndarray, c: int, weights: np.ndarray) -> np.ndarray:
@@ -108,10 +112,8 @@ def pair_auc(pairs: PairOutcomes, y: np.ndarray, c: int, weights: np.ndarray) ->
     with np.errstate(invalid="ignore", divide="ignore"):
         share = (wij * pairs.hit[sel]).sum(1) / wij.sum(1)
         if pairs.approx is not None:
-            pos, neg = np.flatnonzero(y == c), np.flatnonzero(y != c)
-            wp, wn = weights[:, pos], weights[:, neg]
-            every = np.einsum("bp,pn,bn->b", wp, pairs.approx_grid[np.ix_(pos, neg)], wn) / (wp.sum(1) * wn.sum(1))
-            share = share - (wij * pairs.approx[sel]).sum(1) / wij.sum(1) + every
+            share = (share - (wij * pairs.approx[sel]).sum(1) / wij.sum(1)
+                     + all_pairs_auc(y, c, pairs.approx_grid, weights))
     return np.clip(share, CHANCE, 1.0)
 
 

@@ -112,12 +112,15 @@ def principal_coordinates(x: Any, *, rel_tol: float = 1e-6, max_dense: int = 10_
 
     n, d = x.shape
     sparse = hasattr(x, "toarray")
-    if n >= d:
-        if sparse and n * d > max_dense:
-            return x
+    if sparse and n >= d and n * d > max_dense:
+        return x
+    if sparse and n < d:
+        gram = (x @ x.T).toarray()
+    else:
         dense_x = x.toarray() if sparse else np.asarray(x, dtype=np.float64)
-        return dense_x @ eigh(dense_x.T @ dense_x, driver="evd")[1]
-    gram = (x @ x.T).toarray() if sparse else np.asarray(x, dtype=np.float64) @ np.asarray(x, dtype=np.float64).T
+        if n >= d:
+            return dense_x @ eigh(dense_x.T @ dense_x, driver="evd")[1]
+        gram = dense_x @ dense_x.T
     power, axes = eigh(gram, driver="evd")  # squared singular values, ascending; left singular vectors
     keep = power > rel_tol ** 2 * max(power[-1], 1e-300)
     return axes[:, keep][:, ::-1] * np.sqrt(power[keep][::-1])
