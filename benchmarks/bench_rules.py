@@ -54,6 +54,7 @@ STUDIES: dict[str, tuple[str, dict]] = {
     "heldout-neoplasms": ("../../benchmarks/configs/rules-heldout-neoplasms.yaml", {}),
     "heldout-breast": ("../../benchmarks/configs/rules-heldout-breast.yaml", {}),
     "heldout-retina": ("../../benchmarks/configs/rules-heldout-retina.yaml", {}),
+    "heldout-digestive": ("../../benchmarks/configs/rules-heldout-digestive.yaml", {}),
     "demo-text": ("demo-text.yaml", {}),
     "demo": ("demo.yaml", {"rule_max_gold": 500}),  # m = 1000, 2000 left out: machine time (docs §8)
     "breastmnist": ("breastmnist.yaml", {}),
