@@ -204,7 +204,7 @@ def main() -> None:
     import bench_rules
     from bench_rule_limits import study_cells
 
-    names = [n for n in bench_rules.STUDIES if n not in bench_rules.HELD_OUT
+    names = [n for n in bench_rules.STUDIES if n not in bench_rules.HELD_OUT + bench_rules.EARLIER_HELD_OUT
              and (args.out / n / "rules.parquet").exists()]
     if not names:
         raise SystemExit(f"--out {args.out}: no suite study with stored rule trials (run bench_rules.py first)")

@@ -1,6 +1,6 @@
 """How far can an uncertain verdict's fallback go? The limit of decide's default on the rule suite (docs §8).
 
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r7]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rule_limits.py [--out runs/bench/rules-r8]
         [--no-proxy-truth] [--before runs/bench/rules-r3] [--same-as runs/bench/rules-r4]
 
 Reads the stored trials of every study that ``benchmarks/bench_rules.py`` ran into ``--out`` (each cell's realised
@@ -13,14 +13,15 @@ hands every ``uncertain`` one to a fallback. Goal 2 of issue 23 (no study worse 
 than 0.01 AUC) is scored per study over all its cells. This measures, per study, the excess over the better trivial
 policy of:
 
-- **the default**, fallback ``auto`` (cv-delta's lean once the gold set holds 5 items of its rarer class, else the
-  weak labels iff the labeler's AUC on the gold items ≥ 0.55 or above the gold-only estimate), and the previous
+- **the default**, fallback ``auto`` (cv-delta's lean once the gold set holds 20 items of its rarer class, else the
+  weak labels iff the pool's agreement with a gold-trained model > 0.52 or the labeler's AUC on the gold items is
+  above the gold-only estimate by more than 0.1), and the previous
   default ``labeler`` (the labeler's AUC ≥ 0.7 or above the gold-only estimate, at every m); both are members of the family
   below;
 - **the oracle fallback**: every uncertain verdict acted on as the cell's own better side, with the committed verdicts
   and the guard unchanged — if this meets the goal, what is lost is lost in the fallback alone;
 - **the best threshold fallback with hindsight**: over a grid of fallbacks "weak labels iff the labeler's AUC on the
-  gold items ≥ t or > the gold-only estimate + b", optionally replaced by cv-delta's lean (the sign of the paired
+  gold items ≥ t or > the gold-only estimate + b or the pool's agreement > a", optionally replaced by cv-delta's lean (the sign of the paired
   ΔAUC estimate) once the gold set holds ≥ k items of its rarer class, the member with the smallest worst-study
   excess, chosen on all the studies themselves (an optimistic bound for the family);
   with each member's goal-3 number (the share of cells with |ΔAUC| > 0.02 where it chose the better side);
@@ -32,8 +33,8 @@ policy of:
   each study weighing the same), scored on the one left out.
 
 Goal 3 (the better side in ≥ 80% of the cells where the two trivial policies differ by more than 0.02 AUC) is split
-by what made the choice — a committed verdict, the labeler's ranking (uncertain, fewer than 5 items of the rarer
-class) or the paired estimate's lean (uncertain, 5 or more) — with two ceilings for the lean: **one choice per gold
+by what made the choice — a committed verdict, the pool's agreement or the labeler's ranking (uncertain, fewer than
+LEAN_FROM = 20 items of the rarer class) or the paired estimate's lean (uncertain, LEAN_FROM or more) — with two ceilings for the lean: **one choice per gold
 set and representation** (the majority side of the students that share a proxy representation: no rule that, like
 decide's, decides once per gold set and representation can do better), and **the proxy's own realised ΔAUC**: the
 rules' proxy (sk-logreg) trained on each of those gold sets with and without the weak labels and scored on the test
@@ -71,6 +72,7 @@ KEY = ["labeler", "features", "n_gold", "seed"]
 T_GRID = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, float("inf"))  # labeler AUC threshold (inf: never on the AUC alone)
 B_GRID = (0.0, 0.05, 0.1, float("inf"))  # margin over the gold-only estimate (inf: never)
 K_GRID = (5, 10, 20, 40, float("inf"))  # rarer-class count from which cv-delta's lean decides (inf: never)
+A_GRID = (0.5, 0.52, 0.55, float("inf"))  # bar on the pool's agreement (rules.pool_agreement; inf: never read)
 FEATURES = ("labeler AUC", "gold-only AUC", "difference", "J", "J lo", "J hi", "paired ΔAUC", "log m",
             "weak-proxy AUC − gold-only", "log(n_eff / m)")
 
@@ -89,7 +91,8 @@ def study_cells(run_dir: Path) -> pd.DataFrame:
     first = rules.drop_duplicates([*KEY, "rule"]).set_index([*KEY, "rule"])
     cv = first.xs("cv-delta", level="rule")[["gap", "gap_lo", "gap_hi", "lab_youden", "lab_youden_lo",
                                               "lab_youden_hi", "gold_min_class", "n_eff"]]
-    auc = first.xs("auc", level="rule")[["labeler_value", "gold_auc"]].rename(columns={"labeler_value": "lab_auc"})
+    auc = first.xs("auc", level="rule").reindex(columns=["labeler_value", "gold_auc", "agreement"]).rename(
+        columns={"labeler_value": "lab_auc"})  # agreement: stored from RULES_VERSION 12 (NaN before)
     ws = first.xs("weak-student", level="rule")[["labeler_value"]].rename(columns={"labeler_value": "ws_auc"})
     return dw.merge(cv.join(auc).join(ws).reset_index(), on=KEY, how="left")
 
@@ -119,20 +122,20 @@ def rule_configs(run_dir: Path, max_gold: float = float("inf")) -> dict[tuple, d
     return newest
 
 
-def labeler_fallback(c: pd.DataFrame, t: float, b: float, k: float) -> np.ndarray:
-    """(n,) bool: the family's fallback — weak labels iff lab_auc ≥ t or lab_auc > gold_auc + b (NaN: no); once
-    gold_min_class ≥ k, cv-delta's lean instead (its ``gap`` = gold-only minus gold+weak, so weak labels iff ≤ 0)."""
-    lab = (c.lab_auc >= t) | (c.lab_auc > c.gold_auc + b)
+def labeler_fallback(c: pd.DataFrame, t: float, b: float, k: float, a: float = float("inf")) -> np.ndarray:
+    """(n,) bool: the family's fallback — weak labels iff lab_auc ≥ t or lab_auc > gold_auc + b or the pool's
+    agreement > a (NaN: no); once gold_min_class ≥ k, cv-delta's lean instead (its ``gap`` = gold-only minus
+    gold+weak, so weak labels iff ≤ 0)."""
+    lab = (c.lab_auc >= t) | (c.lab_auc > c.gold_auc + b) | (c.agreement > a)
     lean = c.gap <= 0
     return np.where(c.gold_min_class >= k, lean, lab).astype(bool)
 
 
 def auto_fallback(c: pd.DataFrame) -> np.ndarray:
-    """(n,) bool: decide's default fallback, ``auto`` — the family member (AUTO_AUC, 0, LEAN_FROM)."""
-    from fmgauge.weaklabels.rules import AUTO_AUC
-    from fmgauge.weaklabels.verdicts import LEAN_FROM
+    """(n,) bool: decide's default fallback, ``auto`` — the family member (inf, AUTO_MARGIN, LEAN_FROM, AGREE_BAR)."""
+    from fmgauge.weaklabels.verdicts import AGREE_BAR, AUTO_MARGIN, LEAN_FROM
 
-    return labeler_fallback(c, AUTO_AUC, 0.0, LEAN_FROM)
+    return labeler_fallback(c, float("inf"), AUTO_MARGIN, LEAN_FROM, AGREE_BAR)
 
 
 def acted(c: pd.DataFrame, fallback: np.ndarray) -> np.ndarray:
@@ -171,9 +174,10 @@ def pick_rate(c: pd.DataFrame, weak: np.ndarray) -> float:
 
 
 def family(c: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """Every member (t, b, k) of the threshold family: its excess per study (rows members, columns studies) and its
-    pick rate over all cells."""
-    acts = {(t, b, k): acted(c, labeler_fallback(c, t, b, k)) for t in T_GRID for b in B_GRID for k in K_GRID}
+    """Every member (t, b, k, a) of the threshold family: its excess per study (rows members, columns studies) and
+    its pick rate over all cells."""
+    acts = {(t, b, k, a): acted(c, labeler_fallback(c, t, b, k, a)) for t in T_GRID for b in B_GRID for k in K_GRID
+            for a in A_GRID}
     return (pd.DataFrame({m: excess(c, w) for m, w in acts.items()}).T,
             pd.Series({m: pick_rate(c, w) for m, w in acts.items()}))
 
@@ -210,7 +214,7 @@ def learned_loso(c: pd.DataFrame, x: np.ndarray | None = None) -> pd.Series:
 
 def branch(c: pd.DataFrame) -> np.ndarray:
     """(n,) what made the default's choice: ``committed``, ``labeler`` (uncertain, fewer than LEAN_FROM items of the
-    rarer class: the labeler's ranking) or ``lean`` (uncertain, LEAN_FROM or more: the paired estimate's sign)."""
+    rarer class: the pool's agreement or the labeler's ranking) or ``lean`` (uncertain, LEAN_FROM or more: the paired estimate's sign)."""
     from fmgauge.weaklabels.verdicts import LEAN_FROM
 
     return np.where(c.verdict != "uncertain", "committed", np.where(c.gold_min_class >= LEAN_FROM, "lean", "labeler"))
@@ -411,14 +415,14 @@ def stand_ins(c: pd.DataFrame, min_cells: int = 30) -> dict:
 
 def limits(c: pd.DataFrame, held_out: list[str], truth: pd.DataFrame | None = None) -> dict:
     """Every figure of the §8 'limit of the fallback' paragraph, from the per-cell table ``c`` of all studies."""
-    from fmgauge.weaklabels.rules import ACCEPTABLE_AUC, AUTO_AUC, labeler_ranks
-    from fmgauge.weaklabels.verdicts import LEAN_FROM
+    from fmgauge.weaklabels.rules import ACCEPTABLE_AUC, labeler_ranks
+    from fmgauge.weaklabels.verdicts import AGREE_BAR, AUTO_MARGIN, LEAN_FROM
 
     ranks = np.array([labeler_ranks(a, g) for a, g in zip(c.lab_auc, c.gold_auc, strict=True)])
     auto = auto_fallback(c)
     fam, picks = family(c)
     assert (labeler_fallback(c, ACCEPTABLE_AUC, 0.0, float("inf")) == ranks).all(), "(0.7, 0, inf) is 'labeler'"
-    assert (AUTO_AUC, 0.0, LEAN_FROM) in fam.index, "the default is a member of the family"
+    assert (float("inf"), AUTO_MARGIN, LEAN_FROM, AGREE_BAR) in fam.index, "the default is a member of the family"
     worst = fam.max(axis=1)
     best = worst.idxmin()
     loso = {}
@@ -457,7 +461,7 @@ def _shown(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r7",
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "rules-r8",
                     help="bench_rules.py's run directory (one sub-directory per study)")
     ap.add_argument("--before", type=Path, default=None,
                     help="an earlier bench_rules.py run directory: the default on the same cells before and after")
@@ -483,11 +487,12 @@ def main() -> None:
         lean = c[(branch(c) == "lean") & wide].assign(c=lambda d: d.c_default)
         grid = pd.concat([c[wide & c.image.to_numpy()].assign(c=v) for v in C_GRID])
         truth = proxy_truth(args.out, pd.concat([lean, grid], ignore_index=True), data)
-    out = limits(c, list(bench_rules.HELD_OUT), truth)
+    held = list(bench_rules.HELD_OUT + bench_rules.EARLIER_HELD_OUT)  # every study the default was not chosen on
+    out = limits(c, held, truth)
     if truth is not None:
-        out["proxy_strength"] = proxy_strength(c, truth, list(bench_rules.HELD_OUT))
+        out["proxy_strength"] = proxy_strength(c, truth, held)
     if args.before is not None:
-        out["before_after"] = before_after(c, all_cells(args.before, names), list(bench_rules.HELD_OUT)) | {
+        out["before_after"] = before_after(c, all_cells(args.before, names), held) | {
             "before": _shown(args.before), "after": _shown(args.out)}
     if args.same_as is not None:
         from fmgauge.weaklabels.decide import RULES_VERSION

@@ -65,11 +65,13 @@ def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
     bad = decide(x, y, labeler(y, 5), primary="accuracy", proxy={"kind": "sk-logreg"},
                  fallback="labeler")  # accuracy 0.5: chance
     assert bad.rules["auc"].labeler.value < 0.7 and bad.choice == "gold-only"
-    # the default, auto: 5 gold items of each class are enough to follow the side the estimate leans to
+    # the default, auto: 5 gold items of each class are too few to follow the side the estimate leans to; without a
+    # pool the labeler must rank the gold items 0.1 better than gold-only (a chance labeler does not)
     auto = decide(x, y, labeler(y, 5), primary="accuracy", proxy={"kind": "sk-logreg"})
     r = auto.rules["accuracy"]
-    assert r.fallback == "auto" and r.min_class == 5 and auto.verdict == "uncertain"
-    assert auto.choice == r.lean and "the side its estimate leans to is the better guess" in auto.explain()
+    assert r.fallback == "auto" and r.min_class == 5 and auto.verdict == "uncertain" and auto.agreement is None
+    assert auto.choice == "gold-only" and "mostly noise, so this decides" in auto.explain()
+    assert "(no pool, bar 0.52)" in auto.explain()
     with pytest.raises(FmgaugeError, match="fallback must be"):
         decide(x, y, labeler(y, 2), fallback="coin")
     more = d.rules["accuracy"].more_gold
@@ -78,41 +80,51 @@ def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
 
 
 def test_labeler_ranks_known_values():
-    from fmgauge.weaklabels.rules import ACCEPTABLE_AUC, AUTO_AUC, labeler_ranks, ranks_bar
+    from fmgauge.weaklabels.rules import ACCEPTABLE_AUC, labeler_ranks, ranks_bar
+    from fmgauge.weaklabels.verdicts import AGREE_BAR, AUTO_MARGIN
 
-    assert ACCEPTABLE_AUC == 0.7 and AUTO_AUC == 0.55
+    assert ACCEPTABLE_AUC == 0.7 and AUTO_MARGIN == 0.1 and AGREE_BAR == 0.52
     assert labeler_ranks(0.7, 0.95) and labeler_ranks(0.62, 0.6)  # acceptable, or better than gold-only
     assert not labeler_ranks(0.69, 0.75) and not labeler_ranks(0.5, 0.5)  # a tie at chance keeps gold only
     assert not labeler_ranks(float("nan"), 0.5)
-    assert labeler_ranks(0.6, 0.9, ranks_bar("auto")) and not labeler_ranks(0.6, 0.9, ranks_bar("labeler"))
-    assert not labeler_ranks(0.54, 0.9, ranks_bar("auto"))
+    auto, lab = ranks_bar("auto"), ranks_bar("labeler")
+    assert labeler_ranks(0.75, 0.6, **auto) and not labeler_ranks(0.65, 0.6, **auto)  # auto: 0.1 above gold-only
+    assert not labeler_ranks(0.95, 0.9, **auto) and labeler_ranks(0.95, 0.9, **lab)  # no bar on the AUC alone
+    assert labeler_ranks(0.3, 0.9, 0.6, **auto)  # ranks 2 gold positives badly, agrees across the pool
+    assert not labeler_ranks(0.3, 0.9, 0.51, **auto)
+    assert not labeler_ranks(0.3, 0.9, float("nan"), **auto)  # no pool: the gold items alone
+    assert not labeler_ranks(0.3, 0.9, 0.9, **lab)  # the labeler fallback does not read agreement
 
 
-def test_auto_below_five_rarer_class_items_reads_the_labeler_and_says_it_is_a_guess():
-    rng = np.random.default_rng(0)
-    y = np.array([1] * 3 + [0] * 9)
-    x = rng.normal(size=(12, 20))
-    x[:, 0] += 2 * y - 1
-    d = decide(x, y, labeler(y, 1), proxy={"kind": "sk-logreg"})  # AUC on the gold items 0.83 >= 0.55
-    r = d.rules[d.primary]
-    assert d.verdict == "uncertain" and r.fallback == "auto" and r.min_class == 3
-    assert d.choice == "use-weak-labels" and "better than chance" in d.plain()[0]
-    assert "This is a guess: label until your gold set holds at least 5 items of each class" in d.plain()[0]
-    chance = decide(x, y, labeler(y, 6), proxy={"kind": "sk-logreg"})  # 6 of 12 wrong: AUC on them < 0.55
-    assert chance.rules["auc"].labeler.value < 0.55 and chance.choice == "gold-only"
+def test_auto_below_twenty_rarer_class_items_reads_the_pools_agreement():
+    """With 3 positives the paired estimate is noise: auto keeps the weak labels of a labeler whose pool labels agree
+    with a gold-trained model (flips at random, 15%) and drops those of one at chance, whatever 12 gold items say."""
+    x, y = gaussian(2012, sep=2.0, seed=4)
+    gold = np.r_[np.flatnonzero(y == 1)[:3], np.flatnonzero(y == 0)[:9]]
+    rest = np.setdiff1d(np.arange(len(y)), gold)
+    rng = np.random.default_rng(2)
+    good = np.where(rng.random(len(y)) < 0.15, 1 - y, y)
+    chance = rng.integers(0, 2, len(y))
+    for weak, acts in ((good, "use-weak-labels"), (chance, "gold-only")):
+        d = decide(x[gold], y[gold], np.eye(2)[weak[gold]], pool=Pool(x[rest], weak[rest]), n_boot=200)
+        r = d.rules[d.primary]
+        assert r.fallback == "auto" and r.min_class == 3 and d.verdict == "uncertain"
+        assert (d.agreement > 0.52) == (acts == "use-weak-labels") and d.choice == acts
+        assert "agreement" in d.plain()[0] and "from 20 gold items of each class" in d.plain()[0]
+        assert any("agrees with the weak labels at AUC" in line for line in d.plain())
 
 
 @pytest.mark.parametrize(("min_class", "ranks", "lean", "acts"), [
-    (4, True, "gold-only", "use-weak-labels"),  # below LEAN_FROM: the labeler's ranking decides
+    (19, True, "gold-only", "use-weak-labels"),  # below LEAN_FROM: the pool's agreement or the labeler decides
     (4, False, "use-weak-labels", "gold-only"),
-    (5, False, "use-weak-labels", "use-weak-labels"),  # from LEAN_FROM on: the lean, whatever the ranking
+    (20, False, "use-weak-labels", "use-weak-labels"),  # from LEAN_FROM on: the lean, whatever the ranking
     (40, True, "gold-only", "gold-only"),
 ])
-def test_auto_fallback_acts_on_the_lean_from_five_rarer_class_items(min_class, ranks, lean, acts):
+def test_auto_fallback_acts_on_the_lean_from_twenty_rarer_class_items(min_class, ranks, lean, acts):
     from fmgauge.core.stats import Estimate
     from fmgauge.weaklabels.verdicts import LEAN_FROM, RuleVerdict
 
-    assert LEAN_FROM == 5
+    assert LEAN_FROM == 20
     est = Estimate(0.6, 0.5, 0.7, 0.95)
     r = RuleVerdict("delta-worth", "uncertain", lean, est, 0.0, (-0.1, 0.1), 40, None, "auto", ranks=ranks,
                     min_class=min_class)
@@ -483,6 +495,57 @@ def test_delta_worth_leans_gold_only_for_a_labeler_shown_no_better_than_chance()
     assert worth_verdict(("gold-only", "gold-only"), -0.4) == ("gold-only", "gold-only", True)
     assert worth_verdict(("use-weak-labels", "use-weak-labels"), 0.4) == ("use-weak-labels", "use-weak-labels", False)
     assert worth_verdict(("uncertain", "use-weak-labels"), float("nan"))[1] == "use-weak-labels"  # unusable
+    # with 2 items of the rarer class the guard leans but does not commit (COMMIT_FROM)
+    assert worth_verdict(("uncertain", "use-weak-labels"), -0.04, 2) == ("uncertain", "gold-only", True)
+
+
+def test_paired_rules_commit_only_from_three_rarer_class_items():
+    """An interval that excludes 0 commits from COMMIT_FROM items of the rarer class on; below, the verdict is
+    uncertain and the advice names the labels that reach COMMIT_FROM at the class's current share."""
+    from fmgauge.weaklabels.rules import paired_verdict
+    from fmgauge.weaklabels.verdicts import COMMIT_FROM
+
+    assert COMMIT_FROM == 3
+    assert paired_verdict(-0.3, -0.5, -0.1, 20, 3) == ("gold-only", None)
+    assert paired_verdict(0.3, 0.1, 0.5, 20, 10) == ("use-weak-labels", None)
+    assert paired_verdict(-0.3, -0.5, -0.1, 20, 2) == ("uncertain", 10)  # 1 more positive at 2 in 20: 10 labels
+    assert paired_verdict(0.3, 0.1, 0.5, 10, 2) == ("uncertain", 5)
+
+
+def test_rule_eval_scores_stored_trials_as_decide_now_commits():
+    """Trials stored before COMMIT_FROM committed from 2 rarer-class items: the evaluation re-derives them as
+    uncertain acting on their lean (and delta-worth from them), leaving the other trials as stored."""
+    from fmgauge.weaklabels.rule_eval import _commit_verdicts, _worth_verdicts
+
+    key = {"labeler": "l", "features": "raw", "n_gold": 10, "seed": 0, "gap": 0.2, "lab_youden_hi": 0.5}
+    rows = pd.DataFrame([{**key, "rule": r, "verdict": "gold-only", "lean": "gold-only", "choice": "gold-only",
+                          "gold_min_class": mc, "seed": mc} for r in ("cv-delta", "weak-student", "auc")
+                         for mc in (2, 3)])
+    got = _worth_verdicts(_commit_verdicts(rows)).set_index(["rule", "seed"])
+    assert got.loc[("cv-delta", 2), "verdict"] == got.loc[("weak-student", 2), "verdict"] == "uncertain"
+    assert got.loc[("delta-worth", 2), "verdict"] == "uncertain" and got.loc[("delta-worth", 2), "choice"] == "gold-only"
+    assert got.loc[("cv-delta", 3), "verdict"] == got.loc[("delta-worth", 3), "verdict"] == "gold-only"
+    assert got.loc[("auc", 2), "verdict"] == "gold-only"  # the unpaired rules are not paired_verdict's
+
+
+def test_pool_agreement_tracks_the_weak_labels_markedness():
+    """Planted class-conditional noise on a pool: agreement − 0.5 = (a − 0.5)·(PPV + NPV − 1), a the gold model's
+    AUC on the pool; a labeler at chance agrees at 0.5 and one labelling the opposite concept below it."""
+    from fmgauge.core.stats import auc
+    from fmgauge.weaklabels.proxy import Proxy, proxy_student
+    from fmgauge.weaklabels.rules import pool_agreement
+
+    x, y = gaussian(4020, sep=1.5, seed=5)
+    xg, yg, xp, yp = x[:20], y[:20], x[20:], y[20:]
+    proxy = Proxy(proxy_student(xg, None), 0, 0)
+    a = auc(yp, proxy.fit_predict([xg], [yg], xp, 2)[0])
+    rng = np.random.default_rng(1)
+    for t0, t1 in ((0.9, 0.3), (0.7, 0.6), (0.5, 0.5), (0.2, 0.8)):  # P(weak = 0 | y = 0), P(weak = 1 | y = 1)
+        weak = np.where(yp == 1, rng.random(len(yp)) < t1, rng.random(len(yp)) >= t0).astype(int)
+        ppv, npv = yp[weak == 1].mean(), 1 - yp[weak == 0].mean()
+        got = pool_agreement(proxy, xg, yg, 2, xp, weak)
+        assert got - 0.5 == pytest.approx((a - 0.5) * (ppv + npv - 1), abs=0.025)
+    assert np.isnan(pool_agreement(proxy, xg, yg, 2, xp, np.zeros(len(yp), int)))  # one weak class: undefined
 
 
 def test_decide_imports_without_torch():

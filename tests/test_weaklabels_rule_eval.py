@@ -115,27 +115,29 @@ def test_pool_rules_are_scored_with_the_labeler_fallback_from_the_auc_rule_rows(
 
 
 def test_pool_rules_are_scored_with_the_auto_fallback_from_the_rarer_class_count():
-    """Uncertain cv-delta verdicts under ``auto``: the stored lean (the rows' choice) where the gold set held 5 or
-    more items of its rarer class; below that the weak labels iff the labeler's AUC on the gold items ≥ 0.55 or above
-    the gold-only estimate."""
+    """Uncertain cv-delta verdicts under ``auto``: the stored lean (the rows' choice) where the gold set held 20 or
+    more items of its rarer class; below that the weak labels iff the pool's agreement > 0.52 or the labeler's AUC on
+    the gold items is more than 0.1 above the gold-only estimate."""
     res = _sweep({20: [0.10, 0.12, -0.09, -0.11]})  # weak labels help on seeds 0, 1 and hurt on 2, 3
-    lab_auc = {0: 0.6, 1: 0.4, 2: 0.5, 3: 0.9}
+    lab_auc = {0: 0.4, 1: 0.4, 2: 0.85, 3: 0.9}
+    agree = {0: 0.6, 1: 0.5, 2: 0.51, 3: 0.6}
     gold = {0: 0.8, 1: 0.8, 2: 0.8, 3: 0.8}
-    rare = {0: 2, 1: 6, 2: 3, 3: 5}  # seeds 1 and 3 follow the lean: weak labels on 1, gold only on 3
+    rare = {0: 4, 1: 25, 2: 10, 3: 20}  # seeds 1 and 3 follow the lean: weak labels on 1, gold only on 3
     lean = {0: "gold-only", 1: "use-weak-labels", 2: "use-weak-labels", 3: "gold-only"}
     cv = _rules({(20, s): ("uncertain", lean[s]) for s in range(4)}).assign(rule="cv-delta")
     auc = _rules({(20, s): ("uncertain", "gold-only") for s in range(4)}).assign(
         labeler_value=[lab_auc[s] for s in range(4)])
     rows = pd.concat([cv.assign(labeler_value=0.5), auc], ignore_index=True).assign(
-        gold_auc=lambda d: d.seed.map(gold), gold_min_class=lambda d: d.seed.map(rare))
+        gold_auc=lambda d: d.seed.map(gold), gold_min_class=lambda d: d.seed.map(rare),
+        agreement=lambda d: d.seed.map(agree))
     ev, cells = evaluate(res, rows, {"s": "raw"}, [0, 1, 2, 3])
     got = cells[cells.policy == "cv-delta (uncertain→auto)"].sort_values("seed").choice.tolist()
-    # seed 0: 2 rare, AUC 0.6 ≥ 0.55 -> weak; 1: lean; 2: 3 rare, 0.5 < 0.55 and below gold -> gold; 3: lean
+    # seed 0: 4 rare, agreement 0.6 -> weak; 1: lean; 2: 10 rare, agreement 0.51, AUC 0.05 above gold -> gold; 3: lean
     assert got == ["use-weak-labels", "use-weak-labels", "gold-only", "gold-only"]
     head = {r["policy"]: r for r in ev["scores"] if r["scope"] == "all" and r["n_gold"] == 20}
     assert head["cv-delta (uncertain→auto)"]["regret"]["value"] == pytest.approx(0.0)
-    # the labeler fallback (bar 0.7 at every m) drops the helpful labels of seeds 0, 1 and keeps seed 3's harmful ones
-    assert head["cv-delta (uncertain→labeler)"]["regret"]["value"] == pytest.approx((0.10 + 0.12 + 0.11) / 4)
+    # the labeler fallback (bar 0.7 at every m) drops the helpful labels of seeds 0, 1 and keeps the harmful ones of 2, 3
+    assert head["cv-delta (uncertain→labeler)"]["regret"]["value"] == pytest.approx((0.10 + 0.12 + 0.09 + 0.11) / 4)
     assert ev["default_policy"] == "delta-worth (uncertain→auto)"
 
 

@@ -261,10 +261,11 @@ def decide_cmd(
         help="Student the rules train: sk-logreg (default: converged L2 logistic regression), logreg (the "
              "sweep's torch logreg, also solved to convergence), mlp (trained under the step budget).")] = None,
     fallback: Annotated[str, typer.Option(
-        help="What an uncertain verdict acts as: auto (the default: with 5+ gold items of the rarer class the side "
-             "its estimate favours, with fewer the weak labels if the labeler ranks your gold items better than "
-             "chance, AUC >= 0.55 or above the gold-only estimate, else gold only), labeler (that ranking at every "
-             "m, with the bar 0.7), weak (the free weak labels unless shown to hurt) or lean (the side its estimate "
+        help="What an uncertain verdict acts as: auto (the default: with 20+ gold items of the rarer class the side "
+             "its estimate favours, with fewer the weak labels if they agree with a model trained on your gold "
+             "labels across the pool, AUC > 0.52, or the labeler ranks your gold items 0.1 better than gold-only, "
+             "else gold only), labeler (the labeler's ranking of your gold items at every m, AUC >= 0.7 or above "
+             "gold-only), weak (the free weak labels unless shown to hurt) or lean (the side its estimate "
              "favours).")] = "auto",
     curve: Annotated[bool, typer.Option(
         help="Fit the gold-only learning curve for n* ('they stop helping at about n* gold labels').")] = True,

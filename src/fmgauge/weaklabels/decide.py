@@ -13,6 +13,7 @@ default rule and fallback are what the evaluation over the whole study suite fav
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,17 +41,26 @@ from fmgauge.weaklabels.rules import (
     mixed_oof,
     paired_difference,
     paired_verdict,
+    pool_agreement,
     ranks_bar,
     worth_verdict,
 )
 from fmgauge.weaklabels.student_config import StudentConfig, budget_steps
-from fmgauge.weaklabels.verdicts import FALLBACKS, POOL_RULES, RULES, Decision, Fallback, Lean, RuleVerdict
+from fmgauge.weaklabels.verdicts import (
+    FALLBACKS,
+    POOL_RULES,
+    RULES,
+    Decision,
+    Fallback,
+    Lean,
+    RuleVerdict,
+)
 
 __all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK", "RULES_VERSION", "PROXY_KINDS"]
 
 DEFAULT_PRIMARY = "delta-worth"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
 DEFAULT_FALLBACK: Fallback = "auto"  # ... an uncertain verdict: the lean from 5 rarer-class items, else the labeler
-RULES_VERSION = 11  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
+RULES_VERSION = 12  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
 
 
 @dataclass(frozen=True)
@@ -129,8 +139,9 @@ def decide(
     curve : fit the gold-only learning curve for n* (2 more leave-pair-out runs on nested subsets).
     fallback : what an ``uncertain`` verdict acts as: ``auto`` (default), the side its point estimate favours once
         the gold set holds 5 items of its rarer class, below that the weak labels when the labeler ranks the gold
-        items better than chance (its AUC on them ≥ 0.55 or above the gold-only estimate, :func:`.rules.
-        labeler_ranks`), else gold only; ``labeler``, the labeler's ranking at every m with the bar 0.7; ``weak``,
+        items better than chance (its AUC on them ≥ 0.55 or above the gold-only estimate) or its weak labels agree
+        with a gold-trained model across the pool (agreement > 0.52, :func:`.rules.pool_agreement`;
+        :func:`.rules.labeler_ranks`), else gold only; ``labeler``, the labeler's ranking at every m with the bar 0.7; ``weak``,
         the weak labels; ``lean``, the side its point estimate favours. docs/benchmarks.md §8 holds the evaluation
         that picked the default.
     gold_cache : a description of (inputs, gold set) under which the leave-pair-out outcomes are cached by
@@ -188,7 +199,13 @@ def decide(
     summary = labeler_summary(y, labels, k, pool_labels=all_pool_labels, class_names=class_names, level=level,
                               seed=seed)
     lab_auc = _labeler_auc(y, k, probs, wg, level)
-    ranks = labeler_ranks(lab_auc.value, gold.value, ranks_bar(fallback))  # fallbacks "labeler", "auto"
+    zp = zg = None
+    agreement = float("nan")
+    if pool is not None:
+        both = student.coordinates(stack_rows(xp, xg))  # every pool fit trains on pool and gold rows, scores gold
+        zp, zg = both[:xp.shape[0]], both[xp.shape[0]:]
+        agreement = pool_agreement(student, zg, y, k, zp, pool_labels)
+    ranks = labeler_ranks(lab_auc.value, gold.value, agreement, **ranks_bar(fallback))  # fallbacks labeler, auto
     rare = int(counts.min())  # gold items of the rarer class: fallback "auto" follows the lean from LEAN_FROM
     out: dict[str, RuleVerdict] = {}
     for rule in ("accuracy", "auc"):
@@ -205,8 +222,6 @@ def decide(
                                 extrapolate_crossover(lc, est.value), fallback, ranks=ranks, min_class=rare)
     n_star, n_star_ci = None, None
     if pool is not None and any(r in POOL_RULES for r in wanted):
-        both = student.coordinates(stack_rows(xp, xg))  # every pool fit trains on pool and gold rows, scores gold
-        zp, zg = both[:xp.shape[0]], both[xp.shape[0]:]
         warm = student.warm_model(zp, pool_labels)
         weak_only = student.fit_predict([zp], [pool_labels], zg, k, init=warm)[0]
         sides = {"weak-student": weak_only}
@@ -220,11 +235,11 @@ def decide(
             if rule == "weak-student":
                 n_star = extrapolate_crossover(lc, est.value)
                 n_star_ci = crossover_interval(lc, est, seed=seed)
-            verdict, more = paired_verdict(diff, lo, hi, len(y))
+            verdict, more = paired_verdict(diff, lo, hi, len(y), rare)
             lean = "use-weak-labels" if diff >= 0 else "gold-only"
             xo = extrapolate_crossover(lc, est.value)
             if rule == "cv-delta" and "delta-worth" in wanted:
-                v, ln, worthless = worth_verdict((verdict, lean), summary.youden.hi)
+                v, ln, worthless = worth_verdict((verdict, lean), summary.youden.hi, rare)
                 out["delta-worth"] = RuleVerdict("delta-worth", v, ln, est, -diff, (-hi, -lo),  # type: ignore[arg-type]
                                                  more if v == "uncertain" else None, xo, fallback, worthless, ranks,
                                                  rare)
@@ -245,4 +260,5 @@ def decide(
     return Decision(len(y), counts.tolist(), gold, {r: out[r] for r in RULES if r in out}, primary, lc,
                     pool_size=0 if xp is None else int(xp.shape[0]),
                     population=summary.population, labeler_summary=summary, n_eff=n_eff,
-                    crossover=n_star, crossover_ci=n_star_ci, weighted=w is not None)
+                    crossover=n_star, crossover_ci=n_star_ci, weighted=w is not None,
+                    agreement=None if math.isnan(agreement) else agreement)

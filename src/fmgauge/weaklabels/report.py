@@ -313,8 +313,8 @@ POLICY_TEXT = {
     "delta-worth (uncertain→weak)": "delta-worth rule, uncertain → use the weak labels",
     "delta-worth (uncertain→labeler)": "delta-worth rule, uncertain → the weak labels if the labeler ranks the gold "
                                        "items acceptably",
-    "delta-worth (uncertain→auto)": "delta-worth rule, uncertain → its lean from 5 items of the rarer class, below "
-                                    "that the weak labels if the labeler ranks the gold items better than chance "
+    "delta-worth (uncertain→auto)": "delta-worth rule, uncertain → its lean from 20 items of the rarer class, below "
+                                    "that the weak labels if they agree with a gold-trained model across the pool "
                                     "(decide's default)",
     "weak-student": "weak-student rule (weak-trained proxy vs gold-only on the gold set)",
     "projection": "projection rule (n* of the gold-only curve at the weak-trained AUC, against m)",
@@ -323,9 +323,9 @@ POLICY_TEXT = {
     "weak-student (uncertain→weak)": "weak-student rule, uncertain → use the weak labels",
     **{f"{r} (uncertain→labeler)": f"{r} rule, uncertain → the weak labels if the labeler ranks the gold items "
        "acceptably" for r in ("cv-delta", "projection", "weak-student")},
-    **{f"{r} (uncertain→auto)": f"{r} rule, uncertain → its lean from 5 items of the rarer class, below that the "
-       "weak labels if the labeler ranks the gold items better than chance" for r in ("cv-delta", "projection",
-                                                                                      "weak-student")},
+    **{f"{r} (uncertain→auto)": f"{r} rule, uncertain → its lean from 20 items of the rarer class, below that the "
+       "weak labels if they agree with a gold-trained model across the pool" for r in ("cv-delta", "projection",
+                                                                                     "weak-student")},
     "always-weak": "always use the weak labels (trivial)",
     "always-gold": "always train on gold only (trivial)",
 }
@@ -475,9 +475,11 @@ def build_report(result) -> Report:  # noqa: ANN001 - StudyResult (avoid an impo
             "best of gold-only and gold+weak; a rule's uncertain verdict falls back to the side its estimate leans "
             "to, '(uncertain→weak)' to the weak labels, '(uncertain→labeler)' to the weak labels only where the "
             "labeler's AUC on the gold items is ≥ 0.7 or above the gold-only estimate, and '(uncertain→auto)' to "
-            "the side its estimate leans to once the gold set holds 5 items of its rarer class and below that to "
-            "the weak labels only where the labeler's AUC on the gold items is ≥ 0.55 or above the gold-only "
-            "estimate (decide's default; the uncertain share is the abstention). Decisive cells: the "
+            "the side its estimate leans to once the gold set holds 20 items of its rarer class and below that to "
+            "the weak labels only where they agree with a model trained on the gold items across the pool (AUC of "
+            "its pool scores against the weak labels > 0.52) or the labeler's AUC on the gold items is more than "
+            "0.1 above the gold-only estimate (decide's default; the uncertain share is the abstention). Paired "
+            "rules commit to a side only from 3 gold items of the rarer class. Decisive cells: the "
             "seed-mean ΔAUC has a 95% CI excluding 0. Committed verdicts are scored against each cell's own "
             "realised sign. Intervals resample seeds; MDE = the smallest regret difference these seeds could "
             "detect (80% power), undefined when two policies never chose differently (a rule-of-three bound is "

@@ -38,12 +38,12 @@ from scipy import stats as sps
 
 from fmgauge.core.stats import mean_ci
 from fmgauge.weaklabels.decide import DEFAULT_FALLBACK, DEFAULT_PRIMARY, Pool, decide
-from fmgauge.weaklabels.verdicts import POOL_RULES, RULES, fallback_choice
+from fmgauge.weaklabels.verdicts import COMMIT_FROM, POOL_RULES, RULES, fallback_choice
 
 TRIVIAL = ("always-weak", "always-gold")
 WEAK_FALLBACK = " (uncertain→weak)"  # a rule whose uncertain verdicts use the weak labels instead of its lean
 LABELER_FALLBACK = " (uncertain→labeler)"  # ... the weak labels if the labeler ranks the gold items acceptably
-AUTO_FALLBACK = " (uncertain→auto)"  # ... the lean from LEAN_FROM rarer-class items, else the labeler at AUTO_AUC
+AUTO_FALLBACK = " (uncertain→auto)"  # ... the lean from LEAN_FROM rarer-class items, else the pool's agreement
 SUFFIX = {"lean": "", "weak": WEAK_FALLBACK, "labeler": LABELER_FALLBACK, "auto": AUTO_FALLBACK}
 DEFAULT_POLICY = DEFAULT_PRIMARY + SUFFIX[DEFAULT_FALLBACK]  # what decide() does
 N_BOOT = 2000
@@ -99,6 +99,7 @@ def run_rule_trial(config: dict) -> list[dict]:
                      "lab_majority": s.majority_rate.value, "lab_unusable": s.unusable is not None,
                      "lab_youden": s.youden.value, "lab_youden_lo": s.youden.lo, "lab_youden_hi": s.youden.hi,
                      "gold_min_class": int(min(np.bincount(pool.y[gold], minlength=ds.n_classes))),
+                     "agreement": d.agreement,
                      "cpu_seconds": time.process_time() - cpu0})
     return rows
 
@@ -122,6 +123,18 @@ def _projection_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
     return rules
 
 
+def _commit_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
+    """The paired rules' verdicts (cv-delta, weak-student) as :func:`fmgauge.weaklabels.rules.paired_verdict` now
+    gives them: uncertain, acting on the lean, on gold sets with fewer than ``COMMIT_FROM`` items of the rarer class
+    (trials stored before RULES_VERSION 12 committed there)."""
+    if "gold_min_class" not in rules:
+        return rules
+    rules = rules.copy()
+    sel = rules.rule.isin(("cv-delta", "weak-student")) & (rules.gold_min_class < COMMIT_FROM)
+    rules.loc[sel, "verdict"] = "uncertain"  # its choice, the lean, is the side a committed verdict took
+    return rules
+
+
 def _worth_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
     """delta-worth rows re-derived from the cv-delta rows (its verdict and the upper end of the interval of the
     labeler's Youden's J) by the function ``decide`` uses (:func:`fmgauge.weaklabels.rules.worth_verdict`),
@@ -132,7 +145,9 @@ def _worth_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
     from fmgauge.weaklabels.rules import worth_verdict
 
     cv = rules[rules.rule == "cv-delta"].copy()
-    got = [worth_verdict((v, ln), float(b)) for v, ln, b in zip(cv.verdict, cv.lean, cv.lab_youden_hi, strict=True)]
+    mc = cv.gold_min_class.fillna(COMMIT_FROM) if "gold_min_class" in cv else pd.Series(COMMIT_FROM, index=cv.index)
+    got = [worth_verdict((v, ln), float(b), int(n))
+           for v, ln, b, n in zip(cv.verdict, cv.lean, cv.lab_youden_hi, mc, strict=True)]
     cv["rule"] = "delta-worth"
     cv["verdict"] = [g[0] for g in got]
     cv["lean"] = [g[1] for g in got]
@@ -150,10 +165,11 @@ def labeler_ranks_of(rules: pd.DataFrame, key: list[str]) -> pd.DataFrame | None
     from fmgauge.weaklabels.rules import labeler_ranks, ranks_bar
 
     auc = rules[rules.rule == "auc"].drop_duplicates(key)
-    pairs = list(zip(auc.labeler_value.astype(float), auc.gold_auc.astype(float), strict=True))
-    return auc[key].assign(lab_auc=auc.labeler_value.to_numpy(),
-                           ranks=[labeler_ranks(a, g, ranks_bar("labeler")) for a, g in pairs],
-                           ranks_auto=[labeler_ranks(a, g, ranks_bar("auto")) for a, g in pairs],
+    agree = auc.agreement.astype(float) if "agreement" in auc else pd.Series(np.nan, index=auc.index)
+    pairs = list(zip(auc.labeler_value.astype(float), auc.gold_auc.astype(float), agree, strict=True))
+    return auc[key].assign(lab_auc=auc.labeler_value.to_numpy(), agreement=agree.to_numpy(),
+                           ranks=[labeler_ranks(a, g, e, **ranks_bar("labeler")) for a, g, e in pairs],
+                           ranks_auto=[labeler_ranks(a, g, e, **ranks_bar("auto")) for a, g, e in pairs],
                            min_class=auc.gold_min_class.to_numpy(float) if "gold_min_class" in auc
                            else np.full(len(auc), np.nan))
 
@@ -168,7 +184,7 @@ def policy_cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: d
     # the cells the rules were operated on (labelers and sizes with rule trials), the same for every policy
     ran = rules[["labeler", "features", "n_gold", "seed"]].drop_duplicates()
     paired = paired.merge(ran, on=["labeler", "features", "n_gold", "seed"])
-    rules = _worth_verdicts(_projection_verdicts(rules))
+    rules = _worth_verdicts(_commit_verdicts(_projection_verdicts(rules)))
     key = ["labeler", "features", "n_gold", "seed"]
     r = rules[[*key, "rule", "verdict", "choice"]].rename(columns={"rule": "policy"})  # choice: the lean if unsure
     # the pool rules under the other fallbacks, as decide acts on an uncertain verdict (verdicts.fallback_choice)

@@ -3,7 +3,9 @@
 A rule ends in ``use-weak-labels``, ``gold-only`` or ``uncertain``; an uncertain verdict also carries the side its
 point estimate leans to and acts as the decision's **fallback** (``lean``: that side; ``weak``: the weak labels;
 ``labeler``: the weak labels iff the labeler ranks the gold items acceptably; ``auto``: the lean once the gold set
-holds ``LEAN_FROM`` items of its rarer class, else the labeler's ranking at the lower bar ``AUTO_AUC``).
+holds ``LEAN_FROM`` items of its rarer class, else the weak labels iff they agree with a gold-trained model across the
+pool above ``AGREE_BAR`` or the labeler ranks the gold items ``AUTO_MARGIN`` better than the gold-only estimate).
+The paired rules commit only from ``COMMIT_FROM`` items of the rarer class.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ FALLBACKS = ("auto", "labeler", "weak", "lean")
 RULES = ("accuracy", "auc", "cv-delta", "delta-worth", "weak-student", "projection")
 POOL_RULES = ("cv-delta", "delta-worth", "weak-student", "projection")
 ACCEPTABLE_AUC = 0.7  # the labeler fallback keeps the weak labels of a labeler ranking the gold items this well
-AUTO_AUC = 0.55  # the auto fallback's bar below LEAN_FROM: the labeler ranks the gold items better than chance
-LEAN_FROM = 5  # the auto fallback follows the paired estimate's lean from this many gold items of the rarer class
+AGREE_BAR = 0.52  # the auto fallback below LEAN_FROM: the weak labels agree with a gold-trained model across the pool
+AUTO_MARGIN = 0.1  # ... or the labeler ranks the gold items this much better than the gold-only estimate
+COMMIT_FROM = 3  # the paired rules commit only from this many gold items of the rarer class (rules.paired_verdict)
+LEAN_FROM = 20  # the auto fallback follows the paired estimate's lean from this many gold items of the rarer class
 MAX_MORE = 100_000  # "more labels" beyond this is reported as "more than" (the two estimates are ~equal)
 RULE_TEXT = {
     "accuracy": "gold-only AUC vs labeler accuracy on the pool (the paper's rule)",
@@ -99,6 +103,7 @@ class Decision:
     crossover: float | None = None  # n* where the gold-only curve reaches the weak-trained AUC
     crossover_ci: tuple[float, float] | None = None
     weighted: bool = False  # the gold items carried design weights (a stratified gold sample)
+    agreement: float | None = None  # AUC of a gold-trained proxy's pool scores against the weak labels (rules.pool_agreement)
 
     @property
     def verdict(self) -> Verdict:
@@ -114,7 +119,7 @@ class Decision:
                 "n_gold": self.n_gold, "class_counts": self.class_counts, "gold_auc": self.gold_auc.to_dict(),
                 "pool_size": self.pool_size, "population": self.population, "weighted": self.weighted,
                 "labeler_summary": None if self.labeler_summary is None else self.labeler_summary.to_dict(),
-                "n_eff": None if self.n_eff is None else self.n_eff.to_dict(),
+                "n_eff": None if self.n_eff is None else self.n_eff.to_dict(), "agreement": self.agreement,
                 "crossover": self.crossover, "crossover_ci": self.crossover_ci,
                 "rules": {k: v.to_dict() for k, v in self.rules.items()},
                 "learning_curve": [[n, e.to_dict()] for n, e in self.learning_curve],
@@ -127,24 +132,33 @@ class Decision:
         if r.verdict == "uncertain":
             auc = self.rules.get("auc")
             its = f", its AUC on them {auc.labeler.value:.3f} vs gold-only {self.gold_auc.value:.3f}" if auc else ""
-            bar, how = (AUTO_AUC, "better than chance") if r.fallback == "auto" else (ACCEPTABLE_AUC, "acceptably")
-            ranking = (f"the labeler ranks your gold items {how}{its}: weak labels kept" if r.ranks else
-                       f"the labeler does not rank your gold items {how}{its}, below {bar} and not above gold-only: "
-                       "weak labels dropped")
+            agreed = ("" if self.agreement is None else f"agreement {self.agreement:.3f} with a model trained on your "
+                      f"gold labels across the pool")
+            if r.fallback == "auto":
+                ranking = (f"the weak labels agree with your gold labels ({agreed or 'no pool'}, bar {AGREE_BAR}) or "
+                           f"the labeler ranks your gold items clearly better than a model trained on them (by "
+                           f"{AUTO_MARGIN}{its}): weak labels kept" if r.ranks else
+                           f"the weak labels do not agree with your gold labels ({agreed or 'no pool'}, bar "
+                           f"{AGREE_BAR}) and the labeler does not rank your gold items clearly better than a model "
+                           f"trained on them (by {AUTO_MARGIN}{its}): weak labels dropped")
+            else:
+                ranking = (f"the labeler ranks your gold items acceptably{its}: weak labels kept" if r.ranks else
+                           f"the labeler does not rank your gold items acceptably{its}, below {ACCEPTABLE_AUC} and "
+                           "not above gold-only: weak labels dropped")
             why = {"lean": " (the side its estimate leans to)",
                    "weak": " (the weak labels are free: kept unless shown to hurt)",
                    "labeler": f" ({ranking})",
                    "auto": (f" (your gold set holds {r.min_class} items of its rarer class; from {LEAN_FROM} on, the "
                             "side its estimate leans to is the better guess)" if r.min_class >= LEAN_FROM else
-                            f" (with {r.min_class} items of the rarer class the rule's estimate is mostly noise, so "
-                            f"the labeler's ranking decides: {ranking})")}
+                            f" (with {r.min_class} items of the rarer class the rule's paired estimate is mostly "
+                            f"noise, so this decides: {ranking})")}
             acts = f"acting on it: {r.choice}" + why[r.fallback]
             head = (f"With your {self.n_gold} gold labels: uncertain — {acts}; the {r.rule} rule leans "
                     f"{r.lean}.")
             if r.fallback in ("auto", "labeler") and r.min_class < LEAN_FROM:
-                head += (f" This is a guess: label until your gold set holds at least {LEAN_FROM} items of each "
-                         "class (`fmgauge weak-labels sample-gold` picks items the labeler calls rare), then decide "
-                         "again.")
+                head += (f" This is a rule of thumb measured on the study suite: from {LEAN_FROM} gold items of each "
+                         "class the paired estimate itself decides (`fmgauge weak-labels sample-gold` picks items the "
+                         "labeler calls rare), so label more and decide again.")
         else:
             head = {"use-weak-labels": f"With your {self.n_gold} gold labels: use the weak labels (train on gold + "
                                        f"weak); the {r.rule} rule is confident they help.",
@@ -160,6 +174,10 @@ class Decision:
                        f"item, which the next line measures).")
         elif self.labeler_summary is not None and self.labeler_summary.unusable:
             out.append(f"What the weak labels are worth in clean labels: unknown — {self.labeler_summary.unusable}.")
+        if self.agreement is not None:
+            out.append(f"Across the {self.pool_size:,} pool items a model trained on your gold labels agrees with the "
+                       f"weak labels at AUC {self.agreement:.3f} (0.5: unrelated to your classes; below 0.5: the "
+                       "labeler labels another concept; it can only be as high as that model is good).")
         if self.crossover is not None or self.crossover_ci is not None:
             ci = "" if self.crossover_ci is None else f" [{_n(self.crossover_ci[0])}, {_n(self.crossover_ci[1])}]"
             ws = self.rules.get("weak-student")
