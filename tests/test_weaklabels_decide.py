@@ -71,7 +71,7 @@ def test_borderline_with_ten_gold_labels_is_uncertain_and_says_how_many_more():
     r = auto.rules["accuracy"]
     assert r.fallback == "auto" and r.min_class == 5 and auto.verdict == "uncertain" and auto.agreement is None
     assert auto.choice == "gold-only" and "mostly noise, so this decides" in auto.explain()
-    assert "(no pool, bar 0.52)" in auto.explain()
+    assert "(no pool to read, bar 0.52)" in auto.explain()
     with pytest.raises(FmgaugeError, match="fallback must be"):
         decide(x, y, labeler(y, 2), fallback="coin")
     more = d.rules["accuracy"].more_gold

@@ -59,7 +59,7 @@ from fmgauge.weaklabels.verdicts import (
 __all__ = ["Pool", "decide", "check_gold", "DEFAULT_PRIMARY", "DEFAULT_FALLBACK", "RULES_VERSION", "PROXY_KINDS"]
 
 DEFAULT_PRIMARY = "delta-worth"  # the evaluation over the whole study suite picks it (docs/benchmarks.md §8)
-DEFAULT_FALLBACK: Fallback = "auto"  # ... an uncertain verdict: the lean from 5 rarer-class items, else the labeler
+DEFAULT_FALLBACK: Fallback = "auto"  # ... an uncertain verdict: the lean from 20 rarer-class items, else the pool
 RULES_VERSION = 12  # bump when a rule's computation changes: the study's rule trials carry it, so stale ones rerun
 
 
@@ -138,11 +138,11 @@ def decide(
     proxy : the student every rule trains (a StudentConfig or its dict; default sk-logreg, :mod:`.proxy`).
     curve : fit the gold-only learning curve for n* (2 more leave-pair-out runs on nested subsets).
     fallback : what an ``uncertain`` verdict acts as: ``auto`` (default), the side its point estimate favours once
-        the gold set holds 5 items of its rarer class, below that the weak labels when the labeler ranks the gold
-        items better than chance (its AUC on them ≥ 0.55 or above the gold-only estimate) or its weak labels agree
-        with a gold-trained model across the pool (agreement > 0.52, :func:`.rules.pool_agreement`;
-        :func:`.rules.labeler_ranks`), else gold only; ``labeler``, the labeler's ranking at every m with the bar 0.7; ``weak``,
-        the weak labels; ``lean``, the side its point estimate favours. docs/benchmarks.md §8 holds the evaluation
+        the gold set holds 20 items of its rarer class, below that the weak labels when they agree with a
+        gold-trained model across the pool (agreement > 0.52, :func:`.rules.pool_agreement`) or the labeler ranks
+        the gold items more than 0.1 above the gold-only estimate (:func:`.rules.labeler_ranks`), else gold only;
+        ``labeler``, the labeler's ranking at every m with the bar 0.7; ``weak``, the weak labels; ``lean``, the
+        side its point estimate favours. docs/benchmarks.md §8 holds the evaluation
         that picked the default.
     gold_cache : a description of (inputs, gold set) under which the leave-pair-out outcomes are cached by
         content (rule trials of several labelers on one gold set share them); None: no cache.

@@ -10,8 +10,8 @@ trials of several labelers on one gold set share its gold-only side (cached by c
 Scores per policy — each rule acting on its lean when uncertain, the pool rules also with "uncertain → use the
 weak labels" (``<rule> (uncertain→weak)``), "uncertain → the weak labels if the labeler ranks the gold items
 acceptably" (``<rule> (uncertain→labeler)``, :func:`fmgauge.weaklabels.rules.labeler_ranks`) and "uncertain → the
-lean once the gold set holds 5 items of its rarer class, else the labeler's ranking at the bar 0.55"
-(``<rule> (uncertain→auto)``, decide's default), and the trivial policies **always-weak** and **always-gold**:
+lean once the gold set holds 20 items of its rarer class, else the weak labels iff they agree with a gold-trained
+model across the pool" (``<rule> (uncertain→auto)``, decide's default; :func:`fmgauge.weaklabels.rules.ranks_bar`), and the trivial policies **always-weak** and **always-gold**:
 
 - **regret**: mean over cells (labeler × student × m × seed) of max(AUC_gold, AUC_gold+weak) − the AUC of the
   condition the policy chose; **abstention**: the share of uncertain verdicts;

@@ -160,8 +160,7 @@ def labeler_ranks(labeler_auc: float, gold_auc: float, agreement: float = math.n
     return bool(labeler_auc >= bar or labeler_auc > gold_auc + margin or agreement > agree_bar)
 
 
-def pool_agreement(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, x_pool: Any, weak: np.ndarray, *,
-                   init: Any = None) -> float:
+def pool_agreement(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, x_pool: Any, weak: np.ndarray) -> float:
     """How far the weak labels agree with the gold labels, read across the pool: the proxy trained on the m gold
     items alone (``x`` (m, ...), ``y`` (m,)) scores the N pool items (``x_pool``), and the AUC of those scores
     against the pool's weak labels ``weak`` (N,) (macro one-vs-rest for K > 2; NaN when the weak labels hold one
@@ -177,7 +176,7 @@ def pool_agreement(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, x_pool: 
 
     if len(np.unique(weak)) < 2:
         return math.nan
-    p = proxy.fit_predict([x], [y], x_pool, n_classes, init=init)[0]
+    p = proxy.fit_predict([x], [y], x_pool, n_classes)[0]
     return auc(weak, scores_of(p))
 
 

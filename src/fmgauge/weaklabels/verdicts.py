@@ -132,15 +132,16 @@ class Decision:
         if r.verdict == "uncertain":
             auc = self.rules.get("auc")
             its = f", its AUC on them {auc.labeler.value:.3f} vs gold-only {self.gold_auc.value:.3f}" if auc else ""
-            agreed = ("" if self.agreement is None else f"agreement {self.agreement:.3f} with a model trained on your "
-                      f"gold labels across the pool")
+            agreed = ("no pool to read" if self.agreement is None else f"agreement {self.agreement:.3f} with a model "
+                      "trained on your gold labels, across the pool")
             if r.fallback == "auto":
-                ranking = (f"the weak labels agree with your gold labels ({agreed or 'no pool'}, bar {AGREE_BAR}) or "
-                           f"the labeler ranks your gold items clearly better than a model trained on them (by "
-                           f"{AUTO_MARGIN}{its}): weak labels kept" if r.ranks else
-                           f"the weak labels do not agree with your gold labels ({agreed or 'no pool'}, bar "
-                           f"{AGREE_BAR}) and the labeler does not rank your gold items clearly better than a model "
-                           f"trained on them (by {AUTO_MARGIN}{its}): weak labels dropped")
+                agrees = self.agreement is not None and self.agreement > AGREE_BAR
+                ranking = (f"weak labels kept: they agree with your gold labels ({agreed}, above {AGREE_BAR})"
+                           if agrees else "weak labels kept: the labeler ranks your gold items more than "
+                           f"{AUTO_MARGIN} better than a model trained on them{its}") if r.ranks else (
+                    f"weak labels dropped: they do not agree with your gold labels ({agreed}, bar {AGREE_BAR}) and "
+                    f"the labeler does not rank your gold items more than {AUTO_MARGIN} better than a model trained "
+                    f"on them{its}")
             else:
                 ranking = (f"the labeler ranks your gold items acceptably{its}: weak labels kept" if r.ranks else
                            f"the labeler does not rank your gold items acceptably{its}, below {ACCEPTABLE_AUC} and "
