@@ -6,7 +6,12 @@
 ``--old-code`` is a git worktree at the commit before the change (RULES_VERSION 11: 0b2012a); ``--old-out`` the run
 directories whose rule trials that code computed (the first one holding a study is read: the suite and the earlier
 held-out studies from the previous round's runs, the studies written since from a run of the old code's
-bench_rules.py on the same sweeps); ``--out`` this tree's run directory. Each side's per-cell choice of its default
+bench_rules.py on the same sweeps); ``--out`` this tree's run directory. For RULES_VERSION 11 the studies written
+since were run so: ``git worktree add /work/wt/i23-v11 0b2012a``, their three configs copied into its
+benchmarks/configs and named in its bench_rules.STUDIES, their run directories of runs/bench/rules-r8 copied into
+its runs/bench/rules-v11 (the sweeps; the rule trials re-run as RULES_VERSION 11), then its
+``bench_rules.py --out runs/bench/rules-v11 --only heldout-digestive --skip tfidf-sk-logreg`` and ``--only
+heldout-breast,heldout-retina --skip resnet-w16,cnn-w32,cnn-w16``. Each side's per-cell choice of its default
 is computed by its own ``rule_eval.evaluate`` (the old one in a subprocess on the old code), so each is scored as
 that version of decide acts. Per group of studies (bench_rules: the suite, HELD_OUT, EARLIER_HELD_OUT, all): mean
 regret before → after with the paired change and its 95% cluster-bootstrap interval over (study, seed), the share
@@ -111,8 +116,11 @@ def main() -> None:
     if len(m) != len(new) or not np.allclose(m.delta_old, m.delta_new):
         raise SystemExit("the two sides' cells differ: the old and new trials must share their sweeps")
     m = m.rename(columns={"delta_new": "delta"})
+    commit = subprocess.run(["git", "-C", str(args.old_code), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    shown = lambda p: str(p.absolute().relative_to(ROOT)) if p.absolute().is_relative_to(ROOT) else str(p)  # noqa: E731
     out = {"versions": [int(old.version.iloc[0]), int(new.version.iloc[0])], "old_code": str(args.old_code),
-           "old_out": [str(d) for d in args.old_out], "out": str(args.out),
+           "old_commit": commit, "old_out": [shown(d) for d in args.old_out], "out": shown(args.out),
            "groups": {g: compare(m[m.study.isin(ns)]) | {"studies": [n for n in ns if n in names]}
                       for g, ns in [*groups.items(), ("all", names)]},
            "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}

@@ -541,7 +541,8 @@ def version_lines() -> list[str]:
              "items and the labeler's AUC ≥ 0.55 below that; the paired rules commit only from 3 items of the "
              f"rarer class. Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_rule_versions.py --old-code "
              f"{rv['old_code']} " + " ".join(f"--old-out {d}" for d in rv["old_out"]) + f"` (computed {rv['date']}): "
-             f"RULES_VERSION {v0}'s default as its own code scores its own rule trials (a worktree at 0b2012a; the "
+             f"RULES_VERSION {v0}'s default as its own code scores its own rule trials (a worktree at "
+             f"{rv.get('old_commit', 'the previous commit')}; the "
              "new held-out studies' trials computed by that code on the same sweeps), against this tree's on "
              f"`{rv['out']}`; the change of the mean regret per cell with a 95% cluster-bootstrap interval over (study, "
              "seed).", "",
