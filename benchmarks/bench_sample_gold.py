@@ -87,8 +87,10 @@ def one(ds_name: str, lab_name: str, seed: int, m: int) -> dict:
     designs["stratified"] = (d.index, d.weights, bool(min(np.bincount(y[d.index], minlength=2)) >= 2))
     truth_acc = float((weak == y).mean())
     truth_prec = float(y[weak == 1].mean()) if (weak == 1).any() else float("nan")
+    from fmgauge.weaklabels.decide import RULES_VERSION
+
     row: dict = {"dataset": ds_name, "labeler": lab_name, "seed": seed, "m": m, "truth_accuracy": truth_acc,
-                 "truth_precision_pos": truth_prec}
+                 "truth_precision_pos": truth_prec, "rules_version": RULES_VERSION}
     for name, (gold, w, ok) in designs.items():
         gold, added = top_up(gold, y, rng)
         if w is not None and added:
@@ -119,7 +121,10 @@ def one(ds_name: str, lab_name: str, seed: int, m: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> None:
+    from fmgauge.weaklabels.decide import RULES_VERSION
+
     done = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
+    done["rows"] = [r for r in done["rows"] if r.get("rules_version") == RULES_VERSION]  # decided as decide now does
     have = {(r["dataset"], r["labeler"], r["seed"], r["m"]) for r in done["rows"]}
     for (ds_name, lab), _ in LABELERS.items():
         for seed in range(args.seeds):
