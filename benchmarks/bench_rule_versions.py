@@ -11,9 +11,12 @@ since were run so: ``git worktree add /work/wt/i23-v11 0b2012a``, their three co
 benchmarks/configs and named in its bench_rules.STUDIES, their run directories of runs/bench/rules-r8 copied into
 its runs/bench/rules-v11 (the sweeps; the rule trials re-run as RULES_VERSION 11), then its
 ``bench_rules.py --out runs/bench/rules-v11 --only heldout-digestive --skip tfidf-sk-logreg`` and ``--only
-heldout-breast,heldout-retina --skip resnet-w16,cnn-w32,cnn-w16``. Each side's per-cell choice of its default
+heldout-breast,heldout-retina --skip resnet-w16,cnn-w32,cnn-w16``; likewise the five one-vs-rest text studies at 10
+seeds (``"seeds": 10`` in its STUDIES, ``--only demo-text,ovr-digestive,ovr-nervous,ovr-cardiovascular,ovr-general
+--skip resnet-w16,cnn-w32,tfidf-sk-logreg``), so ``--old-out`` names rules-v11 first. Each side's per-cell choice of its default
 is computed by its own ``rule_eval.evaluate`` (the old one in a subprocess on the old code), so each is scored as
-that version of decide acts. Per group of studies (bench_rules: the suite, HELD_OUT, EARLIER_HELD_OUT, all): mean
+that version of decide acts. Per group of cells (bench_rules: the suite; its seeds added after the choice,
+NEW_SEEDS; HELD_OUT; EARLIER_HELD_OUT; all): mean
 regret before → after with the paired change and its 95% cluster-bootstrap interval over (study, seed), the share
 of cells where the two trivial policies differ by > 0.02 AUC on which each picked the better side, and each side's
 worst study by its excess over that study's better trivial policy. Results: benchmarks/results/rule_versions.json.
@@ -116,13 +119,18 @@ def main() -> None:
     if len(m) != len(new) or not np.allclose(m.delta_old, m.delta_new):
         raise SystemExit("the two sides' cells differ: the old and new trials must share their sweeps")
     m = m.rename(columns={"delta_new": "delta"})
+    first_new = m.study.map(bench_rules.NEW_SEEDS)  # NaN: no seed of that study was added after the choice
+    masks = {g: m.study.isin(ns).to_numpy() for g, ns in groups.items()}
+    masks = {"suite": masks["suite"], "suite, new seeds": (first_new.notna() & (m.seed >= first_new)).to_numpy(),
+             "held out": masks["held out"], "held out earlier": masks["held out earlier"],
+             "all": np.ones(len(m), bool)}
     commit = subprocess.run(["git", "-C", str(args.old_code), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"
     shown = lambda p: str(p.absolute().relative_to(ROOT)) if p.absolute().is_relative_to(ROOT) else str(p)  # noqa: E731
     out = {"versions": [int(old.version.iloc[0]), int(new.version.iloc[0])], "old_code": str(args.old_code),
            "old_commit": commit, "old_out": [shown(d) for d in args.old_out], "out": shown(args.out),
-           "groups": {g: compare(m[m.study.isin(ns)]) | {"studies": [n for n in ns if n in names]}
-                      for g, ns in [*groups.items(), ("all", names)]},
+           "groups": {g: compare(m[k]) | {"studies": sorted(set(m.study[k]), key=names.index)}
+                      for g, k in masks.items() if k.any()},
            "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
     RESULTS.write_text(json.dumps(out, indent=1))
     for g, r in out["groups"].items():

@@ -43,6 +43,8 @@ HELD_OUT = ("heldout-digestive", "heldout-breast", "heldout-retina")  # written 
 # held out for RULES_VERSION 11 (stop 36) and scored then; RULES_VERSION 12's fallback was chosen without them, but
 # their RULES_VERSION 11 verdicts were looked at for the commit bar (COMMIT_FROM): pooled on their own, not in the suite
 EARLIER_HELD_OUT = ("heldout-general", "heldout-neoplasms", "retinamnist", "pneumoniamnist")
+# seeds added to suite studies after RULES_VERSION 12 was chosen (from this seed on): gold sets the choice never saw
+NEW_SEEDS = {"demo-text": 5, **{f"ovr-{slug}": 5 for slug in OVR}}
 SEEN = {"heldout-cardiovascular": "written before the previous default, the labeler fallback, was chosen; scored after",
         "breastmnist": "first run after the previous default was chosen",
         "retinamnist-binary": "first run after the previous default was chosen",
@@ -58,11 +60,11 @@ STUDIES: dict[str, tuple[str, dict]] = {
     "heldout-breast": ("../../benchmarks/configs/rules-heldout-breast.yaml", {}),
     "heldout-retina": ("../../benchmarks/configs/rules-heldout-retina.yaml", {}),
     "heldout-digestive": ("../../benchmarks/configs/rules-heldout-digestive.yaml", {}),
-    "demo-text": ("demo-text.yaml", {}),
+    "demo-text": ("demo-text.yaml", {"seeds": 10}),  # 10 seeds: the text tasks are cheap and their studies small
     "demo": ("demo.yaml", {"rule_max_gold": 500}),  # m = 1000, 2000 left out: machine time (docs §8)
     "breastmnist": ("breastmnist.yaml", {}),
     **{f"ovr-{slug}": ("demo-text.yaml", {"name": f"ovr-{slug}", "dataset": f"medical-abstracts-{slug}",
-                                          "matched_rate": False}) for slug in OVR},
+                                          "matched_rate": False, "seeds": 10}) for slug in OVR},
     "pneumoniamnist": ("pneumoniamnist.yaml", {"n_gold": [10, 20, 50, 100, 200, 500, 1000]}),  # machine time
     "retinamnist": ("retinamnist.yaml", {"seeds": 5}),  # 5 of its 10 seeds: machine time (a held-out study)
     "retinamnist-binary": ("retinamnist-binary.yaml", {}),
@@ -532,7 +534,8 @@ def version_lines() -> list[str]:
     if not rv:
         return []
     v0, v1 = rv["versions"]
-    names = {"suite": "suite (chosen on)", "held out": "held out (written before the change)",
+    names = {"suite": "suite (chosen on)", "suite, new seeds": "suite, seeds added after the choice",
+             "held out": "held out (written before the change)",
              "held out earlier": "held out earlier (seen in part)", "all": "all studies"}
     lines = ["", f"### What RULES_VERSION {v1} changes, paired on the same cells", "",
              f"RULES_VERSION {v1} (2026-12-07): below 20 gold items of the rarer class an uncertain verdict acts on the "
@@ -542,8 +545,9 @@ def version_lines() -> list[str]:
              f"rarer class. Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_rule_versions.py --old-code "
              f"{rv['old_code']} " + " ".join(f"--old-out {d}" for d in rv["old_out"]) + f"` (computed {rv['date']}): "
              f"RULES_VERSION {v0}'s default as its own code scores its own rule trials (a worktree at "
-             f"{rv.get('old_commit', 'the previous commit')}; the "
-             "new held-out studies' trials computed by that code on the same sweeps), against this tree's on "
+             f"{rv.get('old_commit', 'the previous commit')}; the trials the previous round did not have — the new "
+             "held-out studies, seeds 5–9 of the five one-vs-rest text studies — computed by that code on the same "
+             "sweeps), against this tree's on "
              f"`{rv['out']}`; the change of the mean regret per cell with a 95% cluster-bootstrap interval over (study, "
              "seed).", "",
              "| studies | cells | regret before → after | change [95% CI] | better side (|ΔAUC| > 0.02) | worst study: "
@@ -560,7 +564,10 @@ def version_lines() -> list[str]:
                   f"written before it was chosen, it changes by {h['change']:+.4f} [{h['lo']:+.4f}, {h['hi']:+.4f}] "
                   + ("— no detectable change out of sample" if h["lo"] < 0 < h["hi"] else
                      ("— worse out of sample" if h["lo"] > 0 else "— better out of sample"))
-                  + f", while the better side is picked in {h['pick_old']:.3f} → {h['pick_new']:.3f} of their wide cells."]
+                  + f", while the better side is picked in {h['pick_old']:.3f} → {h['pick_new']:.3f} of their wide cells"
+                  + (f"; on the suite's seeds added after the choice (new gold sets, the same labelers) it changes by "
+                     f"{g['suite, new seeds']['change']:+.4f} [{g['suite, new seeds']['lo']:+.4f}, "
+                     f"{g['suite, new seeds']['hi']:+.4f}]" if "suite, new seeds" in g else "") + "."]
     return lines
 
 
