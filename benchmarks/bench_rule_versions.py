@@ -1,7 +1,7 @@
 """decide's default before and after a RULES_VERSION change, paired on the same cells (docs/benchmarks.md §8).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_rule_versions.py --old-code /work/wt/i23-v11 \
-        --old-out runs/bench/rules-r7 --old-out /work/wt/i23-v11/runs/bench/rules-v11 [--out runs/bench/rules-r8]
+        --old-out /work/wt/i23-v11/runs/bench/rules-v11 --old-out runs/bench/rules-r7 [--out runs/bench/rules-r8]
 
 ``--old-code`` is a git worktree at the commit before the change (RULES_VERSION 11: 0b2012a); ``--old-out`` the run
 directories whose rule trials that code computed (the first one holding a study is read: the suite and the earlier
