@@ -63,35 +63,30 @@ def default_cells(code: Path, studies: list[tuple[str, str]]) -> pd.DataFrame:
     with tempfile.TemporaryDirectory() as tmp:
         dest = str(Path(tmp) / "cells.parquet")
         script = CELLS.format(src=str(code / "src"), studies=studies, dest=dest,
-                              cols=[*KEY, "choice", "regret", "delta", "version"])
+                              cols=[*KEY, "auc_g", "auc_gw", "choice", "regret", "delta", "version"])
         subprocess.run([sys.executable, "-c", script], check=True)
         return pd.read_parquet(dest)
 
 
-def worst_study(c: pd.DataFrame, regret: str) -> tuple[str, float]:
-    """The study with the largest excess of ``regret`` over its better trivial policy (trivial regrets from ΔAUC)."""
-    per = c.assign(r_w=np.maximum(0, -c.delta), r_g=np.maximum(0, c.delta)).groupby("study")[[regret, "r_w", "r_g"]].mean()
-    ex = per[regret] - per[["r_w", "r_g"]].min(axis=1)
-    return str(ex.idxmax()), float(ex.max())
+def compare(m: pd.DataFrame) -> dict:
+    """Before → after on the aligned cells ``m`` (auc_g, auc_gw, delta, choice_old, choice_new, regret_old,
+    regret_new): the regret change by :func:`fmgauge.weaklabels.rule_eval.compare` (cluster bootstrap over (study,
+    seed)), goal 3's share and each side's worst study by bench_rule_limits' ``pick_rate`` and ``excess``."""
+    from bench_rule_limits import excess, pick_rate
+    from fmgauge.weaklabels.rule_eval import cluster_weights
+    from fmgauge.weaklabels.rule_eval import compare as paired
 
-
-def compare(m: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Before → after on the aligned cells ``m`` (regret_old, regret_new, choice_old, choice_new, delta)."""
-    d = (m.regret_new - m.regret_old).to_numpy()
-    cluster = (m.study + ":" + m.seed.astype(str)).to_numpy()
-    ids, idx = np.unique(cluster, return_inverse=True)
-    sums, counts = np.bincount(idx, weights=d), np.bincount(idx).astype(float)
-    w = np.random.default_rng(seed).multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=n_boot)
-    boots = (w @ sums) / (w @ counts)
-    wide = (m.delta.abs() > 0.02).to_numpy()
-    pick = {s: float(((m[f"choice_{s}"] == "use-weak-labels") == (m.delta > 0)).to_numpy()[wide].mean())
-            for s in ("old", "new")}
+    m = m.assign(cluster=m.study + ":" + m.seed.astype(str))
+    ids = np.unique(m.cluster)
+    side = {s: m.assign(choice=m[f"choice_{s}"], regret=m[f"regret_{s}"]) for s in ("old", "new")}
+    weak = {s: (side[s].choice == "use-weak-labels").to_numpy() for s in side}
+    d = paired(side["new"], side["old"], cluster_weights(len(ids)), ids)
+    worst = {s: excess(m, weak[s]) for s in side}
     return {"cells": int(len(m)), "clusters": int(len(ids)), "regret_old": float(m.regret_old.mean()),
-            "regret_new": float(m.regret_new.mean()), "change": float(d.mean()),
-            "lo": float(np.quantile(boots, 0.025)), "hi": float(np.quantile(boots, 0.975)),
-            "pick_old": pick["old"], "pick_new": pick["new"], "wide": int(wide.sum()),
-            "changed": float((m.choice_old != m.choice_new).mean()),
-            "worst_old": worst_study(m, "regret_old"), "worst_new": worst_study(m, "regret_new")}
+            "regret_new": float(m.regret_new.mean()), "change": d["value"], "lo": d["lo"], "hi": d["hi"],
+            "pick_old": pick_rate(m, weak["old"]), "pick_new": pick_rate(m, weak["new"]),
+            "wide": int((m.delta.abs() > 0.02).sum()), "changed": float((m.choice_old != m.choice_new).mean()),
+            **{f"worst_{s}": (str(worst[s].idxmax()), float(worst[s].max())) for s in side}}
 
 
 def main() -> None:
@@ -113,12 +108,14 @@ def main() -> None:
         if not found:
             raise SystemExit(f"--old-out: no directory holds the old rule trials of study {n!r}")
         old_dirs[n] = str(found[0])
+    print(f"scoring {len(names)} studies' stored trials with the code at {args.old_code} ...", flush=True)
     old = default_cells(args.old_code, [(n, old_dirs[n]) for n in names])
+    print(f"scoring them with this tree's code on {args.out} ...", flush=True)
     new = default_cells(ROOT, [(n, str(args.out)) for n in names])
     m = old.merge(new, on=KEY, suffixes=("_old", "_new"))
     if len(m) != len(new) or not np.allclose(m.delta_old, m.delta_new):
         raise SystemExit("the two sides' cells differ: the old and new trials must share their sweeps")
-    m = m.rename(columns={"delta_new": "delta"})
+    m = m.rename(columns={"delta_new": "delta", "auc_g_new": "auc_g", "auc_gw_new": "auc_gw"})
     first_new = m.study.map(bench_rules.NEW_SEEDS)  # NaN: no seed of that study was added after the choice
     masks = {g: m.study.isin(ns).to_numpy() for g, ns in groups.items()}
     masks = {"suite": masks["suite"], "suite, new seeds": (first_new.notna() & (m.seed >= first_new)).to_numpy(),

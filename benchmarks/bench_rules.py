@@ -234,9 +234,8 @@ def pool_and_hold_out(out_dir: Path, names: list[str]) -> None:
     (HELD_OUT: rules_heldout.json; EARLIER_HELD_OUT: rules_heldout_earlier.json), and every study pooled
     (rules_all.json)."""
     suite(out_dir, [n for n in names if n not in HELD_OUT + EARLIER_HELD_OUT])
-    every = tuple(n for n in names if (out_dir / n / "rules.parquet").exists())
     for group, file in ((HELD_OUT, "rules_heldout.json"), (EARLIER_HELD_OUT, "rules_heldout_earlier.json"),
-                        (every, "rules_all.json")):
+                        (tuple(names), "rules_all.json")):
         held = [n for n in names if n in group and (out_dir / n / "rules.parquet").exists()]
         if held:
             suite(out_dir, held, RESULTS / file)
@@ -248,14 +247,9 @@ def why(cells, rules, best: str, policy: str, truth_j: dict[str, float]) -> list
     cv-delta trial of the same (labeler, n_gold, seed), the labeler's AUC on the gold items and its estimated
     Youden's J (interval) against its true J on the pool: the J guard choosing gold-only, cv-delta committing to a
     side, or an uncertain cv-delta acted on by the fallback (the labeler ranking the gold items acceptably or not)."""
-    from fmgauge.weaklabels.rule_eval import (
-        _commit_verdicts,
-        _projection_verdicts,
-        _worth_verdicts,
-        labeler_ranks_of,
-    )
+    from fmgauge.weaklabels.rule_eval import as_decided, labeler_ranks_of
 
-    r = _worth_verdicts(_commit_verdicts(_projection_verdicts(rules)))
+    r = as_decided(rules)
     key = ["labeler", "n_gold", "seed"]
     cv = r[r.rule == "cv-delta"].drop_duplicates(key)[[*key, "verdict", "gold_auc", "lab_youden", "lab_youden_hi"]]
     cv = cv.merge(labeler_ranks_of(r, key), on=key, how="left")

@@ -155,6 +155,12 @@ def _worth_verdicts(rules: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([rules[rules.rule != "delta-worth"], cv], ignore_index=True)
 
 
+def as_decided(rules: pd.DataFrame) -> pd.DataFrame:
+    """Stored rule rows with the verdicts that are pure functions of their numbers re-derived as ``decide`` now
+    derives them (projection, the paired rules' commit bar, delta-worth): one place for every reader of trials."""
+    return _worth_verdicts(_commit_verdicts(_projection_verdicts(rules)))
+
+
 def labeler_ranks_of(rules: pd.DataFrame, key: list[str]) -> pd.DataFrame | None:
     """Per trial (``key`` columns): ``lab_auc``, the labeler's AUC on the gold items (the ``auc`` rule's number),
     ``ranks`` and ``ranks_auto``, whether it clears the ``labeler`` and the ``auto`` fallback's bar
@@ -184,7 +190,7 @@ def policy_cells(results: pd.DataFrame, rules: pd.DataFrame, student_features: d
     # the cells the rules were operated on (labelers and sizes with rule trials), the same for every policy
     ran = rules[["labeler", "features", "n_gold", "seed"]].drop_duplicates()
     paired = paired.merge(ran, on=["labeler", "features", "n_gold", "seed"])
-    rules = _worth_verdicts(_commit_verdicts(_projection_verdicts(rules)))
+    rules = as_decided(rules)
     key = ["labeler", "features", "n_gold", "seed"]
     r = rules[[*key, "rule", "verdict", "choice"]].rename(columns={"rule": "policy"})  # choice: the lean if unsure
     # the pool rules under the other fallbacks, as decide acts on an uncertain verdict (verdicts.fallback_choice)

@@ -176,8 +176,7 @@ def pool_agreement(proxy: Proxy, x: Any, y: np.ndarray, n_classes: int, x_pool: 
 
     if len(np.unique(weak)) < 2:
         return math.nan
-    p = proxy.fit_predict([x], [y], x_pool, n_classes)[0]
-    return auc(weak, scores_of(p))
+    return auc(weak, proxy.fit_predict([x], [y], x_pool, n_classes)[0])  # binary: column 1
 
 
 def ranks_bar(fallback: Fallback) -> dict[str, float]:
